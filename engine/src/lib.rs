@@ -1,0 +1,97 @@
+//! Strata's query engine: a DataFusion session whose catalog shows Strata's data.
+//!
+//! Where a query is planned: [`Engine::context`] is a DataFusion `SessionContext` with
+//! catalog `strata`, schema `public`, holding
+//! - `samples` ([`tables::SamplesTable`]): every sample, the Delta `samples` table and the
+//!   in-memory head together, so a sample is visible as soon as its write is acknowledged;
+//! - `series` ([`tables::SeriesTable`]): the series catalog (Delta table + the head's new
+//!   series);
+//! - `metrics`: a view joining the two, `metric_name, labels, timestamp, value, series_id`,
+//!   so that SQL can filter and group by labels: `labels['instance']`.
+//!
+//! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
+//! Data enters through a [`Source`] and leaves as Arrow record batches.
+
+pub mod source;
+pub mod tables;
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::execution::context::SessionConfig;
+use datafusion::prelude::SessionContext;
+
+pub use source::{Source, StaticSource};
+
+/// The catalog name Strata's tables live in.
+pub const CATALOG: &str = "strata";
+/// The schema name Strata's tables live in.
+pub const SCHEMA: &str = "public";
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Planning or executing a query failed (bad SQL gives a planning error naming it).
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Opening the tables failed.
+    #[error(transparent)]
+    Ingest(#[from] strata_ingest::IngestError),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// The query engine over a [`Source`].
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+}
+
+impl Engine {
+    /// Builds the session and registers the tables and views over `source`.
+    ///
+    /// # Errors
+    /// DataFusion errors registering the view (a broken invariant).
+    pub async fn new(source: Arc<dyn Source>) -> Result<Engine> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let schema = Arc::new(MemorySchemaProvider::new());
+        use datafusion::catalog::{CatalogProvider, SchemaProvider};
+        catalog.register_schema(SCHEMA, schema.clone())?;
+        ctx.register_catalog(CATALOG, catalog);
+        schema.register_table(
+            "samples".into(),
+            Arc::new(tables::SamplesTable::new(source.clone())?),
+        )?;
+        schema.register_table(
+            "series".into(),
+            Arc::new(tables::SeriesTable::new(source.clone())?),
+        )?;
+        ctx.sql(
+            "CREATE VIEW metrics AS \
+             SELECT s.metric_name, r.labels, s.timestamp, s.value, s.series_id \
+             FROM samples s JOIN series r ON s.series_id = r.series_id",
+        )
+        .await?;
+        Ok(Engine { ctx })
+    }
+
+    /// The DataFusion session (cheap to clone; shares the catalog).
+    pub fn context(&self) -> SessionContext {
+        self.ctx.clone()
+    }
+
+    /// Runs one SQL statement and collects its result.
+    ///
+    /// # Errors
+    /// Planning errors (unknown table or column, syntax) and execution errors.
+    pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.ctx.sql(query).await?.collect().await?)
+    }
+}

@@ -1,0 +1,67 @@
+//! Where the engine's tables get their data: the running write path (head + Delta), or the
+//! Delta tables alone (reading a data directory without a server).
+
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use strata_ingest::Ingester;
+use strata_ingest::head::SeriesMeta;
+use strata_ingest::storage::DataDir;
+
+pub use strata_ingest::head::HeadSamples;
+
+/// A consistent view of Strata's data for one scan.
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The samples: the Delta table as of now and the head's samples of the series `keep`
+    /// accepts, with no sample in both.
+    fn samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples);
+    /// The series catalog: the Delta table and the head's series not yet in it.
+    fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
+}
+
+/// The running write path as a source.
+pub struct IngesterSource(pub Arc<Ingester>);
+
+impl std::fmt::Debug for IngesterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IngesterSource")
+    }
+}
+
+impl Source for IngesterSource {
+    fn samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
+        self.0.read_samples(keep)
+    }
+    fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        self.0.read_series()
+    }
+}
+
+/// The Delta tables of a data directory, read as they are (no head, no WAL).
+#[derive(Debug)]
+pub struct StaticSource {
+    samples: DeltaTable,
+    series: DeltaTable,
+}
+
+impl StaticSource {
+    /// Opens the tables of `dir` (creating empty ones if missing).
+    ///
+    /// # Errors
+    /// Storage or Delta errors.
+    pub async fn open(dir: &DataDir) -> crate::Result<StaticSource> {
+        Ok(StaticSource {
+            samples: dir.open_samples().await?,
+            series: dir.open_series().await?,
+        })
+    }
+}
+
+impl Source for StaticSource {
+    fn samples(&self, _keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
+        (self.samples.clone(), vec![])
+    }
+    fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        (self.series.clone(), vec![])
+    }
+}

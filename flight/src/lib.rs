@@ -1,0 +1,143 @@
+//! Strata's Arrow Flight SQL endpoint: a stateless [Flight SQL] server over a
+//! DataFusion [`SessionContext`].
+//!
+//! **What it does.** It answers the Flight SQL RPCs that ADBC
+//! (`adbc-driver-flightsql`), `pyarrow.flight`, the Arrow Flight SQL JDBC
+//! driver and BI tools use: handshake (no authentication), ad-hoc statement
+//! queries, prepared statements (including positional parameters bound via
+//! `DoPut`), update statements, and the catalog metadata calls (catalogs,
+//! schemas, tables with their Arrow schemas, table types, `SqlInfo`, XDBC type
+//! info, and empty primary/foreign key listings).
+//!
+//! **What it does not do.** No authentication or TLS, no transactions,
+//! no query cancellation, no Substrait, no bulk ingestion, no `PollFlightInfo`
+//! / `GetSchema`. The server keeps no per-client state: statement tickets and
+//! prepared statement handles carry the SQL text itself (and, once bound, the
+//! parameter values), so any server instance can answer any ticket.
+//!
+//! **Where data enters and leaves.** SQL text enters through
+//! `GetFlightInfo`/`DoAction`/`DoPut` commands and is planned by the
+//! [`SessionContext`] handed to [`service`], [`serve`] or [`serve_listener`];
+//! the tables it can see are whatever that context's catalog list holds.
+//! Results leave as Arrow IPC record batches over `DoGet`. Dictionary columns
+//! are sent hydrated and view types (`Utf8View`, `BinaryView`) are sent as
+//! `Utf8`/`Binary` for client compatibility; the schemas announced in
+//! `FlightInfo`, prepared statement results and `GetTables` say the same.
+//!
+//! [Flight SQL]: https://arrow.apache.org/docs/format/FlightSql.html
+
+mod metadata;
+mod query;
+mod service;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use arrow::error::ArrowError;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use tonic::Status;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use service::StrataFlightSqlService;
+
+/// Largest gRPC message the server accepts (parameter batches, commands).
+const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The crate's error type.
+///
+/// Converted into a gRPC [`Status`] at the RPC boundary (`From<FlightError> for Status`):
+/// client mistakes (bad SQL, planning errors, malformed handles or parameters) become
+/// `InvalidArgument`, everything else `Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum FlightError {
+    /// The request was malformed (bad handle, unusable parameters, ...).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// DataFusion failed to plan or execute a query. Planning errors (SQL syntax,
+    /// unknown tables or columns, type errors, unsupported SQL) map to
+    /// `InvalidArgument`, the rest to `Internal`.
+    #[error("{}", .0.strip_backtrace())]
+    DataFusion(#[from] DataFusionError),
+    /// Arrow failed to encode or convert data.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] ArrowError),
+    /// Arrow Flight failed to encode or decode a stream.
+    #[error("flight error: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
+    /// The gRPC server failed (bind, accept, serve).
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<FlightError> for Status {
+    fn from(err: FlightError) -> Self {
+        match err {
+            FlightError::InvalidArgument(msg) => Status::invalid_argument(msg),
+            FlightError::DataFusion(e) => {
+                let msg = e.strip_backtrace();
+                if query::is_planning_error(&e) {
+                    Status::invalid_argument(msg)
+                } else {
+                    Status::internal(msg)
+                }
+            }
+            FlightError::Arrow(e) => Status::internal(format!("arrow error: {e}")),
+            FlightError::Flight(arrow_flight::error::FlightError::Tonic(status)) => *status,
+            FlightError::Flight(e) => Status::internal(format!("flight error: {e}")),
+            FlightError::Transport(e) => Status::internal(format!("transport error: {e}")),
+        }
+    }
+}
+
+/// Builds the tonic service answering Flight SQL over `ctx`.
+///
+/// The returned server accepts requests of up to 64 MiB and can be added to any
+/// [`tonic::transport::Server`]; [`serve`] and [`serve_listener`] do exactly that.
+pub fn service(ctx: SessionContext) -> FlightServiceServer<StrataFlightSqlService> {
+    FlightServiceServer::new(StrataFlightSqlService::new(ctx))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+}
+
+/// Serves Flight SQL on `addr` until `shutdown` resolves.
+///
+/// # Errors
+/// [`FlightError::Transport`] if the address cannot be bound or the server fails.
+pub async fn serve(
+    addr: SocketAddr,
+    ctx: SessionContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), FlightError> {
+    tracing::info!(%addr, "serving Arrow Flight SQL");
+    Server::builder()
+        .add_service(service(ctx))
+        .serve_with_shutdown(addr, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves Flight SQL on an already-bound `listener` until `shutdown` resolves
+/// (tests bind `127.0.0.1:0` first and read the port from the listener).
+///
+/// # Errors
+/// [`FlightError::Transport`] if the server fails.
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    ctx: SessionContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), FlightError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving Arrow Flight SQL");
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(service(ctx))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! The write path as one pipeline: validated series -> WAL (synced) -> head -> acknowledged;
+//! and, in the background, head -> Delta tables -> WAL truncated.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use serde::Deserialize;
+
+use crate::error::{IngestError, Result};
+use crate::head::{Head, HeadSamples, SeriesMeta};
+use crate::metrics::IngestMetrics;
+use crate::model::{Labels, Sample, SeriesSamples};
+use crate::remote_write::{self, Validated};
+use crate::storage::{self, DataDir, WAL_APP_ID};
+use crate::wal::Wal;
+
+/// When the head is persisted and compacted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistConfig {
+    /// Persist the head at least this often (default 5m).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Persist as soon as the head holds this many samples (default 20,000,000, about
+    /// 320 MB). Writes are refused with 503 while the head holds twice as many.
+    pub max_head_samples: u64,
+    /// Run Delta optimize (bin-packing small files) on the samples table this often
+    /// (default 1h; 0s disables).
+    #[serde(with = "humantime_serde")]
+    pub compact_interval: Duration,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            interval: Duration::from_secs(300),
+            max_head_samples: 20_000_000,
+            compact_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// Samples acknowledged (durable).
+    pub accepted: usize,
+    /// Samples rejected.
+    pub rejected: usize,
+    /// The message of the first rejection, if any.
+    pub first_error: Option<String>,
+}
+
+/// What a persistence run did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PersistReport {
+    /// Samples written to the samples table.
+    pub samples: usize,
+    /// Series added to the catalog.
+    pub new_series: usize,
+    /// The samples table's version after the commit (None when nothing was written).
+    pub version: Option<u64>,
+}
+
+struct Tables {
+    samples: DeltaTable,
+    series: DeltaTable,
+}
+
+/// The write path. See the module doc. Create with [`Ingester::open`]; share as `Arc`.
+pub struct Ingester {
+    limits: crate::validate::Limits,
+    persist_cfg: PersistConfig,
+    wal: Wal,
+    head: Arc<Head>,
+    /// Writers hold it shared across WAL append + head apply; a persist holds it exclusive
+    /// while it rotates the WAL and freezes the head, so both cut at the same point.
+    gate: tokio::sync::RwLock<()>,
+    /// One persist or compaction at a time.
+    persist_lock: tokio::sync::Mutex<()>,
+    /// The Delta table versions queries see, swapped together with releasing the frozen
+    /// head so that no sample is seen twice or not at all.
+    tables: parking_lot::RwLock<Tables>,
+    metrics: IngestMetrics,
+    data_dir: DataDir,
+}
+
+/// Converts a decoded protobuf request to series without validation (WAL replay: the
+/// records were validated before they were logged).
+fn request_to_series(req: remote_write::WriteRequest) -> Vec<SeriesSamples> {
+    req.timeseries
+        .into_iter()
+        .filter(|t| !t.samples.is_empty())
+        .map(|t| SeriesSamples {
+            labels: Labels::from_pairs(t.labels.into_iter().map(|l| (l.name, l.value))),
+            samples: t
+                .samples
+                .into_iter()
+                .map(|s| Sample {
+                    timestamp_ms: s.timestamp,
+                    value: s.value,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+impl Ingester {
+    /// Opens the tables (creating them if missing), reads the series catalog's fingerprints,
+    /// opens the WAL in `wal_dir`, and replays every record not yet persisted into the head.
+    ///
+    /// # Errors
+    /// Storage, Delta or WAL I/O errors.
+    pub async fn open(
+        data_dir: DataDir,
+        wal_dir: &std::path::Path,
+        limits: crate::validate::Limits,
+        persist_cfg: PersistConfig,
+        metrics: IngestMetrics,
+    ) -> Result<Arc<Ingester>> {
+        let samples = data_dir.open_samples().await?;
+        let series = data_dir.open_series().await?;
+        let persisted_upto = samples
+            .snapshot()?
+            .transaction_version(samples.log_store().as_ref(), WAL_APP_ID)
+            .await?
+            .unwrap_or(0)
+            .max(0) as u64;
+        let catalog_ids = load_catalog_ids(&series).await?;
+        let head = Arc::new(Head::new(catalog_ids));
+        let (wal, replay) = Wal::open(wal_dir, persisted_upto)?;
+        let mut replayed = 0usize;
+        for rec in replay {
+            let req = remote_write::decode(&rec.payload, usize::MAX)?;
+            let series = request_to_series(req);
+            replayed += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            head.append(series);
+        }
+        if replayed > 0 {
+            tracing::info!(samples = replayed, "replayed the WAL into the head");
+        }
+        Ok(Arc::new(Ingester {
+            limits,
+            persist_cfg,
+            wal,
+            head,
+            gate: tokio::sync::RwLock::new(()),
+            persist_lock: tokio::sync::Mutex::new(()),
+            tables: parking_lot::RwLock::new(Tables { samples, series }),
+            metrics,
+            data_dir,
+        }))
+    }
+
+    /// The validation limits.
+    pub fn limits(&self) -> &crate::validate::Limits {
+        &self.limits
+    }
+
+    /// The metrics registry holder.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Writes validated series: logs them to the WAL (synced), applies them to the head,
+    /// and only then returns. `raw` is the snappy-compressed protobuf body to log when
+    /// nothing was rejected (avoids re-encoding a remote-write request).
+    ///
+    /// # Errors
+    /// [`IngestError::Overloaded`] when persistence is behind (nothing written);
+    /// [`IngestError::Wal`] when the WAL could not be synced (nothing acknowledged).
+    /// Rejected series are not errors: they are counted in the outcome.
+    pub async fn write(
+        &self,
+        v: Validated,
+        protocol: &str,
+        raw: Option<Vec<u8>>,
+    ) -> Result<WriteOutcome> {
+        let mut out = WriteOutcome::default();
+        for (r, n) in &v.rejected {
+            self.metrics
+                .samples_rejected
+                .with_label_values(&[r.reason()])
+                .inc_by(*n as u64);
+            out.rejected += n;
+        }
+        out.first_error = v.rejected.first().map(|(r, _)| r.to_string());
+        if v.series.is_empty() {
+            return Ok(out);
+        }
+        let head_samples = self.head.active_samples();
+        if head_samples > 2 * self.persist_cfg.max_head_samples {
+            return Err(IngestError::Overloaded {
+                reason: format!(
+                    "the head holds {head_samples} samples not yet persisted (limit {})",
+                    2 * self.persist_cfg.max_head_samples
+                ),
+                retry_after_s: 5,
+            });
+        }
+        let n = v.sample_count();
+        let payload = match raw {
+            Some(r) if v.rejected.is_empty() => r,
+            _ => remote_write::encode(&remote_write::to_request(&v.series)),
+        };
+        {
+            let _g = self.gate.read().await;
+            self.wal.append(payload).await?;
+            self.head.append(v.series);
+        }
+        self.metrics
+            .samples_ingested
+            .with_label_values(&[protocol])
+            .inc_by(n as u64);
+        out.accepted = n;
+        Ok(out)
+    }
+
+    /// Persists the head into the Delta tables now: new series into the catalog, then all
+    /// samples into the samples table in one commit that records the WAL segment it covers;
+    /// then truncates the WAL. Returns once the commit is visible to queries.
+    ///
+    /// # Errors
+    /// Delta or WAL errors; on error the samples stay in the head and the WAL, and the
+    /// next run retries them.
+    pub async fn persist(&self) -> Result<PersistReport> {
+        let _p = self.persist_lock.lock().await;
+        let started = Instant::now();
+        let (sealed, frozen) = {
+            let _g = self.gate.write().await;
+            let sealed = self.wal.rotate().await?;
+            let frozen = self
+                .head
+                .freeze()
+                .expect("no frozen part outside a persist (persist_lock held)");
+            (sealed, frozen)
+        };
+        if frozen.series.is_empty() {
+            self.head.release_frozen();
+            self.wal.truncate(sealed).await?;
+            return Ok(PersistReport::default());
+        }
+        match self.write_frozen(&frozen.series, sealed).await {
+            Ok((tables, report)) => {
+                {
+                    let mut t = self.tables.write();
+                    *t = tables;
+                    self.head.release_frozen();
+                }
+                self.wal.truncate(sealed).await?;
+                self.metrics
+                    .persist_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.persisted_samples.inc_by(report.samples as u64);
+                tracing::info!(
+                    samples = report.samples,
+                    new_series = report.new_series,
+                    version = ?report.version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "persisted the head"
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                self.head.unfreeze();
+                self.metrics.persist_failures.inc();
+                tracing::error!(error = %e, "persisting the head failed; will retry");
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_frozen(
+        &self,
+        frozen: &[(Arc<SeriesMeta>, Vec<Sample>)],
+        sealed: u64,
+    ) -> Result<(Tables, PersistReport)> {
+        let (samples_t, series_t) = {
+            let t = self.tables.read();
+            (t.samples.clone(), t.series.clone())
+        };
+        let mut report = PersistReport::default();
+        // 1. New series into the catalog.
+        let new_series: Vec<Arc<SeriesMeta>> = frozen
+            .iter()
+            .filter(|(m, _)| !m.in_catalog.load(Ordering::Relaxed))
+            .map(|(m, _)| m.clone())
+            .collect();
+        let series_t = if new_series.is_empty() {
+            series_t
+        } else {
+            report.new_series = new_series.len();
+            let schema = series_t.snapshot()?.snapshot().arrow_schema();
+            let batch = storage::series_batch(&schema, &new_series)?;
+            series_t
+                .write(vec![batch])
+                .with_save_mode(SaveMode::Append)
+                .with_partition_columns(["metric_family"])
+                .with_writer_properties(storage::series_writer_properties())
+                .await?
+        };
+        // 2. Samples, sorted by family, metric name, series, time, in one commit.
+        let mut order: Vec<&(Arc<SeriesMeta>, Vec<Sample>)> = frozen.iter().collect();
+        order.sort_by(|a, b| {
+            (a.0.family.as_ref(), a.0.labels.metric_name(), a.0.id).cmp(&(
+                b.0.family.as_ref(),
+                b.0.labels.metric_name(),
+                b.0.id,
+            ))
+        });
+        let schema = samples_t.snapshot()?.snapshot().arrow_schema();
+        let mut batches = vec![];
+        let mut chunk: Vec<(Arc<SeriesMeta>, Vec<Sample>)> = vec![];
+        let mut rows = 0;
+        for (m, s) in order {
+            rows += s.len();
+            report.samples += s.len();
+            chunk.push((m.clone(), s.clone()));
+            if rows >= 1 << 20 {
+                batches.push(storage::samples_batch(&schema, &chunk)?);
+                chunk.clear();
+                rows = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            batches.push(storage::samples_batch(&schema, &chunk)?);
+        }
+        let samples_t = samples_t
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns(["date", "metric_family"])
+            .with_writer_properties(storage::samples_writer_properties())
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transaction(Transaction::new(WAL_APP_ID, sealed as i64)),
+            )
+            .await?;
+        report.version = samples_t.version();
+        Ok((
+            Tables {
+                samples: samples_t,
+                series: series_t,
+            },
+            report,
+        ))
+    }
+
+    /// Compacts the samples table: Delta optimize (bin-packing small files into larger
+    /// ones) with the samples table's Parquet settings. Returns the number of files
+    /// removed.
+    ///
+    /// # Errors
+    /// Delta errors (the table is unchanged).
+    pub async fn compact(&self) -> Result<u64> {
+        let _p = self.persist_lock.lock().await;
+        let t = self.tables.read().samples.clone();
+        let r = t
+            .optimize()
+            .with_writer_properties(storage::samples_writer_properties())
+            .await;
+        match r {
+            Ok((t, m)) => {
+                self.tables.write().samples = t;
+                self.metrics
+                    .compactions
+                    .with_label_values(&["success"])
+                    .inc();
+                Ok(m.num_files_removed)
+            }
+            Err(e) => {
+                self.metrics
+                    .compactions
+                    .with_label_values(&["failure"])
+                    .inc();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A consistent view for queries of the samples: the Delta table as of now and a copy
+    /// of the head's samples for the series `keep` accepts.
+    pub fn read_samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
+        let t = self.tables.read();
+        (t.samples.clone(), self.head.snapshot(keep))
+    }
+
+    /// A consistent view of the series catalog: the Delta table and the head's series not
+    /// yet in it.
+    pub fn read_series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        let t = self.tables.read();
+        (t.series.clone(), self.head.uncataloged_series())
+    }
+
+    /// Updates the gauges of `/metrics` from the WAL and head.
+    pub fn refresh_gauges(&self) {
+        let s = self.wal.stats();
+        let m = &self.metrics;
+        m.wal_bytes_written
+            .set(s.bytes_written.load(Ordering::Relaxed) as i64);
+        m.wal_bytes
+            .set(s.bytes_on_disk.load(Ordering::Relaxed) as i64);
+        m.wal_syncs.set(s.syncs.load(Ordering::Relaxed) as i64);
+        m.head_series.set(self.head.series_count() as i64);
+        m.head_samples.set(self.head.active_samples() as i64);
+    }
+
+    /// Series in the head (active series).
+    pub fn head_series(&self) -> usize {
+        self.head.series_count()
+    }
+
+    /// Runs persistence and compaction on their schedules until `shutdown` resolves, then
+    /// persists once more.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last_persist = Instant::now();
+        let mut last_compact = Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if last_persist.elapsed() >= self.persist_cfg.interval
+                || self.head.active_samples() >= self.persist_cfg.max_head_samples
+            {
+                let _ = self.persist().await;
+                last_persist = Instant::now();
+            }
+            if !self.persist_cfg.compact_interval.is_zero()
+                && last_compact.elapsed() >= self.persist_cfg.compact_interval
+            {
+                if let Err(e) = self.compact().await {
+                    tracing::warn!(error = %e, "compaction failed");
+                }
+                last_compact = Instant::now();
+            }
+        }
+        if let Err(e) = self.persist().await {
+            tracing::error!(error = %e, "final persist failed; the WAL keeps the samples");
+        }
+    }
+}
+
+/// Reads every fingerprint in the series catalog.
+async fn load_catalog_ids(series: &DeltaTable) -> Result<HashSet<u64>> {
+    let mut ids = HashSet::new();
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    series.update_datafusion_session(&ctx.state())?;
+    let provider = series.table_provider().await?;
+    let df = ctx
+        .read_table(provider)
+        .and_then(|d| d.select_columns(&["series_id"]))?;
+    let mut stream = df.execute_stream().await?;
+    while let Some(b) = stream.try_next().await? {
+        let col = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or_else(|| IngestError::Config("series_id is not a long".into()))?;
+        ids.extend(col.values().iter().map(|v| *v as u64));
+    }
+    Ok(ids)
+}

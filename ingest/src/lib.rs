@@ -1,0 +1,29 @@
+//! Strata's write path.
+//!
+//! Where a sample goes: a protocol module turns a request into series
+//! ([`remote_write`], [`json`], [`scrape`] with [`exposition`]) -> [`validate`] checks names
+//! and limits -> [`ingester::Ingester::write`] logs it to the [`wal`] (synced, group commit)
+//! and applies it to the in-memory [`head`] -> acknowledged. In the background
+//! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
+//! truncates the WAL.
+//!
+//! Not here: queries (the `strata-engine` crate reads the head and the tables through
+//! [`ingester::Ingester::read_samples`]) and HTTP (the `strata` binary).
+
+pub mod error;
+pub mod exposition;
+pub mod head;
+pub mod ingester;
+pub mod json;
+pub mod metrics;
+pub mod model;
+pub mod remote_write;
+pub mod scrape;
+pub mod storage;
+pub mod validate;
+pub mod wal;
+
+pub use error::{IngestError, Result};
+pub use ingester::{Ingester, PersistConfig, PersistReport, WriteOutcome};
+pub use model::{Labels, Sample, SeriesSamples};
+pub use validate::Limits;

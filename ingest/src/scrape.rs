@@ -1,0 +1,276 @@
+//! Prometheus-style scraping: `scrape_configs` with static targets, as in Prometheus's
+//! configuration (`scrape/scrape.go` is the reference behaviour).
+//!
+//! Each target runs its own loop. Its first scrape is delayed by a per-target offset (a hash
+//! of job and URL, modulo the interval) so targets spread over the interval, as Prometheus
+//! does. Every scrape writes the target's samples (target labels `job`, `instance` and
+//! static labels added; clashing exposed labels renamed `exported_<name>` unless
+//! `honor_labels`), the report series `up`, `scrape_duration_seconds`,
+//! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and
+//! `scrape_series_added`, and a staleness marker for every series of the previous scrape
+//! that is gone (all of them when the scrape fails).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::exposition::{self, Format};
+use crate::ingester::Ingester;
+use crate::model::{Labels, METRIC_NAME_LABEL, Sample, stale_nan};
+use crate::remote_write::Validated;
+
+/// One `scrape_configs` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// The `job` label of every series scraped.
+    pub job_name: String,
+    /// Time between scrapes (default 1m).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub scrape_interval: Duration,
+    /// Timeout of one scrape (default 10s; capped at the interval).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub scrape_timeout: Duration,
+    /// HTTP path (default `/metrics`).
+    #[serde(default = "default_path")]
+    pub metrics_path: String,
+    /// `http` (default) or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Keep exposed labels that clash with target labels (default false: rename them
+    /// `exported_<name>`).
+    #[serde(default)]
+    pub honor_labels: bool,
+    /// Static targets.
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+}
+
+/// A group of targets with common labels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// `host:port` addresses.
+    pub targets: Vec<String>,
+    /// Labels added to every series of these targets.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_path() -> String {
+    "/metrics".into()
+}
+fn default_scheme() -> String {
+    "http".into()
+}
+
+/// The `Accept` header Prometheus sends: OpenMetrics preferred, then the text format.
+const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
+
+/// Starts one scrape loop per target; they run until `shutdown` fires.
+pub fn spawn(
+    configs: &[ScrapeConfig],
+    ingester: Arc<Ingester>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("Strata/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("HTTP client");
+    let mut handles = vec![];
+    for cfg in configs {
+        for sc in &cfg.static_configs {
+            for t in &sc.targets {
+                let target = Target {
+                    cfg: cfg.clone(),
+                    url: format!("{}://{}{}", cfg.scheme, t, cfg.metrics_path),
+                    labels: {
+                        let mut l: BTreeMap<String, String> = sc.labels.clone();
+                        l.insert("job".into(), cfg.job_name.clone());
+                        l.insert("instance".into(), t.clone());
+                        l
+                    },
+                };
+                handles.push(tokio::spawn(run_target(
+                    target,
+                    client.clone(),
+                    ingester.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
+    handles
+}
+
+struct Target {
+    cfg: ScrapeConfig,
+    url: String,
+    labels: BTreeMap<String, String>,
+}
+
+async fn run_target(
+    t: Target,
+    client: reqwest::Client,
+    ingester: Arc<Ingester>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let interval = t.cfg.scrape_interval.max(Duration::from_millis(100));
+    let offset_ms = xxhash_rust::xxh64::xxh64(format!("{}{}", t.cfg.job_name, t.url).as_bytes(), 0)
+        % interval.as_millis() as u64;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(offset_ms)) => {}
+        _ = shutdown.changed() => return,
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashMap<u64, Vec<(String, String)>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let started = Instant::now();
+        let result = scrape_once(&client, &t, interval).await;
+        let duration = started.elapsed().as_secs_f64();
+        let mut current: HashMap<u64, Vec<(String, String)>> = HashMap::new();
+        let mut v = Validated::default();
+        let limits = ingester.limits().clone();
+        let (up, scraped) = match &result {
+            Ok(samples) => {
+                for (pairs, s) in samples {
+                    let fp =
+                        Labels::from_pairs(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+                            .fingerprint();
+                    current.insert(fp, pairs.clone());
+                    v.push(
+                        pairs,
+                        vec![Sample {
+                            timestamp_ms: s.timestamp_ms.unwrap_or(now_ms),
+                            value: s.value,
+                        }],
+                        &limits,
+                        now_ms,
+                    );
+                }
+                (1.0, samples.len())
+            }
+            Err(e) => {
+                tracing::debug!(url = %t.url, error = %e, "scrape failed");
+                (0.0, 0)
+            }
+        };
+        ingester
+            .metrics()
+            .scrapes
+            .with_label_values(&[
+                t.cfg.job_name.as_str(),
+                if up == 1.0 { "success" } else { "failure" },
+            ])
+            .inc();
+        let added = current.keys().filter(|k| !previous.contains_key(k)).count();
+        // Staleness markers for series that disappeared (all of them if the scrape failed).
+        for (fp, pairs) in &previous {
+            if !current.contains_key(fp) {
+                v.push(
+                    pairs,
+                    vec![Sample {
+                        timestamp_ms: now_ms,
+                        value: stale_nan(),
+                    }],
+                    &limits,
+                    now_ms,
+                );
+            }
+        }
+        for (name, value) in [
+            ("up", up),
+            ("scrape_duration_seconds", duration),
+            ("scrape_samples_scraped", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", scraped as f64),
+            ("scrape_series_added", added as f64),
+        ] {
+            let mut pairs: Vec<(String, String)> = t
+                .labels
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect();
+            pairs.push((METRIC_NAME_LABEL.into(), name.into()));
+            v.push(
+                &pairs,
+                vec![Sample {
+                    timestamp_ms: now_ms,
+                    value,
+                }],
+                &limits,
+                now_ms,
+            );
+        }
+        if let Err(e) = ingester.write(v, "scrape", None).await {
+            tracing::warn!(url = %t.url, error = %e, "writing scraped samples failed");
+        }
+        previous = current;
+    }
+}
+
+/// Scrapes one target; returns each sample's full label pairs (target labels applied).
+async fn scrape_once(
+    client: &reqwest::Client,
+    t: &Target,
+    interval: Duration,
+) -> Result<Vec<(Vec<(String, String)>, exposition::ParsedSample)>, String> {
+    let timeout = t.cfg.scrape_timeout.min(interval);
+    let resp = client
+        .get(&t.url)
+        .header("Accept", ACCEPT)
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", timeout.as_secs_f64()),
+        )
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("server returned HTTP status {}", resp.status()));
+    }
+    let format = resp
+        .headers()
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .map(Format::from_content_type)
+        .unwrap_or(Format::PrometheusText);
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let parsed = exposition::parse(&body, format).map_err(|e| e.to_string())?;
+    Ok(parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut pairs: Vec<(String, String)> = Vec::with_capacity(s.labels.len() + 4);
+            for (n, v) in &s.labels {
+                if !t.cfg.honor_labels && t.labels.contains_key(n) {
+                    pairs.push((format!("exported_{n}"), v.clone()));
+                } else {
+                    pairs.push((n.clone(), v.clone()));
+                }
+            }
+            for (n, v) in &t.labels {
+                if !(t.cfg.honor_labels && s.labels.iter().any(|(x, _)| x == n)) {
+                    pairs.push((n.clone(), v.clone()));
+                }
+            }
+            pairs.push((METRIC_NAME_LABEL.into(), s.name.clone()));
+            (pairs, s)
+        })
+        .collect())
+}

@@ -1,0 +1,95 @@
+//! `strata serve` configuration: an optional TOML file, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use strata_ingest::scrape::ScrapeConfig;
+use strata_ingest::{Limits, PersistConfig};
+
+/// The whole configuration file. Every key is optional. Example:
+///
+/// ```toml
+/// data_dir = "./data"            # or "s3://bucket/prefix" or "memory://"
+/// wal_dir = "./data/wal"         # local disk; default <data_dir>/wal, or ./wal for remote data
+/// http_addr = "127.0.0.1:9201"
+/// flight_addr = "127.0.0.1:50051"
+/// max_request_bytes = 33554432   # largest accepted request body, bytes (decoded size: 8x)
+///
+/// [limits]
+/// max_labels_per_series = 30
+/// max_label_value_length = 2048
+///
+/// [persist]
+/// interval = "5m"
+/// max_head_samples = 20000000
+/// compact_interval = "1h"
+///
+/// [[scrape_configs]]
+/// job_name = "node"
+/// scrape_interval = "15s"
+/// scrape_timeout = "10s"
+/// metrics_path = "/metrics"
+/// [[scrape_configs.static_configs]]
+/// targets = ["127.0.0.1:9100"]
+/// labels = { env = "dev" }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the Delta tables live.
+    pub data_dir: String,
+    /// Where the WAL lives (must be a local directory).
+    pub wal_dir: Option<PathBuf>,
+    /// Prometheus HTTP API, remote write, JSON push, `/metrics`.
+    pub http_addr: SocketAddr,
+    /// Arrow Flight SQL.
+    pub flight_addr: SocketAddr,
+    /// Largest request body accepted, bytes (compressed, as sent).
+    pub max_request_bytes: usize,
+    /// Validation limits.
+    pub limits: Limits,
+    /// Persistence schedule.
+    pub persist: PersistConfig,
+    /// Scrape jobs.
+    pub scrape_configs: Vec<ScrapeConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: "./data".into(),
+            wal_dir: None,
+            http_addr: "127.0.0.1:9201".parse().expect("static address"),
+            flight_addr: "127.0.0.1:50051".parse().expect("static address"),
+            max_request_bytes: 32 << 20,
+            limits: Limits::default(),
+            persist: PersistConfig::default(),
+            scrape_configs: vec![],
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// A message naming the file and the TOML problem.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    /// The WAL directory: `wal_dir`, else `<data_dir>/wal` for a local data directory,
+    /// else `./wal`.
+    pub fn wal_dir(&self) -> PathBuf {
+        if let Some(w) = &self.wal_dir {
+            return w.clone();
+        }
+        match strata_ingest::storage::DataDir::parse(&self.data_dir) {
+            Ok(strata_ingest::storage::DataDir::Local(p)) => p.join("wal"),
+            _ => PathBuf::from("./wal"),
+        }
+    }
+}

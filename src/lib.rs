@@ -1,0 +1,7 @@
+//! The `strata` binary's library: configuration, the server that ties the crates together,
+//! the SQL client and the load bench. Each capability lives in its crate: the write path in
+//! `strata-ingest`, queries in `strata-engine`, Flight SQL in `strata-flight`.
+
+pub mod config;
+pub mod server;
+pub mod sql_client;

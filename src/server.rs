@@ -1,0 +1,260 @@
+//! `strata serve`: the HTTP endpoints (remote write, JSON push, admin, self-metrics,
+//! health), Arrow Flight SQL, the scrape loops and background persistence, started
+//! together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_engine::Engine;
+use strata_engine::source::IngesterSource;
+use strata_ingest::storage::DataDir;
+use strata_ingest::{IngestError, Ingester, remote_write};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// A running server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    /// The HTTP address actually bound (useful with port 0).
+    pub http_addr: SocketAddr,
+    /// The Flight SQL address actually bound.
+    pub flight_addr: SocketAddr,
+    /// The write path.
+    pub ingester: Arc<Ingester>,
+    /// The query engine.
+    pub engine: Engine,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, stops scraping, persists the head once more, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    ingester: Arc<Ingester>,
+    max_decoded: usize,
+}
+
+/// The server clock in ms since the epoch (UTC).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps write-path errors to HTTP answers, as the remote-write spec asks: 4xx for data that
+/// will never be accepted (no retry), 503 with `Retry-After` for overload, 500 otherwise.
+fn error_response(e: IngestError) -> Response {
+    let (status, retry) = match &e {
+        IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+        IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+        IngestError::Overloaded { retry_after_s, .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some(*retry_after_s))
+        }
+        IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
+    };
+    let mut r = (status, format!("{e}\n")).into_response();
+    if let Some(s) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// `POST /api/v1/write`: Prometheus remote write 1.0.
+async fn remote_write_handler(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && ct.contains("io.prometheus.write.v2")
+    {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "remote write 2.0 (io.prometheus.write.v2.Request) is not supported; send 1.0 (prometheus.WriteRequest)\n",
+        )
+            .into_response();
+    }
+    let req = match remote_write::decode(&body, st.max_decoded) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    let v = remote_write::validate(req, st.ingester.limits(), now_ms());
+    match st
+        .ingester
+        .write(v, "remote_write", Some(body.to_vec()))
+        .await
+    {
+        Ok(out) if out.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(out) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} samples rejected ({} accepted): {}\n",
+                out.rejected,
+                out.accepted,
+                out.first_error.unwrap_or_default()
+            ),
+        )
+            .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /api/v1/metrics`: JSON push; `202 Accepted` with `{"accepted": n}`.
+async fn json_handler(State(st): State<AppState>, body: Bytes) -> Response {
+    let v = match strata_ingest::json::parse(&body, st.ingester.limits(), now_ms()) {
+        Ok(v) => v,
+        Err(e) => return error_response(e),
+    };
+    match st.ingester.write(v, "json", None).await {
+        Ok(out) if out.rejected == 0 => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"accepted": out.accepted})),
+        )
+            .into_response(),
+        Ok(out) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "accepted": out.accepted,
+                "rejected": out.rejected,
+                "error": out.first_error,
+            })),
+        )
+            .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /api/v1/admin/flush`: persists the head now; answers after the Delta commit.
+async fn flush_handler(State(st): State<AppState>) -> Response {
+    match st.ingester.persist().await {
+        Ok(r) => axum::Json(serde_json::json!({
+            "samples": r.samples,
+            "new_series": r.new_series,
+            "version": r.version,
+        }))
+        .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `GET /metrics`: Strata's own metrics.
+async fn metrics_handler(State(st): State<AppState>) -> Response {
+    st.ingester.refresh_gauges();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.ingester.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Builds the HTTP router.
+fn router(st: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(remote_write_handler))
+        .route("/api/v1/metrics", post(json_handler))
+        .route("/api/v1/admin/flush", post(flush_handler))
+        .route("/metrics", get(metrics_handler))
+        .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Strata is Ready.\n" }))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(st)
+}
+
+/// Starts everything `cfg` describes: opens the tables and the WAL (replaying it), binds
+/// the HTTP and Flight addresses (port 0 picks a free port), starts scraping and
+/// background persistence.
+///
+/// # Errors
+/// A message naming what failed: bad data directory, WAL or table errors, an address in use.
+pub async fn start(cfg: Config) -> Result<Running, String> {
+    let data_dir = DataDir::parse(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let metrics = strata_ingest::metrics::IngestMetrics::new();
+    let ingester = Ingester::open(
+        data_dir,
+        &cfg.wal_dir(),
+        cfg.limits.clone(),
+        cfg.persist.clone(),
+        metrics,
+    )
+    .await
+    .map_err(|e| format!("opening storage: {e}"))?;
+    let engine = Engine::new(Arc::new(IngesterSource(ingester.clone())))
+        .await
+        .map_err(|e| format!("starting the engine: {e}"))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| format!("binding HTTP address {}: {e}", cfg.http_addr))?;
+    let flight = tokio::net::TcpListener::bind(cfg.flight_addr)
+        .await
+        .map_err(|e| format!("binding Flight SQL address {}: {e}", cfg.flight_addr))?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let flight_addr = flight.local_addr().map_err(|e| e.to_string())?;
+    let st = AppState {
+        ingester: ingester.clone(),
+        max_decoded: cfg.max_request_bytes.saturating_mul(8),
+    };
+    let mut tasks = vec![];
+    let app = router(st, cfg.max_request_bytes);
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(wait(rx))
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    let ctx = engine.context();
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = strata_flight::serve_listener(flight, ctx, wait(rx)).await {
+            tracing::error!(error = %e, "Flight SQL server failed");
+        }
+    }));
+    tasks.extend(strata_ingest::scrape::spawn(
+        &cfg.scrape_configs,
+        ingester.clone(),
+        stop_rx.clone(),
+    ));
+    let ing = ingester.clone();
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        ing.run_background(wait(rx)).await;
+    }));
+    tracing::info!(%http_addr, %flight_addr, "Strata is serving");
+    Ok(Running {
+        http_addr,
+        flight_addr,
+        ingester,
+        engine,
+        stop,
+        tasks,
+    })
+}

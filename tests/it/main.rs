@@ -1,0 +1,6 @@
+//! Strata's integration tests: one binary, one module per area.
+
+mod common;
+mod crash;
+mod ingest_http;
+mod scrape;
