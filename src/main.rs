@@ -48,6 +48,29 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         flight: String,
     },
+    /// Load bench: send TSBS-like cpu data by remote write to each URL in turn and report
+    /// samples/s (see benches/README.md; benches/load.sh runs it against Strata and
+    /// VictoriaMetrics).
+    BenchLoad {
+        /// Remote-write URLs, each as NAME=URL (e.g. strata=http://127.0.0.1:9201/api/v1/write).
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// Hosts (series = hosts x 10).
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        /// 10-second intervals of data per series.
+        #[arg(long, default_value_t = 360)]
+        intervals: usize,
+        /// Series per request.
+        #[arg(long, default_value_t = 2000)]
+        series_per_request: usize,
+        /// Intervals (samples per series) per request.
+        #[arg(long, default_value_t = 1)]
+        intervals_per_request: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[tokio::main]
@@ -117,6 +140,49 @@ async fn run(cli: Cli) -> Result<(), String> {
             let table =
                 arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| e.to_string())?;
             println!("{table}");
+            Ok(())
+        }
+        Command::BenchLoad {
+            targets,
+            hosts,
+            intervals,
+            series_per_request,
+            intervals_per_request,
+            concurrency,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_millis() as i64;
+            let spec = strata::bench::LoadSpec {
+                hosts,
+                intervals,
+                series_per_request,
+                intervals_per_request,
+                // End the data a minute ago, aligned to 10 s.
+                start_ms: (now - 60_000 - intervals as i64 * 10_000) / 10_000 * 10_000,
+            };
+            let (bodies, samples) = strata::bench::payloads(&spec);
+            let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+            println!(
+                "load: {hosts} hosts x 10 fields = {} series, {intervals} intervals, {samples} samples in {} requests ({:.1} MB snappy)",
+                hosts * 10,
+                bodies.len(),
+                bytes as f64 / 1e6
+            );
+            let mut first: Option<f64> = None;
+            for t in targets {
+                let (name, url) = t
+                    .split_once('=')
+                    .ok_or_else(|| format!("--target {t}: expected NAME=URL"))?;
+                let secs = strata::bench::send_all(url, &bodies, concurrency).await?;
+                let rate = samples as f64 / secs;
+                let ratio = first.map(|f| rate / f).unwrap_or(1.0);
+                first.get_or_insert(rate);
+                println!(
+                    "{name}: {samples} samples in {secs:.2} s = {rate:.0} samples/s (x{ratio:.2} of the first target)"
+                );
+            }
             Ok(())
         }
     }

@@ -1,0 +1,145 @@
+//! `strata bench-load`: a remote-write load generator for TSBS-like `cpu` data (10 fields
+//! per host, 7 host tags, 10 s interval), sent to one or more remote-write URLs in turn
+//! (Strata, VictoriaMetrics, Prometheus) so their throughputs are measured in one run.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use strata_ingest::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
+
+/// The ten `cpu` fields of TSBS's devops use case.
+pub const FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+
+/// Load shape.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Number of hosts (series = hosts x 10).
+    pub hosts: usize,
+    /// Number of 10 s intervals of data per series.
+    pub intervals: usize,
+    /// Series per remote-write request (each with one sample per interval of its batch).
+    pub series_per_request: usize,
+    /// Intervals per request (samples per series per request).
+    pub intervals_per_request: usize,
+    /// Start of the data, ms since the epoch (UTC).
+    pub start_ms: i64,
+}
+
+/// Host tags, TSBS style: 7 tags per host.
+fn host_labels(h: usize) -> Vec<(String, String)> {
+    let regions = ["us-east-1", "us-west-1", "eu-west-1", "ap-south-1"];
+    vec![
+        ("hostname".into(), format!("host_{h}")),
+        ("region".into(), regions[h % 4].into()),
+        ("datacenter".into(), format!("{}{}", regions[h % 4], ["a", "b", "c"][h % 3])),
+        ("rack".into(), format!("{}", h % 100)),
+        ("os".into(), ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"][h % 3].into()),
+        ("arch".into(), ["x64", "x86"][h % 2].into()),
+        ("team".into(), ["SF", "NYC", "LON", "CHI"][h % 4].into()),
+    ]
+}
+
+/// A deterministic random walk in [0, 100], integral like TSBS's values.
+fn value(series: usize, i: usize) -> f64 {
+    let x = (series as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64 / 6);
+    ((x >> 11) % 101) as f64
+}
+
+/// Builds the snappy-compressed request bodies and the number of samples they carry.
+pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    let mut series: Vec<Vec<Label>> = vec![];
+    for h in 0..spec.hosts {
+        let tags = host_labels(h);
+        for f in FIELDS {
+            let mut l: Vec<Label> = tags
+                .iter()
+                .map(|(n, v)| Label {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            l.push(Label {
+                name: "__name__".into(),
+                value: format!("cpu_{f}"),
+            });
+            l.sort_by(|a, b| a.name.cmp(&b.name));
+            series.push(l);
+        }
+    }
+    let mut out = vec![];
+    let mut n = 0;
+    let mut i0 = 0;
+    while i0 < spec.intervals {
+        let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
+        for chunk in series.chunks(spec.series_per_request) {
+            let base = out.len();
+            let _ = base;
+            let ts = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, labels)| TimeSeries {
+                    labels: labels.clone(),
+                    samples: (i0..i1)
+                        .map(|i| PbSample {
+                            value: value(k, i),
+                            timestamp: spec.start_ms + i as i64 * 10_000,
+                        })
+                        .collect(),
+                })
+                .collect::<Vec<_>>();
+            n += ts.len() * (i1 - i0);
+            out.push(encode(&WriteRequest {
+                timeseries: ts,
+                metadata: vec![],
+            }));
+        }
+        i0 = i1;
+    }
+    (out, n)
+}
+
+/// Sends every payload to `url` with `concurrency` requests in flight; returns the
+/// elapsed seconds. Requests are sent in interval order, as a Prometheus shard would.
+///
+/// # Errors
+/// The first non-2xx answer or transport error.
+pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Result<f64, String> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut stream = futures::stream::iter(bodies.iter().cloned())
+        .map(|b| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .post(url)
+                    .header("Content-Encoding", "snappy")
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    .body(b)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()))
+                }
+            }
+        })
+        .buffer_unordered(concurrency);
+    while let Some(r) = stream.next().await {
+        r?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
