@@ -42,9 +42,15 @@ fn host_labels(h: usize) -> Vec<(String, String)> {
     vec![
         ("hostname".into(), format!("host_{h}")),
         ("region".into(), regions[h % 4].into()),
-        ("datacenter".into(), format!("{}{}", regions[h % 4], ["a", "b", "c"][h % 3])),
+        (
+            "datacenter".into(),
+            format!("{}{}", regions[h % 4], ["a", "b", "c"][h % 3]),
+        ),
         ("rack".into(), format!("{}", h % 100)),
-        ("os".into(), ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"][h % 3].into()),
+        (
+            "os".into(),
+            ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"][h % 3].into(),
+        ),
         ("arch".into(), ["x64", "x86"][h % 2].into()),
         ("team".into(), ["SF", "NYC", "LON", "CHI"][h % 4].into()),
     ]
@@ -133,7 +139,11 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
                 if r.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()))
+                    Err(format!(
+                        "{url}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ))
                 }
             }
         })

@@ -2,7 +2,8 @@
 //! the SQL client and the load bench. Each capability lives in its crate: the write path in
 //! `strata-ingest`, queries in `strata-engine`, Flight SQL in `strata-flight`.
 
-pub mod config;
-pub mod server;
 pub mod bench;
+pub mod config;
+pub mod prom_api;
+pub mod server;
 pub mod sql_client;

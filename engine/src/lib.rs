@@ -2,9 +2,9 @@
 //!
 //! Where a query is planned: [`Engine::context`] is a DataFusion `SessionContext` with
 //! catalog `strata`, schema `public`, holding
-//! - `samples` ([`tables::SamplesTable`]): every sample, the Delta `samples` table and the
+//! - `samples` ([`tables::HeadDeltaTable`]): every sample, the Delta `samples` table and the
 //!   in-memory head together, so a sample is visible as soon as its write is acknowledged;
-//! - `series` ([`tables::SeriesTable`]): the series catalog (Delta table + the head's new
+//! - `series` (the same provider): the series catalog (Delta table + the head's new
 //!   series);
 //! - `metrics`: a view joining the two, `metric_name, labels, timestamp, value, series_id`,
 //!   so that SQL can filter and group by labels: `labels['instance']`.
@@ -67,11 +67,14 @@ impl Engine {
         ctx.register_catalog(CATALOG, catalog);
         schema.register_table(
             "samples".into(),
-            Arc::new(tables::SamplesTable::new(source.clone())?),
+            Arc::new(tables::HeadDeltaTable::new(
+                source.clone(),
+                tables::Kind::Samples,
+            )?),
         )?;
         schema.register_table(
             "series".into(),
-            Arc::new(tables::SeriesTable::new(source.clone())?),
+            Arc::new(tables::HeadDeltaTable::new(source, tables::Kind::Series)?),
         )?;
         ctx.sql(
             "CREATE VIEW metrics AS \

@@ -83,11 +83,11 @@ async fn scan_delta(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     table
         .update_datafusion_session(state)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        .map_err(|e| external(e.into()))?;
     let provider = table
         .table_provider()
         .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        .map_err(|e| external(e.into()))?;
     let theirs = provider.schema();
     let wanted: Vec<usize> = match projection {
         Some(p) => p.clone(),
@@ -120,45 +120,76 @@ async fn scan_delta(
     Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
-/// Unions the Delta scan and the head rows; nullability may differ between them, so both
-/// are cast to the same projected schema by the union's own schema merge.
-fn union(
+/// Unions the Delta scan with the head's rows (if any) as an in-memory scan with the same
+/// projection.
+fn union_with_head(
     delta: Arc<dyn ExecutionPlan>,
-    head: Option<Arc<dyn ExecutionPlan>>,
+    head: Option<datafusion::arrow::record_batch::RecordBatch>,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     match head {
-        Some(h) => UnionExec::try_new(vec![delta, h]),
+        Some(batch) => {
+            let mem = MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                schema.clone(),
+                projection.cloned(),
+            )?;
+            UnionExec::try_new(vec![delta, mem])
+        }
         None => Ok(delta),
     }
 }
 
-/// The `samples` table: `metric_name, series_id, timestamp (µs, UTC), value, date,
-/// metric_family`. Filters are pushed to the Delta scan for partition and row-group
-/// pruning (Inexact: DataFusion re-applies them).
-#[derive(Debug)]
-pub struct SamplesTable {
-    source: Arc<dyn Source>,
-    schema: SchemaRef,
+fn external(e: strata_ingest::IngestError) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
 }
 
-impl SamplesTable {
+/// Which of Strata's two tables a [`HeadDeltaTable`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `samples`: `metric_name, series_id, timestamp (µs, UTC), value, date, metric_family`.
+    Samples,
+    /// `series`: `series_id, metric_name, labels (map), metric_family`.
+    Series,
+}
+
+/// A Delta table and the head's rows for it, scanned together from one consistent
+/// [`Source`] view. Filters are pushed to the Delta scan for partition and row-group
+/// pruning (Inexact: DataFusion re-applies them); on `samples`, a `metric_name = '...'` or
+/// `IN (...)` filter also limits which head series are copied.
+#[derive(Debug)]
+pub struct HeadDeltaTable {
+    source: Arc<dyn Source>,
+    schema: SchemaRef,
+    kind: Kind,
+}
+
+impl HeadDeltaTable {
     /// A provider over `source`; the schema is the Delta table's.
     ///
     /// # Errors
     /// Delta errors reading the table's schema.
-    pub fn new(source: Arc<dyn Source>) -> Result<SamplesTable> {
-        let (t, _) = source.samples(&|_| false);
-        let schema = t
+    pub fn new(source: Arc<dyn Source>, kind: Kind) -> Result<HeadDeltaTable> {
+        let table = match kind {
+            Kind::Samples => source.samples(&|_| false).0,
+            Kind::Series => source.series().0,
+        };
+        let schema = table
             .snapshot()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+            .map_err(|e| external(e.into()))?
             .snapshot()
             .arrow_schema();
-        Ok(SamplesTable { source, schema })
+        Ok(HeadDeltaTable {
+            source,
+            schema,
+            kind,
+        })
     }
 }
 
 #[async_trait]
-impl TableProvider for SamplesTable {
+impl TableProvider for HeadDeltaTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -178,86 +209,30 @@ impl TableProvider for SamplesTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let names = metric_names(filters);
-        let (table, head) = self.source.samples(&|m| {
-            names
-                .as_ref()
-                .is_none_or(|n| n.contains(m.labels.metric_name()))
-        });
-        let delta = scan_delta(&table, &self.schema, state, projection, filters, limit).await?;
-        let head_plan = if head.is_empty() {
-            None
-        } else {
-            let batch = storage::samples_batch(&self.schema, &head)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            let exec = MemorySourceConfig::try_new_exec(
-                &[vec![batch]],
-                self.schema.clone(),
-                projection.cloned(),
-            )?;
-            Some(exec as Arc<dyn ExecutionPlan>)
+        let (table, head) = match self.kind {
+            Kind::Samples => {
+                let names = metric_names(filters);
+                let (table, head) = self.source.samples(&|m| {
+                    names
+                        .as_ref()
+                        .is_none_or(|n| n.contains(m.labels.metric_name()))
+                });
+                let batch = (!head.is_empty())
+                    .then(|| storage::samples_batch(&self.schema, &head))
+                    .transpose()
+                    .map_err(external)?;
+                (table, batch)
+            }
+            Kind::Series => {
+                let (table, head) = self.source.series();
+                let batch = (!head.is_empty())
+                    .then(|| storage::series_batch(&self.schema, &head))
+                    .transpose()
+                    .map_err(external)?;
+                (table, batch)
+            }
         };
-        union(delta, head_plan)
-    }
-}
-
-/// The `series` table: `series_id, metric_name, labels (map), metric_family`.
-#[derive(Debug)]
-pub struct SeriesTable {
-    source: Arc<dyn Source>,
-    schema: SchemaRef,
-}
-
-impl SeriesTable {
-    /// A provider over `source`; the schema is the Delta table's.
-    ///
-    /// # Errors
-    /// Delta errors reading the table's schema.
-    pub fn new(source: Arc<dyn Source>) -> Result<SeriesTable> {
-        let (t, _) = source.series();
-        let schema = t
-            .snapshot()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
-            .snapshot()
-            .arrow_schema();
-        Ok(SeriesTable { source, schema })
-    }
-}
-
-#[async_trait]
-impl TableProvider for SeriesTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
-    }
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (table, head) = self.source.series();
         let delta = scan_delta(&table, &self.schema, state, projection, filters, limit).await?;
-        let head_plan = if head.is_empty() {
-            None
-        } else {
-            let batch = storage::series_batch(&self.schema, &head)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            Some(MemorySourceConfig::try_new_exec(
-                &[vec![batch]],
-                self.schema.clone(),
-                projection.cloned(),
-            )? as Arc<dyn ExecutionPlan>)
-        };
-        union(delta, head_plan)
+        union_with_head(delta, head, &self.schema, projection)
     }
 }

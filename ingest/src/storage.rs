@@ -118,6 +118,7 @@ impl DataDir {
                     .build()?
             }
             DataDir::S3 { bucket, prefix } => {
+                register_s3_logstore();
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .build()
@@ -190,6 +191,39 @@ impl DataDir {
         )
         .await
     }
+}
+
+/// Lets delta-rs open `s3://` tables on a store we build ourselves (object_store's
+/// `AmazonS3`), without the AWS SDK that the `deltalake-aws` crate would bring. Commits use
+/// the default log store: a conditional put (`If-None-Match: *`, which S3 supports) of each
+/// commit file, so concurrent writers cannot overwrite each other's commits.
+fn register_s3_logstore() {
+    use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore};
+    struct S3LogStoreFactory;
+    impl LogStoreFactory for S3LogStoreFactory {
+        fn with_options(
+            &self,
+            prefixed_store: deltalake::logstore::ObjectStoreRef,
+            root_store: deltalake::logstore::ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+            Ok(default_logstore(
+                prefixed_store,
+                root_store,
+                location,
+                options,
+            ))
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let registry = deltalake::logstore::logstore_factories();
+        let scheme = Url::parse("s3://").expect("static URL");
+        if !registry.contains_key(&scheme) {
+            registry.insert(scheme, Arc::new(S3LogStoreFactory));
+        }
+    });
 }
 
 /// The Parquet settings for the samples table, chosen for time series

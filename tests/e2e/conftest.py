@@ -283,13 +283,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attaches the processes' log tails to the report of a failing test."""
+    """Attaches the processes' log tails to the report of a failing test (for every
+    fixture of the test that is a Stack: ``stack`` here, ``s3_stack`` in test_s3.py)."""
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        st = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
-        if isinstance(st, Stack):
-            for p in st.procs:
-                report.sections.append(
-                    (f"{p.name} log (exit code {p.popen.poll()}): {p.log}", log_tail(p.log))
-                )
+        funcargs = item.funcargs if hasattr(item, "funcargs") else {}
+        for st in funcargs.values():
+            if isinstance(st, Stack):
+                for p in st.procs:
+                    report.sections.append(
+                        (f"{p.name} log (exit code {p.popen.poll()}): {p.log}", log_tail(p.log))
+                    )

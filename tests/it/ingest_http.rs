@@ -219,3 +219,88 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     assert!(m.contains("strata_samples_ingested_total{protocol=\"remote_write\"} 3"));
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn overload_refuses_writes_and_keeps_earlier_samples() {
+    // The write path alone, with no background persister: the head fills past twice its
+    // limit and further writes are refused (HTTP maps this to 503 with Retry-After).
+    let dir = tempfile::tempdir().unwrap();
+    let ingester = strata_ingest::Ingester::open(
+        strata_ingest::storage::DataDir::Local(dir.path().to_path_buf()),
+        &dir.path().join("wal"),
+        strata_ingest::Limits::default(),
+        strata_ingest::PersistConfig {
+            max_head_samples: 2,
+            ..Default::default()
+        },
+        strata_ingest::metrics::IngestMetrics::new(),
+    )
+    .await
+    .unwrap();
+    let t0 = now_ms() - 10_000;
+    let batch = |k: i64| {
+        let mut v = strata_ingest::remote_write::Validated::default();
+        let pairs = vec![("__name__".to_string(), "load_total".to_string())];
+        let samples = (0..5)
+            .map(|i| strata_ingest::Sample {
+                timestamp_ms: t0 + k * 10 + i,
+                value: i as f64,
+            })
+            .collect();
+        v.push(&pairs, samples, &strata_ingest::Limits::default(), now_ms());
+        v
+    };
+    assert_eq!(
+        ingester
+            .write(batch(0), "test", None)
+            .await
+            .unwrap()
+            .accepted,
+        5
+    );
+    let e = ingester.write(batch(1), "test", None).await.unwrap_err();
+    match e {
+        strata_ingest::IngestError::Overloaded { retry_after_s, .. } => {
+            assert_eq!(retry_after_s, 5)
+        }
+        other => panic!("expected Overloaded, got {other}"),
+    }
+    // After a persist the head is empty again and writes are taken.
+    assert_eq!(ingester.persist().await.unwrap().samples, 5);
+    assert_eq!(
+        ingester
+            .write(batch(2), "test", None)
+            .await
+            .unwrap()
+            .accepted,
+        5
+    );
+}
+
+#[tokio::test]
+async fn compaction_merges_small_files_and_keeps_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let t0 = now_ms() - 100_000;
+    for k in 0..3i64 {
+        let body = request(&[(
+            &[("__name__", "compact_total"), ("job", "x")][..],
+            &[(t0 + k * 1000, k as f64)][..],
+        )]);
+        assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+        srv.ingester.persist().await.unwrap();
+    }
+    let removed = srv.ingester.compact().await.unwrap();
+    assert!(removed >= 3, "optimize removed {removed} files");
+    let rows = ts_values(
+        &srv.engine
+            .sql(
+                "SELECT CAST(timestamp AS BIGINT) / 1000 AS t, value FROM samples \
+                 WHERE metric_name = 'compact_total' ORDER BY t",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows, vec![(t0, 0.0), (t0 + 1000, 1.0), (t0 + 2000, 2.0)]);
+    srv.shutdown().await;
+}

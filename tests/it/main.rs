@@ -3,4 +3,5 @@
 mod common;
 mod crash;
 mod ingest_http;
+mod prom_api;
 mod scrape;

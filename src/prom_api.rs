@@ -1,0 +1,271 @@
+//! The Prometheus HTTP API's metadata endpoints (`/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/status/buildinfo`), with
+//! Prometheus's JSON shapes and error shapes (`docs/querying/api.md` of Prometheus).
+//! GET takes URL parameters; POST takes them form-encoded too, as Prometheus does.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use datafusion::prelude::SessionContext;
+use serde_json::{Value, json};
+use strata_promql::PromqlError;
+use strata_promql::selector::{SeriesLabels, parse_selector, select_series};
+
+/// Parameters from the query string and, for POST, the form body, in order.
+fn params(query: Option<String>, body: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = query
+        .map(|q| serde_urlencoded::from_str(&q).unwrap_or_default())
+        .unwrap_or_default();
+    out.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default());
+    out
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// A Prometheus API error answer: `{"status":"error","errorType":..,"error":..}`.
+struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(
+                json!({"status": "error", "errorType": self.error_type, "error": self.message}),
+            ),
+        )
+            .into_response()
+    }
+}
+
+fn bad_data(msg: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error_type: "bad_data",
+        message: msg.into(),
+    }
+}
+
+fn from_promql(e: PromqlError) -> ApiError {
+    let status = match e {
+        PromqlError::BadData(_) => StatusCode::BAD_REQUEST,
+        PromqlError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError {
+        status,
+        error_type: e.error_type(),
+        message: e.to_string(),
+    }
+}
+
+fn success(data: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// Parses a Prometheus API time: Unix seconds (float) or RFC 3339; returns ms.
+///
+/// # Errors
+/// A message naming the parameter and value.
+pub fn parse_time(name: &str, v: &str) -> Result<i64, String> {
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return Ok((f * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp")
+        })
+}
+
+/// The selectors and time range of a metadata request.
+struct Request {
+    selectors: Vec<promql_parser::parser::VectorSelector>,
+    range: Option<(i64, i64)>,
+    limit: Option<usize>,
+}
+
+fn request(p: &[(String, String)], require_match: bool) -> Result<Request, ApiError> {
+    let mut selectors = vec![];
+    for (n, v) in p {
+        if n == "match[]" {
+            selectors.push(parse_selector(v).map_err(from_promql)?);
+        }
+    }
+    if require_match && selectors.is_empty() {
+        return Err(bad_data("no match[] parameter provided"));
+    }
+    let t = |name: &str| -> Result<Option<i64>, ApiError> {
+        param(p, name)
+            .map(|v| parse_time(name, v))
+            .transpose()
+            .map_err(bad_data)
+    };
+    let (start, end) = (t("start")?, t("end")?);
+    let range = match (start, end) {
+        (None, None) => None,
+        (s, e) => Some((s.unwrap_or(i64::MIN / 2), e.unwrap_or(i64::MAX / 2))),
+    };
+    let limit =
+        match param(p, "limit") {
+            None | Some("") | Some("0") => None,
+            Some(v) => Some(v.parse::<usize>().map_err(|_| {
+                bad_data(format!("invalid parameter \"limit\": cannot parse \"{v}\""))
+            })?),
+        };
+    Ok(Request {
+        selectors,
+        range,
+        limit,
+    })
+}
+
+/// All series when no selector is given (labels and label values endpoints).
+async fn pick(ctx: &SessionContext, r: &Request) -> Result<Vec<SeriesLabels>, ApiError> {
+    let all;
+    let selectors = if r.selectors.is_empty() {
+        all = vec![parse_selector(r#"{__name__=~".+"}"#).map_err(from_promql)?];
+        &all
+    } else {
+        &r.selectors
+    };
+    select_series(ctx, selectors, r.range)
+        .await
+        .map_err(from_promql)
+}
+
+async fn series(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    let r = match request(&p, true) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match pick(&ctx, &r).await {
+        Ok(mut s) => {
+            if let Some(l) = r.limit {
+                s.truncate(l);
+            }
+            success(Value::Array(
+                s.into_iter()
+                    .map(|s| {
+                        Value::Object(
+                            s.labels
+                                .into_iter()
+                                .map(|(k, v)| (k, Value::String(v)))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn labels(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    let r = match request(&p, false) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match pick(&ctx, &r).await {
+        Ok(s) => {
+            let mut names: Vec<String> = s
+                .into_iter()
+                .flat_map(|s| s.labels.into_iter().map(|(k, _)| k))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if let Some(l) = r.limit {
+                names.truncate(l);
+            }
+            success(json!(names))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn label_values(
+    State(ctx): State<SessionContext>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let p = params(q, &[]);
+    let r = match request(&p, false) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if !(name == "__name__" || strata_ingest::validate::is_valid_label_name(&name)) {
+        return bad_data(format!("invalid label name: \"{name}\"")).into_response();
+    }
+    match pick(&ctx, &r).await {
+        Ok(s) => {
+            let mut values: Vec<String> = s
+                .iter()
+                .map(|s| s.get(&name).to_string())
+                .filter(|v| !v.is_empty())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if let Some(l) = r.limit {
+                values.truncate(l);
+            }
+            success(json!(values))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Routes of this module, sharing the engine's session.
+pub fn router(ctx: SessionContext) -> Router {
+    Router::new()
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        // Strata does not keep metric metadata (remote-write metadata is accepted and not
+        // stored), so the answer is an empty object, as Prometheus gives for unknown metrics.
+        .route("/api/v1/metadata", get(|| async { success(json!({})) }))
+        .route(
+            "/api/v1/status/buildinfo",
+            get(|| async {
+                success(json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "revision": "",
+                    "branch": "",
+                    "buildUser": "",
+                    "buildDate": "",
+                    "goVersion": "",
+                    "application": "strata",
+                }))
+            }),
+        )
+        .with_state(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("t", "1700000000.5").unwrap(), 1_700_000_000_500);
+        assert_eq!(
+            parse_time("t", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(
+            parse_time("start", "yesterday")
+                .unwrap_err()
+                .contains("\"start\"")
+        );
+    }
+}
