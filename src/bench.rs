@@ -71,13 +71,13 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
             let mut l: Vec<Label> = tags
                 .iter()
                 .map(|(n, v)| Label {
-                    name: n.clone(),
-                    value: v.clone(),
+                    name: n.clone().into(),
+                    value: v.clone().into(),
                 })
                 .collect();
             l.push(Label {
                 name: "__name__".into(),
-                value: format!("cpu_{f}"),
+                value: format!("cpu_{f}").into(),
             });
             l.sort_by(|a, b| a.name.cmp(&b.name));
             series.push(l);
@@ -89,8 +89,6 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
     while i0 < spec.intervals {
         let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
         for chunk in series.chunks(spec.series_per_request) {
-            let base = out.len();
-            let _ = base;
             let ts = chunk
                 .iter()
                 .enumerate()

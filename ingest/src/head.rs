@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::model::{Labels, Sample, SeriesSamples, metric_family};
+use crate::model::{Labels, RawLabels, Sample, SeriesSamples, metric_family};
 
 const SHARDS: usize = 16;
 
@@ -99,23 +99,19 @@ impl Head {
         }
     }
 
-    fn intern(&self, labels: &Labels) -> Labels {
+    /// Copies a new series' labels into the head, sharing equal strings across series.
+    fn intern(&self, labels: &RawLabels) -> Labels {
         let mut i = self.interner.lock();
-        let mut get = |s: &Arc<str>| -> Arc<str> {
+        let mut get = |s: &str| -> Arc<str> {
             if let Some(x) = i.get(s) {
                 x.clone()
             } else {
-                i.insert(s.clone());
-                s.clone()
+                let a: Arc<str> = Arc::from(s);
+                i.insert(a.clone());
+                a
             }
         };
-        Labels::from_sorted(
-            labels
-                .pairs()
-                .iter()
-                .map(|(n, v)| (get(n), get(v)))
-                .collect(),
-        )
+        Labels::from_sorted(labels.iter().map(|(n, v)| (get(n), get(v))).collect())
     }
 
     /// Appends validated series. Returns the number of series created.
@@ -318,7 +314,7 @@ mod tests {
 
     fn ss(name: &str, samples: &[(i64, f64)]) -> SeriesSamples {
         SeriesSamples {
-            labels: Labels::from_pairs([("__name__", name)]),
+            labels: RawLabels::from_pairs([("__name__", name.to_string())]),
             samples: samples
                 .iter()
                 .map(|&(t, v)| Sample {

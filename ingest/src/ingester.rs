@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::error::{IngestError, Result};
 use crate::head::{Head, HeadSamples, SeriesMeta};
 use crate::metrics::IngestMetrics;
-use crate::model::{Labels, Sample, SeriesSamples};
+use crate::model::{RawLabels, Sample, SeriesSamples};
 use crate::remote_write::{self, Validated};
 use crate::storage::{self, DataDir, WAL_APP_ID};
 use crate::wal::Wal;
@@ -99,7 +99,7 @@ fn request_to_series(req: remote_write::WriteRequest) -> Vec<SeriesSamples> {
         .into_iter()
         .filter(|t| !t.samples.is_empty())
         .map(|t| SeriesSamples {
-            labels: Labels::from_pairs(t.labels.into_iter().map(|l| (l.name, l.value))),
+            labels: RawLabels::from_pairs(t.labels.into_iter().map(|l| (l.name, l.value))),
             samples: t
                 .samples
                 .into_iter()

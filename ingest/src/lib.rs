@@ -25,5 +25,5 @@ pub mod wal;
 
 pub use error::{IngestError, Result};
 pub use ingester::{Ingester, PersistConfig, PersistReport, WriteOutcome};
-pub use model::{Labels, Sample, SeriesSamples};
+pub use model::{Labels, RawLabels, Sample, SeriesSamples};
 pub use validate::Limits;

@@ -36,12 +36,14 @@ pub struct TimeSeries {
 /// `prometheus.Label`.
 #[derive(Clone, PartialEq, Message)]
 pub struct Label {
-    /// Label name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Label value.
-    #[prost(string, tag = "2")]
-    pub value: String,
+    /// Label name. Declared `bytes` (wire-compatible with the proto's `string`) so that
+    /// decoding slices the request buffer instead of allocating; UTF-8 is checked by
+    /// validation.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+    /// Label value (see `name`).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: bytes::Bytes,
 }
 
 /// `prometheus.Sample`: a float value and a timestamp in milliseconds since the epoch.
@@ -89,7 +91,7 @@ pub fn decode(body: &[u8], max_decoded_bytes: usize) -> Result<WriteRequest, Ing
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| IngestError::BadRequest(format!("invalid snappy-compressed body: {e}")))?;
-    WriteRequest::decode(raw.as_slice())
+    WriteRequest::decode(bytes::Bytes::from(raw))
         .map_err(|e| IngestError::BadRequest(format!("invalid protobuf WriteRequest: {e}")))
 }
 
@@ -112,10 +114,25 @@ pub struct Validated {
 }
 
 impl Validated {
-    /// Validates one series given as raw pairs and samples, keeping it or recording why not.
+    /// Validates one series given as string pairs (JSON push, scrapes); see [`Self::push_raw`].
     pub fn push(
         &mut self,
         pairs: &[(String, String)],
+        samples: Vec<Sample>,
+        limits: &Limits,
+        now_ms: i64,
+    ) {
+        let raw = pairs
+            .iter()
+            .map(|(n, v)| (bytes::Bytes::from(n.clone()), bytes::Bytes::from(v.clone())))
+            .collect();
+        self.push_raw(raw, samples, limits, now_ms);
+    }
+
+    /// Validates one series given as raw pairs and samples, keeping it or recording why not.
+    pub fn push_raw(
+        &mut self,
+        pairs: Vec<(bytes::Bytes, bytes::Bytes)>,
         samples: Vec<Sample>,
         limits: &Limits,
         now_ms: i64,
@@ -146,7 +163,7 @@ pub fn validate(req: WriteRequest, limits: &Limits, now_ms: i64) -> Validated {
         if ts.samples.is_empty() {
             continue;
         }
-        let pairs: Vec<(String, String)> =
+        let pairs: Vec<(bytes::Bytes, bytes::Bytes)> =
             ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
         let samples = ts
             .samples
@@ -156,7 +173,7 @@ pub fn validate(req: WriteRequest, limits: &Limits, now_ms: i64) -> Validated {
                 value: s.value,
             })
             .collect();
-        out.push(&pairs, samples, limits, now_ms);
+        out.push_raw(pairs, samples, limits, now_ms);
     }
     out
 }
@@ -169,11 +186,11 @@ pub fn to_request(series: &[SeriesSamples]) -> WriteRequest {
             .map(|s| TimeSeries {
                 labels: s
                     .labels
-                    .pairs()
+                    .raw()
                     .iter()
                     .map(|(n, v)| Label {
-                        name: n.to_string(),
-                        value: v.to_string(),
+                        name: n.clone(),
+                        value: v.clone(),
                     })
                     .collect(),
                 samples: s

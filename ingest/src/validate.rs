@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use crate::model::{Labels, METRIC_NAME_LABEL, SeriesSamples};
+use bytes::Bytes;
+
+use crate::model::{METRIC_NAME_LABEL, RawLabels, SeriesSamples};
 
 /// Limits applied to every incoming series. Defaults follow the issue that defines Strata's
 /// write path (and Cortex/Mimir's usual defaults).
@@ -32,6 +34,9 @@ impl Default for Limits {
 /// label of `strata_samples_rejected_total`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
+    /// A label name or value is not valid UTF-8.
+    #[error("label {0} is not valid UTF-8")]
+    InvalidUtf8(String),
     /// The series has no `__name__` label.
     #[error("series {0} has no metric name (__name__)")]
     MissingMetricName(String),
@@ -96,6 +101,7 @@ impl Rejection {
     /// A short, stable reason code for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
+            Rejection::InvalidUtf8(_) => "invalid_utf8",
             Rejection::MissingMetricName(_) => "missing_metric_name",
             Rejection::InvalidMetricName(_) => "invalid_metric_name",
             Rejection::InvalidLabelName { .. } => "invalid_label_name",
@@ -128,9 +134,11 @@ pub fn is_valid_label_name(s: &str) -> bool {
 }
 
 /// A short rendering of a label set for error messages (values cut at 64 bytes).
-fn describe(pairs: &[(String, String)]) -> String {
+fn describe(pairs: &[(Bytes, Bytes)]) -> String {
     let mut s = String::from("{");
     for (i, (n, v)) in pairs.iter().enumerate() {
+        let n = String::from_utf8_lossy(n);
+        let v = String::from_utf8_lossy(v).into_owned();
         if i > 0 {
             s.push_str(", ");
         }
@@ -150,50 +158,60 @@ fn describe(pairs: &[(String, String)]) -> String {
 }
 
 /// Validates one series' raw label pairs (any order, as received) and returns its
-/// [`Labels`]. Empty values are dropped (Prometheus treats them as absent).
+/// [`RawLabels`]. Empty values are dropped (Prometheus treats them as absent).
 ///
 /// # Errors
-/// The first [`Rejection`] found: missing or invalid metric name, invalid or duplicate label
-/// name, too many labels, or a label value that is too long.
-pub fn validate_labels(pairs: &[(String, String)], limits: &Limits) -> Result<Labels, Rejection> {
-    let mut name = None;
-    for (n, v) in pairs {
-        if n == METRIC_NAME_LABEL {
-            if !is_valid_metric_name(v) {
-                return Err(Rejection::InvalidMetricName(v.clone()));
+/// The first [`Rejection`] found: invalid UTF-8, missing or invalid metric name, invalid
+/// or duplicate label name, too many labels, or a label value that is too long.
+pub fn validate_labels(
+    pairs: Vec<(Bytes, Bytes)>,
+    limits: &Limits,
+) -> Result<RawLabels, Rejection> {
+    let mut has_name = false;
+    let mut non_empty = 0;
+    for (n, v) in &pairs {
+        let (Ok(ns), Ok(vs)) = (std::str::from_utf8(n), std::str::from_utf8(v)) else {
+            return Err(Rejection::InvalidUtf8(describe(&pairs)));
+        };
+        if ns == METRIC_NAME_LABEL {
+            if !is_valid_metric_name(vs) {
+                return Err(Rejection::InvalidMetricName(vs.to_string()));
             }
-            name = Some(v);
-        } else if !is_valid_label_name(n) {
+            has_name = true;
+        } else if !is_valid_label_name(ns) {
             return Err(Rejection::InvalidLabelName {
-                name: n.clone(),
-                series: describe(pairs),
+                name: ns.to_string(),
+                series: describe(&pairs),
             });
         }
         if v.len() > limits.max_label_value_length {
             return Err(Rejection::LabelValueTooLong {
-                name: n.clone(),
-                series: describe(pairs),
+                name: ns.to_string(),
+                series: describe(&pairs),
                 length: v.len(),
                 limit: limits.max_label_value_length,
             });
         }
+        if !v.is_empty() {
+            non_empty += 1;
+        }
     }
-    if name.is_none() {
-        return Err(Rejection::MissingMetricName(describe(pairs)));
+    if !has_name {
+        return Err(Rejection::MissingMetricName(describe(&pairs)));
     }
-    let non_empty = pairs.iter().filter(|(_, v)| !v.is_empty()).count();
     if non_empty > limits.max_labels_per_series {
         return Err(Rejection::TooManyLabels {
-            series: describe(pairs),
+            series: describe(&pairs),
             count: non_empty,
             limit: limits.max_labels_per_series,
         });
     }
-    let labels = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    if let Some(w) = labels.pairs().windows(2).find(|w| w[0].0 == w[1].0) {
+    let described = || describe(&pairs);
+    let labels = RawLabels::from_pairs(pairs.iter().cloned());
+    if let Some(w) = labels.raw().windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(Rejection::DuplicateLabel {
-            name: w[0].0.to_string(),
-            series: describe(pairs),
+            name: String::from_utf8_lossy(&w[0].0).into_owned(),
+            series: described(),
         });
     }
     Ok(labels)
@@ -223,10 +241,10 @@ pub fn validate_samples(s: &SeriesSamples, limits: &Limits, now_ms: i64) -> Resu
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn p(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
         pairs
             .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .map(|(a, b)| (Bytes::from(a.to_string()), Bytes::from(b.to_string())))
             .collect()
     }
 
@@ -243,42 +261,48 @@ mod tests {
     fn rejections() {
         let l = Limits::default();
         assert_eq!(
-            validate_labels(&p(&[("job", "x")]), &l)
+            validate_labels(p(&[("job", "x")]), &l)
                 .unwrap_err()
                 .reason(),
             "missing_metric_name"
         );
         assert_eq!(
-            validate_labels(&p(&[("__name__", "a b")]), &l)
+            validate_labels(p(&[("__name__", "a b")]), &l)
                 .unwrap_err()
                 .reason(),
             "invalid_metric_name"
         );
         assert_eq!(
-            validate_labels(&p(&[("__name__", "a"), ("j-b", "x")]), &l)
+            validate_labels(p(&[("__name__", "a"), ("j-b", "x")]), &l)
                 .unwrap_err()
                 .reason(),
             "invalid_label_name"
         );
         assert_eq!(
-            validate_labels(&p(&[("__name__", "a"), ("j", "x"), ("j", "y")]), &l)
+            validate_labels(p(&[("__name__", "a"), ("j", "x"), ("j", "y")]), &l)
                 .unwrap_err()
                 .reason(),
             "duplicate_label"
         );
         let long = "v".repeat(2049);
-        let e = validate_labels(&p(&[("__name__", "a"), ("j", &long)]), &l).unwrap_err();
+        let e = validate_labels(p(&[("__name__", "a"), ("j", &long)]), &l).unwrap_err();
         assert_eq!(e.reason(), "label_value_too_long");
         assert!(e.to_string().contains("2049 bytes"));
         let mut many = p(&[("__name__", "a")]);
         for i in 0..30 {
-            many.push((format!("l{i}"), "v".into()));
+            many.push((format!("l{i}").into(), "v".into()));
         }
         assert_eq!(
-            validate_labels(&many, &l).unwrap_err().reason(),
+            validate_labels(many.clone(), &l).unwrap_err().reason(),
             "too_many_labels"
         );
         many.pop();
-        assert_eq!(validate_labels(&many, &l).unwrap().len(), 30);
+        assert_eq!(validate_labels(many, &l).unwrap().len(), 30);
+        assert_eq!(
+            validate_labels(vec![("__name__".into(), Bytes::from_static(b"\xff"))], &l)
+                .unwrap_err()
+                .reason(),
+            "invalid_utf8"
+        );
     }
 }

@@ -37,8 +37,8 @@ pub fn request(series: &[TestSeries<'_>]) -> Vec<u8> {
                 labels: labels
                     .iter()
                     .map(|(n, v)| Label {
-                        name: n.to_string(),
-                        value: v.to_string(),
+                        name: n.to_string().into(),
+                        value: v.to_string().into(),
                     })
                     .collect(),
                 samples: samples
