@@ -92,15 +92,22 @@ impl Labels {
 
 /// The series fingerprint of label pairs given in name order (see [`Labels::fingerprint`]).
 pub fn fingerprint_of<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
-    // One buffer and one hash call: faster than streaming many tiny updates.
-    let mut buf = Vec::with_capacity(256);
-    for (n, v) in pairs {
-        buf.extend_from_slice(n);
-        buf.push(0xff);
-        buf.extend_from_slice(v);
-        buf.push(0xff);
+    // One buffer (reused per thread) and one hash call: faster than streaming many tiny
+    // updates into the hasher.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    xxhash_rust::xxh64::xxh64(&buf, 0)
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        for (n, v) in pairs {
+            buf.extend_from_slice(n);
+            buf.push(0xff);
+            buf.extend_from_slice(v);
+            buf.push(0xff);
+        }
+        xxhash_rust::xxh64::xxh64(&buf, 0)
+    })
 }
 
 /// A validated label set as a write request carries it: pairs sorted by name, no empty
@@ -124,6 +131,12 @@ impl RawLabels {
             .filter(|(_, v)| !v.is_empty())
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        RawLabels { pairs }
+    }
+
+    /// Wraps pairs already sorted by name, with no empty values (no copy).
+    pub fn from_sorted(pairs: Vec<(bytes::Bytes, bytes::Bytes)>) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 <= w[1].0));
         RawLabels { pairs }
     }
 

@@ -206,14 +206,16 @@ pub fn validate_labels(
             limit: limits.max_labels_per_series,
         });
     }
-    let described = || describe(&pairs);
-    let labels = RawLabels::from_pairs(pairs.iter().cloned());
-    if let Some(w) = labels.raw().windows(2).find(|w| w[0].0 == w[1].0) {
+    let mut pairs = pairs;
+    pairs.retain(|(_, v)| !v.is_empty());
+    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(Rejection::DuplicateLabel {
             name: String::from_utf8_lossy(&w[0].0).into_owned(),
-            series: described(),
+            series: describe(&pairs),
         });
     }
+    let labels = RawLabels::from_sorted(pairs);
     Ok(labels)
 }
 
