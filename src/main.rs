@@ -4,6 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc malloc: the write path allocates per series and per request
+/// from several threads, and glibc's arena locks showed up as ~7% of ingest CPU in a
+/// `perf` profile of the load bench (malloc and free as another ~20%).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use strata::config::Config;
 
 #[derive(Parser)]

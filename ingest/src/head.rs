@@ -9,7 +9,7 @@
 //! Persistence ([`crate::persist`]) *freezes* the head: the samples written so far move to a
 //! frozen part, still visible to queries, until their Delta commit is visible too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -40,9 +40,11 @@ struct Entry {
     idle_cycles: u8,
 }
 
+/// Keys are fingerprints, already well-mixed hashes: FxHash is enough (SipHash, std's
+/// default, costs more and protects against nothing here).
 #[derive(Default)]
 struct Shard {
-    series: HashMap<u64, (Arc<SeriesMeta>, Entry)>,
+    series: rustc_hash::FxHashMap<u64, (Arc<SeriesMeta>, Entry)>,
 }
 
 /// Series with their samples (each ascending by time, unique timestamps), as the head
