@@ -70,6 +70,18 @@ fn success(data: Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// A success answer with the distinct strings, sorted, cut at `limit`.
+fn sorted_unique(items: impl Iterator<Item = String>, limit: Option<usize>) -> Response {
+    let mut v: Vec<String> = items
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if let Some(l) = limit {
+        v.truncate(l);
+    }
+    success(json!(v))
+}
+
 /// Parses a Prometheus API time: Unix seconds (float) or RFC 3339; returns ms.
 ///
 /// # Errors
@@ -178,18 +190,11 @@ async fn labels(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: 
         Err(e) => return e.into_response(),
     };
     match pick(&ctx, &r).await {
-        Ok(s) => {
-            let mut names: Vec<String> = s
-                .into_iter()
-                .flat_map(|s| s.labels.into_iter().map(|(k, _)| k))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if let Some(l) = r.limit {
-                names.truncate(l);
-            }
-            success(json!(names))
-        }
+        Ok(s) => sorted_unique(
+            s.into_iter()
+                .flat_map(|s| s.labels.into_iter().map(|(k, _)| k)),
+            r.limit,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -208,19 +213,12 @@ async fn label_values(
         return bad_data(format!("invalid label name: \"{name}\"")).into_response();
     }
     match pick(&ctx, &r).await {
-        Ok(s) => {
-            let mut values: Vec<String> = s
-                .iter()
+        Ok(s) => sorted_unique(
+            s.iter()
                 .map(|s| s.get(&name).to_string())
-                .filter(|v| !v.is_empty())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if let Some(l) = r.limit {
-                values.truncate(l);
-            }
-            success(json!(values))
-        }
+                .filter(|v| !v.is_empty()),
+            r.limit,
+        ),
         Err(e) => e.into_response(),
     }
 }

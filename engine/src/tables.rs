@@ -218,7 +218,7 @@ impl TableProvider for HeadDeltaTable {
                         .is_none_or(|n| n.contains(m.labels.metric_name()))
                 });
                 let batch = (!head.is_empty())
-                    .then(|| storage::samples_batch(&self.schema, &head))
+                    .then(|| storage::samples_batch(&self.schema, &head.iter().collect::<Vec<_>>()))
                     .transpose()
                     .map_err(external)?;
                 (table, batch)

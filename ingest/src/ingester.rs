@@ -322,12 +322,14 @@ impl Ingester {
         });
         let schema = samples_t.snapshot()?.snapshot().arrow_schema();
         let mut batches = vec![];
-        let mut chunk: Vec<(Arc<SeriesMeta>, Vec<Sample>)> = vec![];
+        // Batches of about 1 Mi rows, built from references into the frozen head (no copy
+        // of the samples before the Arrow arrays).
+        let mut chunk: Vec<&(Arc<SeriesMeta>, Vec<Sample>)> = vec![];
         let mut rows = 0;
-        for (m, s) in order {
-            rows += s.len();
-            report.samples += s.len();
-            chunk.push((m.clone(), s.clone()));
+        for entry in order {
+            rows += entry.1.len();
+            report.samples += entry.1.len();
+            chunk.push(entry);
             if rows >= 1 << 20 {
                 batches.push(storage::samples_batch(&schema, &chunk)?);
                 chunk.clear();

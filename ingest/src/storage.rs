@@ -266,7 +266,7 @@ pub fn date_of_ms(ms: i64) -> i32 {
 /// Arrow errors if `schema` is not the samples schema (a broken invariant).
 pub fn samples_batch(
     schema: &SchemaRef,
-    series: &[(Arc<SeriesMeta>, Vec<Sample>)],
+    series: &[&(Arc<SeriesMeta>, Vec<Sample>)],
 ) -> Result<RecordBatch> {
     let n: usize = series.iter().map(|(_, s)| s.len()).sum();
     let mut name = StringDictionaryBuilder::<Int32Type>::new();

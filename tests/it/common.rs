@@ -90,3 +90,16 @@ pub fn scalar_i64(batches: &[RecordBatch]) -> i64 {
         .expect("an i64 column")
         .value(0)
 }
+
+/// The (timestamp ms, value) samples of metric `name` in the `samples` table, by time.
+pub async fn samples_of(engine: &strata_engine::Engine, name: &str) -> Vec<(i64, f64)> {
+    ts_values(
+        &engine
+            .sql(&format!(
+                "SELECT CAST(timestamp AS BIGINT) / 1000 AS t, value FROM samples \
+                 WHERE metric_name = '{name}' ORDER BY t"
+            ))
+            .await
+            .unwrap(),
+    )
+}

@@ -193,15 +193,7 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
 
     // Everything acknowledged is still there, and the server still takes writes.
     assert_eq!(post_write(srv.http_addr, good(4.0, t0 + 2)).await.0, 204);
-    let rows = ts_values(
-        &srv.engine
-            .sql(
-                "SELECT CAST(timestamp AS BIGINT) / 1000 AS t, value FROM samples \
-                 WHERE metric_name = 'good_total' ORDER BY t",
-            )
-            .await
-            .unwrap(),
-    );
+    let rows = samples_of(&srv.engine, "good_total").await;
     assert_eq!(rows, vec![(t0, 1.0), (t0 + 1, 2.0), (t0 + 2, 4.0)]);
 
     // Rejections are counted by reason in /metrics.
@@ -292,15 +284,7 @@ async fn compaction_merges_small_files_and_keeps_every_sample() {
     }
     let removed = srv.ingester.compact().await.unwrap();
     assert!(removed >= 3, "optimize removed {removed} files");
-    let rows = ts_values(
-        &srv.engine
-            .sql(
-                "SELECT CAST(timestamp AS BIGINT) / 1000 AS t, value FROM samples \
-                 WHERE metric_name = 'compact_total' ORDER BY t",
-            )
-            .await
-            .unwrap(),
-    );
+    let rows = samples_of(&srv.engine, "compact_total").await;
     assert_eq!(rows, vec![(t0, 0.0), (t0 + 1000, 1.0), (t0 + 2000, 2.0)]);
     srv.shutdown().await;
 }
