@@ -1,4 +1,4 @@
-//! The `strata` command: `serve`, `sql`.
+//! The `strata` command: `serve`, `sql`, `bench-load`, `promqltest`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,20 +77,38 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Run Prometheus PromQL test scripts (the promqltest format) through the write path
+    /// and the PromQL engine; prints per file the cases passed, failed and skipped, and
+    /// exits with 1 if any case failed.
+    Promqltest {
+        /// Persist the head into the Delta tables after every load, so that queries read
+        /// the tables rather than the head.
+        #[arg(long)]
+        persist: bool,
+        /// The test scripts.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // promqltest opens a fresh (empty) data directory per file and per `clear`: Delta's
+    // "no files in log segment" errors on creating tables are noise there.
+    let default_filter = match cli.command {
+        Command::Promqltest { .. } => "warn,buoyant_kernel=off,deltalake=error",
+        _ => "info,deltalake=warn,datafusion=warn,buoyant_kernel=error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,deltalake=warn,datafusion=warn,buoyant_kernel=error".into()
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -188,6 +206,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!(
                     "{name}: {samples} samples in {secs:.2} s = {rate:.0} samples/s (x{ratio:.2} of the first target)"
                 );
+            }
+            Ok(())
+        }
+        Command::Promqltest { persist, files } => {
+            let opts = strata::promqltest::Options { persist };
+            let t = strata::promqltest::run_files(&files, &opts).await;
+            if t.failed > 0 || t.errors > 0 {
+                return Err(format!(
+                    "{} cases failed, {} file errors",
+                    t.failed, t.errors
+                ));
             }
             Ok(())
         }

@@ -1,4 +1,6 @@
-//! The Prometheus HTTP API's metadata endpoints (`/api/v1/series`, `/api/v1/labels`,
+//! The Prometheus HTTP API: queries (`/api/v1/query`, `/api/v1/query_range`, and
+//! `/api/v1/query_explain`, Strata's own, which prints a query's DataFusion plan) and the
+//! metadata endpoints (`/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/status/buildinfo`), with
 //! Prometheus's JSON shapes and error shapes (`docs/querying/api.md` of Prometheus).
 //! GET takes URL parameters; POST takes them form-encoded too, as Prometheus does.
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
-use strata_promql::PromqlError;
+use strata_promql::{PromqlError, QueryOptions, QueryValue};
 use strata_promql::selector::{SeriesLabels, parse_selector, select_series};
 
 /// Parameters from the query string and, for POST, the form body, in order.
@@ -58,6 +60,7 @@ fn from_promql(e: PromqlError) -> ApiError {
     let status = match e {
         PromqlError::BadData(_) => StatusCode::BAD_REQUEST,
         PromqlError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        PromqlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError {
         status,
@@ -223,9 +226,209 @@ async fn label_values(
     }
 }
 
+/// Formats a sample value as Prometheus does (Go `strconv.FormatFloat(v, 'f', -1, 64)`).
+fn fmt_value(v: f64) -> String {
+    strata_promql::labels::format_value(v)
+}
+
+/// A timestamp in ms as the API's float seconds.
+fn ts_json(t_ms: i64) -> Value {
+    json!(t_ms as f64 / 1000.0)
+}
+
+fn metric_json(labels: &[(String, String)]) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The `data` object of a query answer (`resultType`, `result`), at most `limit` series.
+pub fn result_json(v: &QueryValue, limit: Option<usize>) -> Value {
+    let limit = limit.unwrap_or(usize::MAX);
+    match v {
+        QueryValue::Scalar { t_ms, v } => {
+            json!({"resultType": "scalar", "result": [ts_json(*t_ms), fmt_value(*v)]})
+        }
+        QueryValue::String { t_ms, s } => {
+            json!({"resultType": "string", "result": [ts_json(*t_ms), s]})
+        }
+        QueryValue::Vector(samples) => json!({
+            "resultType": "vector",
+            "result": samples.iter().take(limit).map(|s| json!({
+                "metric": metric_json(&s.labels),
+                "value": [ts_json(s.t_ms), fmt_value(s.v)],
+            })).collect::<Vec<_>>(),
+        }),
+        QueryValue::Matrix(series) => json!({
+            "resultType": "matrix",
+            "result": series.iter().take(limit).map(|s| json!({
+                "metric": metric_json(&s.labels),
+                "values": s.points.iter().map(|(t, v)| json!([ts_json(*t), fmt_value(*v)])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// Parses a duration parameter: float seconds or a PromQL duration (`5m`, `1h30m`); ms.
+fn parse_duration_ms(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(f) = v.parse::<f64>() {
+        if f.is_finite() && f * 1000.0 < i64::MAX as f64 {
+            return Ok((f * 1000.0).round() as i64);
+        }
+        return Err(bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration. It overflows int64"
+        )));
+    }
+    promql_parser::util::parse_duration(v)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| bad_data(format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration")))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Query options from `timeout` and `lookback_delta`.
+fn query_options(p: &[(String, String)]) -> Result<QueryOptions, ApiError> {
+    let mut o = QueryOptions::default();
+    if let Some(t) = param(p, "timeout").filter(|t| !t.is_empty()) {
+        let ms = parse_duration_ms("timeout", t)?;
+        o.timeout = Some(std::time::Duration::from_millis(ms.max(0) as u64));
+    }
+    if let Some(l) = param(p, "lookback_delta").filter(|t| !t.is_empty()) {
+        o.lookback_delta_ms = parse_duration_ms("lookback_delta", l)?;
+    }
+    Ok(o)
+}
+
+fn limit_param(p: &[(String, String)]) -> Result<Option<usize>, ApiError> {
+    match param(p, "limit") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(v) => v
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| bad_data(format!("invalid parameter \"limit\": cannot parse \"{v}\""))),
+    }
+}
+
+fn query_param(p: &[(String, String)]) -> Result<&str, ApiError> {
+    match param(p, "query") {
+        Some(q) if !q.trim().is_empty() => Ok(q),
+        _ => Err(bad_data("invalid parameter \"query\": query must not be empty")),
+    }
+}
+
+fn answer(r: Result<strata_promql::QueryResult, PromqlError>, limit: Option<usize>) -> Response {
+    match r {
+        Ok(r) => {
+            let mut body = json!({"status": "success", "data": result_json(&r.value, limit)});
+            if !r.warnings.is_empty() {
+                body["warnings"] = json!(r.warnings);
+            }
+            if !r.infos.is_empty() {
+                body["infos"] = json!(r.infos);
+            }
+            axum::Json(body).into_response()
+        }
+        Err(e) => from_promql(e).into_response(),
+    }
+}
+
+async fn query(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    let run = async {
+        let query = query_param(&p)?;
+        let t = match param(&p, "time").filter(|t| !t.is_empty()) {
+            Some(t) => parse_time("time", t).map_err(bad_data)?,
+            None => now_ms(),
+        };
+        let opts = query_options(&p)?;
+        let limit = limit_param(&p)?;
+        Ok::<_, ApiError>(answer(strata_promql::instant_query(&ctx, query, t, &opts).await, limit))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// The `start`, `end`, `step` of a range request (ms).
+fn range_params(p: &[(String, String)]) -> Result<(i64, i64, i64), ApiError> {
+    let t = |n: &str| match param(p, n) {
+        Some(v) => parse_time(n, v).map_err(bad_data),
+        None => Err(bad_data(format!("invalid parameter \"{n}\": cannot parse \"\" to a valid timestamp"))),
+    };
+    let (start, end) = (t("start")?, t("end")?);
+    let step = match param(p, "step") {
+        Some(s) => parse_duration_ms("step", s)?,
+        None => return Err(bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")),
+    };
+    Ok((start, end, step))
+}
+
+async fn query_range(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    let run = async {
+        let query = query_param(&p)?;
+        let (start, end, step) = range_params(&p)?;
+        let opts = query_options(&p)?;
+        let limit = limit_param(&p)?;
+        Ok::<_, ApiError>(answer(
+            strata_promql::range_query(&ctx, query, start, end, step, &opts).await,
+            limit,
+        ))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// Strata's own: the DataFusion plan of a query (`query`, and `time` or `start`/`end`/
+/// `step`), as text.
+async fn query_explain(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    let run = async {
+        let query = query_param(&p)?;
+        let (start, end, step) = if param(&p, "start").is_some() {
+            range_params(&p)?
+        } else {
+            let t = match param(&p, "time") {
+                Some(t) => parse_time("time", t).map_err(bad_data)?,
+                None => now_ms(),
+            };
+            (t, t, 1)
+        };
+        let opts = query_options(&p)?;
+        let plan = strata_promql::explain(&ctx, query, start, end, step, &opts)
+            .await
+            .map_err(from_promql)?;
+        Ok::<_, ApiError>(success(json!(plan)))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// `format_query`: the query as promql-parser prints it.
+async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = params(q, &body);
+    match query_param(&p).and_then(|q| strata_promql::query::parse(q).map_err(from_promql)) {
+        Ok(e) => success(json!(e.to_string())),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Routes of this module, sharing the engine's session.
 pub fn router(ctx: SessionContext) -> Router {
     Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/query_explain", get(query_explain).post(query_explain))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/status/config", get(|| async { success(json!({"yaml": ""})) }))
+        .route(
+            "/api/v1/status/runtimeinfo",
+            get(|| async { success(json!({"storageRetention": "unlimited"})) }),
+        )
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))

@@ -10,7 +10,52 @@
 //! Data enters as a DataFusion `SessionContext` holding Strata's tables (see the
 //! `strata-engine` crate) and leaves as label sets.
 
+pub mod exec;
+pub mod kernels;
+pub mod labels;
+pub mod plan;
+pub mod query;
 pub mod selector;
+pub mod udf;
+pub mod value;
+
+pub use query::{explain, instant_query, range_query};
+
+pub use value::{InstantSample, LabelSet, QueryValue, RangeSeries};
+
+/// Options of one query evaluation.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Lookback delta in ms (Prometheus default 5 minutes): how far back an instant
+    /// selector looks for the latest sample.
+    pub lookback_delta_ms: i64,
+    /// Abort the query after this long (`errorType` `timeout`).
+    pub timeout: Option<std::time::Duration>,
+    /// Most points per series a range query may produce (Prometheus: 11,000).
+    pub max_points_per_series: i64,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            timeout: Some(std::time::Duration::from_secs(120)),
+            max_points_per_series: 11_000,
+        }
+    }
+}
+
+/// A query's value with the annotations Prometheus would attach (`warnings`, `infos`,
+/// each the full rendered message, e.g. `PromQL info: metric might not be a counter, ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    /// The value.
+    pub value: QueryValue,
+    /// Warning annotations.
+    pub warnings: Vec<String>,
+    /// Info annotations.
+    pub infos: Vec<String>,
+}
 
 /// Errors of PromQL handling. Each maps to a Prometheus `errorType`.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +67,9 @@ pub enum PromqlError {
     /// Reading the tables failed (`errorType` `execution`, HTTP 422/500).
     #[error("{0}")]
     Execution(#[from] datafusion::error::DataFusionError),
+    /// The query ran past its timeout (`errorType` `timeout`, HTTP 503).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<datafusion::arrow::error::ArrowError> for PromqlError {
@@ -36,6 +84,7 @@ impl PromqlError {
         match self {
             PromqlError::BadData(_) => "bad_data",
             PromqlError::Execution(_) => "execution",
+            PromqlError::Timeout(_) => "timeout",
         }
     }
 }

@@ -4,4 +4,5 @@ mod common;
 mod crash;
 mod ingest_http;
 mod prom_api;
+mod prom_query;
 mod scrape;

@@ -1,0 +1,458 @@
+//! PromQL's own plan node: the operators SQL has no word for.
+//!
+//! [`PromNode`] is a DataFusion extension node (logical) and [`PromExec`] its physical
+//! operator. Both carry a [`PromOp`]:
+//!
+//! - [`PromOp::InstantSelect`]: step alignment with the lookback delta and staleness
+//!   markers — for each output step `t`, each series' latest sample in the left-open
+//!   window `(t - offset - lookback, t - offset]`, dropped when it is a staleness marker
+//!   (Prometheus `engine.go`, `vectorSelectorSingle`).
+//! - [`PromOp::RangeFunc`]: range windows — for each step, each series' samples in
+//!   `(t - offset - range, t - offset]` (markers removed) reduced by a range function
+//!   ([`crate::kernels::eval_range`]; Prometheus `functions.go`).
+//! - [`PromOp::CheckUnique`]: Prometheus's matching errors (one row per key and step).
+//!
+//! Every relation in a PromQL plan has the columns `labels` (`Binary`, see
+//! [`crate::labels`]), `ts` (`Int64`, ms since the epoch, UTC) and `value` (`Float64`);
+//! `PromNode` consumes and produces that shape. The operator gathers its input into one
+//! partition, groups it by series, and emits one batch.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, AsArray, BinaryBuilder, Float64Builder, Int64Array, Float64Array, Int64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use futures::StreamExt;
+
+use crate::kernels::{self, RangeFn};
+
+/// The staleness marker's bits (Prometheus `value.StaleNaN`).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is a staleness marker.
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// The evaluation steps of a query: `start..=end` every `step` ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Steps {
+    /// First step, ms.
+    pub start: i64,
+    /// Last step (inclusive), ms.
+    pub end: i64,
+    /// Interval, ms (> 0).
+    pub step: i64,
+}
+
+impl Steps {
+    /// The step timestamps.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + use<> {
+        let Steps { start, end, step } = *self;
+        (0..).map(move |i| start + i * step).take_while(move |t| *t <= end)
+    }
+}
+
+/// When a selector is evaluated relative to the step timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct At {
+    /// `offset` in ms (negative for `offset -5m`).
+    pub offset: i64,
+    /// `@` timestamp in ms, when fixed.
+    pub at: Option<i64>,
+}
+
+impl At {
+    /// The time a step `t` reads data at.
+    pub fn eval_time(&self, t: i64) -> i64 {
+        self.at.unwrap_or(t) - self.offset
+    }
+}
+
+/// The operation of a [`PromNode`].
+#[derive(Debug, Clone)]
+pub enum PromOp {
+    /// Instant vector selection (see the module doc).
+    InstantSelect {
+        /// Output steps.
+        steps: Steps,
+        /// Lookback delta, ms.
+        lookback: i64,
+        /// Offset and `@`.
+        at: At,
+        /// Output the selected sample's timestamp in seconds instead of its value
+        /// (`timestamp(v)`).
+        sample_ts: bool,
+    },
+    /// Range function over range windows (see the module doc).
+    RangeFunc {
+        /// The function.
+        func: RangeFn,
+        /// Output steps.
+        steps: Steps,
+        /// Window length, ms.
+        range: i64,
+        /// Offset and `@`.
+        at: At,
+        /// Scalar arguments (e.g. `quantile_over_time`'s φ).
+        params: Vec<f64>,
+    },
+    /// Fails with `message` (with the duplicate's labels appended) when two rows share
+    /// the column `key` and `ts`.
+    CheckUnique {
+        /// Key column (`Binary`).
+        key: String,
+        /// Timestamp column.
+        ts: String,
+        /// Error message.
+        message: String,
+    },
+}
+
+/// The logical extension node.
+#[derive(Debug, Clone)]
+pub struct PromNode {
+    /// What it does.
+    pub op: PromOp,
+    /// Its input (columns `labels`, `ts`, `value`, maybe more for `CheckUnique`).
+    pub input: LogicalPlan,
+    schema: DFSchemaRef,
+}
+
+/// The schema every PromQL relation has: `labels`, `ts`, `value`.
+pub fn prom_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("labels", DataType::Binary, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("value", DataType::Float64, true),
+    ]))
+}
+
+impl PromNode {
+    /// A node applying `op` to `input`.
+    ///
+    /// # Errors
+    /// When the schema cannot be built.
+    pub fn new(op: PromOp, input: LogicalPlan) -> Result<PromNode> {
+        let schema = match op {
+            PromOp::CheckUnique { .. } => input.schema().clone(),
+            _ => Arc::new(DFSchema::try_from(prom_schema().as_ref().clone())?),
+        };
+        Ok(PromNode { op, input, schema })
+    }
+
+    /// Wraps it as a logical plan.
+    pub fn into_plan(self) -> LogicalPlan {
+        LogicalPlan::Extension(datafusion::logical_expr::Extension { node: Arc::new(self) })
+    }
+}
+
+impl PartialEq for PromNode {
+    fn eq(&self, o: &Self) -> bool {
+        format!("{:?}", self.op) == format!("{:?}", o.op) && self.input == o.input
+    }
+}
+impl Eq for PromNode {}
+impl Hash for PromNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        format!("{:?}", self.op).hash(state);
+        self.input.hash(state);
+    }
+}
+impl PartialOrd for PromNode {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        self.input.partial_cmp(&o.input)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for PromNode {
+    fn name(&self) -> &str {
+        match self.op {
+            PromOp::InstantSelect { .. } => "PromInstantSelect",
+            PromOp::RangeFunc { .. } => "PromRangeFunc",
+            PromOp::CheckUnique { .. } => "PromCheckUnique",
+        }
+    }
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt_op(&self.op, f)
+    }
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        PromNode::new(self.op.clone(), inputs.swap_remove(0))
+    }
+    fn necessary_children_exprs(&self, _output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        // All input columns are needed.
+        Some(vec![(0..self.input.schema().fields().len()).collect()])
+    }
+}
+
+fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
+    match op {
+        PromOp::InstantSelect { steps, lookback, at, sample_ts } => write!(
+            f,
+            "PromInstantSelect: steps=[{}..{} every {}ms], lookback={}ms, offset={}ms, at={:?}{}",
+            steps.start, steps.end, steps.step, lookback, at.offset, at.at,
+            if *sample_ts { ", timestamp()" } else { "" }
+        ),
+        PromOp::RangeFunc { func, steps, range, at, params } => write!(
+            f,
+            "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
+            func.name(), range, steps.start, steps.end, steps.step, at.offset, at.at
+        ),
+        PromOp::CheckUnique { key, ts, message } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
+    }
+}
+
+/// The physical operator of a [`PromNode`].
+#[derive(Debug)]
+pub struct PromExec {
+    op: PromOp,
+    input: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl PromExec {
+    fn new(op: PromOp, input: Arc<dyn ExecutionPlan>, schema: SchemaRef) -> Self {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        PromExec { op, input, schema, props: Arc::new(props) }
+    }
+}
+
+impl DisplayAs for PromExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt_op(&self.op, f)
+    }
+}
+
+impl ExecutionPlan for PromExec {
+    fn name(&self) -> &str {
+        "PromExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(PromExec::new(self.op.clone(), children.swap_remove(0), self.schema.clone())))
+    }
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let op = self.op.clone();
+        let schema = self.schema.clone();
+        let fut = async move {
+            let batches: Vec<RecordBatch> = input.collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
+            run(&op, &schema, &batches)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(fut),
+        )))
+    }
+}
+
+/// Rows of one series: `(ts ms, value)`.
+type SeriesRows = Vec<(i64, f64)>;
+
+/// Groups `labels, ts, value` rows by label set, each series sorted by time with
+/// duplicate timestamps collapsed to the last row.
+fn group(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
+    let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut out: Vec<(Vec<u8>, SeriesRows)> = vec![];
+    for b in batches {
+        let labels = b.column(0).as_binary::<i32>();
+        let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+        let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| DataFusionError::Internal("value is not Float64".into()))?;
+        for i in 0..b.num_rows() {
+            if vs.is_null(i) {
+                continue;
+            }
+            let l = labels.value(i);
+            let k = match idx.get(l) {
+                Some(k) => *k,
+                None => {
+                    idx.insert(l.to_vec(), out.len());
+                    out.push((l.to_vec(), vec![]));
+                    out.len() - 1
+                }
+            };
+            out[k].1.push((ts.value(i), vs.value(i)));
+        }
+    }
+    for (_, rows) in &mut out {
+        rows.sort_by_key(|r| r.0);
+        rows.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+struct Out {
+    labels: BinaryBuilder,
+    ts: Int64Builder,
+    value: Float64Builder,
+}
+
+impl Out {
+    fn new() -> Self {
+        Out { labels: BinaryBuilder::new(), ts: Int64Builder::new(), value: Float64Builder::new() }
+    }
+    fn push(&mut self, l: &[u8], t: i64, v: f64) {
+        self.labels.append_value(l);
+        self.ts.append_value(t);
+        self.value.append_value(v);
+    }
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(self.labels.finish()), Arc::new(self.ts.finish()), Arc::new(self.value.finish())],
+        )?)
+    }
+}
+
+fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    match op {
+        PromOp::InstantSelect { steps, lookback, at, sample_ts } => {
+            let mut out = Out::new();
+            for (l, rows) in group(batches)? {
+                for t in steps.iter() {
+                    let e = at.eval_time(t);
+                    let end = rows.partition_point(|r| r.0 <= e);
+                    if end == 0 {
+                        continue;
+                    }
+                    let (st, sv) = rows[end - 1];
+                    if st <= e - lookback || is_stale(sv) {
+                        continue;
+                    }
+                    out.push(&l, t, if *sample_ts { st as f64 / 1000.0 } else { sv });
+                }
+            }
+            out.finish(schema)
+        }
+        PromOp::RangeFunc { func, steps, range, at, params } => {
+            let mut out = Out::new();
+            for (l, mut rows) in group(batches)? {
+                rows.retain(|r| !is_stale(r.1));
+                for t in steps.iter() {
+                    let e = at.eval_time(t);
+                    let lo = rows.partition_point(|r| r.0 <= e - range);
+                    let hi = rows.partition_point(|r| r.0 <= e);
+                    let eval_ts = if at.at.is_some() { steps.start } else { t };
+                    if let Some(v) = kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params) {
+                        out.push(&l, t, v);
+                    }
+                }
+            }
+            out.finish(schema)
+        }
+        PromOp::CheckUnique { key, ts, message } => {
+            let mut seen: HashMap<(Vec<u8>, i64), ()> = HashMap::new();
+            let ki = schema.index_of(key)?;
+            let ti = schema.index_of(ts)?;
+            for b in batches {
+                let k = b.column(ki).as_binary::<i32>();
+                let ts = b.column(ti).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+                for i in 0..b.num_rows() {
+                    if seen.insert((k.value(i).to_vec(), ts.value(i)), ()).is_some() {
+                        let ls = crate::labels::decode(k.value(i));
+                        let shown: Vec<String> = ls.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+                        return Err(DataFusionError::Execution(message.replace("{labels}", &format!("{{{}}}", shown.join(", ")))));
+                    }
+                }
+            }
+            Ok(datafusion::arrow::compute::concat_batches(schema, batches)?)
+        }
+    }
+}
+
+/// Plans [`PromNode`]s into [`PromExec`]s.
+#[derive(Debug)]
+pub struct PromExtensionPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for PromExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn datafusion::catalog::Session,
+        _ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(n) = node.as_any().downcast_ref::<PromNode>() else {
+            return Ok(None);
+        };
+        let schema: SchemaRef = Arc::new(n.schema.as_arrow().clone());
+        Ok(Some(Arc::new(PromExec::new(n.op.clone(), physical_inputs[0].clone(), schema))))
+    }
+}
+
+/// A query planner that knows [`PromNode`].
+#[derive(Debug)]
+pub struct PromQueryPlanner;
+
+#[async_trait]
+impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PromExtensionPlanner)])
+            .create_physical_plan(logical_plan, session_state)
+            .await
+    }
+}

@@ -1,0 +1,322 @@
+//! Label sets as one binary column, and the scalar UDF that rewrites them.
+//!
+//! Inside a PromQL plan every series' labels travel as one `Binary` value: the pairs
+//! sorted by name, each written as `name 0xFF value 0xFF` (0xFF never occurs in UTF-8,
+//! so the encoding is unambiguous; the same separator Prometheus's `labels.Hash` uses).
+//! Equal label sets have equal bytes, so grouping and joining on labels are plain
+//! DataFusion hash operations on this column. Empty values are never stored (a label
+//! with an empty value is absent, as in Prometheus).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, Float64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::value::LabelSet;
+
+/// The label holding the metric name.
+pub const NAME: &str = "__name__";
+const SEP: u8 = 0xFF;
+
+/// Encodes sorted pairs (empty values skipped).
+pub fn encode(labels: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(labels.iter().map(|(a, b)| a.len() + b.len() + 2).sum());
+    encode_into(labels.iter().map(|(a, b)| (a.as_str(), b.as_str())), &mut out);
+    out
+}
+
+fn encode_into<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
+    for (n, v) in pairs {
+        if v.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(n.as_bytes());
+        out.push(SEP);
+        out.extend_from_slice(v.as_bytes());
+        out.push(SEP);
+    }
+}
+
+/// Iterates the `(name, value)` pairs of an encoded label set.
+pub fn pairs(b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    let mut parts = b.split(|c| *c == SEP);
+    std::iter::from_fn(move || {
+        let n = parts.next()?;
+        let v = parts.next()?;
+        if n.is_empty() && v.is_empty() {
+            return None;
+        }
+        // Only ever built from `&str`s, so the parts are UTF-8.
+        Some((
+            std::str::from_utf8(n).unwrap_or(""),
+            std::str::from_utf8(v).unwrap_or(""),
+        ))
+    })
+}
+
+/// Decodes an encoded label set.
+pub fn decode(b: &[u8]) -> LabelSet {
+    pairs(b).map(|(n, v)| (n.to_string(), v.to_string())).collect()
+}
+
+/// The value of label `name` in an encoded set, or `""`.
+pub fn get<'a>(b: &'a [u8], name: &str) -> &'a str {
+    pairs(b).find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or("")
+}
+
+/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` does (count_values'
+/// label values): shortest round-trip digits, no exponent, `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A rewrite of label sets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LabelOp {
+    /// Remove `__name__`.
+    DropName,
+    /// Keep only these labels (`by`, `on`).
+    Keep(Vec<String>),
+    /// Remove these labels (`without`, `ignoring`; the planner adds `__name__`).
+    Drop(Vec<String>),
+    /// Two arguments `(labels, one_side_labels)`: copy these labels from the second set
+    /// (or delete them when it lacks them), as `group_left(...)`/`group_right(...)` do.
+    Include(Vec<String>),
+    /// `label_replace(v, dst, replacement, src, regex)` (Prometheus `functions.go`
+    /// `funcLabelReplace`): when the fully anchored `regex` matches `src`'s value, set
+    /// `dst` to the expanded `replacement` (an empty result deletes `dst`).
+    Replace {
+        /// Destination label.
+        dst: String,
+        /// Replacement with `$1`/`${name}` references.
+        replacement: String,
+        /// Source label.
+        src: String,
+        /// The regular expression, unanchored as the user wrote it.
+        regex: String,
+    },
+    /// `label_join(v, dst, sep, src...)`: `dst` = the source values joined by `sep`.
+    Join {
+        /// Destination label.
+        dst: String,
+        /// Separator.
+        sep: String,
+        /// Source labels.
+        srcs: Vec<String>,
+    },
+    /// Two arguments `(labels, value)`: set label `.0` to the formatted value
+    /// (`count_values`).
+    SetFromValue(String),
+    /// Set label `.0` to `.1` (empty deletes), e.g. `absent()`'s labels.
+    Set(String, String),
+}
+
+impl LabelOp {
+    fn apply(&self, b: &[u8], other: Option<&[u8]>, value: Option<f64>, re: Option<&regex::Regex>, out: &mut Vec<u8>) {
+        let mut v: Vec<(&str, String)>;
+        let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> { decode(b) };
+        match self {
+            LabelOp::DropName => encode_into(pairs(b).filter(|(n, _)| *n != NAME), out),
+            LabelOp::Keep(names) => {
+                encode_into(pairs(b).filter(|(n, _)| names.iter().any(|k| k == n)), out)
+            }
+            LabelOp::Drop(names) => {
+                encode_into(pairs(b).filter(|(n, _)| !names.iter().any(|k| k == n)), out)
+            }
+            LabelOp::Include(names) => {
+                let o = other.unwrap_or(&[]);
+                let mut set = pairs_owned(b);
+                for n in names {
+                    set.retain(|(k, _)| k != n);
+                    let val = get(o, n);
+                    if !val.is_empty() {
+                        set.push((n.clone(), val.to_string()));
+                    }
+                }
+                set.sort();
+                out.extend_from_slice(&encode(&set));
+            }
+            LabelOp::Replace {
+                dst, replacement, src, ..
+            } => {
+                let Some(re) = re else {
+                    out.extend_from_slice(b);
+                    return;
+                };
+                let sv = get(b, src);
+                if let Some(caps) = re.captures(sv) {
+                    let mut res = String::new();
+                    caps.expand(replacement, &mut res);
+                    let mut set = pairs_owned(b);
+                    set.retain(|(k, _)| k != dst);
+                    if !res.is_empty() {
+                        set.push((dst.clone(), res));
+                    }
+                    set.sort();
+                    out.extend_from_slice(&encode(&set));
+                } else {
+                    out.extend_from_slice(b);
+                }
+            }
+            LabelOp::Join { dst, sep, srcs } => {
+                let joined = srcs.iter().map(|s| get(b, s)).collect::<Vec<_>>().join(sep);
+                let mut set = pairs_owned(b);
+                set.retain(|(k, _)| k != dst);
+                if !joined.is_empty() {
+                    set.push((dst.clone(), joined));
+                }
+                set.sort();
+                out.extend_from_slice(&encode(&set));
+            }
+            LabelOp::SetFromValue(name) | LabelOp::Set(name, _) => {
+                let val = match self {
+                    LabelOp::Set(_, val) => val.clone(),
+                    _ => format_value(value.unwrap_or(f64::NAN)),
+                };
+                v = pairs(b)
+                    .filter(|(n, _)| n != name)
+                    .map(|(n, x)| (n, x.to_string()))
+                    .collect();
+                if !val.is_empty() {
+                    v.push((name.as_str(), val));
+                }
+                v.sort();
+                encode_into(v.iter().map(|(a, b)| (*a, b.as_str())), out);
+            }
+        }
+    }
+
+    /// The DataFusion expression applying this rewrite to `args` (one `Binary` label
+    /// column, plus the second operand for [`LabelOp::Include`] and
+    /// [`LabelOp::SetFromValue`]).
+    pub fn call(self, args: Vec<Expr>) -> Expr {
+        ScalarUDF::from(LabelUdf::new(self)).call(args)
+    }
+}
+
+/// The scalar UDF `prom_labels`: applies a [`LabelOp`] to a `Binary` label column.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct LabelUdf {
+    op: LabelOp,
+    signature: Signature,
+}
+
+impl LabelUdf {
+    /// A UDF for `op`.
+    pub fn new(op: LabelOp) -> Self {
+        let n = match op {
+            LabelOp::Include(_) | LabelOp::SetFromValue(_) => 2,
+            _ => 1,
+        };
+        LabelUdf {
+            op,
+            signature: Signature::any(n, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for LabelUdf {
+    fn name(&self) -> &str {
+        "prom_labels"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(labels) = arrays[0].as_binary_opt::<i32>() else {
+            return exec_err!("prom_labels expects Binary labels, got {}", arrays[0].data_type());
+        };
+        let other = arrays.get(1).and_then(|a| a.as_binary_opt::<i32>());
+        let values = arrays
+            .get(1)
+            .and_then(|a| a.as_any().downcast_ref::<Float64Array>());
+        let re = match &self.op {
+            LabelOp::Replace { regex, .. } => Some(
+                regex::Regex::new(&format!("^(?s:{regex})$"))
+                    .map_err(|e| datafusion::error::DataFusionError::Execution(format!("invalid regular expression in label_replace(): {regex}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let mut b = BinaryBuilder::with_capacity(n, labels.value_data().len());
+        let mut buf = Vec::new();
+        for i in 0..n {
+            buf.clear();
+            self.op.apply(
+                labels.value(i),
+                other.map(|o| o.value(i)),
+                values.map(|v| v.value(i)),
+                re.as_ref(),
+                &mut buf,
+            );
+            b.append_value(&buf);
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish()) as ArrayRef))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(p: &[(&str, &str)]) -> Vec<u8> {
+        let mut v: Vec<(String, String)> =
+            p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        v.sort();
+        encode(&v)
+    }
+
+    fn run(op: LabelOp, b: &[u8], other: Option<&[u8]>) -> LabelSet {
+        let re = match &op {
+            LabelOp::Replace { regex, .. } => Some(regex::Regex::new(&format!("^(?s:{regex})$")).unwrap()),
+            _ => None,
+        };
+        let mut out = vec![];
+        op.apply(b, other, None, re.as_ref(), &mut out);
+        decode(&out)
+    }
+
+    #[test]
+    fn round_trip_and_ops() {
+        let a = ls(&[("__name__", "up"), ("job", "node"), ("instance", "a")]);
+        assert_eq!(get(&a, "job"), "node");
+        assert_eq!(get(&a, "nope"), "");
+        assert_eq!(decode(&a).len(), 3);
+        assert_eq!(run(LabelOp::DropName, &a, None).len(), 2);
+        assert_eq!(
+            run(LabelOp::Keep(vec!["job".into()]), &a, None),
+            vec![("job".to_string(), "node".to_string())]
+        );
+        let r = run(
+            LabelOp::Replace {
+                dst: "x".into(),
+                replacement: "$1-y".into(),
+                src: "instance".into(),
+                regex: "(.*)".into(),
+            },
+            &a,
+            None,
+        );
+        assert_eq!(get(&encode(&r), "x"), "a-y");
+        let inc = run(LabelOp::Include(vec!["team".into(), "job".into()]), &a, Some(&ls(&[("team", "t1")])));
+        assert_eq!(get(&encode(&inc), "team"), "t1");
+        assert_eq!(get(&encode(&inc), "job"), "");
+        assert_eq!(format_value(1.5), "1.5");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(100.0), "100");
+    }
+}

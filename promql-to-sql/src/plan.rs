@@ -1,0 +1,878 @@
+//! PromQL expression → DataFusion logical plan.
+//!
+//! Every expression becomes a plan whose rows are `(labels, ts, value)` (see
+//! [`crate::exec`]): an instant vector has one row per series and step, a scalar one row
+//! per step with empty labels. The mapping:
+//!
+//! | PromQL | plan |
+//! |---|---|
+//! | selector | scan of `samples` (metric name, time range) ⋈ matched series → [`PromOp::InstantSelect`] |
+//! | `f(v[r])`, `f(q[r:s])` | samples (or the subquery's plan) → [`PromOp::RangeFunc`] |
+//! | aggregation | `Aggregate` grouped by (label key, ts) with the `prom_agg` UDAF; `topk` & co. a window `row_number()` |
+//! | `v op w` | hash join on (matching key, ts), `prom_value` UDF for the operator |
+//! | `and`, `unless`, `or` | semi join, anti join, union with anti join |
+//! | math, date, label functions | projections with UDFs |
+//! | `time()`, `vector()`, `scalar()`, `absent()` | a steps table, joins |
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{BinaryArray, Float64Array, Int64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Column, JoinType, NullEquality, ScalarValue};
+use datafusion::functions::math::expr_fn::isnan;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit,
+    when,
+};
+use datafusion::prelude::{Expr, SessionContext};
+use futures::future::BoxFuture;
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr as P, LabelModifier,
+    Offset, SubqueryExpr, VectorMatchCardinality, VectorSelector,
+};
+
+use crate::exec::{At, PromNode, PromOp, Steps, prom_schema};
+use crate::kernels::RangeFn;
+use crate::labels::{LabelOp, NAME};
+use crate::udf::{AggFn, BinOp, SimpleAgg, ValueFn};
+use crate::{PromqlError, Result};
+
+/// A planned expression, by PromQL type.
+pub enum Planned {
+    /// A number known at planning time.
+    Const(f64),
+    /// A string literal.
+    Str(String),
+    /// A scalar: one row per step, empty labels.
+    Scalar(LogicalPlan),
+    /// An instant vector.
+    Vector(LogicalPlan),
+    /// A range vector (only as a query's result): rows are the raw samples.
+    Matrix(LogicalPlan),
+}
+
+/// Plans one query.
+pub struct Planner {
+    /// The engine's session (tables `samples`, `series`).
+    pub ctx: SessionContext,
+    /// Lookback delta, ms.
+    pub lookback: i64,
+    /// The query's start, ms (for `@ start()`).
+    pub start: i64,
+    /// The query's end, ms (for `@ end()`).
+    pub end: i64,
+    /// Default subquery step, ms.
+    pub default_step: i64,
+}
+
+fn bad(msg: impl Into<String>) -> PromqlError {
+    PromqlError::BadData(msg.into())
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(*d),
+        Some(Offset::Neg(d)) => -ms(*d),
+    }
+}
+
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(
+            datafusion::common::DFSchema::try_from(prom_schema().as_ref().clone())
+                .expect("static schema"),
+        ),
+    })
+}
+
+fn unwrap_paren(e: &P) -> &P {
+    match e {
+        P::Paren(p) => unwrap_paren(&p.expr),
+        other => other,
+    }
+}
+
+/// The three output columns under their names.
+fn out_cols(labels: Expr, ts: Expr, value: Expr) -> Vec<Expr> {
+    vec![labels.alias("labels"), ts.alias("ts"), value.alias("value")]
+}
+
+impl Planner {
+    fn at_of(&self, at: &Option<AtModifier>, offset: &Option<Offset>) -> At {
+        let at = at.as_ref().map(|a| match a {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_millis() as i64,
+                Err(e) => -(e.duration().as_millis() as i64),
+            },
+        });
+        At { offset: offset_ms(offset), at }
+    }
+
+    /// The times `[min, max]` that steps read data at.
+    fn eval_span(steps: Steps, at: At) -> (i64, i64) {
+        match at.at {
+            Some(a) => (a - at.offset, a - at.offset),
+            None => (steps.start - at.offset, steps.end - at.offset),
+        }
+    }
+
+    /// The raw samples `(labels, ts, value)` of the series `vs` picks with timestamps in
+    /// `(from, to]` ms.
+    async fn raw(&self, vs: &VectorSelector, from: i64, to: i64) -> Result<LogicalPlan> {
+        let series = crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
+        if series.is_empty() {
+            return Ok(empty_plan());
+        }
+        let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let ids = Int64Array::from_iter_values(series.iter().map(|s| s.series_id));
+        let labels = BinaryArray::from_iter_values(series.iter().map(|s| crate::labels::encode(&s.labels)));
+        let batch = RecordBatch::try_from_iter(vec![
+            ("sel_id", Arc::new(ids) as _),
+            ("labels", Arc::new(labels) as _),
+        ])?;
+        let sel = self.ctx.read_batch(batch)?.into_unoptimized_plan();
+        let ts_lit = |m: i64| {
+            lit(ScalarValue::TimestampMicrosecond(Some(m.saturating_mul(1000)), Some(Arc::from("UTC"))))
+        };
+        let samples = self
+            .ctx
+            .table("samples")
+            .await?
+            .filter(
+                col("metric_name")
+                    .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+                    .and(col("timestamp").gt(ts_lit(from)))
+                    .and(col("timestamp").lt_eq(ts_lit(to))),
+            )?
+            .select(vec![
+                col("series_id"),
+                (cast(col("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),
+                col("value"),
+            ])?
+            .into_unoptimized_plan();
+        let plan = LogicalPlanBuilder::from(samples)
+            .join(sel, JoinType::Inner, (vec!["series_id"], vec!["sel_id"]), None)?
+            .project(vec![col("labels"), col("ts"), col("value")])?
+            .build()?;
+        Ok(plan)
+    }
+
+    fn node(op: PromOp, input: LogicalPlan) -> Result<LogicalPlan> {
+        Ok(PromNode::new(op, input)?.into_plan())
+    }
+
+    /// Plans `e` evaluated at `steps`.
+    pub fn plan<'a>(&'a self, e: &'a P, steps: Steps) -> BoxFuture<'a, Result<Planned>> {
+        Box::pin(async move {
+            match e {
+                P::NumberLiteral(n) => Ok(Planned::Const(n.val)),
+                P::StringLiteral(s) => Ok(Planned::Str(s.val.clone())),
+                P::Paren(p) => self.plan(&p.expr, steps).await,
+                P::Unary(u) => match self.plan(&u.expr, steps).await? {
+                    Planned::Const(v) => Ok(Planned::Const(-v)),
+                    Planned::Scalar(p) => Ok(Planned::Scalar(map_value(p, |v| -v, false)?)),
+                    Planned::Vector(p) => Ok(Planned::Vector(map_value(p, |v| -v, true)?)),
+                    _ => Err(bad("unary minus applies to scalars and instant vectors only")),
+                },
+                P::VectorSelector(vs) => Ok(Planned::Vector(self.instant_select(vs, steps, false).await?)),
+                P::MatrixSelector(ms_) => {
+                    let at = self.at_of(&ms_.vs.at, &ms_.vs.offset);
+                    let (lo, hi) = Self::eval_span(steps, at);
+                    let raw = self.raw(&ms_.vs, lo - ms(ms_.range), hi).await?;
+                    Ok(Planned::Matrix(raw))
+                }
+                P::Subquery(sq) => {
+                    let (inner, _) = self.subquery_input(sq, steps).await?;
+                    Ok(Planned::Matrix(inner))
+                }
+                P::Call(c) => self.call(c, steps).await,
+                P::Aggregate(a) => self.aggregate(a, steps).await,
+                P::Binary(b) => self.binary(b, steps).await,
+                P::Extension(_) => Err(bad("extension expressions are not supported")),
+            }
+        })
+    }
+
+    async fn instant_select(&self, vs: &VectorSelector, steps: Steps, sample_ts: bool) -> Result<LogicalPlan> {
+        let at = self.at_of(&vs.at, &vs.offset);
+        let (lo, hi) = Self::eval_span(steps, at);
+        let raw = self.raw(vs, lo - self.lookback, hi).await?;
+        Self::node(PromOp::InstantSelect { steps, lookback: self.lookback, at, sample_ts }, raw)
+    }
+
+    /// A subquery's inner plan (rows at the inner steps) and its `At`.
+    async fn subquery_input(&self, sq: &SubqueryExpr, steps: Steps) -> Result<(LogicalPlan, At)> {
+        let at = self.at_of(&sq.at, &sq.offset);
+        let (lo, hi) = Self::eval_span(steps, at);
+        let step = sq.step.map(ms).filter(|s| *s > 0).unwrap_or(self.default_step);
+        let range = ms(sq.range);
+        let mut start = step * ((lo - range) / step);
+        if start < lo - range {
+            start += step;
+        }
+        let inner_steps = Steps { start, end: hi, step };
+        let inner = match self.plan(&sq.expr, inner_steps).await? {
+            Planned::Vector(p) | Planned::Scalar(p) => p,
+            Planned::Const(v) => const_plan(&self.ctx, inner_steps, v)?,
+            _ => return Err(bad("subquery is only allowed on instant vector")),
+        };
+        Ok((inner, at))
+    }
+
+    /// The raw rows and the window parameters of a range argument (`v[r]` or `q[r:s]`).
+    async fn range_input(&self, e: &P, steps: Steps) -> Result<(LogicalPlan, i64, At)> {
+        match unwrap_paren(e) {
+            P::MatrixSelector(m) => {
+                let at = self.at_of(&m.vs.at, &m.vs.offset);
+                let (lo, hi) = Self::eval_span(steps, at);
+                let range = ms(m.range);
+                Ok((self.raw(&m.vs, lo - range, hi).await?, range, at))
+            }
+            P::Subquery(sq) => {
+                let (inner, at) = self.subquery_input(sq, steps).await?;
+                Ok((inner, ms(sq.range), at))
+            }
+            _ => Err(bad("expected a range vector (a range selector or a subquery)")),
+        }
+    }
+
+    async fn const_arg(&self, e: &P, steps: Steps, what: &str) -> Result<f64> {
+        match self.plan(e, steps).await? {
+            Planned::Const(v) => Ok(v),
+            _ => Err(bad(format!(
+                "{what}: only a constant number is supported as this argument"
+            ))),
+        }
+    }
+
+    async fn vector_arg(&self, e: &P, steps: Steps) -> Result<LogicalPlan> {
+        match self.plan(e, steps).await? {
+            Planned::Vector(p) => Ok(p),
+            _ => Err(bad("expected an instant vector argument")),
+        }
+    }
+
+    async fn call(&self, c: &Call, steps: Steps) -> Result<Planned> {
+        let name = c.func.name;
+        let args: Vec<&P> = c.args.args.iter().map(|b| b.as_ref()).collect();
+        if let Some(f) = RangeFn::from_name(name) {
+            // The range argument's position: quantile_over_time(φ, v[r]) has it second.
+            let (ri, params): (usize, Vec<usize>) = match f {
+                RangeFn::QuantileOverTime => (1, vec![0]),
+                _ => (0, (1..args.len()).collect()),
+            };
+            let mut ps = vec![];
+            for i in params {
+                ps.push(self.const_arg(args[i], steps, name).await?);
+            }
+            f.validate_params(&ps).map_err(bad)?;
+            let (raw, range, at) = self.range_input(args[ri], steps).await?;
+            if f == RangeFn::AbsentOverTime {
+                let present = Self::node(
+                    PromOp::RangeFunc { func: RangeFn::PresentOverTime, steps, range, at, params: ps },
+                    raw,
+                )?;
+                let vs = match unwrap_paren(args[ri]) {
+                    P::MatrixSelector(m) => Some(&m.vs),
+                    _ => None,
+                };
+                return Ok(Planned::Vector(absent_plan(&self.ctx, steps, present, vs)?));
+            }
+            let plan = Self::node(PromOp::RangeFunc { func: f, steps, range, at, params: ps }, raw)?;
+            let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
+            return Ok(Planned::Vector(if keep_name { plan } else { drop_name(plan)? }));
+        }
+        match name {
+            "time" => Ok(Planned::Scalar(steps_plan(&self.ctx, steps, |t| t as f64 / 1000.0)?)),
+            "pi" => Ok(Planned::Const(std::f64::consts::PI)),
+            "vector" => match self.plan(args[0], steps).await? {
+                Planned::Const(v) => Ok(Planned::Vector(const_plan(&self.ctx, steps, v)?)),
+                Planned::Scalar(p) => Ok(Planned::Vector(p)),
+                _ => Err(bad("vector() expects a scalar")),
+            },
+            "scalar" => {
+                let v = self.vector_arg(args[0], steps).await?;
+                Ok(Planned::Scalar(scalar_plan(&self.ctx, steps, v)?))
+            }
+            "timestamp" => match unwrap_paren(args[0]) {
+                P::VectorSelector(vs) => {
+                    let p = self.instant_select(vs, steps, true).await?;
+                    Ok(Planned::Vector(drop_name(p)?))
+                }
+                other => {
+                    let v = self.vector_arg(other, steps).await?;
+                    let p = LogicalPlanBuilder::from(v)
+                        .project(out_cols(
+                            LabelOp::DropName.call(vec![col("labels")]),
+                            col("ts"),
+                            cast(col("ts"), DataType::Float64) / lit(1000.0),
+                        ))?
+                        .build()?;
+                    Ok(Planned::Vector(p))
+                }
+            },
+            "absent" => {
+                let v = self.vector_arg(args[0], steps).await?;
+                let vs = match unwrap_paren(args[0]) {
+                    P::VectorSelector(vs) => Some(vs),
+                    _ => None,
+                };
+                Ok(Planned::Vector(absent_plan(&self.ctx, steps, v, vs)?))
+            }
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+                // Ordering is applied to the query's result (see `crate::query`).
+                Ok(Planned::Vector(self.vector_arg(args[0], steps).await?))
+            }
+            "label_replace" => {
+                let v = self.vector_arg(args[0], steps).await?;
+                let s = |i: usize| match unwrap_paren(args[i]) {
+                    P::StringLiteral(s) => Ok(s.val.clone()),
+                    _ => Err(bad("label_replace expects string arguments")),
+                };
+                let (dst, replacement, src, regex) = (s(1)?, s(2)?, s(3)?, s(4)?);
+                if regex::Regex::new(&format!("^(?s:{regex})$")).is_err() {
+                    return Err(bad(format!("invalid regular expression in label_replace(): {regex}")));
+                }
+                if !valid_label_name(&dst) {
+                    return Err(bad(format!("invalid destination label name in label_replace(): {dst}")));
+                }
+                let op = LabelOp::Replace { dst, replacement, src, regex };
+                Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
+            }
+            "label_join" => {
+                let v = self.vector_arg(args[0], steps).await?;
+                let mut strs = vec![];
+                for a in &args[1..] {
+                    match unwrap_paren(a) {
+                        P::StringLiteral(s) => strs.push(s.val.clone()),
+                        _ => return Err(bad("label_join expects string arguments")),
+                    }
+                }
+                if strs.len() < 2 {
+                    return Err(bad("label_join needs a destination label and a separator"));
+                }
+                let dst = strs[0].clone();
+                if !valid_label_name(&dst) {
+                    return Err(bad(format!("invalid destination label name in label_join(): {dst}")));
+                }
+                let op = LabelOp::Join { dst, sep: strs[1].clone(), srcs: strs[2..].to_vec() };
+                Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
+            }
+            "histogram_quantile" => {
+                let phi = self.const_arg(args[0], steps, name).await?;
+                let v = self.vector_arg(args[1], steps).await?;
+                let key = LabelOp::Drop(vec!["le".into(), NAME.into()]).call(vec![col("labels")]);
+                let p = LogicalPlanBuilder::from(v)
+                    .aggregate(
+                        vec![key.alias("labels"), col("ts")],
+                        vec![AggFn::HistogramQuantile(phi.to_bits())
+                            .call(vec![col("labels"), col("value")])
+                            .alias("value")],
+                    )?
+                    .filter(col("value").is_not_null())?
+                    .project(vec![col("labels"), col("ts"), col("value")])?
+                    .build()?;
+                Ok(Planned::Vector(p))
+            }
+            "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour"
+            | "minute" | "month" | "year" => {
+                let v = if args.is_empty() {
+                    steps_plan(&self.ctx, steps, |t| t as f64 / 1000.0)?
+                } else {
+                    drop_name(self.vector_arg(args[0], steps).await?)?
+                };
+                Ok(Planned::Vector(apply_value(v, ValueFn::Date(name.to_string()), vec![])?))
+            }
+            _ => {
+                // Math functions: one vector argument and constant parameters.
+                if crate::kernels::eval_math(name, 1.0, &[0.0, 1.0]).is_none() {
+                    return Err(bad(format!("function {name:?} is not supported")));
+                }
+                let v = self.vector_arg(args[0], steps).await?;
+                let mut ps = vec![];
+                for a in &args[1..] {
+                    ps.push(self.const_arg(a, steps, name).await?.to_bits());
+                }
+                let f = ValueFn::Math(name.to_string(), ps);
+                Ok(Planned::Vector(apply_value(drop_name(v)?, f, vec![])?))
+            }
+        }
+    }
+
+    async fn aggregate(&self, a: &AggregateExpr, steps: Steps) -> Result<Planned> {
+        let op = a.op.to_string();
+        let v = self.vector_arg(&a.expr, steps).await?;
+        let key = match &a.modifier {
+            None => LabelOp::Keep(vec![]),
+            Some(LabelModifier::Include(l)) => LabelOp::Keep(l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => {
+                let mut names = l.labels.clone();
+                names.push(NAME.into());
+                LabelOp::Drop(names)
+            }
+        };
+        let simple = match op.as_str() {
+            "sum" => Some(SimpleAgg::Sum),
+            "avg" => Some(SimpleAgg::Avg),
+            "min" => Some(SimpleAgg::Min),
+            "max" => Some(SimpleAgg::Max),
+            "count" => Some(SimpleAgg::Count),
+            "group" => Some(SimpleAgg::Group),
+            "stddev" => Some(SimpleAgg::Stddev),
+            "stdvar" => Some(SimpleAgg::Stdvar),
+            _ => None,
+        };
+        let group = |f: Expr, v: LogicalPlan, key: LabelOp| -> Result<LogicalPlan> {
+            Ok(LogicalPlanBuilder::from(v)
+                .aggregate(
+                    vec![key.call(vec![col("labels")]).alias("labels"), col("ts")],
+                    vec![f.alias("value")],
+                )?
+                .project(vec![col("labels"), col("ts"), col("value")])?
+                .build()?)
+        };
+        if let Some(s) = simple {
+            return Ok(Planned::Vector(group(AggFn::Simple(s).call(vec![col("value")]), v, key)?));
+        }
+        let param = a.param.as_deref();
+        match op.as_str() {
+            "quantile" => {
+                let phi = self.const_arg(param.ok_or_else(|| bad("quantile needs φ"))?, steps, "quantile").await?;
+                Ok(Planned::Vector(group(AggFn::Quantile(phi.to_bits()).call(vec![col("value")]), v, key)?))
+            }
+            "count_values" => {
+                let label = match param.map(unwrap_paren) {
+                    Some(P::StringLiteral(s)) => s.val.clone(),
+                    _ => return Err(bad("count_values expects a string label name")),
+                };
+                if !valid_label_name(&label) {
+                    return Err(bad(format!("invalid label name {label:?}")));
+                }
+                let keyed = LogicalPlanBuilder::from(v)
+                    .project(vec![
+                        LabelOp::SetFromValue(label)
+                            .call(vec![key.call(vec![col("labels")]), col("value")])
+                            .alias("labels"),
+                        col("ts"),
+                        col("value"),
+                    ])?
+                    .build()?;
+                let p = LogicalPlanBuilder::from(keyed)
+                    .aggregate(vec![col("labels"), col("ts")], vec![count(lit(1)).alias("n")])?
+                    .project(out_cols(col("labels"), col("ts"), cast(col("n"), DataType::Float64)))?
+                    .build()?;
+                Ok(Planned::Vector(p))
+            }
+            "topk" | "bottomk" | "limitk" => {
+                let k = self.const_arg(param.ok_or_else(|| bad("k is missing"))?, steps, &op).await?;
+                if k.is_nan() {
+                    return Err(bad(format!("Parameter value is NaN for {op}")));
+                }
+                let k = if k >= i64::MAX as f64 { i64::MAX } else { k as i64 };
+                let order: Vec<SortExpr> = match op.as_str() {
+                    "topk" => vec![isnan(col("value")).sort(true, false), col("value").sort(false, false)],
+                    "bottomk" => vec![isnan(col("value")).sort(true, false), col("value").sort(true, false)],
+                    _ => vec![col("labels").sort(true, false)],
+                };
+                let rn = row_number()
+                    .partition_by(vec![key.call(vec![col("labels")]), col("ts")])
+                    .order_by(order)
+                    .build()?
+                    .alias("rn");
+                let p = LogicalPlanBuilder::from(v)
+                    .window(vec![rn])?
+                    .filter(col("rn").lt_eq(lit(k)))?
+                    .project(vec![col("labels"), col("ts"), col("value")])?
+                    .build()?;
+                Ok(Planned::Vector(p))
+            }
+            "limit_ratio" => {
+                let r = self.const_arg(param.ok_or_else(|| bad("ratio is missing"))?, steps, &op).await?;
+                if r.is_nan() {
+                    return Err(bad("Ratio value is NaN for limit_ratio"));
+                }
+                let r = r.clamp(-1.0, 1.0);
+                let p = LogicalPlanBuilder::from(v)
+                    .filter(ValueFn::Ratio(r.to_bits()).call(vec![col("labels")]).is_not_null())?
+                    .build()?;
+                Ok(Planned::Vector(p))
+            }
+            other => Err(bad(format!("aggregation {other:?} is not supported"))),
+        }
+    }
+
+    async fn binary(&self, b: &BinaryExpr, steps: Steps) -> Result<Planned> {
+        let opname = b.op.to_string();
+        let modifier = b.modifier.as_ref();
+        let return_bool = modifier.is_some_and(|m| m.return_bool);
+        if matches!(opname.as_str(), "and" | "or" | "unless") {
+            let l = self.vector_arg(&b.lhs, steps).await?;
+            let r = self.vector_arg(&b.rhs, steps).await?;
+            return Ok(Planned::Vector(set_op(&opname, l, r, modifier.and_then(|m| m.matching.as_ref()))?));
+        }
+        let op = match opname.as_str() {
+            "+" => BinOp::Add,
+            "-" => BinOp::Sub,
+            "*" => BinOp::Mul,
+            "/" => BinOp::Div,
+            "%" => BinOp::Mod,
+            "^" => BinOp::Pow,
+            "atan2" => BinOp::Atan2,
+            "==" => BinOp::Eq,
+            "!=" => BinOp::Ne,
+            ">" => BinOp::Gt,
+            "<" => BinOp::Lt,
+            ">=" => BinOp::Ge,
+            "<=" => BinOp::Le,
+            other => return Err(bad(format!("operator {other:?} is not supported"))),
+        };
+        let lhs = self.plan(&b.lhs, steps).await?;
+        let rhs = self.plan(&b.rhs, steps).await?;
+        let drop = !op.is_comparison() || return_bool;
+        match (lhs, rhs) {
+            (Planned::Const(l), Planned::Const(r)) => {
+                let (v, keep) = op.apply(l, r);
+                Ok(Planned::Const(if op.is_comparison() {
+                    if keep { 1.0 } else { 0.0 }
+                } else {
+                    v
+                }))
+            }
+            (Planned::Vector(l), Planned::Vector(r)) => {
+                Ok(Planned::Vector(vector_binop(op, return_bool, l, r, modifier)?))
+            }
+            (Planned::Vector(v), s) => {
+                let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: false };
+                Ok(Planned::Vector(self.vs_binop(v, s, f, false, drop, steps)?))
+            }
+            (s, Planned::Vector(v)) => {
+                let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: true };
+                Ok(Planned::Vector(self.vs_binop(v, s, f, true, drop, steps)?))
+            }
+            (l, r) => {
+                // Scalar with scalar: one row per step.
+                let f = ValueFn::Bin { op, bool_: op.is_comparison(), keep_rhs: false };
+                let l = self.as_scalar_plan(l, steps)?;
+                let r = self.as_scalar_plan(r, steps)?;
+                let r = LogicalPlanBuilder::from(r)
+                    .project(vec![col("ts").alias("r_ts"), col("value").alias("r_value")])?
+                    .build()?;
+                let p = LogicalPlanBuilder::from(l)
+                    .join(r, JoinType::Inner, (vec!["ts"], vec!["r_ts"]), None)?
+                    .project(out_cols(col("labels"), col("ts"), f.call(vec![col("value"), col("r_value")])))?
+                    .build()?;
+                Ok(Planned::Scalar(p))
+            }
+        }
+    }
+
+    fn as_scalar_plan(&self, p: Planned, steps: Steps) -> Result<LogicalPlan> {
+        match p {
+            Planned::Const(v) => const_plan(&self.ctx, steps, v),
+            Planned::Scalar(p) => Ok(p),
+            _ => Err(bad("expected a scalar operand")),
+        }
+    }
+
+    /// Vector with scalar; `swap` when the scalar is on the left.
+    fn vs_binop(&self, v: LogicalPlan, s: Planned, f: ValueFn, swap: bool, drop: bool, steps: Steps) -> Result<LogicalPlan> {
+        let labels = if drop { LabelOp::DropName.call(vec![col("labels")]) } else { col("labels") };
+        let (input, sv) = match s {
+            Planned::Const(c) => (v, lit(c)),
+            other => {
+                let sp = self.as_scalar_plan(other, steps)?;
+                let sp = LogicalPlanBuilder::from(sp)
+                    .project(vec![col("ts").alias("s_ts"), col("value").alias("s_value")])?
+                    .build()?;
+                let j = LogicalPlanBuilder::from(v)
+                    .join(sp, JoinType::Inner, (vec!["ts"], vec!["s_ts"]), None)?
+                    .build()?;
+                (j, col("s_value"))
+            }
+        };
+        let args = if swap { vec![sv, col("value")] } else { vec![col("value"), sv] };
+        Ok(LogicalPlanBuilder::from(input)
+            .project(out_cols(labels, col("ts"), f.call(args)))?
+            .filter(col("value").is_not_null())?
+            .build()?)
+    }
+}
+
+/// `value` mapped by an ordinary expression, optionally dropping the metric name.
+fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<LogicalPlan> {
+    let labels = if drop { LabelOp::DropName.call(vec![col("labels")]) } else { col("labels") };
+    Ok(LogicalPlanBuilder::from(p)
+        .project(out_cols(labels, col("ts"), f(col("value"))))?
+        .build()?)
+}
+
+fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
+    map_value(p, |v| v, true)
+}
+
+fn relabel(p: LogicalPlan, op: LabelOp) -> Result<LogicalPlan> {
+    Ok(LogicalPlanBuilder::from(p)
+        .project(out_cols(op.call(vec![col("labels")]), col("ts"), col("value")))?
+        .build()?)
+}
+
+fn check_unique_labels(p: LogicalPlan) -> Result<LogicalPlan> {
+    Planner::node(
+        PromOp::CheckUnique {
+            key: "labels".into(),
+            ts: "ts".into(),
+            message: "vector cannot contain metrics with the same labelset".into(),
+        },
+        p,
+    )
+}
+
+fn apply_value(p: LogicalPlan, f: ValueFn, extra: Vec<Expr>) -> Result<LogicalPlan> {
+    let mut args = vec![col("value")];
+    args.extend(extra);
+    Ok(LogicalPlanBuilder::from(p)
+        .project(out_cols(col("labels"), col("ts"), f.call(args)))?
+        .filter(col("value").is_not_null())?
+        .build()?)
+}
+
+/// A table of the steps with `value = f(ts)` and empty labels.
+fn steps_plan(ctx: &SessionContext, steps: Steps, f: impl Fn(i64) -> f64) -> Result<LogicalPlan> {
+    let ts: Vec<i64> = steps.iter().collect();
+    let n = ts.len();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("labels", Arc::new(BinaryArray::from_iter_values(std::iter::repeat_n(b"", n))) as _),
+        ("value", Arc::new(Float64Array::from_iter_values(ts.iter().map(|t| f(*t)))) as _),
+        ("ts", Arc::new(Int64Array::from(ts)) as _),
+    ])?;
+    Ok(LogicalPlanBuilder::from(ctx.read_batch(batch)?.into_unoptimized_plan())
+        .project(vec![col("labels"), col("ts"), col("value")])?
+        .build()?)
+}
+
+fn const_plan(ctx: &SessionContext, steps: Steps, v: f64) -> Result<LogicalPlan> {
+    steps_plan(ctx, steps, |_| v)
+}
+
+/// `scalar(v)`: the single sample's value at each step, NaN when there is not exactly one.
+fn scalar_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan) -> Result<LogicalPlan> {
+    let agg = LogicalPlanBuilder::from(v)
+        .aggregate(
+            vec![col("ts").alias("v_ts")],
+            vec![
+                count(lit(1)).alias("n"),
+                AggFn::Simple(SimpleAgg::Max).call(vec![col("value")]).alias("v"),
+            ],
+        )?
+        .build()?;
+    Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 0.0)?)
+        .join(agg, JoinType::Left, (vec!["ts"], vec!["v_ts"]), None)?
+        .project(out_cols(
+            col("labels"),
+            col("ts"),
+            when(col("n").eq(lit(1i64)), col("v")).otherwise(lit(f64::NAN))?,
+        ))?
+        .build()?)
+}
+
+/// `absent(v)`: 1 at the steps where `v` has no sample, labelled with the selector's
+/// equality matchers (Prometheus `functions.go` `createLabelsForAbsentFunction`).
+fn absent_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan, vs: Option<&VectorSelector>) -> Result<LogicalPlan> {
+    let mut labels: Vec<(String, String)> = vec![];
+    let mut dup: Vec<String> = vec![];
+    if let Some(vs) = vs {
+        let mut ms: Vec<(String, String)> = vs
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| matches!(m.op, MatchOp::Equal))
+            .map(|m| (m.name.clone(), m.value.clone()))
+            .collect();
+        if let Some(n) = &vs.name {
+            ms.push((NAME.into(), n.clone()));
+        }
+        let all_names: Vec<&str> = vs.matchers.matchers.iter().map(|m| m.name.as_str()).collect();
+        for (n, val) in ms {
+            if all_names.iter().filter(|x| **x == n).count() > 1 || labels.iter().any(|(k, _)| *k == n) {
+                dup.push(n);
+            } else {
+                labels.push((n, val));
+            }
+        }
+        labels.retain(|(n, _)| !dup.contains(n));
+    }
+    labels.sort();
+    let enc = crate::labels::encode(&labels);
+    let present = LogicalPlanBuilder::from(v)
+        .project(vec![col("ts").alias("p_ts")])?
+        .distinct()?
+        .build()?;
+    Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 1.0)?)
+        .join(present, JoinType::LeftAnti, (vec!["ts"], vec!["p_ts"]), None)?
+        .project(out_cols(lit(ScalarValue::Binary(Some(enc))), col("ts"), col("value")))?
+        .build()?)
+}
+
+fn valid_label_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with("__") || s == NAME || (s.starts_with("__") && s.len() > 2)
+}
+
+/// The matching key of a binary operation.
+fn match_key(matching: Option<&LabelModifier>) -> LabelOp {
+    match matching {
+        Some(LabelModifier::Include(l)) => LabelOp::Keep(l.labels.clone()),
+        Some(LabelModifier::Exclude(l)) => {
+            let mut n = l.labels.clone();
+            n.push(NAME.into());
+            LabelOp::Drop(n)
+        }
+        None => LabelOp::Drop(vec![NAME.into()]),
+    }
+}
+
+fn keyed(p: LogicalPlan, key: &LabelOp, prefix: &str) -> Result<LogicalPlan> {
+    Ok(LogicalPlanBuilder::from(p)
+        .project(vec![
+            col("labels").alias(format!("{prefix}labels")),
+            col("ts").alias(format!("{prefix}ts")),
+            col("value").alias(format!("{prefix}value")),
+            key.clone().call(vec![col("labels")]).alias(format!("{prefix}key")),
+        ])?
+        .build()?)
+}
+
+fn on(l: &str, r: &str) -> (Vec<Column>, Vec<Column>) {
+    (
+        vec![Column::from_name(format!("{l}key")), Column::from_name(format!("{l}ts"))],
+        vec![Column::from_name(format!("{r}key")), Column::from_name(format!("{r}ts"))],
+    )
+}
+
+fn set_op(op: &str, l: LogicalPlan, r: LogicalPlan, matching: Option<&LabelModifier>) -> Result<LogicalPlan> {
+    let key = match_key(matching);
+    let lk = keyed(l, &key, "l_")?;
+    let rk = keyed(r, &key, "r_")?;
+    let (lc, rc) = on("l_", "r_");
+    let back = |p: LogicalPlanBuilder, pre: &str| -> Result<LogicalPlan> {
+        Ok(p.project(out_cols(col(format!("{pre}labels")), col(format!("{pre}ts")), col(format!("{pre}value"))))?
+            .build()?)
+    };
+    match op {
+        "and" => back(
+            LogicalPlanBuilder::from(lk).join_detailed(rk, JoinType::LeftSemi, (lc, rc), None, NullEquality::NullEqualsNothing)?,
+            "l_",
+        ),
+        "unless" => back(
+            LogicalPlanBuilder::from(lk).join_detailed(rk, JoinType::LeftAnti, (lc, rc), None, NullEquality::NullEqualsNothing)?,
+            "l_",
+        ),
+        _ => {
+            let lk2 = lk.clone();
+            let only_r = back(
+                LogicalPlanBuilder::from(rk).join_detailed(lk2, JoinType::LeftAnti, (rc, lc), None, NullEquality::NullEqualsNothing)?,
+                "r_",
+            )?;
+            let left = back(LogicalPlanBuilder::from(lk), "l_")?;
+            Ok(LogicalPlanBuilder::from(left).union(only_r)?.build()?)
+        }
+    }
+}
+
+fn vector_binop(
+    op: BinOp,
+    return_bool: bool,
+    l: LogicalPlan,
+    r: LogicalPlan,
+    modifier: Option<&promql_parser::parser::BinModifier>,
+) -> Result<LogicalPlan> {
+    let matching = modifier.and_then(|m| m.matching.as_ref());
+    let card = modifier.map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+    let key = match_key(matching);
+    let lk = keyed(l, &key, "l_")?;
+    let rk = keyed(r, &key, "r_")?;
+    // The "one" side must be unique per match group; for group_right it is the left.
+    let (many, one) = match card {
+        VectorMatchCardinality::OneToMany(_) => ("r_", "l_"),
+        _ => ("l_", "r_"),
+    };
+    let side = if one == "r_" { "right" } else { "left" };
+    let check = |p: LogicalPlan| {
+        Planner::node(
+            PromOp::CheckUnique {
+                key: format!("{one}key"),
+                ts: format!("{one}ts"),
+                message: format!(
+                    "found duplicate series for the match group {{labels}} on the {side} hand-side of the operation;many-to-many matching not allowed: matching labels must be unique on one side"
+                ),
+            },
+            p,
+        )
+    };
+    let (lk, rk) = if one == "r_" { (lk, check(rk)?) } else { (check(lk)?, rk) };
+    let (lc, rc) = on("l_", "r_");
+    let mut labels = col(format!("{many}labels"));
+    if !op.is_comparison() || return_bool {
+        labels = LabelOp::DropName.call(vec![labels]);
+    }
+    let include = card.labels().map(|l| l.labels.clone()).unwrap_or_default();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        labels = match matching {
+            Some(LabelModifier::Include(l)) => LabelOp::Keep(l.labels.clone()).call(vec![labels]),
+            Some(LabelModifier::Exclude(l)) => LabelOp::Drop(l.labels.clone()).call(vec![labels]),
+            None => labels,
+        };
+    }
+    if !include.is_empty() {
+        labels = LabelOp::Include(include).call(vec![labels, col(format!("{one}labels"))]);
+    }
+    let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: false };
+    let joined = LogicalPlanBuilder::from(lk)
+        .join_detailed(rk, JoinType::Inner, (lc, rc), None, NullEquality::NullEqualsNothing)?
+        .project(vec![
+            labels.alias("labels"),
+            col("l_ts").alias("ts"),
+            f.call(vec![col("l_value"), col("r_value")]).alias("value"),
+            col(format!("{many}key")).alias("m_key"),
+        ])?
+        .build()?;
+    let checked = if matches!(card, VectorMatchCardinality::OneToOne) {
+        Planner::node(
+            PromOp::CheckUnique {
+                key: "m_key".into(),
+                ts: "ts".into(),
+                message: "multiple matches for labels {labels}: many-to-one matching must be explicit (group_left/group_right)".into(),
+            },
+            joined,
+        )?
+    } else {
+        let p = LogicalPlanBuilder::from(joined)
+            .project(vec![col("labels"), col("ts"), col("value"), col("labels").alias("r_key")])?
+            .build()?;
+        Planner::node(
+            PromOp::CheckUnique {
+                key: "r_key".into(),
+                ts: "ts".into(),
+                message: "multiple matches for labels {labels}: grouping labels must ensure unique matches".into(),
+            },
+            p,
+        )?
+    };
+    Ok(LogicalPlanBuilder::from(checked)
+        .filter(col("value").is_not_null())?
+        .project(vec![col("labels"), col("ts"), col("value")])?
+        .build()?)
+}

@@ -1,0 +1,238 @@
+//! Instant and range queries: parse, plan ([`crate::plan`]), run on the engine, shape
+//! the result ([`crate::value`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use promql_parser::parser::Expr as P;
+
+use crate::exec::{PromQueryPlanner, Steps};
+use crate::plan::{Planned, Planner};
+use crate::value::{InstantSample, QueryValue, RangeSeries};
+use crate::{PromqlError, QueryOptions, QueryResult, Result};
+
+/// The session for PromQL plans: the engine's catalog and configuration with a planner
+/// that knows the PromQL plan node.
+fn prom_context(ctx: &SessionContext) -> SessionContext {
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_query_planner(Arc::new(PromQueryPlanner))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Parses a query, mapping parse errors to `bad_data` with the parser's message.
+///
+/// # Errors
+/// [`PromqlError::BadData`].
+pub fn parse(query: &str) -> Result<P> {
+    promql_parser::parser::parse(query).map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))
+}
+
+async fn collect(ctx: &SessionContext, plan: LogicalPlan, opts: &QueryOptions) -> Result<Vec<RecordBatch>> {
+    let df = ctx.execute_logical_plan(plan).await?;
+    let fut = df.collect();
+    let batches = match opts.timeout {
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| PromqlError::Timeout(format!("query timed out in expression evaluation (timeout {t:?})")))??,
+        None => fut.await?,
+    };
+    Ok(batches)
+}
+
+type Rows = Vec<(Vec<u8>, i64, f64)>;
+
+fn rows(batches: &[RecordBatch]) -> Rows {
+    let mut out = vec![];
+    for b in batches {
+        let l = b.column(0).as_binary::<i32>();
+        let t = b.column(1).as_any().downcast_ref::<Int64Array>().expect("ts is Int64");
+        let v = b.column(2).as_any().downcast_ref::<Float64Array>().expect("value is Float64");
+        for i in 0..b.num_rows() {
+            if !v.is_null(i) {
+                out.push((l.value(i).to_vec(), t.value(i), v.value(i)));
+            }
+        }
+    }
+    out
+}
+
+fn matrix(rows: Rows) -> Vec<RangeSeries> {
+    let mut m: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
+    for (l, t, v) in rows {
+        m.entry(crate::labels::decode(&l)).or_default().push((t, v));
+    }
+    m.into_iter()
+        .map(|(labels, mut points)| {
+            points.sort_by_key(|p| p.0);
+            RangeSeries { labels, points }
+        })
+        .collect()
+}
+
+/// The sort a query's outermost function asks for.
+fn order_of(e: &P) -> Option<(String, Vec<String>)> {
+    match e {
+        P::Paren(p) => order_of(&p.expr),
+        P::Call(c) if c.func.name.starts_with("sort") => {
+            let labels = c.args.args[1..]
+                .iter()
+                .filter_map(|a| match a.as_ref() {
+                    P::StringLiteral(s) => Some(s.val.clone()),
+                    _ => None,
+                })
+                .collect();
+            Some((c.func.name.to_string(), labels))
+        }
+        _ => None,
+    }
+}
+
+fn sort_vector(v: &mut [InstantSample], e: &P) {
+    match order_of(e) {
+        Some((f, _)) if f == "sort" || f == "sort_desc" => {
+            let desc = f == "sort_desc";
+            // NaN last in both directions (Prometheus `funcSort`).
+            v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ if desc => b.v.total_cmp(&a.v),
+                _ => a.v.total_cmp(&b.v),
+            });
+        }
+        Some((f, labels)) => {
+            let desc = f == "sort_by_label_desc";
+            let get = |s: &InstantSample, n: &str| {
+                s.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default()
+            };
+            v.sort_by(|a, b| {
+                let mut o = std::cmp::Ordering::Equal;
+                for n in &labels {
+                    o = o.then_with(|| get(a, n).cmp(&get(b, n)));
+                }
+                let o = o.then_with(|| a.labels.cmp(&b.labels));
+                if desc { o.reverse() } else { o }
+            });
+        }
+        None => {
+            // Aggregations like topk return their groups in value order; keep a stable
+            // label order otherwise.
+            if !is_ordered_agg(e) {
+                v.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
+        }
+    }
+}
+
+fn is_ordered_agg(e: &P) -> bool {
+    match e {
+        P::Paren(p) => is_ordered_agg(&p.expr),
+        P::Aggregate(a) => matches!(a.op.to_string().as_str(), "topk" | "bottomk"),
+        _ => false,
+    }
+}
+
+/// Evaluates `query` at `t_ms` (ms since the epoch).
+///
+/// # Errors
+/// [`PromqlError::BadData`] for queries that do not parse or use what is not
+/// supported; [`PromqlError::Execution`] for evaluation errors (e.g. many-to-many
+/// matching); [`PromqlError::Timeout`] past `opts.timeout`.
+pub async fn instant_query(ctx: &SessionContext, query: &str, t_ms: i64, opts: &QueryOptions) -> Result<QueryResult> {
+    let expr = parse(query)?;
+    let ctx = prom_context(ctx);
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: t_ms, end: t_ms, default_step: 60_000 };
+    let steps = Steps { start: t_ms, end: t_ms, step: 1 };
+    let value = match planner.plan(&expr, steps).await? {
+        Planned::Const(v) => QueryValue::Scalar { t_ms, v },
+        Planned::Str(s) => QueryValue::String { t_ms, s },
+        Planned::Scalar(p) => {
+            let r = rows(&collect(&ctx, p, opts).await?);
+            QueryValue::Scalar { t_ms, v: r.first().map(|x| x.2).unwrap_or(f64::NAN) }
+        }
+        Planned::Vector(p) => {
+            let mut v: Vec<InstantSample> = rows(&collect(&ctx, p, opts).await?)
+                .into_iter()
+                .map(|(l, t, v)| InstantSample { labels: crate::labels::decode(&l), t_ms: t, v })
+                .collect();
+            sort_vector(&mut v, &expr);
+            QueryValue::Vector(v)
+        }
+        Planned::Matrix(p) => QueryValue::Matrix(matrix(rows(&collect(&ctx, p, opts).await?))),
+    };
+    Ok(QueryResult { value, warnings: vec![], infos: vec![] })
+}
+
+/// Evaluates `query` at every `step_ms` from `start_ms` to `end_ms` (inclusive, ms).
+///
+/// # Errors
+/// As [`instant_query`]; also [`PromqlError::BadData`] when the step is not positive,
+/// the range is reversed, it would give more than `opts.max_points_per_series` points,
+/// or the query is not a scalar or instant vector.
+pub async fn range_query(
+    ctx: &SessionContext,
+    query: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    opts: &QueryOptions,
+) -> Result<QueryResult> {
+    if step_ms <= 0 {
+        return Err(PromqlError::BadData(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if end_ms < start_ms {
+        return Err(PromqlError::BadData("invalid parameter \"end\": end timestamp must not be before start time".into()));
+    }
+    if (end_ms - start_ms) / step_ms > opts.max_points_per_series {
+        return Err(PromqlError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+        ));
+    }
+    let expr = parse(query)?;
+    let ctx = prom_context(ctx);
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms };
+    let steps = Steps { start: start_ms, end: end_ms, step: step_ms };
+    let series = match planner.plan(&expr, steps).await? {
+        Planned::Const(v) => vec![RangeSeries { labels: vec![], points: steps.iter().map(|t| (t, v)).collect() }],
+        Planned::Scalar(p) | Planned::Vector(p) => matrix(rows(&collect(&ctx, p, opts).await?)),
+        Planned::Str(_) => {
+            return Err(PromqlError::BadData(
+                "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+            ));
+        }
+        Planned::Matrix(_) => {
+            return Err(PromqlError::BadData(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+            ));
+        }
+    };
+    Ok(QueryResult { value: QueryValue::Matrix(series), warnings: vec![], infos: vec![] })
+}
+
+/// The logical and physical plan of a query evaluated at `t_ms` (for debugging), as
+/// DataFusion's `EXPLAIN` prints them.
+///
+/// # Errors
+/// As [`instant_query`].
+pub async fn explain(ctx: &SessionContext, query: &str, start_ms: i64, end_ms: i64, step_ms: i64, opts: &QueryOptions) -> Result<String> {
+    let expr = parse(query)?;
+    let ctx = prom_context(ctx);
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms.max(1) };
+    let steps = Steps { start: start_ms, end: end_ms, step: step_ms.max(1) };
+    let plan = match planner.plan(&expr, steps).await? {
+        Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,
+        Planned::Const(v) => return Ok(format!("constant {v}")),
+        Planned::Str(s) => return Ok(format!("string {s:?}")),
+    };
+    let df = ctx.execute_logical_plan(plan).await?.explain(false, false)?;
+    let batches = df.collect().await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}

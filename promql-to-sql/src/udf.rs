@@ -1,0 +1,399 @@
+//! Scalar and aggregate UDFs with PromQL's float semantics.
+//!
+//! SQL's comparison of floats orders NaN (Arrow compares with a total order), and SQL
+//! aggregates treat NaN and overflow their own way, so PromQL's operators and
+//! aggregations are UDFs that follow Prometheus (`engine.go` `vectorElemBinop`,
+//! `aggregation`; `functions.go`; `quantile.go`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder, ListArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::kernels;
+
+/// A PromQL binary operator on two floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%` (Go `math.Mod`: the sign of the dividend)
+    Mod,
+    /// `^`
+    Pow,
+    /// `atan2`
+    Atan2,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>`
+    Gt,
+    /// `<`
+    Lt,
+    /// `>=`
+    Ge,
+    /// `<=`
+    Le,
+}
+
+impl BinOp {
+    /// Whether it compares (filters, or gives 0/1 with `bool`).
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
+    }
+
+    /// Prometheus `vectorElemBinop`: `(value, keep)`.
+    pub fn apply(self, l: f64, r: f64) -> (f64, bool) {
+        match self {
+            BinOp::Add => (l + r, true),
+            BinOp::Sub => (l - r, true),
+            BinOp::Mul => (l * r, true),
+            BinOp::Div => (l / r, true),
+            BinOp::Mod => (l % r, true),
+            BinOp::Pow => (l.powf(r), true),
+            BinOp::Atan2 => (l.atan2(r), true),
+            BinOp::Eq => (l, l == r),
+            BinOp::Ne => (l, l != r),
+            BinOp::Gt => (l, l > r),
+            BinOp::Lt => (l, l < r),
+            BinOp::Ge => (l, l >= r),
+            BinOp::Le => (l, l <= r),
+        }
+    }
+}
+
+/// A float function of one or two Float64 columns, with constant parameters; a `null`
+/// result means "no output sample" (the planner filters it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ValueFn {
+    /// `l op r`; `bool` gives 1/0; `keep_rhs` keeps the right value when a comparison
+    /// passes (a scalar on the left of a comparison with a vector keeps the vector's
+    /// value).
+    Bin {
+        /// The operator.
+        op: BinOp,
+        /// `bool` modifier.
+        bool_: bool,
+        /// Keep the right operand's value on a passing comparison.
+        keep_rhs: bool,
+    },
+    /// A math function of [`kernels::eval_math`] with constant parameters (as bits).
+    Math(String, Vec<u64>),
+    /// A date function of [`kernels::eval_date`] on a timestamp in seconds.
+    Date(String),
+    /// `limit_ratio`'s sampling: 1 when the label set's hash offset falls in the ratio
+    /// (Prometheus `engine.go` `AddRatioSample`), else null; argument is the `Binary`
+    /// labels. The ratio's bits.
+    Ratio(u64),
+}
+
+/// The scalar UDF `prom_value`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ValueUdf {
+    f: ValueFn,
+    signature: Signature,
+}
+
+impl ValueFn {
+    /// The expression applying it to `args`.
+    pub fn call(self, args: Vec<Expr>) -> Expr {
+        let n = args.len();
+        ScalarUDF::from(ValueUdf {
+            f: self,
+            signature: Signature::any(n, Volatility::Immutable),
+        })
+        .call(args)
+    }
+}
+
+impl ScalarUDFImpl for ValueUdf {
+    fn name(&self) -> &str {
+        "prom_value"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = Float64Builder::with_capacity(n);
+        let f64s = |i: usize| -> Result<&Float64Array> {
+            match arrays.get(i).and_then(|a| a.as_any().downcast_ref::<Float64Array>()) {
+                Some(a) => Ok(a),
+                None => exec_err!("prom_value: argument {i} is not Float64"),
+            }
+        };
+        match &self.f {
+            ValueFn::Bin { op, bool_, keep_rhs } => {
+                let (l, r) = (f64s(0)?, f64s(1)?);
+                for i in 0..n {
+                    if l.is_null(i) || r.is_null(i) {
+                        out.append_null();
+                        continue;
+                    }
+                    let (lv, rv) = (l.value(i), r.value(i));
+                    let (mut v, keep) = op.apply(lv, rv);
+                    if op.is_comparison() && *keep_rhs {
+                        v = rv;
+                    }
+                    if *bool_ {
+                        out.append_value(if keep { 1.0 } else { 0.0 });
+                    } else if keep {
+                        out.append_value(v);
+                    } else {
+                        out.append_null();
+                    }
+                }
+            }
+            ValueFn::Math(name, params) => {
+                let params: Vec<f64> = params.iter().map(|b| f64::from_bits(*b)).collect();
+                let v = f64s(0)?;
+                for i in 0..n {
+                    if v.is_null(i) {
+                        out.append_null();
+                        continue;
+                    }
+                    match kernels::eval_math(name, v.value(i), &params) {
+                        Some(Some(x)) => out.append_value(x),
+                        Some(None) => out.append_null(),
+                        None => return exec_err!("unknown function {name}"),
+                    }
+                }
+            }
+            ValueFn::Date(name) => {
+                let v = f64s(0)?;
+                for i in 0..n {
+                    if v.is_null(i) {
+                        out.append_null();
+                        continue;
+                    }
+                    match kernels::eval_date(name, v.value(i)) {
+                        Some(x) => out.append_value(x),
+                        None => return exec_err!("unknown function {name}"),
+                    }
+                }
+            }
+            ValueFn::Ratio(bits) => {
+                let ratio = f64::from_bits(*bits);
+                let Some(l) = arrays[0].as_binary_opt::<i32>() else {
+                    return exec_err!("limit_ratio expects labels");
+                };
+                for i in 0..n {
+                    let h = xxhash_rust::xxh64::xxh64(l.value(i), 0);
+                    let off = h as f64 / u64::MAX as f64;
+                    let keep = (ratio >= 0.0 && off < ratio) || (ratio < 0.0 && off >= 1.0 + ratio);
+                    if keep {
+                        out.append_value(1.0);
+                    } else {
+                        out.append_null();
+                    }
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+/// An aggregation of PromQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggFn {
+    /// One of the simple aggregations.
+    Simple(SimpleAgg),
+    /// `quantile(φ, v)`; φ's bits.
+    Quantile(u64),
+    /// `histogram_quantile(φ, v)` over classic buckets; arguments `(le, value)`; φ's bits.
+    HistogramQuantile(u64),
+}
+
+/// The aggregations with a [`kernels::AggState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimpleAgg {
+    /// sum
+    Sum,
+    /// avg
+    Avg,
+    /// min
+    Min,
+    /// max
+    Max,
+    /// count
+    Count,
+    /// group
+    Group,
+    /// stddev
+    Stddev,
+    /// stdvar
+    Stdvar,
+}
+
+impl SimpleAgg {
+    fn kind(self) -> kernels::AggKind {
+        match self {
+            SimpleAgg::Sum => kernels::AggKind::Sum,
+            SimpleAgg::Avg => kernels::AggKind::Avg,
+            SimpleAgg::Min => kernels::AggKind::Min,
+            SimpleAgg::Max => kernels::AggKind::Max,
+            SimpleAgg::Count => kernels::AggKind::Count,
+            SimpleAgg::Group => kernels::AggKind::Group,
+            SimpleAgg::Stddev => kernels::AggKind::Stddev,
+            SimpleAgg::Stdvar => kernels::AggKind::Stdvar,
+        }
+    }
+}
+
+/// The aggregate UDF `prom_agg`: gathers a group's values (and, for
+/// `histogram_quantile`, bucket bounds) and reduces them with the kernels.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AggUdf {
+    f: AggFn,
+    signature: Signature,
+}
+
+impl AggFn {
+    /// The aggregate expression over `args` (`value`, or `le, value`).
+    pub fn call(self, args: Vec<Expr>) -> Expr {
+        let n = args.len();
+        AggregateUDF::from(AggUdf {
+            f: self,
+            signature: Signature::any(n, Volatility::Immutable),
+        })
+        .call(args)
+    }
+}
+
+fn list_field(name: &str) -> FieldRef {
+    Arc::new(Field::new(
+        name,
+        DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true))),
+        true,
+    ))
+}
+
+impl AggregateUDFImpl for AggUdf {
+    fn name(&self) -> &str {
+        "prom_agg"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Acc { f: self.f, values: vec![], les: vec![] }))
+    }
+    fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![list_field("values"), list_field("les")])
+    }
+}
+
+#[derive(Debug)]
+struct Acc {
+    f: AggFn,
+    values: Vec<f64>,
+    les: Vec<f64>,
+}
+
+fn to_list(v: &[f64]) -> ScalarValue {
+    ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(
+        v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
+    )])))
+}
+
+impl Accumulator for Acc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        match self.f {
+            AggFn::HistogramQuantile(_) => {
+                let les = values[0].as_binary::<i32>();
+                let vs = values[1].as_primitive::<Float64Type>();
+                for i in 0..vs.len() {
+                    if vs.is_null(i) {
+                        continue;
+                    }
+                    let le = crate::labels::get(les.value(i), "le");
+                    let Ok(b) = parse_le(le) else { continue };
+                    self.les.push(b);
+                    self.values.push(vs.value(i));
+                }
+            }
+            _ => {
+                let vs = values[0].as_primitive::<Float64Type>();
+                self.values.extend(vs.iter().flatten());
+            }
+        }
+        Ok(())
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let (v, l) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
+        for i in 0..v.len() {
+            if v.is_valid(i) {
+                self.values.extend(v.value(i).as_primitive::<Float64Type>().iter().flatten());
+            }
+            if l.is_valid(i) {
+                self.les.extend(l.value(i).as_primitive::<Float64Type>().iter().flatten());
+            }
+        }
+        Ok(())
+    }
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![to_list(&self.values), to_list(&self.les)])
+    }
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let v = match self.f {
+            AggFn::Simple(k) => {
+                if self.values.is_empty() {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                let mut st = kernels::AggState::new(k.kind());
+                for x in &self.values {
+                    st.push(*x);
+                }
+                st.finish()
+            }
+            AggFn::Quantile(phi) => {
+                if self.values.is_empty() {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                kernels::quantile(f64::from_bits(phi), &mut self.values)
+            }
+            AggFn::HistogramQuantile(phi) => {
+                if self.values.is_empty() {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                let mut b: Vec<(f64, f64)> = self.les.iter().copied().zip(self.values.iter().copied()).collect();
+                kernels::bucket_quantile(f64::from_bits(phi), &mut b).0
+            }
+        };
+        Ok(ScalarValue::Float64(Some(v)))
+    }
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + 8 * (self.values.capacity() + self.les.capacity())
+    }
+}
+
+/// Parses a bucket bound as Go's `strconv.ParseFloat` (`+Inf`, `Inf`, `NaN`, exponents).
+pub fn parse_le(s: &str) -> std::result::Result<f64, ()> {
+    match s.to_ascii_lowercase().as_str() {
+        "+inf" | "inf" | "+infinity" | "infinity" => Ok(f64::INFINITY),
+        "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+        "nan" => Ok(f64::NAN),
+        "" => Err(()),
+        _ => s.parse::<f64>().map_err(|_| ()),
+    }
+}
