@@ -121,6 +121,9 @@ pub enum PromOp {
         key: String,
         /// Timestamp column.
         ts: String,
+        /// A `Binary` label column whose two duplicate values replace `{dups}` in the
+        /// message.
+        show: Option<String>,
         /// Error message.
         message: String,
     },
@@ -224,7 +227,7 @@ fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
             "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
             func.name(), range, steps.start, steps.end, steps.step, at.offset, at.at
         ),
-        PromOp::CheckUnique { key, ts, message } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
+        PromOp::CheckUnique { key, ts, message, .. } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
     }
 }
 
@@ -389,7 +392,8 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
                     let e = at.eval_time(t);
                     let lo = rows.partition_point(|r| r.0 <= e - range);
                     let hi = rows.partition_point(|r| r.0 <= e);
-                    let eval_ts = if at.at.is_some() { steps.start } else { t };
+                    // predict_linear's intercept is at the step (Prometheus marks it unsafe for `@`).
+                    let eval_ts = t;
                     if let Some(v) = kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params) {
                         out.push(&l, t, v);
                     }
@@ -397,24 +401,37 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
             }
             out.finish(schema)
         }
-        PromOp::CheckUnique { key, ts, message } => {
-            let mut seen: HashMap<(Vec<u8>, i64), ()> = HashMap::new();
+        PromOp::CheckUnique { key, ts, message, show } => {
+            let mut seen: HashMap<(Vec<u8>, i64), Vec<u8>> = HashMap::new();
             let ki = schema.index_of(key)?;
             let ti = schema.index_of(ts)?;
+            let si = show.as_ref().map(|c| schema.index_of(c)).transpose()?;
             for b in batches {
                 let k = b.column(ki).as_binary::<i32>();
+                let sh = si.map(|i| b.column(i).as_binary::<i32>());
                 let ts = b.column(ti).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
                 for i in 0..b.num_rows() {
-                    if seen.insert((k.value(i).to_vec(), ts.value(i)), ()).is_some() {
-                        let ls = crate::labels::decode(k.value(i));
-                        let shown: Vec<String> = ls.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
-                        return Err(DataFusionError::Execution(message.replace("{labels}", &format!("{{{}}}", shown.join(", ")))));
+                    let this = sh.map(|s| s.value(i).to_vec()).unwrap_or_default();
+                    if let Some(prev) = seen.insert((k.value(i).to_vec(), ts.value(i)), this.clone()) {
+                        let mut d = [go_labels(&prev), go_labels(&this)];
+                        d.sort();
+                        return Err(DataFusionError::Execution(
+                            message
+                                .replace("{labels}", &go_labels(k.value(i)))
+                                .replace("{dups}", &format!("[{}, {}]", d[0], d[1])),
+                        ));
                     }
                 }
             }
             Ok(datafusion::arrow::compute::concat_batches(schema, batches)?)
         }
     }
+}
+
+/// Labels as Go's `labels.String()` prints them: `{a="1", b="2"}`.
+pub fn go_labels(b: &[u8]) -> String {
+    let parts: Vec<String> = crate::labels::pairs(b).map(|(n, v)| format!("{n}={v:?}")).collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 /// Plans [`PromNode`]s into [`PromExec`]s.

@@ -11,8 +11,8 @@
 //!
 //! * `promql/functions.go` — range functions (`extrapolatedRate`, `instantValue`,
 //!   `funcAvgOverTime`, `varianceOverTime`, `linearRegression`, …), instant math, dates.
-//! * `promql/quantile.go` — `quantile`, `BucketQuantile`, `coalesceBuckets`,
-//!   `ensureMonotonicAndIgnoreSmallDeltas`.
+//! * `promql/quantile.go` — `quantile`, `BucketQuantile`, `BucketFraction`,
+//!   `coalesceBuckets`, `ensureMonotonicAndIgnoreSmallDeltas`.
 //! * `promql/engine.go` — `(*evaluator).aggregation` (`sum`, `avg`, `min`, `max`, `count`,
 //!   `group`, `stddev`, `stdvar`).
 //! * `util/kahansum/kahansum.go` — `kahansum.Inc` (formerly `kahanSumInc` in
@@ -359,6 +359,119 @@ fn ensure_monotonic_and_ignore_small_deltas(
         prev = curr;
     }
     (forced_monotonic, fixed_precision)
+}
+
+/// Classic-histogram fraction of observations in `[lower, upper]` over `(upper bound le,
+/// cumulative count)` buckets, as `BucketFraction` in `promql/quantile.go` (the classic-histogram
+/// path of `histogram_fraction`, called by `funcHistogramFraction` in `promql/functions.go` once
+/// per group of `_bucket` series that share all labels but `le`).
+///
+/// Steps, exactly as Go:
+///
+/// * empty `buckets` → NaN (Go's guard for empty input);
+/// * sort by upper bound; the highest bound must be `+Inf`, else NaN;
+/// * merge buckets with equal bounds (`coalesceBuckets`);
+/// * the total count is the `+Inf` bucket's count; a total of 0, or a NaN `lower` or `upper`,
+///   → NaN; then `lower >= upper` → 0;
+/// * the lowest bucket's lower edge is 0 if its upper bound is > 0 (positive buckets only),
+///   else `-Inf`; every other bucket's lower edge is the previous bucket's upper bound;
+/// * walking the buckets upwards, each of `lower` / `upper` gets the cumulative count below
+///   the first bucket whose lower edge is ≥ it, or, if it lies strictly inside a bucket, the
+///   linear interpolation `rank + (count - rank) * (v - lowerEdge) / (upperEdge - lowerEdge)`
+///   (`rank` = cumulative count below the bucket). In the `-Inf`-edged lowest bucket the
+///   interpolation yields that bucket's whole count; in the `+Inf` bucket it adds nothing
+///   (finite / `+Inf` = 0), so no observations are attributed to an infinitely wide bucket;
+/// * a bound never reached, or a rank above the total, becomes the total; the result is
+///   `(upperRank - lowerRank) / total`.
+///
+/// Unlike `BucketQuantile`, Go's `BucketFraction` does **not** call
+/// `ensureMonotonicAndIgnoreSmallDeltas`: non-monotonic counts are used as they are (an
+/// interpolation inside a decreasing bucket can then land below the previous bucket's count).
+///
+/// `buckets` may be unsorted on input; it is sorted and coalesced in place (so it may be
+/// shorter afterwards). Go's sort comparator calls bucket bounds "not expected to be NaN" and
+/// leaves their placement to the sort algorithm; here NaN bounds sort last, so such input
+/// yields NaN. The result is a unitless fraction (normally in `[0, 1]`).
+pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if buckets.is_empty() {
+        return f64::NAN;
+    }
+    buckets.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
+        (false, false) => a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal),
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+    });
+    if buckets[buckets.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    coalesce_buckets(buckets);
+
+    let count = buckets[buckets.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+
+    // If the upper bound of the first bucket is greater than 0, we assume we are dealing with
+    // positive buckets only and the first bucket's lower bound is 0; otherwise it is -Inf.
+    let mut lower_bound = if buckets[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+
+    for (i, &(upper_bound, bucket_count)) in buckets.iter().enumerate() {
+        if i > 0 {
+            lower_bound = buckets[i - 1].0;
+        }
+        // Go's `interpolateLinearly` closure. Counts are cumulative, so the bucket's own
+        // weight is `bucket_count - rank`. A -Inf lower bound cannot be interpolated (it would
+        // be Inf/Inf = NaN), so the whole bucket counts as below `v`.
+        let interpolate_linearly = |v: f64| -> f64 {
+            if lower_bound == f64::NEG_INFINITY {
+                return bucket_count;
+            }
+            rank + (bucket_count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interpolate_linearly(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interpolate_linearly(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        // Assignment, not accumulation: classic bucket counts are cumulative.
+        rank = bucket_count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2408,5 +2521,153 @@ mod tests {
         assert!(st.is_empty());
         assert!(st.finish().is_nan());
         assert_eq!(st.kind(), AggKind::Sum);
+    }
+
+    /// `histogram_fraction(lower, upper, b)` on one classic histogram given as `(le, count)`.
+    fn frac(lower: f64, upper: f64, buckets: &[(f64, f64)]) -> f64 {
+        bucket_fraction(lower, upper, &mut buckets.to_vec())
+    }
+
+    #[test]
+    fn bucket_fraction_promqltest_histograms() {
+        // The `histogram_fraction(…, *_bucket)` cases of histograms.test, evaluated at 50m
+        // (load 5m, `a+bx10` → value at 50m is a+10b).
+        let inf = f64::INFINITY;
+        let nan = f64::NAN;
+
+        // testhistogram2 at 50m.
+        let h2 = [
+            (0.0, 0.0),
+            (2.0, 10.0),
+            (4.0, 20.0),
+            (6.0, 30.0),
+            (inf, 30.0),
+        ];
+        assert_close(Some(frac(0.0, 4.0, &h2)), 0.6666666666666666);
+        assert_close(Some(frac(0.0, 6.0, &h2)), 1.0);
+        assert_close(Some(frac(0.0, 3.5, &h2)), 0.5833333333333334);
+
+        // testhistogram3 at 50m, and rate(…[10m]) of it (every bucket's rate is its
+        // per-step increment × 2 / 600: two samples in the window, extrapolated to 600s).
+        let pos = [(0.0, 0.0), (0.1, 5.0), (0.2, 7.0), (1.0, 11.0), (inf, 11.0)];
+        let neg = [
+            (-0.25, 0.0),
+            (-0.2, 1.0),
+            (-0.1, 2.0),
+            (0.3, 2.0),
+            (inf, 2.0),
+        ];
+        let scales: [fn(f64) -> f64; 2] = [|n| n * 10.0, |n| n * 2.0 / 600.0];
+        for scale in scales {
+            let p: Vec<_> = pos.iter().map(|&(le, n)| (le, scale(n))).collect();
+            let n: Vec<_> = neg.iter().map(|&(le, n)| (le, scale(n))).collect();
+            assert_close(Some(frac(0.0, 0.2, &p)), 0.6363636363636364);
+            assert_close(Some(frac(0.0, 0.2, &n)), 0.0);
+        }
+
+        // The dedicated fixtures (constant `a+0x10`).
+        let pos4 = [(1.0, 1.0), (2.0, 3.0), (3.0, 6.0), (inf, 100.0)];
+        let neg4 = [(-3.0, 10.0), (-2.0, 12.0), (-1.0, 15.0), (inf, 100.0)];
+        // positive_buckets_lower_falls_in_the_first_bucket
+        assert_close(Some(frac(0.0, 1.5, &pos4)), 0.02);
+        // negative_buckets_lower_falls_in_the_first_bucket
+        assert_close(Some(frac(-4.0, -2.0, &neg4)), 0.02);
+        // lower_is_negative_Inf
+        assert_close(Some(frac(-inf, -1.5, &neg4)), 0.135);
+        // lower_is_negative_Inf_and_upper_is_positive_Inf (positive / negative buckets)
+        assert_close(Some(frac(-inf, inf, &pos4)), 1.0);
+        assert_close(Some(frac(-inf, inf, &neg4)), 1.0);
+        // lower_and_upper_fall_in_last_bucket (positive / negative buckets)
+        assert_close(Some(frac(4.0, 5.0, &pos4)), 0.0);
+        assert_close(Some(frac(0.0, 1.0, &neg4)), 0.0);
+        // upper_falls_in_last_bucket
+        assert_close(Some(frac(2.0, 5.0, &pos4)), 0.03);
+        // upper_is_positive_Inf
+        assert_close(Some(frac(400.0, inf, &pos4)), 0.94);
+        // lower_equals_upper, lower_greater_than_upper
+        assert_exact(Some(frac(2.0, 2.0, &pos4)), 0.0);
+        assert_exact(Some(frac(3.0, 2.0, &pos4)), 0.0);
+        // single_bucket
+        assert_exact(Some(frac(0.0, 1.0, &[(inf, 100.0)])), 0.0);
+        // all_zero_counts
+        let zeros = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (inf, 0.0)];
+        assert!(frac(0.0, 5.0, &zeros).is_nan());
+        // lower_exactly_on_bucket_boundary
+        assert_close(Some(frac(2.0, 3.5, &pos4)), 0.03);
+        // upper_exactly_on_bucket_boundary
+        assert_close(Some(frac(0.5, 2.0, &pos4)), 0.025);
+        // both_bounds_exactly_on_bucket_boundaries
+        assert_close(Some(frac(1.0, 3.0, &pos4)), 0.05);
+        // fractional_bucket_bounds
+        let fractional = [(0.5, 2.5), (1.0, 7.5), (inf, 100.0)];
+        assert_close(Some(frac(0.1, 0.75, &fractional)), 0.045);
+        // range_crosses_zero
+        let crosses = [
+            (-2.0, 5.0),
+            (-1.0, 10.0),
+            (0.0, 15.0),
+            (1.0, 20.0),
+            (inf, 100.0),
+        ];
+        assert_close(Some(frac(-1.0, 1.0, &crosses)), 0.1);
+        // lower_is_NaN, upper_is_NaN
+        let two = [(1.0, 1.0), (inf, 100.0)];
+        assert!(frac(nan, 1.0, &two).is_nan());
+        assert!(frac(0.0, nan, &two).is_nan());
+        // range_entirely_below_all_buckets, range_entirely_above_all_buckets
+        let three = [(1.0, 1.0), (2.0, 3.0), (inf, 10.0)];
+        assert_exact(Some(frac(-10.0, -5.0, &three)), 0.0);
+        assert_exact(Some(frac(5.0, 10.0, &three)), 0.0);
+    }
+
+    #[test]
+    fn bucket_fraction_edge_cases() {
+        // Hand-computed against Go's `BucketFraction`.
+        let inf = f64::INFINITY;
+        let nan = f64::NAN;
+        // Unsorted input: same as sorted, and the vector ends up sorted.
+        let mut b = vec![(inf, 100.0), (2.0, 3.0), (1.0, 1.0), (3.0, 6.0)];
+        assert_close(Some(bucket_fraction(0.0, 1.5, &mut b)), 0.02);
+        assert_eq!(b, [(1.0, 1.0), (2.0, 3.0), (3.0, 6.0), (inf, 100.0)]);
+        // Duplicate bounds are coalesced by summing: (1, 1) + (1, 1) → (1, 2).
+        let mut b = vec![(1.0, 1.0), (inf, 10.0), (1.0, 1.0)];
+        assert_close(Some(bucket_fraction(0.0, 0.5, &mut b)), 0.1);
+        assert_eq!(b, [(1.0, 2.0), (inf, 10.0)]);
+        // No +Inf bucket, or no buckets at all → NaN (even with NaN or reversed bounds).
+        assert!(frac(0.0, 1.0, &[(1.0, 1.0), (2.0, 3.0)]).is_nan());
+        assert!(frac(1.0, 0.0, &[(1.0, 1.0), (2.0, 3.0)]).is_nan());
+        assert!(frac(0.0, 1.0, &[]).is_nan());
+        assert!(frac(1.0, 0.0, &[]).is_nan());
+        assert!(frac(-inf, inf, &[]).is_nan());
+        assert!(frac(nan, 1.0, &[]).is_nan());
+        // Zero observations beat lower >= upper (NaN, not 0); only a +Inf bucket → NaN.
+        assert!(frac(1.0, 0.0, &[(1.0, 0.0), (inf, 0.0)]).is_nan());
+        assert!(frac(0.0, 1.0, &[(inf, 0.0)]).is_nan());
+        // A NaN `le` sorts last, so the top bound is not +Inf → NaN.
+        assert!(frac(0.0, 1.0, &[(1.0, 1.0), (nan, 2.0), (inf, 3.0)]).is_nan());
+        // Upstream quantile_test.go `TestBucketFraction`.
+        let b = [(1.0, 10.0), (inf, 30.0)];
+        assert_close(Some(frac(0.0, 0.5, &b)), 5.0 / 30.0);
+        assert_close(Some(frac(0.0, inf, &b)), 1.0);
+        assert_exact(Some(frac(1.0, 0.0, &b)), 0.0);
+        // Upper inside the -Inf-edged lowest bucket: the whole bucket counts below it.
+        let neg4 = [(-3.0, 10.0), (-2.0, 12.0), (-1.0, 15.0), (inf, 100.0)];
+        assert_close(Some(frac(-inf, -4.0, &neg4)), 0.1);
+        assert_exact(Some(frac(-5.0, -4.0, &neg4)), 0.0);
+        // le="0" lowest bucket has a -Inf lower edge: everything at or below 0 is below 0.
+        let zero_first = [(0.0, 4.0), (1.0, 7.0), (2.0, 9.0), (inf, 10.0)];
+        assert_close(Some(frac(-inf, 0.0, &zero_first)), 0.4);
+        assert_close(Some(frac(0.0, inf, &zero_first)), 0.6);
+        // No monotonicity fix (unlike bucket_quantile): (2, 3) after (1, 5) interpolates
+        // downwards, 5 + (3 - 5) * 0.5 = 4.
+        assert_close(
+            Some(frac(0.0, 1.5, &[(1.0, 5.0), (2.0, 3.0), (inf, 10.0)])),
+            0.4,
+        );
+        // A rank above the total is clamped to it.
+        assert_close(
+            Some(frac(0.0, 1.5, &[(1.0, 5.0), (2.0, 30.0), (inf, 10.0)])),
+            1.0,
+        );
     }
 }

@@ -65,7 +65,7 @@ pub enum PromqlError {
     #[error("{0}")]
     BadData(String),
     /// Reading the tables failed (`errorType` `execution`, HTTP 422/500).
-    #[error("{0}")]
+    #[error("{}", clean_message(.0))]
     Execution(#[from] datafusion::error::DataFusionError),
     /// The query ran past its timeout (`errorType` `timeout`, HTTP 503).
     #[error("{0}")]
@@ -88,6 +88,21 @@ impl PromqlError {
         }
     }
 }
+
+/// The message of an execution error without DataFusion's wrapping ("Execution
+/// error: ..."), as Prometheus would print it.
+fn clean_message(e: &datafusion::error::DataFusionError) -> String {
+    let s = e.find_root().strip_backtrace();
+    for p in ["Execution error: ", "External error: ", "Arrow error: "] {
+        if let Some(rest) = s.strip_prefix(p) {
+            return rest.to_string();
+        }
+    }
+    s
+}
+
+/// Annotations collected while planning and running a query: `(warnings, infos)`.
+pub type Notes = std::sync::Arc<std::sync::Mutex<(Vec<String>, Vec<String>)>>;
 
 /// Result alias for this crate.
 pub type Result<T, E = PromqlError> = std::result::Result<T, E>;

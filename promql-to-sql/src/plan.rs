@@ -67,6 +67,12 @@ pub struct Planner {
     pub end: i64,
     /// Default subquery step, ms.
     pub default_step: i64,
+    /// The query's step, ms (0 for an instant query; `step()`).
+    pub step: i64,
+    /// The query text (for annotation positions).
+    pub query: String,
+    /// Annotations found.
+    pub notes: crate::Notes,
 }
 
 fn bad(msg: impl Into<String>) -> PromqlError {
@@ -108,6 +114,56 @@ fn out_cols(labels: Expr, ts: Expr, value: Expr) -> Vec<Expr> {
 }
 
 impl Planner {
+    /// The position `(line:column)` of argument `arg` of the first call of `fname` in
+    /// the query text (Prometheus's annotation positions), `(1:1)` when not found.
+    fn pos_of_arg(&self, fname: &str, arg: Option<&P>) -> String {
+        let q = &self.query;
+        let Some(i) = q.find(&format!("{fname}(")) else {
+            return "(1:1)".into();
+        };
+        let at = match arg {
+            None => Some(i),
+            Some(a) => q[i..].find(&a.to_string()).map(|j| i + j),
+        };
+        let at = at.unwrap_or(i);
+        let line = q[..at].matches('\n').count() + 1;
+        let col = at - q[..at].rfind('\n').map(|n| n + 1).unwrap_or(0) + 1;
+        format!("({line}:{col})")
+    }
+
+    fn note(&self, warn: bool, msg: String) {
+        let mut g = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        let list = if warn { &mut g.0 } else { &mut g.1 };
+        if !list.contains(&msg) {
+            list.push(msg);
+        }
+    }
+
+    fn check_quantile(&self, phi: f64, fname: &str, arg: &P) {
+        if !(0.0..=1.0).contains(&phi) {
+            let pos = self.pos_of_arg(fname, Some(arg));
+            self.note(true, format!("PromQL warning: quantile value should be between 0 and 1, got {} {pos}", crate::labels::format_value(phi)));
+        }
+    }
+
+    /// A parameter as an expression over `v`'s rows: a literal when constant, else the
+    /// scalar's plan joined on `ts` (column `param`).
+    async fn param_expr(&self, v: LogicalPlan, e: &P, steps: Steps) -> Result<(LogicalPlan, Expr, Option<f64>)> {
+        match self.plan(e, steps).await? {
+            Planned::Const(c) => Ok((v, lit(c), Some(c))),
+            Planned::Scalar(sp) => {
+                let sp = LogicalPlanBuilder::from(sp)
+                    .project(vec![col("ts").alias("p_ts"), col("value").alias("param")])?
+                    .build()?;
+                let j = LogicalPlanBuilder::from(v)
+                    .join(sp, JoinType::Inner, (vec!["ts"], vec!["p_ts"]), None)?
+                    .build()?;
+                Ok((j, col("param"), None))
+            }
+            _ => Err(bad("expected a scalar parameter")),
+        }
+    }
+
     fn at_of(&self, at: &Option<AtModifier>, offset: &Option<Offset>) -> At {
         let at = at.as_ref().map(|a| match a {
             AtModifier::Start => self.start,
@@ -185,7 +241,7 @@ impl Planner {
                 P::Unary(u) => match self.plan(&u.expr, steps).await? {
                     Planned::Const(v) => Ok(Planned::Const(-v)),
                     Planned::Scalar(p) => Ok(Planned::Scalar(map_value(p, |v| -v, false)?)),
-                    Planned::Vector(p) => Ok(Planned::Vector(map_value(p, |v| -v, true)?)),
+                    Planned::Vector(p) => Ok(Planned::Vector(check_unique_labels(map_value(p, |v| -v, true)?)?)),
                     _ => Err(bad("unary minus applies to scalars and instant vectors only")),
                 },
                 P::VectorSelector(vs) => Ok(Planned::Vector(self.instant_select(vs, steps, false).await?)),
@@ -280,6 +336,9 @@ impl Planner {
                 ps.push(self.const_arg(args[i], steps, name).await?);
             }
             f.validate_params(&ps).map_err(bad)?;
+            if f == RangeFn::QuantileOverTime {
+                self.check_quantile(ps[0], name, args[0]);
+            }
             let (raw, range, at) = self.range_input(args[ri], steps).await?;
             if f == RangeFn::AbsentOverTime {
                 let present = Self::node(
@@ -298,6 +357,19 @@ impl Planner {
         }
         match name {
             "time" => Ok(Planned::Scalar(steps_plan(&self.ctx, steps, |t| t as f64 / 1000.0)?)),
+            "start" => Ok(Planned::Const(self.start as f64 / 1000.0)),
+            "end" => Ok(Planned::Const(self.end as f64 / 1000.0)),
+            "step" => Ok(Planned::Const(self.step as f64 / 1000.0)),
+            "range" => Ok(Planned::Const((self.end - self.start) as f64 / 1000.0)),
+            "min_of" | "max_of" => {
+                let a = self.const_arg(args[0], steps, name).await?;
+                let b = self.const_arg(args[1], steps, name).await?;
+                Ok(Planned::Const(if name == "min_of" {
+                    crate::kernels::go_min(a, b)
+                } else {
+                    crate::kernels::go_max(a, b)
+                }))
+            }
             "pi" => Ok(Planned::Const(std::f64::consts::PI)),
             "vector" => match self.plan(args[0], steps).await? {
                 Planned::Const(v) => Ok(Planned::Vector(const_plan(&self.ctx, steps, v)?)),
@@ -334,6 +406,10 @@ impl Planner {
                 Ok(Planned::Vector(absent_plan(&self.ctx, steps, v, vs)?))
             }
             "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+                if self.step > 0 {
+                    let pos = self.pos_of_arg(name, None);
+                    self.note(true, format!("PromQL warning: sort is ineffective for range queries since results are always ordered by labels {pos}"));
+                }
                 // Ordering is applied to the query's result (see `crate::query`).
                 Ok(Planned::Vector(self.vector_arg(args[0], steps).await?))
             }
@@ -372,21 +448,66 @@ impl Planner {
                 let op = LabelOp::Join { dst, sep: strs[1].clone(), srcs: strs[2..].to_vec() };
                 Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
             }
-            "histogram_quantile" => {
-                let phi = self.const_arg(args[0], steps, name).await?;
-                let v = self.vector_arg(args[1], steps).await?;
+            "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
+                let (v_arg, phis, qlabel): (&P, Vec<f64>, Option<String>) = match name {
+                    "histogram_quantile" => (args[1], vec![self.const_arg(args[0], steps, name).await?], None),
+                    "histogram_fraction" => (
+                        args[2],
+                        vec![self.const_arg(args[0], steps, name).await?, self.const_arg(args[1], steps, name).await?],
+                        None,
+                    ),
+                    _ => {
+                        let label = match unwrap_paren(args[1]) {
+                            P::StringLiteral(s) => s.val.clone(),
+                            _ => return Err(bad("histogram_quantiles expects a label name")),
+                        };
+                        let mut phis = vec![];
+                        for a in &args[2..] {
+                            phis.push(self.const_arg(a, steps, name).await?);
+                        }
+                        (args[0], phis, Some(label))
+                    }
+                };
+                let v = self.vector_arg(v_arg, steps).await?;
+                let pos = self.pos_of_arg(name, Some(v_arg));
+                let notes = Some((self.notes.clone(), pos));
                 let key = LabelOp::Drop(vec!["le".into(), NAME.into()]).call(vec![col("labels")]);
-                let p = LogicalPlanBuilder::from(v)
-                    .aggregate(
-                        vec![key.alias("labels"), col("ts")],
-                        vec![AggFn::HistogramQuantile(phi.to_bits())
-                            .call(vec![col("labels"), col("value")])
-                            .alias("value")],
-                    )?
-                    .filter(col("value").is_not_null())?
-                    .project(vec![col("labels"), col("ts"), col("value")])?
-                    .build()?;
-                Ok(Planned::Vector(p))
+                let one = |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
+                    let labels = match relabel {
+                        Some(op) => op.call(vec![col("labels")]),
+                        None => col("labels"),
+                    };
+                    Ok(LogicalPlanBuilder::from(v)
+                        .aggregate(
+                            vec![key.clone().alias("labels"), col("ts")],
+                            vec![f.call_noting(vec![col("labels"), col("value")], notes.clone()).alias("value")],
+                        )?
+                        .filter(col("value").is_not_null())?
+                        .project(out_cols(labels, col("ts"), col("value")))?
+                        .build()?)
+                };
+                let plan = match name {
+                    "histogram_fraction" => one(AggFn::HistogramFraction(phis[0].to_bits(), phis[1].to_bits()), v, None)?,
+                    "histogram_quantile" => {
+                        self.check_quantile(phis[0], name, args[0]);
+                        one(AggFn::HistogramQuantile(phis[0].to_bits()), v, None)?
+                    }
+                    _ => {
+                        let label = qlabel.unwrap_or_default();
+                        let mut plans = vec![];
+                        for (i, phi) in phis.iter().enumerate() {
+                            self.check_quantile(*phi, name, args[2 + i]);
+                            let op = LabelOp::Set(label.clone(), crate::labels::format_value(*phi));
+                            plans.push(one(AggFn::HistogramQuantile(phi.to_bits()), v.clone(), Some(op))?);
+                        }
+                        let mut b = LogicalPlanBuilder::from(plans.remove(0));
+                        for p in plans {
+                            b = b.union(p)?;
+                        }
+                        b.build()?
+                    }
+                };
+                Ok(Planned::Vector(plan))
             }
             "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour"
             | "minute" | "month" | "year" => {
@@ -451,8 +572,15 @@ impl Planner {
         let param = a.param.as_deref();
         match op.as_str() {
             "quantile" => {
-                let phi = self.const_arg(param.ok_or_else(|| bad("quantile needs φ"))?, steps, "quantile").await?;
-                Ok(Planned::Vector(group(AggFn::Quantile(phi.to_bits()).call(vec![col("value")]), v, key)?))
+                let pe = param.ok_or_else(|| bad("quantile needs φ"))?;
+                let (v, p, c) = self.param_expr(v, pe, steps).await?;
+                match c {
+                    Some(phi) => {
+                        self.check_quantile(phi, "quantile", pe);
+                        Ok(Planned::Vector(group(AggFn::Quantile(phi.to_bits()).call(vec![col("value")]), v, key)?))
+                    }
+                    None => Ok(Planned::Vector(group(AggFn::QuantileDyn.call(vec![col("value"), p]), v, key)?)),
+                }
             }
             "count_values" => {
                 let label = match param.map(unwrap_paren) {
@@ -478,11 +606,13 @@ impl Planner {
                 Ok(Planned::Vector(p))
             }
             "topk" | "bottomk" | "limitk" => {
-                let k = self.const_arg(param.ok_or_else(|| bad("k is missing"))?, steps, &op).await?;
-                if k.is_nan() {
-                    return Err(bad(format!("Parameter value is NaN for {op}")));
-                }
-                let k = if k >= i64::MAX as f64 { i64::MAX } else { k as i64 };
+                let pe = param.ok_or_else(|| bad("k is missing"))?;
+                let (v, p, c) = self.param_expr(v, pe, steps).await?;
+                let limit = match c {
+                    Some(k) if k.is_nan() => return Err(bad("Parameter value is NaN")),
+                    Some(k) => lit(if k >= i64::MAX as f64 { i64::MAX } else { k as i64 }),
+                    None => cast(p, DataType::Int64),
+                };
                 let order: Vec<SortExpr> = match op.as_str() {
                     "topk" => vec![isnan(col("value")).sort(true, false), col("value").sort(false, false)],
                     "bottomk" => vec![isnan(col("value")).sort(true, false), col("value").sort(true, false)],
@@ -495,7 +625,7 @@ impl Planner {
                     .alias("rn");
                 let p = LogicalPlanBuilder::from(v)
                     .window(vec![rn])?
-                    .filter(col("rn").lt_eq(lit(k)))?
+                    .filter(cast(col("rn"), DataType::Int64).lt_eq(limit))?
                     .project(vec![col("labels"), col("ts"), col("value")])?
                     .build()?;
                 Ok(Planned::Vector(p))
@@ -503,7 +633,7 @@ impl Planner {
             "limit_ratio" => {
                 let r = self.const_arg(param.ok_or_else(|| bad("ratio is missing"))?, steps, &op).await?;
                 if r.is_nan() {
-                    return Err(bad("Ratio value is NaN for limit_ratio"));
+                    return Err(bad("Ratio value is NaN"));
                 }
                 let r = r.clamp(-1.0, 1.0);
                 let p = LogicalPlanBuilder::from(v)
@@ -620,8 +750,10 @@ fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<Log
         .build()?)
 }
 
+/// Drops `__name__`, failing when that makes two series equal (Prometheus: "vector
+/// cannot contain metrics with the same labelset").
 fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
-    map_value(p, |v| v, true)
+    check_unique_labels(map_value(p, |v| v, true)?)
 }
 
 fn relabel(p: LogicalPlan, op: LabelOp) -> Result<LogicalPlan> {
@@ -635,6 +767,7 @@ fn check_unique_labels(p: LogicalPlan) -> Result<LogicalPlan> {
         PromOp::CheckUnique {
             key: "labels".into(),
             ts: "ts".into(),
+            show: None,
             message: "vector cannot contain metrics with the same labelset".into(),
         },
         p,
@@ -695,16 +828,13 @@ fn absent_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan, vs: Option<&V
     let mut labels: Vec<(String, String)> = vec![];
     let mut dup: Vec<String> = vec![];
     if let Some(vs) = vs {
-        let mut ms: Vec<(String, String)> = vs
+        let ms: Vec<(String, String)> = vs
             .matchers
             .matchers
             .iter()
-            .filter(|m| matches!(m.op, MatchOp::Equal))
+            .filter(|m| matches!(m.op, MatchOp::Equal) && m.name != NAME)
             .map(|m| (m.name.clone(), m.value.clone()))
             .collect();
-        if let Some(n) = &vs.name {
-            ms.push((NAME.into(), n.clone()));
-        }
         let all_names: Vec<&str> = vs.matchers.matchers.iter().map(|m| m.name.as_str()).collect();
         for (n, val) in ms {
             if all_names.iter().filter(|x| **x == n).count() > 1 || labels.iter().any(|(k, _)| *k == n) {
@@ -815,8 +945,9 @@ fn vector_binop(
             PromOp::CheckUnique {
                 key: format!("{one}key"),
                 ts: format!("{one}ts"),
+                show: Some(format!("{one}labels")),
                 message: format!(
-                    "found duplicate series for the match group {{labels}} on the {side} hand-side of the operation;many-to-many matching not allowed: matching labels must be unique on one side"
+                    "found duplicate series for the match group {{labels}} on the {side} hand-side of the operation: {{dups}};many-to-many matching not allowed: matching labels must be unique on one side"
                 ),
             },
             p,
@@ -854,6 +985,7 @@ fn vector_binop(
             PromOp::CheckUnique {
                 key: "m_key".into(),
                 ts: "ts".into(),
+                show: None,
                 message: "multiple matches for labels {labels}: many-to-one matching must be explicit (group_left/group_right)".into(),
             },
             joined,
@@ -866,6 +998,7 @@ fn vector_binop(
             PromOp::CheckUnique {
                 key: "r_key".into(),
                 ts: "ts".into(),
+                show: None,
                 message: "multiple matches for labels {labels}: grouping labels must ensure unique matches".into(),
             },
             p,

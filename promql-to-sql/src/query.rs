@@ -75,6 +75,10 @@ fn matrix(rows: Rows) -> Vec<RangeSeries> {
         .collect()
 }
 
+fn take_notes(n: &crate::Notes) -> (Vec<String>, Vec<String>) {
+    std::mem::take(&mut *n.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The sort a query's outermost function asks for.
 fn order_of(e: &P) -> Option<(String, Vec<String>)> {
     match e {
@@ -114,7 +118,7 @@ fn sort_vector(v: &mut [InstantSample], e: &P) {
             v.sort_by(|a, b| {
                 let mut o = std::cmp::Ordering::Equal;
                 for n in &labels {
-                    o = o.then_with(|| get(a, n).cmp(&get(b, n)));
+                    o = o.then_with(|| natural_cmp(&get(a, n), &get(b, n)));
                 }
                 let o = o.then_with(|| a.labels.cmp(&b.labels));
                 if desc { o.reverse() } else { o }
@@ -128,6 +132,40 @@ fn sort_vector(v: &mut [InstantSample], e: &P) {
             }
         }
     }
+}
+
+/// Natural order (digit runs compare as numbers), as Prometheus's `sort_by_label` does
+/// (`github.com/facette/natsort`).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = vec![];
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                out.push((b[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    if a.is_empty() || b.is_empty() {
+        return a.cmp(b);
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, x), (db, y)) in ca.iter().zip(cb.iter()) {
+        let o = if *da && *db {
+            let (xt, yt) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            xt.len().cmp(&yt.len()).then_with(|| xt.cmp(yt)).then_with(|| x.len().cmp(&y.len()))
+        } else {
+            x.cmp(y)
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len())
 }
 
 fn is_ordered_agg(e: &P) -> bool {
@@ -147,7 +185,7 @@ fn is_ordered_agg(e: &P) -> bool {
 pub async fn instant_query(ctx: &SessionContext, query: &str, t_ms: i64, opts: &QueryOptions) -> Result<QueryResult> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: t_ms, end: t_ms, default_step: 60_000 };
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: t_ms, end: t_ms, default_step: 60_000, step: 0, query: query.to_string(), notes: Default::default() };
     let steps = Steps { start: t_ms, end: t_ms, step: 1 };
     let value = match planner.plan(&expr, steps).await? {
         Planned::Const(v) => QueryValue::Scalar { t_ms, v },
@@ -164,9 +202,14 @@ pub async fn instant_query(ctx: &SessionContext, query: &str, t_ms: i64, opts: &
             sort_vector(&mut v, &expr);
             QueryValue::Vector(v)
         }
-        Planned::Matrix(p) => QueryValue::Matrix(matrix(rows(&collect(&ctx, p, opts).await?))),
+        Planned::Matrix(p) => {
+            let mut r = rows(&collect(&ctx, p, opts).await?);
+            r.retain(|x| !crate::exec::is_stale(x.2));
+            QueryValue::Matrix(matrix(r))
+        }
     };
-    Ok(QueryResult { value, warnings: vec![], infos: vec![] })
+    let (warnings, infos) = take_notes(&planner.notes);
+    Ok(QueryResult { value, warnings, infos })
 }
 
 /// Evaluates `query` at every `step_ms` from `start_ms` to `end_ms` (inclusive, ms).
@@ -198,7 +241,7 @@ pub async fn range_query(
     }
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms };
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms, step: step_ms, query: query.to_string(), notes: Default::default() };
     let steps = Steps { start: start_ms, end: end_ms, step: step_ms };
     let series = match planner.plan(&expr, steps).await? {
         Planned::Const(v) => vec![RangeSeries { labels: vec![], points: steps.iter().map(|t| (t, v)).collect() }],
@@ -214,7 +257,8 @@ pub async fn range_query(
             ));
         }
     };
-    Ok(QueryResult { value: QueryValue::Matrix(series), warnings: vec![], infos: vec![] })
+    let (warnings, infos) = take_notes(&planner.notes);
+    Ok(QueryResult { value: QueryValue::Matrix(series), warnings, infos })
 }
 
 /// The logical and physical plan of a query evaluated at `t_ms` (for debugging), as
@@ -225,7 +269,7 @@ pub async fn range_query(
 pub async fn explain(ctx: &SessionContext, query: &str, start_ms: i64, end_ms: i64, step_ms: i64, opts: &QueryOptions) -> Result<String> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms.max(1) };
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms.max(1), step: step_ms, query: query.to_string(), notes: Default::default() };
     let steps = Steps { start: start_ms, end: end_ms, step: step_ms.max(1) };
     let plan = match planner.plan(&expr, steps).await? {
         Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,

@@ -217,8 +217,14 @@ pub enum AggFn {
     Simple(SimpleAgg),
     /// `quantile(φ, v)`; φ's bits.
     Quantile(u64),
-    /// `histogram_quantile(φ, v)` over classic buckets; arguments `(le, value)`; φ's bits.
+    /// `histogram_quantile(φ, v)` over classic buckets; arguments `(labels, value)`
+    /// (the bound is the `le` label); φ's bits.
     HistogramQuantile(u64),
+    /// `histogram_fraction(lower, upper, v)` over classic buckets; arguments as for
+    /// `HistogramQuantile`; the bounds' bits.
+    HistogramFraction(u64, u64),
+    /// `quantile(φ, v)` with φ varying by step: arguments `(value, φ)`.
+    QuantileDyn,
 }
 
 /// The aggregations with a [`kernels::AggState`].
@@ -258,20 +264,41 @@ impl SimpleAgg {
 }
 
 /// The aggregate UDF `prom_agg`: gathers a group's values (and, for
-/// `histogram_quantile`, bucket bounds) and reduces them with the kernels.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// `histogram_quantile`, bucket bounds) and reduces them with the kernels. Annotations
+/// (non-monotonic buckets, bad `le` labels) go to `notes`, with `pos` appended.
+#[derive(Debug)]
 pub struct AggUdf {
     f: AggFn,
     signature: Signature,
+    notes: Option<(crate::Notes, String)>,
+}
+
+impl PartialEq for AggUdf {
+    fn eq(&self, o: &Self) -> bool {
+        self.f == o.f
+    }
+}
+impl Eq for AggUdf {}
+impl std::hash::Hash for AggUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.f.hash(state)
+    }
 }
 
 impl AggFn {
-    /// The aggregate expression over `args` (`value`, or `le, value`).
+    /// The aggregate expression over `args` (`value`, or `labels, value`).
     pub fn call(self, args: Vec<Expr>) -> Expr {
+        self.call_noting(args, None)
+    }
+
+    /// Same, reporting annotations to `notes` (with the expression position `pos`,
+    /// e.g. `(1:25)`).
+    pub fn call_noting(self, args: Vec<Expr>, notes: Option<(crate::Notes, String)>) -> Expr {
         let n = args.len();
         AggregateUDF::from(AggUdf {
             f: self,
             signature: Signature::any(n, Volatility::Immutable),
+            notes,
         })
         .call(args)
     }
@@ -296,7 +323,7 @@ impl AggregateUDFImpl for AggUdf {
         Ok(DataType::Float64)
     }
     fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Acc { f: self.f, values: vec![], les: vec![] }))
+        Ok(Box::new(Acc { f: self.f, values: vec![], les: vec![], notes: self.notes.clone(), name: String::new() }))
     }
     fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![list_field("values"), list_field("les")])
@@ -308,6 +335,21 @@ struct Acc {
     f: AggFn,
     values: Vec<f64>,
     les: Vec<f64>,
+    notes: Option<(crate::Notes, String)>,
+    name: String,
+}
+
+impl Acc {
+    fn note(&self, warn: bool, msg: String) {
+        if let Some((n, pos)) = &self.notes {
+            let mut g = n.lock().unwrap_or_else(|e| e.into_inner());
+            let m = format!("{msg} {pos}");
+            let list = if warn { &mut g.0 } else { &mut g.1 };
+            if !list.contains(&m) {
+                list.push(m);
+            }
+        }
+    }
 }
 
 fn to_list(v: &[f64]) -> ScalarValue {
@@ -319,17 +361,36 @@ fn to_list(v: &[f64]) -> ScalarValue {
 impl Accumulator for Acc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         match self.f {
-            AggFn::HistogramQuantile(_) => {
+            AggFn::HistogramQuantile(_) | AggFn::HistogramFraction(..) => {
                 let les = values[0].as_binary::<i32>();
                 let vs = values[1].as_primitive::<Float64Type>();
                 for i in 0..vs.len() {
                     if vs.is_null(i) {
                         continue;
                     }
+                    let name = crate::labels::get(les.value(i), crate::labels::NAME);
+                    if self.name.is_empty() {
+                        self.name = name.to_string();
+                    }
                     let le = crate::labels::get(les.value(i), "le");
-                    let Ok(b) = parse_le(le) else { continue };
+                    let Some(b) = parse_le(le) else {
+                        self.note(true, format!(
+                            "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {name:?}"
+                        ));
+                        continue;
+                    };
                     self.les.push(b);
                     self.values.push(vs.value(i));
+                }
+            }
+            AggFn::QuantileDyn => {
+                let vs = values[0].as_primitive::<Float64Type>();
+                let ps = values[1].as_primitive::<Float64Type>();
+                self.values.extend(vs.iter().flatten());
+                if self.les.is_empty()
+                    && let Some(p) = ps.iter().flatten().next()
+                {
+                    self.les.push(p);
                 }
             }
             _ => {
@@ -377,7 +438,28 @@ impl Accumulator for Acc {
                     return Ok(ScalarValue::Float64(None));
                 }
                 let mut b: Vec<(f64, f64)> = self.les.iter().copied().zip(self.values.iter().copied()).collect();
-                kernels::bucket_quantile(f64::from_bits(phi), &mut b).0
+                let (v, fixed) = kernels::bucket_quantile(f64::from_bits(phi), &mut b);
+                if fixed {
+                    self.note(false, format!(
+                        "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                        self.name
+                    ));
+                }
+                v
+            }
+            AggFn::HistogramFraction(lo, hi) => {
+                if self.values.is_empty() {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                let mut b: Vec<(f64, f64)> = self.les.iter().copied().zip(self.values.iter().copied()).collect();
+                kernels::bucket_fraction(f64::from_bits(lo), f64::from_bits(hi), &mut b)
+            }
+            AggFn::QuantileDyn => {
+                if self.values.is_empty() {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                let phi = self.les.first().copied().unwrap_or(f64::NAN);
+                kernels::quantile(phi, &mut self.values)
             }
         };
         Ok(ScalarValue::Float64(Some(v)))
@@ -387,13 +469,14 @@ impl Accumulator for Acc {
     }
 }
 
-/// Parses a bucket bound as Go's `strconv.ParseFloat` (`+Inf`, `Inf`, `NaN`, exponents).
-pub fn parse_le(s: &str) -> std::result::Result<f64, ()> {
+/// Parses a bucket bound as Go's `strconv.ParseFloat` (`+Inf`, `Inf`, `NaN`, exponents);
+/// `None` when it is not a number.
+pub fn parse_le(s: &str) -> Option<f64> {
     match s.to_ascii_lowercase().as_str() {
-        "+inf" | "inf" | "+infinity" | "infinity" => Ok(f64::INFINITY),
-        "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
-        "nan" => Ok(f64::NAN),
-        "" => Err(()),
-        _ => s.parse::<f64>().map_err(|_| ()),
+        "+inf" | "inf" | "+infinity" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        "" => None,
+        _ => s.parse::<f64>().ok(),
     }
 }
