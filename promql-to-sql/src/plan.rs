@@ -471,11 +471,14 @@ impl Planner {
                 let v = self.vector_arg(v_arg, steps).await?;
                 let pos = self.pos_of_arg(name, Some(v_arg));
                 let notes = Some((self.notes.clone(), pos));
-                let key = LabelOp::Drop(vec!["le".into(), NAME.into()]).call(vec![col("labels")]);
+                // Grouped by the labels without `le` (the name kept, so two metrics never
+                // mix), then the name dropped: equal results are an error, as in Prometheus.
+                let key = LabelOp::Drop(vec!["le".into()]).call(vec![col("labels")]);
                 let one = |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
+                    let dropped = LabelOp::DropName.call(vec![col("labels")]);
                     let labels = match relabel {
-                        Some(op) => op.call(vec![col("labels")]),
-                        None => col("labels"),
+                        Some(op) => op.call(vec![dropped]),
+                        None => dropped,
                     };
                     Ok(LogicalPlanBuilder::from(v)
                         .aggregate(
@@ -487,24 +490,33 @@ impl Planner {
                         .build()?)
                 };
                 let plan = match name {
-                    "histogram_fraction" => one(AggFn::HistogramFraction(phis[0].to_bits(), phis[1].to_bits()), v, None)?,
+                    "histogram_fraction" => check_unique_labels(one(
+                        AggFn::HistogramFraction(phis[0].to_bits(), phis[1].to_bits()),
+                        v,
+                        None,
+                    )?)?,
                     "histogram_quantile" => {
                         self.check_quantile(phis[0], name, args[0]);
-                        one(AggFn::HistogramQuantile(phis[0].to_bits()), v, None)?
+                        check_unique_labels(one(AggFn::HistogramQuantile(phis[0].to_bits()), v, None)?)?
                     }
                     _ => {
                         let label = qlabel.unwrap_or_default();
                         let mut plans = vec![];
                         for (i, phi) in phis.iter().enumerate() {
                             self.check_quantile(*phi, name, args[2 + i]);
-                            let op = LabelOp::Set(label.clone(), crate::labels::format_value(*phi));
+                            // Go prints these as `0.0`, `0.25`, `1.0`.
+                            let mut q = crate::labels::format_value(*phi);
+                            if q.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
+                                q.push_str(".0");
+                            }
+                            let op = LabelOp::Set(label.clone(), q);
                             plans.push(one(AggFn::HistogramQuantile(phi.to_bits()), v.clone(), Some(op))?);
                         }
                         let mut b = LogicalPlanBuilder::from(plans.remove(0));
                         for p in plans {
                             b = b.union(p)?;
                         }
-                        b.build()?
+                        check_unique_labels(b.build()?)?
                     }
                 };
                 Ok(Planned::Vector(plan))

@@ -761,6 +761,11 @@ pub fn at_variant(query: &str, t_ms: i64) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let s = expr.to_string();
+    if !s.contains('@') {
+        // No selector or subquery to pin: nothing is step invariant to check (`start()`,
+        // `vector(1)`).
+        return Ok(None);
+    }
     let mut back = promql_parser::parser::parse(&s)
         .map_err(|e| format!("the @ variant `{s}` does not parse (promql-parser): {e}"))?;
     // Display sorts matchers and drops empty `by ()` / `ignoring ()`: compare the meaning,
