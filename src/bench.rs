@@ -151,3 +151,82 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
     }
     Ok(started.elapsed().as_secs_f64())
 }
+
+/// One query of the PromQL bench: a range query over the last `range_s` seconds.
+#[derive(Debug, Clone)]
+pub struct QueryCase {
+    /// TSBS-style name.
+    pub name: &'static str,
+    /// The PromQL query.
+    pub query: String,
+    /// Range, seconds (ending at the bench's end time).
+    pub range_s: i64,
+    /// Step, seconds.
+    pub step_s: i64,
+}
+
+/// The PromQL bench's queries over TSBS cpu data (the devops queries, as the
+/// VictoriaMetrics fork of TSBS writes them in PromQL).
+pub fn promql_cases() -> Vec<QueryCase> {
+    let one = r#"hostname="host_1""#;
+    let eight = r#"hostname=~"host_(1|2|3|4|5|6|7|8)""#;
+    let c = |name, query: String, range_s, step_s| QueryCase { name, query, range_s, step_s };
+    vec![
+        c("single-groupby-1-1-1", format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"), 3600, 60),
+        c("single-groupby-1-1-12", format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"), 12 * 3600, 60),
+        c("single-groupby-1-8-1", format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"), 3600, 60),
+        c("single-groupby-1-8-12", format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"), 12 * 3600, 60),
+        c(
+            "cpu-max-all-8",
+            format!(r#"max by (__name__) (max_over_time({{__name__=~"cpu_usage_.*",{eight}}}[1h]))"#),
+            8 * 3600,
+            3600,
+        ),
+        c("double-groupby-1", "avg by (hostname) (avg_over_time(cpu_usage_user[1h]))".into(), 12 * 3600, 3600),
+        c(
+            "double-groupby-all",
+            r#"avg by (hostname) (avg_over_time({__name__=~"cpu_usage_.*"}[1h]))"#.into(),
+            12 * 3600,
+            3600,
+        ),
+        c("rate-1-host-24h", format!("rate(cpu_usage_user{{{one}}}[5m])"), 24 * 3600, 60),
+        c("rate-sum-all-1h", "sum(rate(cpu_usage_user[5m]))".into(), 3600, 60),
+        c("dashboard-24h", format!("avg_over_time(cpu_usage_user{{{eight}}}[5m])"), 24 * 3600, 300),
+    ]
+}
+
+/// Runs `q` against the Prometheus API at `base` (`http://host:port`) `repeat` times,
+/// range ending at `end_s` (Unix seconds); returns the median latency in ms and the
+/// number of series in the answer.
+///
+/// # Errors
+/// A non-2xx answer or a transport error.
+pub async fn time_query(base: &str, q: &QueryCase, end_s: i64, repeat: usize) -> Result<(f64, usize), String> {
+    let client = reqwest::Client::new();
+    let mut times = vec![];
+    let mut series = 0;
+    for _ in 0..repeat.max(1) {
+        let params = [
+            ("query", q.query.clone()),
+            ("start", (end_s - q.range_s).to_string()),
+            ("end", end_s.to_string()),
+            ("step", q.step_s.to_string()),
+        ];
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/query_range"))
+            .form(&params)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !status.is_success() {
+            return Err(format!("{base}: {}: {status} {body}", q.name));
+        }
+        series = body["data"]["result"].as_array().map(|a| a.len()).unwrap_or(0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok((times[times.len() / 2], series))
+}

@@ -77,6 +77,21 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// PromQL bench: range queries over TSBS cpu data (loaded with bench-load) against each
+    /// Prometheus-API base URL in turn; prints each query's median latency and the ratio
+    /// to the first target (see benches/README.md; benches/promql.sh runs it against
+    /// Strata, VictoriaMetrics and Prometheus).
+    BenchPromql {
+        /// Prometheus API base URLs, each as NAME=URL (e.g. strata=http://127.0.0.1:9201).
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// End of the queried range, Unix seconds (default: now).
+        #[arg(long)]
+        end: Option<i64>,
+        /// Runs per query per target (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        repeat: usize,
+    },
     /// Run Prometheus PromQL test scripts (the promqltest format) through the write path
     /// and the PromQL engine; prints per file the cases passed, failed and skipped, and
     /// exits with 1 if any case failed.
@@ -206,6 +221,39 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!(
                     "{name}: {samples} samples in {secs:.2} s = {rate:.0} samples/s (x{ratio:.2} of the first target)"
                 );
+            }
+            Ok(())
+        }
+        Command::BenchPromql { targets, end, repeat } => {
+            let end = match end {
+                Some(e) => e,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|e| e.to_string())?
+                    .as_secs() as i64,
+            };
+            let mut parsed = vec![];
+            for t in &targets {
+                parsed.push(
+                    t.split_once('=')
+                        .ok_or_else(|| format!("--target {t}: expected NAME=URL"))?,
+                );
+            }
+            print!("{:<22}", "query");
+            for (name, _) in &parsed {
+                print!(" {name:>18}");
+            }
+            println!();
+            for q in strata::bench::promql_cases() {
+                let mut first: Option<f64> = None;
+                let mut cells = vec![];
+                for (_, url) in &parsed {
+                    let (ms, series) = strata::bench::time_query(url, &q, end, repeat).await?;
+                    let ratio = first.map(|f| ms / f).unwrap_or(1.0);
+                    first.get_or_insert(ms);
+                    cells.push(format!("{ms:.1} ms x{ratio:.2} ({series})"));
+                }
+                println!("{:<22} {}", q.name, cells.iter().map(|c| format!("{c:>18}")).collect::<Vec<_>>().join(" "));
             }
             Ok(())
         }

@@ -425,6 +425,13 @@ pub fn router(ctx: SessionContext) -> Router {
         .route("/api/v1/query_explain", get(query_explain).post(query_explain))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/status/config", get(|| async { success(json!({"yaml": ""})) }))
+        // Grafana asks for these; Strata stores no exemplars and evaluates no rules yet.
+        .route(
+            "/api/v1/query_exemplars",
+            get(|| async { success(json!([])) }).post(|| async { success(json!([])) }),
+        )
+        .route("/api/v1/rules", get(|| async { success(json!({"groups": []})) }))
+        .route("/api/v1/alerts", get(|| async { success(json!({"alerts": []})) }))
         .route(
             "/api/v1/status/runtimeinfo",
             get(|| async { success(json!({"storageRetention": "unlimited"})) }),

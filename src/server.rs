@@ -204,6 +204,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine = Engine::new(Arc::new(IngesterSource(ingester.clone())))
         .await
         .map_err(|e| format!("starting the engine: {e}"))?;
+    // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).
+    strata_promql::sql_functions::register(&engine.context());
     let (stop, stop_rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

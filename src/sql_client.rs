@@ -42,5 +42,6 @@ pub async fn on_data_dir(dir: &str, query: &str) -> Result<Vec<RecordBatch>, Str
     let engine = strata_engine::Engine::new(Arc::new(src))
         .await
         .map_err(|e| e.to_string())?;
+    strata_promql::sql_functions::register(&engine.context());
     engine.sql(query).await.map_err(|e| e.to_string())
 }

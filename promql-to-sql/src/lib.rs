@@ -16,6 +16,7 @@ pub mod labels;
 pub mod plan;
 pub mod query;
 pub mod selector;
+pub mod sql_functions;
 pub mod udf;
 pub mod value;
 

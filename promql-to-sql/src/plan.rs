@@ -204,16 +204,22 @@ impl Planner {
         let ts_lit = |m: i64| {
             lit(ScalarValue::TimestampMicrosecond(Some(m.saturating_mul(1000)), Some(Arc::from("UTC"))))
         };
+        let mut filter = col("metric_name")
+            .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+            .and(col("timestamp").gt(ts_lit(from)))
+            .and(col("timestamp").lt_eq(ts_lit(to)));
+        // A few series: name them, so Parquet row groups (sorted by metric, series, time)
+        // of other series are pruned by their statistics.
+        if series.len() <= 64 {
+            filter = filter.and(
+                col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
+            );
+        }
         let samples = self
             .ctx
             .table("samples")
             .await?
-            .filter(
-                col("metric_name")
-                    .in_list(names.iter().map(|n| lit(*n)).collect(), false)
-                    .and(col("timestamp").gt(ts_lit(from)))
-                    .and(col("timestamp").lt_eq(ts_lit(to))),
-            )?
+            .filter(filter)?
             .select(vec![
                 col("series_id"),
                 (cast(col("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),

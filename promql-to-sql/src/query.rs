@@ -241,7 +241,7 @@ pub async fn range_query(
     }
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms, step: step_ms, query: query.to_string(), notes: Default::default() };
+    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: 60_000, step: step_ms, query: query.to_string(), notes: Default::default() };
     let steps = Steps { start: start_ms, end: end_ms, step: step_ms };
     let series = match planner.plan(&expr, steps).await? {
         Planned::Const(v) => vec![RangeSeries { labels: vec![], points: steps.iter().map(|t| (t, v)).collect() }],

@@ -179,8 +179,22 @@ pub struct Totals {
 /// `failed` or `errors` is non-zero.
 pub async fn run_files(paths: &[PathBuf], opts: &Options) -> Totals {
     let mut t = Totals::default();
+    // Files are independent (each has its own data directory): run them on all cores,
+    // report in the given order.
+    let mut tasks = vec![];
     for p in paths {
-        let r = run_file(p, opts).await;
+        let (p, o) = (p.clone(), opts.clone());
+        tasks.push(tokio::spawn(async move { run_file(&p, &o).await }));
+    }
+    for (p, task) in paths.iter().zip(tasks) {
+        let r = match task.await {
+            Ok(r) => r,
+            Err(e) => FileReport {
+                name: p.display().to_string(),
+                cases: vec![],
+                errors: vec![format!("the run panicked: {e}")],
+            },
+        };
         println!("{}", r.render());
         t.passed += r.passed();
         t.failed += r.failed();

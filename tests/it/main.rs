@@ -5,4 +5,5 @@ mod crash;
 mod ingest_http;
 mod prom_api;
 mod prom_query;
+mod promqltest;
 mod scrape;

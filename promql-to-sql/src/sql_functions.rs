@@ -1,0 +1,234 @@
+//! PromQL inside SQL: the table functions `promql_instant` and `promql_range`.
+//!
+//! ```sql
+//! SELECT * FROM promql_range('sum by (job) (rate(http_requests_total[5m]))',
+//!                            '2026-11-22T00:00:00Z', '2026-11-22T01:00:00Z', '1m');
+//! SELECT labels['instance'], value FROM promql_instant('up', now());
+//! ```
+//!
+//! Arguments: the query (a string), then the evaluation time (`promql_instant`) or start,
+//! end and step (`promql_range`). Times are RFC 3339 strings, Unix seconds (numbers) or
+//! SQL timestamps (`now() - interval '1 hour'` works: constant expressions are folded
+//! first); the step is a PromQL duration string (`'30s'`, `'1m'`), seconds, or an
+//! interval. Rows: `timestamp` (ms, UTC), `value` (f64), `labels` (map of label name to
+//! value, `__name__` included when the query keeps it), one per sample of the result
+//! (a scalar result is one row with empty labels). The query runs when the table is
+//! scanned, through the same planner as the HTTP API, so these rows join and aggregate
+//! like any other table over Flight SQL.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+use crate::value::QueryValue;
+use crate::{QueryOptions, instant_query, range_query};
+
+/// Registers `promql_instant` and `promql_range` on `ctx`.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udtf("promql_instant", Arc::new(PromqlFunction { range: false }));
+    ctx.register_udtf("promql_range", Arc::new(PromqlFunction { range: true }));
+}
+
+/// The rows' schema: `timestamp`, `value`, `labels`.
+pub fn schema() -> SchemaRef {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    Arc::new(Schema::new(vec![
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("labels", DataType::Map(Arc::new(entries), false), false),
+    ]))
+}
+
+#[derive(Debug)]
+struct PromqlFunction {
+    range: bool,
+}
+
+fn literal(e: &Expr, session: &dyn Session) -> Result<ScalarValue> {
+    let info = SimplifyContext::builder()
+        .with_query_execution_start_time(session.execution_props().query_execution_start_time)
+        .build();
+    match ExprSimplifier::new(info).simplify(e.clone())? {
+        Expr::Literal(v, _) => Ok(v),
+        other => plan_err!("PromQL table functions take constant arguments, got {other}"),
+    }
+}
+
+/// A time argument in ms.
+fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
+    let bad = || DataFusionError::Plan(format!("invalid {what}: {v} (use an RFC 3339 string, Unix seconds or a timestamp)"));
+    Ok(match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            if let Ok(f) = s.parse::<f64>() {
+                (f * 1000.0).round() as i64
+            } else {
+                chrono::DateTime::parse_from_rfc3339(s).map_err(|_| bad())?.timestamp_millis()
+            }
+        }
+        ScalarValue::Int64(Some(x)) => x * 1000,
+        ScalarValue::Int32(Some(x)) => *x as i64 * 1000,
+        ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
+        ScalarValue::TimestampSecond(Some(x), _) => x * 1000,
+        ScalarValue::TimestampMillisecond(Some(x), _) => *x,
+        ScalarValue::TimestampMicrosecond(Some(x), _) => x / 1000,
+        ScalarValue::TimestampNanosecond(Some(x), _) => x / 1_000_000,
+        _ => return Err(bad()),
+    })
+}
+
+/// A step argument in ms.
+fn step_ms(v: &ScalarValue) -> Result<i64> {
+    let bad = || DataFusionError::Plan(format!("invalid step: {v} (use '30s', seconds or an interval)"));
+    Ok(match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            if let Ok(f) = s.parse::<f64>() {
+                (f * 1000.0).round() as i64
+            } else {
+                promql_parser::util::parse_duration(s).map_err(|_| bad())?.as_millis() as i64
+            }
+        }
+        ScalarValue::Int64(Some(x)) => x * 1000,
+        ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
+        ScalarValue::DurationMillisecond(Some(x)) => *x,
+        ScalarValue::DurationSecond(Some(x)) => x * 1000,
+        _ => return Err(bad()),
+    })
+}
+
+impl TableFunctionImpl for PromqlFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let session = args.session();
+        let name = if self.range { "promql_range" } else { "promql_instant" };
+        let want = if self.range { 4 } else { 2 };
+        if exprs.len() != want {
+            return plan_err!(
+                "{name} takes {want} arguments: {}",
+                if self.range { "(query, start, end, step)" } else { "(query, time)" }
+            );
+        }
+        let query = match literal(&exprs[0], session)? {
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s,
+            other => return plan_err!("{name}: the query must be a string, got {other}"),
+        };
+        // Parse now, so a bad query fails at planning with the parser's message.
+        crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let start = time_ms(&literal(&exprs[1], session)?, if self.range { "start" } else { "time" })?;
+        let (end, step) = if self.range {
+            (time_ms(&literal(&exprs[2], session)?, "end")?, step_ms(&literal(&exprs[3], session)?)?)
+        } else {
+            (start, 0)
+        };
+        Ok(Arc::new(PromqlTable { query, start, end, step, range: self.range }))
+    }
+}
+
+/// The result of one PromQL query as a table.
+#[derive(Debug)]
+struct PromqlTable {
+    query: String,
+    start: i64,
+    end: i64,
+    step: i64,
+    range: bool,
+}
+
+fn to_batch(v: &QueryValue) -> Result<RecordBatch> {
+    let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut vals = Float64Builder::new();
+    let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut push = |t: i64, v: f64, l: &[(String, String)]| -> Result<()> {
+        ts.append_value(t);
+        vals.append_value(v);
+        for (k, x) in l {
+            labels.keys().append_value(k);
+            labels.values().append_value(x);
+        }
+        labels.append(true)?;
+        Ok(())
+    };
+    match v {
+        QueryValue::Scalar { t_ms, v } => push(*t_ms, *v, &[])?,
+        QueryValue::String { .. } => {
+            return Err(DataFusionError::Plan("a string result has no rows; query a scalar or a vector".into()));
+        }
+        QueryValue::Vector(s) => {
+            for x in s {
+                push(x.t_ms, x.v, &x.labels)?;
+            }
+        }
+        QueryValue::Matrix(m) => {
+            for s in m {
+                for (t, v) in &s.points {
+                    push(*t, *v, &s.labels)?;
+                }
+            }
+        }
+    }
+    let (ts, vals, labels) = (ts.finish(), vals.finish(), labels.finish());
+    // The builder names the map's parts as `schema()` does.
+    let schema = Arc::new(Schema::new(vec![
+        schema().field(0).clone(),
+        schema().field(1).clone(),
+        Field::new("labels", datafusion::arrow::array::Array::data_type(&labels).clone(), false),
+    ]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(vals), Arc::new(labels)])?)
+}
+
+#[async_trait::async_trait]
+impl TableProvider for PromqlTable {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(st) = state.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("PromQL table functions need DataFusion's SessionState");
+        };
+        let ctx = SessionContext::new_with_state(st.clone());
+        let opts = QueryOptions::default();
+        let r = if self.range {
+            range_query(&ctx, &self.query, self.start, self.end, self.step, &opts).await
+        } else {
+            instant_query(&ctx, &self.query, self.start, &opts).await
+        }
+        .map_err(|e| DataFusionError::Execution(format!("PromQL: {e}")))?;
+        let batch = to_batch(&r.value)?;
+        let batch = batch.with_schema(schema())?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), projection.cloned())?)
+    }
+}
