@@ -170,28 +170,75 @@ pub struct QueryCase {
 pub fn promql_cases() -> Vec<QueryCase> {
     let one = r#"hostname="host_1""#;
     let eight = r#"hostname=~"host_(1|2|3|4|5|6|7|8)""#;
-    let c = |name, query: String, range_s, step_s| QueryCase { name, query, range_s, step_s };
+    let c = |name, query: String, range_s, step_s| QueryCase {
+        name,
+        query,
+        range_s,
+        step_s,
+    };
     vec![
-        c("single-groupby-1-1-1", format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"), 3600, 60),
-        c("single-groupby-1-1-12", format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"), 12 * 3600, 60),
-        c("single-groupby-1-8-1", format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"), 3600, 60),
-        c("single-groupby-1-8-12", format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"), 12 * 3600, 60),
+        c(
+            "single-groupby-1-1-1",
+            format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"),
+            3600,
+            60,
+        ),
+        c(
+            "single-groupby-1-1-12",
+            format!("max(max_over_time(cpu_usage_user{{{one}}}[1m]))"),
+            12 * 3600,
+            60,
+        ),
+        c(
+            "single-groupby-1-8-1",
+            format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"),
+            3600,
+            60,
+        ),
+        c(
+            "single-groupby-1-8-12",
+            format!("max(max_over_time(cpu_usage_user{{{eight}}}[1m]))"),
+            12 * 3600,
+            60,
+        ),
         c(
             "cpu-max-all-8",
-            format!(r#"max by (__name__) (max_over_time({{__name__=~"cpu_usage_.*",{eight}}}[1h]))"#),
+            format!(
+                r#"max by (__name__) (max_over_time({{__name__=~"cpu_usage_.*",{eight}}}[1h]))"#
+            ),
             8 * 3600,
             3600,
         ),
-        c("double-groupby-1", "avg by (hostname) (avg_over_time(cpu_usage_user[1h]))".into(), 12 * 3600, 3600),
+        c(
+            "double-groupby-1",
+            "avg by (hostname) (avg_over_time(cpu_usage_user[1h]))".into(),
+            12 * 3600,
+            3600,
+        ),
         c(
             "double-groupby-all",
             r#"avg by (hostname) (avg_over_time({__name__=~"cpu_usage_.*"}[1h]))"#.into(),
             12 * 3600,
             3600,
         ),
-        c("rate-1-host-24h", format!("rate(cpu_usage_user{{{one}}}[5m])"), 24 * 3600, 60),
-        c("rate-sum-all-1h", "sum(rate(cpu_usage_user[5m]))".into(), 3600, 60),
-        c("dashboard-24h", format!("avg_over_time(cpu_usage_user{{{eight}}}[5m])"), 24 * 3600, 300),
+        c(
+            "rate-1-host-24h",
+            format!("rate(cpu_usage_user{{{one}}}[5m])"),
+            24 * 3600,
+            60,
+        ),
+        c(
+            "rate-sum-all-1h",
+            "sum(rate(cpu_usage_user[5m]))".into(),
+            3600,
+            60,
+        ),
+        c(
+            "dashboard-24h",
+            format!("avg_over_time(cpu_usage_user{{{eight}}}[5m])"),
+            24 * 3600,
+            300,
+        ),
     ]
 }
 
@@ -201,7 +248,12 @@ pub fn promql_cases() -> Vec<QueryCase> {
 ///
 /// # Errors
 /// A non-2xx answer or a transport error.
-pub async fn time_query(base: &str, q: &QueryCase, end_s: i64, repeat: usize) -> Result<(f64, usize), String> {
+pub async fn time_query(
+    base: &str,
+    q: &QueryCase,
+    end_s: i64,
+    repeat: usize,
+) -> Result<(f64, usize), String> {
     let client = reqwest::Client::new();
     let mut times = vec![];
     let mut series = 0;
@@ -225,7 +277,10 @@ pub async fn time_query(base: &str, q: &QueryCase, end_s: i64, repeat: usize) ->
         if !status.is_success() {
             return Err(format!("{base}: {}: {status} {body}", q.name));
         }
-        series = body["data"]["result"].as_array().map(|a| a.len()).unwrap_or(0);
+        series = body["data"]["result"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
     }
     times.sort_by(|a, b| a.total_cmp(b));
     Ok((times[times.len() / 2], series))

@@ -224,7 +224,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::BenchPromql { targets, end, repeat } => {
+        Command::BenchPromql {
+            targets,
+            end,
+            repeat,
+        } => {
             let end = match end {
                 Some(e) => e,
                 None => std::time::SystemTime::now()
@@ -253,7 +257,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                     first.get_or_insert(ms);
                     cells.push(format!("{ms:.1} ms x{ratio:.2} ({series})"));
                 }
-                println!("{:<22} {}", q.name, cells.iter().map(|c| format!("{c:>18}")).collect::<Vec<_>>().join(" "));
+                println!(
+                    "{:<22} {}",
+                    q.name,
+                    cells
+                        .iter()
+                        .map(|c| format!("{c:>18}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
             }
             Ok(())
         }

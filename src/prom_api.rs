@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
-use strata_promql::{PromqlError, QueryOptions, QueryValue};
 use strata_promql::selector::{SeriesLabels, parse_selector, select_series};
+use strata_promql::{PromqlError, QueryOptions, QueryValue};
 
 /// Parameters from the query string and, for POST, the form body, in order.
 fn params(query: Option<String>, body: &[u8]) -> Vec<(String, String)> {
@@ -284,7 +284,11 @@ fn parse_duration_ms(name: &str, v: &str) -> Result<i64, ApiError> {
     }
     promql_parser::util::parse_duration(v)
         .map(|d| d.as_millis() as i64)
-        .map_err(|_| bad_data(format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration")))
+        .map_err(|_| {
+            bad_data(format!(
+                "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration"
+            ))
+        })
 }
 
 fn now_ms() -> i64 {
@@ -320,7 +324,9 @@ fn limit_param(p: &[(String, String)]) -> Result<Option<usize>, ApiError> {
 fn query_param(p: &[(String, String)]) -> Result<&str, ApiError> {
     match param(p, "query") {
         Some(q) if !q.trim().is_empty() => Ok(q),
-        _ => Err(bad_data("invalid parameter \"query\": query must not be empty")),
+        _ => Err(bad_data(
+            "invalid parameter \"query\": query must not be empty",
+        )),
     }
 }
 
@@ -350,7 +356,10 @@ async fn query(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: B
         };
         let opts = query_options(&p)?;
         let limit = limit_param(&p)?;
-        Ok::<_, ApiError>(answer(strata_promql::instant_query(&ctx, query, t, &opts).await, limit))
+        Ok::<_, ApiError>(answer(
+            strata_promql::instant_query(&ctx, query, t, &opts).await,
+            limit,
+        ))
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }
@@ -359,17 +368,27 @@ async fn query(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: B
 fn range_params(p: &[(String, String)]) -> Result<(i64, i64, i64), ApiError> {
     let t = |n: &str| match param(p, n) {
         Some(v) => parse_time(n, v).map_err(bad_data),
-        None => Err(bad_data(format!("invalid parameter \"{n}\": cannot parse \"\" to a valid timestamp"))),
+        None => Err(bad_data(format!(
+            "invalid parameter \"{n}\": cannot parse \"\" to a valid timestamp"
+        ))),
     };
     let (start, end) = (t("start")?, t("end")?);
     let step = match param(p, "step") {
         Some(s) => parse_duration_ms("step", s)?,
-        None => return Err(bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")),
+        None => {
+            return Err(bad_data(
+                "invalid parameter \"step\": cannot parse \"\" to a valid duration",
+            ));
+        }
     };
     Ok((start, end, step))
 }
 
-async fn query_range(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn query_range(
+    State(ctx): State<SessionContext>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     let p = params(q, &body);
     let run = async {
         let query = query_param(&p)?;
@@ -386,7 +405,11 @@ async fn query_range(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, b
 
 /// Strata's own: the DataFusion plan of a query (`query`, and `time` or `start`/`end`/
 /// `step`), as text.
-async fn query_explain(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn query_explain(
+    State(ctx): State<SessionContext>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     let p = params(q, &body);
     let run = async {
         let query = query_param(&p)?;
@@ -422,16 +445,28 @@ pub fn router(ctx: SessionContext) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
-        .route("/api/v1/query_explain", get(query_explain).post(query_explain))
+        .route(
+            "/api/v1/query_explain",
+            get(query_explain).post(query_explain),
+        )
         .route("/api/v1/format_query", get(format_query).post(format_query))
-        .route("/api/v1/status/config", get(|| async { success(json!({"yaml": ""})) }))
+        .route(
+            "/api/v1/status/config",
+            get(|| async { success(json!({"yaml": ""})) }),
+        )
         // Grafana asks for these; Strata stores no exemplars and evaluates no rules yet.
         .route(
             "/api/v1/query_exemplars",
             get(|| async { success(json!([])) }).post(|| async { success(json!([])) }),
         )
-        .route("/api/v1/rules", get(|| async { success(json!({"groups": []})) }))
-        .route("/api/v1/alerts", get(|| async { success(json!({"alerts": []})) }))
+        .route(
+            "/api/v1/rules",
+            get(|| async { success(json!({"groups": []})) }),
+        )
+        .route(
+            "/api/v1/alerts",
+            get(|| async { success(json!({"alerts": []})) }),
+        )
         .route(
             "/api/v1/status/runtimeinfo",
             get(|| async { success(json!({"storageRetention": "unlimited"})) }),

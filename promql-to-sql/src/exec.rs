@@ -24,14 +24,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, AsArray, BinaryBuilder, Float64Builder, Int64Array, Float64Array, Int64Builder,
+    Array, AsArray, BinaryBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -66,7 +68,9 @@ impl Steps {
     /// The step timestamps.
     pub fn iter(&self) -> impl Iterator<Item = i64> + use<> {
         let Steps { start, end, step } = *self;
-        (0..).map(move |i| start + i * step).take_while(move |t| *t <= end)
+        (0..)
+            .map(move |i| start + i * step)
+            .take_while(move |t| *t <= end)
     }
 }
 
@@ -163,7 +167,9 @@ impl PromNode {
 
     /// Wraps it as a logical plan.
     pub fn into_plan(self) -> LogicalPlan {
-        LogicalPlan::Extension(datafusion::logical_expr::Extension { node: Arc::new(self) })
+        LogicalPlan::Extension(datafusion::logical_expr::Extension {
+            node: Arc::new(self),
+        })
     }
 }
 
@@ -205,7 +211,11 @@ impl UserDefinedLogicalNodeCore for PromNode {
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         fmt_op(&self.op, f)
     }
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         PromNode::new(self.op.clone(), inputs.swap_remove(0))
     }
     fn necessary_children_exprs(&self, _output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
@@ -216,18 +226,42 @@ impl UserDefinedLogicalNodeCore for PromNode {
 
 fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
     match op {
-        PromOp::InstantSelect { steps, lookback, at, sample_ts } => write!(
+        PromOp::InstantSelect {
+            steps,
+            lookback,
+            at,
+            sample_ts,
+        } => write!(
             f,
             "PromInstantSelect: steps=[{}..{} every {}ms], lookback={}ms, offset={}ms, at={:?}{}",
-            steps.start, steps.end, steps.step, lookback, at.offset, at.at,
+            steps.start,
+            steps.end,
+            steps.step,
+            lookback,
+            at.offset,
+            at.at,
             if *sample_ts { ", timestamp()" } else { "" }
         ),
-        PromOp::RangeFunc { func, steps, range, at, params } => write!(
+        PromOp::RangeFunc {
+            func,
+            steps,
+            range,
+            at,
+            params,
+        } => write!(
             f,
             "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
-            func.name(), range, steps.start, steps.end, steps.step, at.offset, at.at
+            func.name(),
+            range,
+            steps.start,
+            steps.end,
+            steps.step,
+            at.offset,
+            at.at
         ),
-        PromOp::CheckUnique { key, ts, message, .. } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
+        PromOp::CheckUnique {
+            key, ts, message, ..
+        } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
     }
 }
 
@@ -248,7 +282,12 @@ impl PromExec {
             EmissionType::Final,
             Boundedness::Bounded,
         );
-        PromExec { op, input, schema, props: Arc::new(props) }
+        PromExec {
+            op,
+            input,
+            schema,
+            props: Arc::new(props),
+        }
     }
 }
 
@@ -281,14 +320,26 @@ impl ExecutionPlan for PromExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(PromExec::new(self.op.clone(), children.swap_remove(0), self.schema.clone())))
+        Ok(Arc::new(PromExec::new(
+            self.op.clone(),
+            children.swap_remove(0),
+            self.schema.clone(),
+        )))
     }
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let op = self.op.clone();
         let schema = self.schema.clone();
         let fut = async move {
-            let batches: Vec<RecordBatch> = input.collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
+            let batches: Vec<RecordBatch> = input
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_>>()?;
             run(&op, &schema, &batches)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -308,8 +359,16 @@ fn group(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
     let mut out: Vec<(Vec<u8>, SeriesRows)> = vec![];
     for b in batches {
         let labels = b.column(0).as_binary::<i32>();
-        let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
-        let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| DataFusionError::Internal("value is not Float64".into()))?;
+        let ts = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+        let vs = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| DataFusionError::Internal("value is not Float64".into()))?;
         for i in 0..b.num_rows() {
             if vs.is_null(i) {
                 continue;
@@ -349,7 +408,11 @@ struct Out {
 
 impl Out {
     fn new() -> Self {
-        Out { labels: BinaryBuilder::new(), ts: Int64Builder::new(), value: Float64Builder::new() }
+        Out {
+            labels: BinaryBuilder::new(),
+            ts: Int64Builder::new(),
+            value: Float64Builder::new(),
+        }
     }
     fn push(&mut self, l: &[u8], t: i64, v: f64) {
         self.labels.append_value(l);
@@ -359,14 +422,23 @@ impl Out {
     fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         Ok(RecordBatch::try_new(
             schema.clone(),
-            vec![Arc::new(self.labels.finish()), Arc::new(self.ts.finish()), Arc::new(self.value.finish())],
+            vec![
+                Arc::new(self.labels.finish()),
+                Arc::new(self.ts.finish()),
+                Arc::new(self.value.finish()),
+            ],
         )?)
     }
 }
 
 fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
     match op {
-        PromOp::InstantSelect { steps, lookback, at, sample_ts } => {
+        PromOp::InstantSelect {
+            steps,
+            lookback,
+            at,
+            sample_ts,
+        } => {
             let mut out = Out::new();
             for (l, rows) in group(batches)? {
                 for t in steps.iter() {
@@ -384,7 +456,13 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
             }
             out.finish(schema)
         }
-        PromOp::RangeFunc { func, steps, range, at, params } => {
+        PromOp::RangeFunc {
+            func,
+            steps,
+            range,
+            at,
+            params,
+        } => {
             let mut out = Out::new();
             for (l, mut rows) in group(batches)? {
                 rows.retain(|r| !is_stale(r.1));
@@ -394,14 +472,21 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
                     let hi = rows.partition_point(|r| r.0 <= e);
                     // predict_linear's intercept is at the step (Prometheus marks it unsafe for `@`).
                     let eval_ts = t;
-                    if let Some(v) = kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params) {
+                    if let Some(v) =
+                        kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params)
+                    {
                         out.push(&l, t, v);
                     }
                 }
             }
             out.finish(schema)
         }
-        PromOp::CheckUnique { key, ts, message, show } => {
+        PromOp::CheckUnique {
+            key,
+            ts,
+            message,
+            show,
+        } => {
             let mut seen: HashMap<(Vec<u8>, i64), Vec<u8>> = HashMap::new();
             let ki = schema.index_of(key)?;
             let ti = schema.index_of(ts)?;
@@ -409,10 +494,16 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
             for b in batches {
                 let k = b.column(ki).as_binary::<i32>();
                 let sh = si.map(|i| b.column(i).as_binary::<i32>());
-                let ts = b.column(ti).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+                let ts = b
+                    .column(ti)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
                 for i in 0..b.num_rows() {
                     let this = sh.map(|s| s.value(i).to_vec()).unwrap_or_default();
-                    if let Some(prev) = seen.insert((k.value(i).to_vec(), ts.value(i)), this.clone()) {
+                    if let Some(prev) =
+                        seen.insert((k.value(i).to_vec(), ts.value(i)), this.clone())
+                    {
                         let mut d = [go_labels(&prev), go_labels(&this)];
                         d.sort();
                         return Err(DataFusionError::Execution(
@@ -430,7 +521,9 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
 
 /// Labels as Go's `labels.String()` prints them: `{a="1", b="2"}`.
 pub fn go_labels(b: &[u8]) -> String {
-    let parts: Vec<String> = crate::labels::pairs(b).map(|(n, v)| format!("{n}={v:?}")).collect();
+    let parts: Vec<String> = crate::labels::pairs(b)
+        .map(|(n, v)| format!("{n}={v:?}"))
+        .collect();
     format!("{{{}}}", parts.join(", "))
 }
 
@@ -453,7 +546,11 @@ impl ExtensionPlanner for PromExtensionPlanner {
             return Ok(None);
         };
         let schema: SchemaRef = Arc::new(n.schema.as_arrow().clone());
-        Ok(Some(Arc::new(PromExec::new(n.op.clone(), physical_inputs[0].clone(), schema))))
+        Ok(Some(Arc::new(PromExec::new(
+            n.op.clone(),
+            physical_inputs[0].clone(),
+            schema,
+        ))))
     }
 }
 

@@ -25,7 +25,10 @@ const SEP: u8 = 0xFF;
 /// Encodes sorted pairs (empty values skipped).
 pub fn encode(labels: &[(String, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(labels.iter().map(|(a, b)| a.len() + b.len() + 2).sum());
-    encode_into(labels.iter().map(|(a, b)| (a.as_str(), b.as_str())), &mut out);
+    encode_into(
+        labels.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+        &mut out,
+    );
     out
 }
 
@@ -60,12 +63,17 @@ pub fn pairs(b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
 
 /// Decodes an encoded label set.
 pub fn decode(b: &[u8]) -> LabelSet {
-    pairs(b).map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    pairs(b)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The value of label `name` in an encoded set, or `""`.
 pub fn get<'a>(b: &'a [u8], name: &str) -> &'a str {
-    pairs(b).find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or("")
+    pairs(b)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .unwrap_or("")
 }
 
 /// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` does (count_values'
@@ -74,7 +82,11 @@ pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -122,7 +134,14 @@ pub enum LabelOp {
 }
 
 impl LabelOp {
-    fn apply(&self, b: &[u8], other: Option<&[u8]>, value: Option<f64>, re: Option<&regex::Regex>, out: &mut Vec<u8>) {
+    fn apply(
+        &self,
+        b: &[u8],
+        other: Option<&[u8]>,
+        value: Option<f64>,
+        re: Option<&regex::Regex>,
+        out: &mut Vec<u8>,
+    ) {
         let mut v: Vec<(&str, String)>;
         let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> { decode(b) };
         match self {
@@ -147,7 +166,10 @@ impl LabelOp {
                 out.extend_from_slice(&encode(&set));
             }
             LabelOp::Replace {
-                dst, replacement, src, ..
+                dst,
+                replacement,
+                src,
+                ..
             } => {
                 let Some(re) = re else {
                     out.extend_from_slice(b);
@@ -239,17 +261,23 @@ impl ScalarUDFImpl for LabelUdf {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let Some(labels) = arrays[0].as_binary_opt::<i32>() else {
-            return exec_err!("prom_labels expects Binary labels, got {}", arrays[0].data_type());
+            return exec_err!(
+                "prom_labels expects Binary labels, got {}",
+                arrays[0].data_type()
+            );
         };
         let other = arrays.get(1).and_then(|a| a.as_binary_opt::<i32>());
         let values = arrays
             .get(1)
             .and_then(|a| a.as_any().downcast_ref::<Float64Array>());
         let re = match &self.op {
-            LabelOp::Replace { regex, .. } => Some(
-                regex::Regex::new(&format!("^(?s:{regex})$"))
-                    .map_err(|e| datafusion::error::DataFusionError::Execution(format!("invalid regular expression in label_replace(): {regex}: {e}")))?,
-            ),
+            LabelOp::Replace { regex, .. } => {
+                Some(regex::Regex::new(&format!("^(?s:{regex})$")).map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "invalid regular expression in label_replace(): {regex}: {e}"
+                    ))
+                })?)
+            }
             _ => None,
         };
         let mut b = BinaryBuilder::with_capacity(n, labels.value_data().len());
@@ -274,15 +302,19 @@ mod tests {
     use super::*;
 
     fn ls(p: &[(&str, &str)]) -> Vec<u8> {
-        let mut v: Vec<(String, String)> =
-            p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut v: Vec<(String, String)> = p
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         v.sort();
         encode(&v)
     }
 
     fn run(op: LabelOp, b: &[u8], other: Option<&[u8]>) -> LabelSet {
         let re = match &op {
-            LabelOp::Replace { regex, .. } => Some(regex::Regex::new(&format!("^(?s:{regex})$")).unwrap()),
+            LabelOp::Replace { regex, .. } => {
+                Some(regex::Regex::new(&format!("^(?s:{regex})$")).unwrap())
+            }
             _ => None,
         };
         let mut out = vec![];
@@ -312,7 +344,11 @@ mod tests {
             None,
         );
         assert_eq!(get(&encode(&r), "x"), "a-y");
-        let inc = run(LabelOp::Include(vec!["team".into(), "job".into()]), &a, Some(&ls(&[("team", "t1")])));
+        let inc = run(
+            LabelOp::Include(vec!["team".into(), "job".into()]),
+            &a,
+            Some(&ls(&[("team", "t1")])),
+        );
         assert_eq!(get(&encode(&inc), "team"), "t1");
         assert_eq!(get(&encode(&inc), "job"), "");
         assert_eq!(format_value(1.5), "1.5");

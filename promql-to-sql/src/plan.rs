@@ -24,15 +24,14 @@ use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit,
-    when,
+    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit, when,
 };
 use datafusion::prelude::{Expr, SessionContext};
 use futures::future::BoxFuture;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, BinaryExpr, Call, Expr as P, LabelModifier,
-    Offset, SubqueryExpr, VectorMatchCardinality, VectorSelector,
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr as P, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
 };
 
 use crate::exec::{At, PromNode, PromOp, Steps, prom_schema};
@@ -142,13 +141,24 @@ impl Planner {
     fn check_quantile(&self, phi: f64, fname: &str, arg: &P) {
         if !(0.0..=1.0).contains(&phi) {
             let pos = self.pos_of_arg(fname, Some(arg));
-            self.note(true, format!("PromQL warning: quantile value should be between 0 and 1, got {} {pos}", crate::labels::format_value(phi)));
+            self.note(
+                true,
+                format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {} {pos}",
+                    crate::labels::format_value(phi)
+                ),
+            );
         }
     }
 
     /// A parameter as an expression over `v`'s rows: a literal when constant, else the
     /// scalar's plan joined on `ts` (column `param`).
-    async fn param_expr(&self, v: LogicalPlan, e: &P, steps: Steps) -> Result<(LogicalPlan, Expr, Option<f64>)> {
+    async fn param_expr(
+        &self,
+        v: LogicalPlan,
+        e: &P,
+        steps: Steps,
+    ) -> Result<(LogicalPlan, Expr, Option<f64>)> {
         match self.plan(e, steps).await? {
             Planned::Const(c) => Ok((v, lit(c), Some(c))),
             Planned::Scalar(sp) => {
@@ -173,7 +183,10 @@ impl Planner {
                 Err(e) => -(e.duration().as_millis() as i64),
             },
         });
-        At { offset: offset_ms(offset), at }
+        At {
+            offset: offset_ms(offset),
+            at,
+        }
     }
 
     /// The times `[min, max]` that steps read data at.
@@ -187,7 +200,8 @@ impl Planner {
     /// The raw samples `(labels, ts, value)` of the series `vs` picks with timestamps in
     /// `(from, to]` ms.
     async fn raw(&self, vs: &VectorSelector, from: i64, to: i64) -> Result<LogicalPlan> {
-        let series = crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
+        let series =
+            crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
         if series.is_empty() {
             return Ok(empty_plan());
         }
@@ -195,14 +209,18 @@ impl Planner {
         names.sort_unstable();
         names.dedup();
         let ids = Int64Array::from_iter_values(series.iter().map(|s| s.series_id));
-        let labels = BinaryArray::from_iter_values(series.iter().map(|s| crate::labels::encode(&s.labels)));
+        let labels =
+            BinaryArray::from_iter_values(series.iter().map(|s| crate::labels::encode(&s.labels)));
         let batch = RecordBatch::try_from_iter(vec![
             ("sel_id", Arc::new(ids) as _),
             ("labels", Arc::new(labels) as _),
         ])?;
         let sel = self.ctx.read_batch(batch)?.into_unoptimized_plan();
         let ts_lit = |m: i64| {
-            lit(ScalarValue::TimestampMicrosecond(Some(m.saturating_mul(1000)), Some(Arc::from("UTC"))))
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(m.saturating_mul(1000)),
+                Some(Arc::from("UTC")),
+            ))
         };
         let mut filter = col("metric_name")
             .in_list(names.iter().map(|n| lit(*n)).collect(), false)
@@ -227,7 +245,12 @@ impl Planner {
             ])?
             .into_unoptimized_plan();
         let plan = LogicalPlanBuilder::from(samples)
-            .join(sel, JoinType::Inner, (vec!["series_id"], vec!["sel_id"]), None)?
+            .join(
+                sel,
+                JoinType::Inner,
+                (vec!["series_id"], vec!["sel_id"]),
+                None,
+            )?
             .project(vec![col("labels"), col("ts"), col("value")])?
             .build()?;
         Ok(plan)
@@ -247,10 +270,18 @@ impl Planner {
                 P::Unary(u) => match self.plan(&u.expr, steps).await? {
                     Planned::Const(v) => Ok(Planned::Const(-v)),
                     Planned::Scalar(p) => Ok(Planned::Scalar(map_value(p, |v| -v, false)?)),
-                    Planned::Vector(p) => Ok(Planned::Vector(check_unique_labels(map_value(p, |v| -v, true)?)?)),
-                    _ => Err(bad("unary minus applies to scalars and instant vectors only")),
+                    Planned::Vector(p) => Ok(Planned::Vector(check_unique_labels(map_value(
+                        p,
+                        |v| -v,
+                        true,
+                    )?)?)),
+                    _ => Err(bad(
+                        "unary minus applies to scalars and instant vectors only",
+                    )),
                 },
-                P::VectorSelector(vs) => Ok(Planned::Vector(self.instant_select(vs, steps, false).await?)),
+                P::VectorSelector(vs) => Ok(Planned::Vector(
+                    self.instant_select(vs, steps, false).await?,
+                )),
                 P::MatrixSelector(ms_) => {
                     let at = self.at_of(&ms_.vs.at, &ms_.vs.offset);
                     let (lo, hi) = Self::eval_span(steps, at);
@@ -269,24 +300,45 @@ impl Planner {
         })
     }
 
-    async fn instant_select(&self, vs: &VectorSelector, steps: Steps, sample_ts: bool) -> Result<LogicalPlan> {
+    async fn instant_select(
+        &self,
+        vs: &VectorSelector,
+        steps: Steps,
+        sample_ts: bool,
+    ) -> Result<LogicalPlan> {
         let at = self.at_of(&vs.at, &vs.offset);
         let (lo, hi) = Self::eval_span(steps, at);
         let raw = self.raw(vs, lo - self.lookback, hi).await?;
-        Self::node(PromOp::InstantSelect { steps, lookback: self.lookback, at, sample_ts }, raw)
+        Self::node(
+            PromOp::InstantSelect {
+                steps,
+                lookback: self.lookback,
+                at,
+                sample_ts,
+            },
+            raw,
+        )
     }
 
     /// A subquery's inner plan (rows at the inner steps) and its `At`.
     async fn subquery_input(&self, sq: &SubqueryExpr, steps: Steps) -> Result<(LogicalPlan, At)> {
         let at = self.at_of(&sq.at, &sq.offset);
         let (lo, hi) = Self::eval_span(steps, at);
-        let step = sq.step.map(ms).filter(|s| *s > 0).unwrap_or(self.default_step);
+        let step = sq
+            .step
+            .map(ms)
+            .filter(|s| *s > 0)
+            .unwrap_or(self.default_step);
         let range = ms(sq.range);
         let mut start = step * ((lo - range) / step);
         if start < lo - range {
             start += step;
         }
-        let inner_steps = Steps { start, end: hi, step };
+        let inner_steps = Steps {
+            start,
+            end: hi,
+            step,
+        };
         let inner = match self.plan(&sq.expr, inner_steps).await? {
             Planned::Vector(p) | Planned::Scalar(p) => p,
             Planned::Const(v) => const_plan(&self.ctx, inner_steps, v)?,
@@ -308,7 +360,9 @@ impl Planner {
                 let (inner, at) = self.subquery_input(sq, steps).await?;
                 Ok((inner, ms(sq.range), at))
             }
-            _ => Err(bad("expected a range vector (a range selector or a subquery)")),
+            _ => Err(bad(
+                "expected a range vector (a range selector or a subquery)",
+            )),
         }
     }
 
@@ -348,7 +402,13 @@ impl Planner {
             let (raw, range, at) = self.range_input(args[ri], steps).await?;
             if f == RangeFn::AbsentOverTime {
                 let present = Self::node(
-                    PromOp::RangeFunc { func: RangeFn::PresentOverTime, steps, range, at, params: ps },
+                    PromOp::RangeFunc {
+                        func: RangeFn::PresentOverTime,
+                        steps,
+                        range,
+                        at,
+                        params: ps,
+                    },
                     raw,
                 )?;
                 let vs = match unwrap_paren(args[ri]) {
@@ -357,12 +417,27 @@ impl Planner {
                 };
                 return Ok(Planned::Vector(absent_plan(&self.ctx, steps, present, vs)?));
             }
-            let plan = Self::node(PromOp::RangeFunc { func: f, steps, range, at, params: ps }, raw)?;
+            let plan = Self::node(
+                PromOp::RangeFunc {
+                    func: f,
+                    steps,
+                    range,
+                    at,
+                    params: ps,
+                },
+                raw,
+            )?;
             let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
-            return Ok(Planned::Vector(if keep_name { plan } else { drop_name(plan)? }));
+            return Ok(Planned::Vector(if keep_name {
+                plan
+            } else {
+                drop_name(plan)?
+            }));
         }
         match name {
-            "time" => Ok(Planned::Scalar(steps_plan(&self.ctx, steps, |t| t as f64 / 1000.0)?)),
+            "time" => Ok(Planned::Scalar(steps_plan(&self.ctx, steps, |t| {
+                t as f64 / 1000.0
+            })?)),
             "start" => Ok(Planned::Const(self.start as f64 / 1000.0)),
             "end" => Ok(Planned::Const(self.end as f64 / 1000.0)),
             "step" => Ok(Planned::Const(self.step as f64 / 1000.0)),
@@ -427,12 +502,21 @@ impl Planner {
                 };
                 let (dst, replacement, src, regex) = (s(1)?, s(2)?, s(3)?, s(4)?);
                 if regex::Regex::new(&format!("^(?s:{regex})$")).is_err() {
-                    return Err(bad(format!("invalid regular expression in label_replace(): {regex}")));
+                    return Err(bad(format!(
+                        "invalid regular expression in label_replace(): {regex}"
+                    )));
                 }
                 if !valid_label_name(&dst) {
-                    return Err(bad(format!("invalid destination label name in label_replace(): {dst}")));
+                    return Err(bad(format!(
+                        "invalid destination label name in label_replace(): {dst}"
+                    )));
                 }
-                let op = LabelOp::Replace { dst, replacement, src, regex };
+                let op = LabelOp::Replace {
+                    dst,
+                    replacement,
+                    src,
+                    regex,
+                };
                 Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
             }
             "label_join" => {
@@ -449,17 +533,30 @@ impl Planner {
                 }
                 let dst = strs[0].clone();
                 if !valid_label_name(&dst) {
-                    return Err(bad(format!("invalid destination label name in label_join(): {dst}")));
+                    return Err(bad(format!(
+                        "invalid destination label name in label_join(): {dst}"
+                    )));
                 }
-                let op = LabelOp::Join { dst, sep: strs[1].clone(), srcs: strs[2..].to_vec() };
+                let op = LabelOp::Join {
+                    dst,
+                    sep: strs[1].clone(),
+                    srcs: strs[2..].to_vec(),
+                };
                 Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
             }
             "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
                 let (v_arg, phis, qlabel): (&P, Vec<f64>, Option<String>) = match name {
-                    "histogram_quantile" => (args[1], vec![self.const_arg(args[0], steps, name).await?], None),
+                    "histogram_quantile" => (
+                        args[1],
+                        vec![self.const_arg(args[0], steps, name).await?],
+                        None,
+                    ),
                     "histogram_fraction" => (
                         args[2],
-                        vec![self.const_arg(args[0], steps, name).await?, self.const_arg(args[1], steps, name).await?],
+                        vec![
+                            self.const_arg(args[0], steps, name).await?,
+                            self.const_arg(args[1], steps, name).await?,
+                        ],
                         None,
                     ),
                     _ => {
@@ -480,21 +577,25 @@ impl Planner {
                 // Grouped by the labels without `le` (the name kept, so two metrics never
                 // mix), then the name dropped: equal results are an error, as in Prometheus.
                 let key = LabelOp::Drop(vec!["le".into()]).call(vec![col("labels")]);
-                let one = |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
-                    let dropped = LabelOp::DropName.call(vec![col("labels")]);
-                    let labels = match relabel {
-                        Some(op) => op.call(vec![dropped]),
-                        None => dropped,
+                let one =
+                    |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
+                        let dropped = LabelOp::DropName.call(vec![col("labels")]);
+                        let labels = match relabel {
+                            Some(op) => op.call(vec![dropped]),
+                            None => dropped,
+                        };
+                        Ok(LogicalPlanBuilder::from(v)
+                            .aggregate(
+                                vec![key.clone().alias("labels"), col("ts")],
+                                vec![
+                                    f.call_noting(vec![col("labels"), col("value")], notes.clone())
+                                        .alias("value"),
+                                ],
+                            )?
+                            .filter(col("value").is_not_null())?
+                            .project(out_cols(labels, col("ts"), col("value")))?
+                            .build()?)
                     };
-                    Ok(LogicalPlanBuilder::from(v)
-                        .aggregate(
-                            vec![key.clone().alias("labels"), col("ts")],
-                            vec![f.call_noting(vec![col("labels"), col("value")], notes.clone()).alias("value")],
-                        )?
-                        .filter(col("value").is_not_null())?
-                        .project(out_cols(labels, col("ts"), col("value")))?
-                        .build()?)
-                };
                 let plan = match name {
                     "histogram_fraction" => check_unique_labels(one(
                         AggFn::HistogramFraction(phis[0].to_bits(), phis[1].to_bits()),
@@ -503,7 +604,11 @@ impl Planner {
                     )?)?,
                     "histogram_quantile" => {
                         self.check_quantile(phis[0], name, args[0]);
-                        check_unique_labels(one(AggFn::HistogramQuantile(phis[0].to_bits()), v, None)?)?
+                        check_unique_labels(one(
+                            AggFn::HistogramQuantile(phis[0].to_bits()),
+                            v,
+                            None,
+                        )?)?
                     }
                     _ => {
                         let label = qlabel.unwrap_or_default();
@@ -516,7 +621,11 @@ impl Planner {
                                 q.push_str(".0");
                             }
                             let op = LabelOp::Set(label.clone(), q);
-                            plans.push(one(AggFn::HistogramQuantile(phi.to_bits()), v.clone(), Some(op))?);
+                            plans.push(one(
+                                AggFn::HistogramQuantile(phi.to_bits()),
+                                v.clone(),
+                                Some(op),
+                            )?);
                         }
                         let mut b = LogicalPlanBuilder::from(plans.remove(0));
                         for p in plans {
@@ -534,7 +643,11 @@ impl Planner {
                 } else {
                     drop_name(self.vector_arg(args[0], steps).await?)?
                 };
-                Ok(Planned::Vector(apply_value(v, ValueFn::Date(name.to_string()), vec![])?))
+                Ok(Planned::Vector(apply_value(
+                    v,
+                    ValueFn::Date(name.to_string()),
+                    vec![],
+                )?))
             }
             _ => {
                 // Math functions: one vector argument and constant parameters.
@@ -585,7 +698,11 @@ impl Planner {
                 .build()?)
         };
         if let Some(s) = simple {
-            return Ok(Planned::Vector(group(AggFn::Simple(s).call(vec![col("value")]), v, key)?));
+            return Ok(Planned::Vector(group(
+                AggFn::Simple(s).call(vec![col("value")]),
+                v,
+                key,
+            )?));
         }
         let param = a.param.as_deref();
         match op.as_str() {
@@ -595,9 +712,17 @@ impl Planner {
                 match c {
                     Some(phi) => {
                         self.check_quantile(phi, "quantile", pe);
-                        Ok(Planned::Vector(group(AggFn::Quantile(phi.to_bits()).call(vec![col("value")]), v, key)?))
+                        Ok(Planned::Vector(group(
+                            AggFn::Quantile(phi.to_bits()).call(vec![col("value")]),
+                            v,
+                            key,
+                        )?))
                     }
-                    None => Ok(Planned::Vector(group(AggFn::QuantileDyn.call(vec![col("value"), p]), v, key)?)),
+                    None => Ok(Planned::Vector(group(
+                        AggFn::QuantileDyn.call(vec![col("value"), p]),
+                        v,
+                        key,
+                    )?)),
                 }
             }
             "count_values" => {
@@ -618,8 +743,15 @@ impl Planner {
                     ])?
                     .build()?;
                 let p = LogicalPlanBuilder::from(keyed)
-                    .aggregate(vec![col("labels"), col("ts")], vec![count(lit(1)).alias("n")])?
-                    .project(out_cols(col("labels"), col("ts"), cast(col("n"), DataType::Float64)))?
+                    .aggregate(
+                        vec![col("labels"), col("ts")],
+                        vec![count(lit(1)).alias("n")],
+                    )?
+                    .project(out_cols(
+                        col("labels"),
+                        col("ts"),
+                        cast(col("n"), DataType::Float64),
+                    ))?
                     .build()?;
                 Ok(Planned::Vector(p))
             }
@@ -628,12 +760,22 @@ impl Planner {
                 let (v, p, c) = self.param_expr(v, pe, steps).await?;
                 let limit = match c {
                     Some(k) if k.is_nan() => return Err(bad("Parameter value is NaN")),
-                    Some(k) => lit(if k >= i64::MAX as f64 { i64::MAX } else { k as i64 }),
+                    Some(k) => lit(if k >= i64::MAX as f64 {
+                        i64::MAX
+                    } else {
+                        k as i64
+                    }),
                     None => cast(p, DataType::Int64),
                 };
                 let order: Vec<SortExpr> = match op.as_str() {
-                    "topk" => vec![isnan(col("value")).sort(true, false), col("value").sort(false, false)],
-                    "bottomk" => vec![isnan(col("value")).sort(true, false), col("value").sort(true, false)],
+                    "topk" => vec![
+                        isnan(col("value")).sort(true, false),
+                        col("value").sort(false, false),
+                    ],
+                    "bottomk" => vec![
+                        isnan(col("value")).sort(true, false),
+                        col("value").sort(true, false),
+                    ],
                     _ => vec![col("labels").sort(true, false)],
                 };
                 let rn = row_number()
@@ -649,13 +791,19 @@ impl Planner {
                 Ok(Planned::Vector(p))
             }
             "limit_ratio" => {
-                let r = self.const_arg(param.ok_or_else(|| bad("ratio is missing"))?, steps, &op).await?;
+                let r = self
+                    .const_arg(param.ok_or_else(|| bad("ratio is missing"))?, steps, &op)
+                    .await?;
                 if r.is_nan() {
                     return Err(bad("Ratio value is NaN"));
                 }
                 let r = r.clamp(-1.0, 1.0);
                 let p = LogicalPlanBuilder::from(v)
-                    .filter(ValueFn::Ratio(r.to_bits()).call(vec![col("labels")]).is_not_null())?
+                    .filter(
+                        ValueFn::Ratio(r.to_bits())
+                            .call(vec![col("labels")])
+                            .is_not_null(),
+                    )?
                     .build()?;
                 Ok(Planned::Vector(p))
             }
@@ -670,7 +818,12 @@ impl Planner {
         if matches!(opname.as_str(), "and" | "or" | "unless") {
             let l = self.vector_arg(&b.lhs, steps).await?;
             let r = self.vector_arg(&b.rhs, steps).await?;
-            return Ok(Planned::Vector(set_op(&opname, l, r, modifier.and_then(|m| m.matching.as_ref()))?));
+            return Ok(Planned::Vector(set_op(
+                &opname,
+                l,
+                r,
+                modifier.and_then(|m| m.matching.as_ref()),
+            )?));
         }
         let op = match opname.as_str() {
             "+" => BinOp::Add,
@@ -700,20 +853,36 @@ impl Planner {
                     v
                 }))
             }
-            (Planned::Vector(l), Planned::Vector(r)) => {
-                Ok(Planned::Vector(vector_binop(op, return_bool, l, r, modifier)?))
-            }
+            (Planned::Vector(l), Planned::Vector(r)) => Ok(Planned::Vector(vector_binop(
+                op,
+                return_bool,
+                l,
+                r,
+                modifier,
+            )?)),
             (Planned::Vector(v), s) => {
-                let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: false };
+                let f = ValueFn::Bin {
+                    op,
+                    bool_: return_bool,
+                    keep_rhs: false,
+                };
                 Ok(Planned::Vector(self.vs_binop(v, s, f, false, drop, steps)?))
             }
             (s, Planned::Vector(v)) => {
-                let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: true };
+                let f = ValueFn::Bin {
+                    op,
+                    bool_: return_bool,
+                    keep_rhs: true,
+                };
                 Ok(Planned::Vector(self.vs_binop(v, s, f, true, drop, steps)?))
             }
             (l, r) => {
                 // Scalar with scalar: one row per step.
-                let f = ValueFn::Bin { op, bool_: op.is_comparison(), keep_rhs: false };
+                let f = ValueFn::Bin {
+                    op,
+                    bool_: op.is_comparison(),
+                    keep_rhs: false,
+                };
                 let l = self.as_scalar_plan(l, steps)?;
                 let r = self.as_scalar_plan(r, steps)?;
                 let r = LogicalPlanBuilder::from(r)
@@ -721,7 +890,11 @@ impl Planner {
                     .build()?;
                 let p = LogicalPlanBuilder::from(l)
                     .join(r, JoinType::Inner, (vec!["ts"], vec!["r_ts"]), None)?
-                    .project(out_cols(col("labels"), col("ts"), f.call(vec![col("value"), col("r_value")])))?
+                    .project(out_cols(
+                        col("labels"),
+                        col("ts"),
+                        f.call(vec![col("value"), col("r_value")]),
+                    ))?
                     .build()?;
                 Ok(Planned::Scalar(p))
             }
@@ -737,8 +910,20 @@ impl Planner {
     }
 
     /// Vector with scalar; `swap` when the scalar is on the left.
-    fn vs_binop(&self, v: LogicalPlan, s: Planned, f: ValueFn, swap: bool, drop: bool, steps: Steps) -> Result<LogicalPlan> {
-        let labels = if drop { LabelOp::DropName.call(vec![col("labels")]) } else { col("labels") };
+    fn vs_binop(
+        &self,
+        v: LogicalPlan,
+        s: Planned,
+        f: ValueFn,
+        swap: bool,
+        drop: bool,
+        steps: Steps,
+    ) -> Result<LogicalPlan> {
+        let labels = if drop {
+            LabelOp::DropName.call(vec![col("labels")])
+        } else {
+            col("labels")
+        };
         let (input, sv) = match s {
             Planned::Const(c) => (v, lit(c)),
             other => {
@@ -752,7 +937,11 @@ impl Planner {
                 (j, col("s_value"))
             }
         };
-        let args = if swap { vec![sv, col("value")] } else { vec![col("value"), sv] };
+        let args = if swap {
+            vec![sv, col("value")]
+        } else {
+            vec![col("value"), sv]
+        };
         Ok(LogicalPlanBuilder::from(input)
             .project(out_cols(labels, col("ts"), f.call(args)))?
             .filter(col("value").is_not_null())?
@@ -762,7 +951,11 @@ impl Planner {
 
 /// `value` mapped by an ordinary expression, optionally dropping the metric name.
 fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<LogicalPlan> {
-    let labels = if drop { LabelOp::DropName.call(vec![col("labels")]) } else { col("labels") };
+    let labels = if drop {
+        LabelOp::DropName.call(vec![col("labels")])
+    } else {
+        col("labels")
+    };
     Ok(LogicalPlanBuilder::from(p)
         .project(out_cols(labels, col("ts"), f(col("value"))))?
         .build()?)
@@ -776,7 +969,11 @@ fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
 
 fn relabel(p: LogicalPlan, op: LabelOp) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(p)
-        .project(out_cols(op.call(vec![col("labels")]), col("ts"), col("value")))?
+        .project(out_cols(
+            op.call(vec![col("labels")]),
+            col("ts"),
+            col("value"),
+        ))?
         .build()?)
 }
 
@@ -806,13 +1003,21 @@ fn steps_plan(ctx: &SessionContext, steps: Steps, f: impl Fn(i64) -> f64) -> Res
     let ts: Vec<i64> = steps.iter().collect();
     let n = ts.len();
     let batch = RecordBatch::try_from_iter(vec![
-        ("labels", Arc::new(BinaryArray::from_iter_values(std::iter::repeat_n(b"", n))) as _),
-        ("value", Arc::new(Float64Array::from_iter_values(ts.iter().map(|t| f(*t)))) as _),
+        (
+            "labels",
+            Arc::new(BinaryArray::from_iter_values(std::iter::repeat_n(b"", n))) as _,
+        ),
+        (
+            "value",
+            Arc::new(Float64Array::from_iter_values(ts.iter().map(|t| f(*t)))) as _,
+        ),
         ("ts", Arc::new(Int64Array::from(ts)) as _),
     ])?;
-    Ok(LogicalPlanBuilder::from(ctx.read_batch(batch)?.into_unoptimized_plan())
-        .project(vec![col("labels"), col("ts"), col("value")])?
-        .build()?)
+    Ok(
+        LogicalPlanBuilder::from(ctx.read_batch(batch)?.into_unoptimized_plan())
+            .project(vec![col("labels"), col("ts"), col("value")])?
+            .build()?,
+    )
 }
 
 fn const_plan(ctx: &SessionContext, steps: Steps, v: f64) -> Result<LogicalPlan> {
@@ -826,7 +1031,9 @@ fn scalar_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan) -> Result<Log
             vec![col("ts").alias("v_ts")],
             vec![
                 count(lit(1)).alias("n"),
-                AggFn::Simple(SimpleAgg::Max).call(vec![col("value")]).alias("v"),
+                AggFn::Simple(SimpleAgg::Max)
+                    .call(vec![col("value")])
+                    .alias("v"),
             ],
         )?
         .build()?;
@@ -842,7 +1049,12 @@ fn scalar_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan) -> Result<Log
 
 /// `absent(v)`: 1 at the steps where `v` has no sample, labelled with the selector's
 /// equality matchers (Prometheus `functions.go` `createLabelsForAbsentFunction`).
-fn absent_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan, vs: Option<&VectorSelector>) -> Result<LogicalPlan> {
+fn absent_plan(
+    ctx: &SessionContext,
+    steps: Steps,
+    v: LogicalPlan,
+    vs: Option<&VectorSelector>,
+) -> Result<LogicalPlan> {
     let mut labels: Vec<(String, String)> = vec![];
     let mut dup: Vec<String> = vec![];
     if let Some(vs) = vs {
@@ -853,9 +1065,16 @@ fn absent_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan, vs: Option<&V
             .filter(|m| matches!(m.op, MatchOp::Equal) && m.name != NAME)
             .map(|m| (m.name.clone(), m.value.clone()))
             .collect();
-        let all_names: Vec<&str> = vs.matchers.matchers.iter().map(|m| m.name.as_str()).collect();
+        let all_names: Vec<&str> = vs
+            .matchers
+            .matchers
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
         for (n, val) in ms {
-            if all_names.iter().filter(|x| **x == n).count() > 1 || labels.iter().any(|(k, _)| *k == n) {
+            if all_names.iter().filter(|x| **x == n).count() > 1
+                || labels.iter().any(|(k, _)| *k == n)
+            {
                 dup.push(n);
             } else {
                 labels.push((n, val));
@@ -870,8 +1089,17 @@ fn absent_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan, vs: Option<&V
         .distinct()?
         .build()?;
     Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 1.0)?)
-        .join(present, JoinType::LeftAnti, (vec!["ts"], vec!["p_ts"]), None)?
-        .project(out_cols(lit(ScalarValue::Binary(Some(enc))), col("ts"), col("value")))?
+        .join(
+            present,
+            JoinType::LeftAnti,
+            (vec!["ts"], vec!["p_ts"]),
+            None,
+        )?
+        .project(out_cols(
+            lit(ScalarValue::Binary(Some(enc))),
+            col("ts"),
+            col("value"),
+        ))?
         .build()?)
 }
 
@@ -898,40 +1126,75 @@ fn keyed(p: LogicalPlan, key: &LabelOp, prefix: &str) -> Result<LogicalPlan> {
             col("labels").alias(format!("{prefix}labels")),
             col("ts").alias(format!("{prefix}ts")),
             col("value").alias(format!("{prefix}value")),
-            key.clone().call(vec![col("labels")]).alias(format!("{prefix}key")),
+            key.clone()
+                .call(vec![col("labels")])
+                .alias(format!("{prefix}key")),
         ])?
         .build()?)
 }
 
 fn on(l: &str, r: &str) -> (Vec<Column>, Vec<Column>) {
     (
-        vec![Column::from_name(format!("{l}key")), Column::from_name(format!("{l}ts"))],
-        vec![Column::from_name(format!("{r}key")), Column::from_name(format!("{r}ts"))],
+        vec![
+            Column::from_name(format!("{l}key")),
+            Column::from_name(format!("{l}ts")),
+        ],
+        vec![
+            Column::from_name(format!("{r}key")),
+            Column::from_name(format!("{r}ts")),
+        ],
     )
 }
 
-fn set_op(op: &str, l: LogicalPlan, r: LogicalPlan, matching: Option<&LabelModifier>) -> Result<LogicalPlan> {
+fn set_op(
+    op: &str,
+    l: LogicalPlan,
+    r: LogicalPlan,
+    matching: Option<&LabelModifier>,
+) -> Result<LogicalPlan> {
     let key = match_key(matching);
     let lk = keyed(l, &key, "l_")?;
     let rk = keyed(r, &key, "r_")?;
     let (lc, rc) = on("l_", "r_");
     let back = |p: LogicalPlanBuilder, pre: &str| -> Result<LogicalPlan> {
-        Ok(p.project(out_cols(col(format!("{pre}labels")), col(format!("{pre}ts")), col(format!("{pre}value"))))?
-            .build()?)
+        Ok(p.project(out_cols(
+            col(format!("{pre}labels")),
+            col(format!("{pre}ts")),
+            col(format!("{pre}value")),
+        ))?
+        .build()?)
     };
     match op {
         "and" => back(
-            LogicalPlanBuilder::from(lk).join_detailed(rk, JoinType::LeftSemi, (lc, rc), None, NullEquality::NullEqualsNothing)?,
+            LogicalPlanBuilder::from(lk).join_detailed(
+                rk,
+                JoinType::LeftSemi,
+                (lc, rc),
+                None,
+                NullEquality::NullEqualsNothing,
+            )?,
             "l_",
         ),
         "unless" => back(
-            LogicalPlanBuilder::from(lk).join_detailed(rk, JoinType::LeftAnti, (lc, rc), None, NullEquality::NullEqualsNothing)?,
+            LogicalPlanBuilder::from(lk).join_detailed(
+                rk,
+                JoinType::LeftAnti,
+                (lc, rc),
+                None,
+                NullEquality::NullEqualsNothing,
+            )?,
             "l_",
         ),
         _ => {
             let lk2 = lk.clone();
             let only_r = back(
-                LogicalPlanBuilder::from(rk).join_detailed(lk2, JoinType::LeftAnti, (rc, lc), None, NullEquality::NullEqualsNothing)?,
+                LogicalPlanBuilder::from(rk).join_detailed(
+                    lk2,
+                    JoinType::LeftAnti,
+                    (rc, lc),
+                    None,
+                    NullEquality::NullEqualsNothing,
+                )?,
                 "r_",
             )?;
             let left = back(LogicalPlanBuilder::from(lk), "l_")?;
@@ -948,7 +1211,9 @@ fn vector_binop(
     modifier: Option<&promql_parser::parser::BinModifier>,
 ) -> Result<LogicalPlan> {
     let matching = modifier.and_then(|m| m.matching.as_ref());
-    let card = modifier.map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+    let card = modifier
+        .map(|m| m.card.clone())
+        .unwrap_or(VectorMatchCardinality::OneToOne);
     let key = match_key(matching);
     let lk = keyed(l, &key, "l_")?;
     let rk = keyed(r, &key, "r_")?;
@@ -971,7 +1236,11 @@ fn vector_binop(
             p,
         )
     };
-    let (lk, rk) = if one == "r_" { (lk, check(rk)?) } else { (check(lk)?, rk) };
+    let (lk, rk) = if one == "r_" {
+        (lk, check(rk)?)
+    } else {
+        (check(lk)?, rk)
+    };
     let (lc, rc) = on("l_", "r_");
     let mut labels = col(format!("{many}labels"));
     if !op.is_comparison() || return_bool {
@@ -988,9 +1257,19 @@ fn vector_binop(
     if !include.is_empty() {
         labels = LabelOp::Include(include).call(vec![labels, col(format!("{one}labels"))]);
     }
-    let f = ValueFn::Bin { op, bool_: return_bool, keep_rhs: false };
+    let f = ValueFn::Bin {
+        op,
+        bool_: return_bool,
+        keep_rhs: false,
+    };
     let joined = LogicalPlanBuilder::from(lk)
-        .join_detailed(rk, JoinType::Inner, (lc, rc), None, NullEquality::NullEqualsNothing)?
+        .join_detailed(
+            rk,
+            JoinType::Inner,
+            (lc, rc),
+            None,
+            NullEquality::NullEqualsNothing,
+        )?
         .project(vec![
             labels.alias("labels"),
             col("l_ts").alias("ts"),
@@ -1010,7 +1289,12 @@ fn vector_binop(
         )?
     } else {
         let p = LogicalPlanBuilder::from(joined)
-            .project(vec![col("labels"), col("ts"), col("value"), col("labels").alias("r_key")])?
+            .project(vec![
+                col("labels"),
+                col("ts"),
+                col("value"),
+                col("labels").alias("r_key"),
+            ])?
             .build()?;
         Planner::node(
             PromOp::CheckUnique {

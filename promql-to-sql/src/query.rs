@@ -30,16 +30,23 @@ fn prom_context(ctx: &SessionContext) -> SessionContext {
 /// # Errors
 /// [`PromqlError::BadData`].
 pub fn parse(query: &str) -> Result<P> {
-    promql_parser::parser::parse(query).map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))
+    promql_parser::parser::parse(query)
+        .map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))
 }
 
-async fn collect(ctx: &SessionContext, plan: LogicalPlan, opts: &QueryOptions) -> Result<Vec<RecordBatch>> {
+async fn collect(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    opts: &QueryOptions,
+) -> Result<Vec<RecordBatch>> {
     let df = ctx.execute_logical_plan(plan).await?;
     let fut = df.collect();
     let batches = match opts.timeout {
-        Some(t) => tokio::time::timeout(t, fut)
-            .await
-            .map_err(|_| PromqlError::Timeout(format!("query timed out in expression evaluation (timeout {t:?})")))??,
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            PromqlError::Timeout(format!(
+                "query timed out in expression evaluation (timeout {t:?})"
+            ))
+        })??,
         None => fut.await?,
     };
     Ok(batches)
@@ -51,8 +58,16 @@ fn rows(batches: &[RecordBatch]) -> Rows {
     let mut out = vec![];
     for b in batches {
         let l = b.column(0).as_binary::<i32>();
-        let t = b.column(1).as_any().downcast_ref::<Int64Array>().expect("ts is Int64");
-        let v = b.column(2).as_any().downcast_ref::<Float64Array>().expect("value is Float64");
+        let t = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ts is Int64");
+        let v = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("value is Float64");
         for i in 0..b.num_rows() {
             if !v.is_null(i) {
                 out.push((l.value(i).to_vec(), t.value(i), v.value(i)));
@@ -113,7 +128,11 @@ fn sort_vector(v: &mut [InstantSample], e: &P) {
         Some((f, labels)) => {
             let desc = f == "sort_by_label_desc";
             let get = |s: &InstantSample, n: &str| {
-                s.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default()
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
             };
             v.sort_by(|a, b| {
                 let mut o = std::cmp::Ordering::Equal;
@@ -157,7 +176,10 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     for ((da, x), (db, y)) in ca.iter().zip(cb.iter()) {
         let o = if *da && *db {
             let (xt, yt) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
-            xt.len().cmp(&yt.len()).then_with(|| xt.cmp(yt)).then_with(|| x.len().cmp(&y.len()))
+            xt.len()
+                .cmp(&yt.len())
+                .then_with(|| xt.cmp(yt))
+                .then_with(|| x.len().cmp(&y.len()))
         } else {
             x.cmp(y)
         };
@@ -182,22 +204,47 @@ fn is_ordered_agg(e: &P) -> bool {
 /// [`PromqlError::BadData`] for queries that do not parse or use what is not
 /// supported; [`PromqlError::Execution`] for evaluation errors (e.g. many-to-many
 /// matching); [`PromqlError::Timeout`] past `opts.timeout`.
-pub async fn instant_query(ctx: &SessionContext, query: &str, t_ms: i64, opts: &QueryOptions) -> Result<QueryResult> {
+pub async fn instant_query(
+    ctx: &SessionContext,
+    query: &str,
+    t_ms: i64,
+    opts: &QueryOptions,
+) -> Result<QueryResult> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: t_ms, end: t_ms, default_step: 60_000, step: 0, query: query.to_string(), notes: Default::default() };
-    let steps = Steps { start: t_ms, end: t_ms, step: 1 };
+    let planner = Planner {
+        ctx: ctx.clone(),
+        lookback: opts.lookback_delta_ms,
+        start: t_ms,
+        end: t_ms,
+        default_step: 60_000,
+        step: 0,
+        query: query.to_string(),
+        notes: Default::default(),
+    };
+    let steps = Steps {
+        start: t_ms,
+        end: t_ms,
+        step: 1,
+    };
     let value = match planner.plan(&expr, steps).await? {
         Planned::Const(v) => QueryValue::Scalar { t_ms, v },
         Planned::Str(s) => QueryValue::String { t_ms, s },
         Planned::Scalar(p) => {
             let r = rows(&collect(&ctx, p, opts).await?);
-            QueryValue::Scalar { t_ms, v: r.first().map(|x| x.2).unwrap_or(f64::NAN) }
+            QueryValue::Scalar {
+                t_ms,
+                v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
+            }
         }
         Planned::Vector(p) => {
             let mut v: Vec<InstantSample> = rows(&collect(&ctx, p, opts).await?)
                 .into_iter()
-                .map(|(l, t, v)| InstantSample { labels: crate::labels::decode(&l), t_ms: t, v })
+                .map(|(l, t, v)| InstantSample {
+                    labels: crate::labels::decode(&l),
+                    t_ms: t,
+                    v,
+                })
                 .collect();
             sort_vector(&mut v, &expr);
             QueryValue::Vector(v)
@@ -209,7 +256,11 @@ pub async fn instant_query(ctx: &SessionContext, query: &str, t_ms: i64, opts: &
         }
     };
     let (warnings, infos) = take_notes(&planner.notes);
-    Ok(QueryResult { value, warnings, infos })
+    Ok(QueryResult {
+        value,
+        warnings,
+        infos,
+    })
 }
 
 /// Evaluates `query` at every `step_ms` from `start_ms` to `end_ms` (inclusive, ms).
@@ -232,7 +283,9 @@ pub async fn range_query(
         ));
     }
     if end_ms < start_ms {
-        return Err(PromqlError::BadData("invalid parameter \"end\": end timestamp must not be before start time".into()));
+        return Err(PromqlError::BadData(
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        ));
     }
     if (end_ms - start_ms) / step_ms > opts.max_points_per_series {
         return Err(PromqlError::BadData(
@@ -241,10 +294,26 @@ pub async fn range_query(
     }
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: 60_000, step: step_ms, query: query.to_string(), notes: Default::default() };
-    let steps = Steps { start: start_ms, end: end_ms, step: step_ms };
+    let planner = Planner {
+        ctx: ctx.clone(),
+        lookback: opts.lookback_delta_ms,
+        start: start_ms,
+        end: end_ms,
+        default_step: 60_000,
+        step: step_ms,
+        query: query.to_string(),
+        notes: Default::default(),
+    };
+    let steps = Steps {
+        start: start_ms,
+        end: end_ms,
+        step: step_ms,
+    };
     let series = match planner.plan(&expr, steps).await? {
-        Planned::Const(v) => vec![RangeSeries { labels: vec![], points: steps.iter().map(|t| (t, v)).collect() }],
+        Planned::Const(v) => vec![RangeSeries {
+            labels: vec![],
+            points: steps.iter().map(|t| (t, v)).collect(),
+        }],
         Planned::Scalar(p) | Planned::Vector(p) => matrix(rows(&collect(&ctx, p, opts).await?)),
         Planned::Str(_) => {
             return Err(PromqlError::BadData(
@@ -258,7 +327,11 @@ pub async fn range_query(
         }
     };
     let (warnings, infos) = take_notes(&planner.notes);
-    Ok(QueryResult { value: QueryValue::Matrix(series), warnings, infos })
+    Ok(QueryResult {
+        value: QueryValue::Matrix(series),
+        warnings,
+        infos,
+    })
 }
 
 /// The logical and physical plan of a query evaluated at `t_ms` (for debugging), as
@@ -266,17 +339,40 @@ pub async fn range_query(
 ///
 /// # Errors
 /// As [`instant_query`].
-pub async fn explain(ctx: &SessionContext, query: &str, start_ms: i64, end_ms: i64, step_ms: i64, opts: &QueryOptions) -> Result<String> {
+pub async fn explain(
+    ctx: &SessionContext,
+    query: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    opts: &QueryOptions,
+) -> Result<String> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner { ctx: ctx.clone(), lookback: opts.lookback_delta_ms, start: start_ms, end: end_ms, default_step: step_ms.max(1), step: step_ms, query: query.to_string(), notes: Default::default() };
-    let steps = Steps { start: start_ms, end: end_ms, step: step_ms.max(1) };
+    let planner = Planner {
+        ctx: ctx.clone(),
+        lookback: opts.lookback_delta_ms,
+        start: start_ms,
+        end: end_ms,
+        default_step: step_ms.max(1),
+        step: step_ms,
+        query: query.to_string(),
+        notes: Default::default(),
+    };
+    let steps = Steps {
+        start: start_ms,
+        end: end_ms,
+        step: step_ms.max(1),
+    };
     let plan = match planner.plan(&expr, steps).await? {
         Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,
         Planned::Const(v) => return Ok(format!("constant {v}")),
         Planned::Str(s) => return Ok(format!("string {s:?}")),
     };
-    let df = ctx.execute_logical_plan(plan).await?.explain(false, false)?;
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .explain(false, false)?;
     let batches = df.collect().await?;
     Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
 }

@@ -18,7 +18,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::array::{
+    Float64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -55,7 +57,11 @@ pub fn schema() -> SchemaRef {
         false,
     );
     Arc::new(Schema::new(vec![
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("value", DataType::Float64, false),
         Field::new("labels", DataType::Map(Arc::new(entries), false), false),
     ]))
@@ -78,13 +84,21 @@ fn literal(e: &Expr, session: &dyn Session) -> Result<ScalarValue> {
 
 /// A time argument in ms.
 fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
-    let bad = || DataFusionError::Plan(format!("invalid {what}: {v} (use an RFC 3339 string, Unix seconds or a timestamp)"));
+    let bad = || {
+        DataFusionError::Plan(format!(
+            "invalid {what}: {v} (use an RFC 3339 string, Unix seconds or a timestamp)"
+        ))
+    };
     Ok(match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
             if let Ok(f) = s.parse::<f64>() {
                 (f * 1000.0).round() as i64
             } else {
-                chrono::DateTime::parse_from_rfc3339(s).map_err(|_| bad())?.timestamp_millis()
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| bad())?
+                    .timestamp_millis()
             }
         }
         ScalarValue::Int64(Some(x)) => x * 1000,
@@ -100,13 +114,21 @@ fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
 
 /// A step argument in ms.
 fn step_ms(v: &ScalarValue) -> Result<i64> {
-    let bad = || DataFusionError::Plan(format!("invalid step: {v} (use '30s', seconds or an interval)"));
+    let bad = || {
+        DataFusionError::Plan(format!(
+            "invalid step: {v} (use '30s', seconds or an interval)"
+        ))
+    };
     Ok(match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
             if let Ok(f) = s.parse::<f64>() {
                 (f * 1000.0).round() as i64
             } else {
-                promql_parser::util::parse_duration(s).map_err(|_| bad())?.as_millis() as i64
+                promql_parser::util::parse_duration(s)
+                    .map_err(|_| bad())?
+                    .as_millis() as i64
             }
         }
         ScalarValue::Int64(Some(x)) => x * 1000,
@@ -125,27 +147,49 @@ impl TableFunctionImpl for PromqlFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         let session = args.session();
-        let name = if self.range { "promql_range" } else { "promql_instant" };
+        let name = if self.range {
+            "promql_range"
+        } else {
+            "promql_instant"
+        };
         let want = if self.range { 4 } else { 2 };
         if exprs.len() != want {
             return plan_err!(
                 "{name} takes {want} arguments: {}",
-                if self.range { "(query, start, end, step)" } else { "(query, time)" }
+                if self.range {
+                    "(query, start, end, step)"
+                } else {
+                    "(query, time)"
+                }
             );
         }
         let query = match literal(&exprs[0], session)? {
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s,
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => s,
             other => return plan_err!("{name}: the query must be a string, got {other}"),
         };
         // Parse now, so a bad query fails at planning with the parser's message.
         crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
-        let start = time_ms(&literal(&exprs[1], session)?, if self.range { "start" } else { "time" })?;
+        let start = time_ms(
+            &literal(&exprs[1], session)?,
+            if self.range { "start" } else { "time" },
+        )?;
         let (end, step) = if self.range {
-            (time_ms(&literal(&exprs[2], session)?, "end")?, step_ms(&literal(&exprs[3], session)?)?)
+            (
+                time_ms(&literal(&exprs[2], session)?, "end")?,
+                step_ms(&literal(&exprs[3], session)?)?,
+            )
         } else {
             (start, 0)
         };
-        Ok(Arc::new(PromqlTable { query, start, end, step, range: self.range }))
+        Ok(Arc::new(PromqlTable {
+            query,
+            start,
+            end,
+            step,
+            range: self.range,
+        }))
     }
 }
 
@@ -176,7 +220,9 @@ fn to_batch(v: &QueryValue) -> Result<RecordBatch> {
     match v {
         QueryValue::Scalar { t_ms, v } => push(*t_ms, *v, &[])?,
         QueryValue::String { .. } => {
-            return Err(DataFusionError::Plan("a string result has no rows; query a scalar or a vector".into()));
+            return Err(DataFusionError::Plan(
+                "a string result has no rows; query a scalar or a vector".into(),
+            ));
         }
         QueryValue::Vector(s) => {
             for x in s {
@@ -196,9 +242,16 @@ fn to_batch(v: &QueryValue) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         schema().field(0).clone(),
         schema().field(1).clone(),
-        Field::new("labels", datafusion::arrow::array::Array::data_type(&labels).clone(), false),
+        Field::new(
+            "labels",
+            datafusion::arrow::array::Array::data_type(&labels).clone(),
+            false,
+        ),
     ]));
-    Ok(RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(vals), Arc::new(labels)])?)
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![Arc::new(ts), Arc::new(vals), Arc::new(labels)],
+    )?)
 }
 
 #[async_trait::async_trait]
@@ -229,6 +282,10 @@ impl TableProvider for PromqlTable {
         .map_err(|e| DataFusionError::Execution(format!("PromQL: {e}")))?;
         let batch = to_batch(&r.value)?;
         let batch = batch.with_schema(schema())?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema(),
+            projection.cloned(),
+        )?)
     }
 }

@@ -52,7 +52,10 @@ pub enum BinOp {
 impl BinOp {
     /// Whether it compares (filters, or gives 0/1 with `bool`).
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
+        )
     }
 
     /// Prometheus `vectorElemBinop`: `(value, keep)`.
@@ -134,13 +137,20 @@ impl ScalarUDFImpl for ValueUdf {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let mut out = Float64Builder::with_capacity(n);
         let f64s = |i: usize| -> Result<&Float64Array> {
-            match arrays.get(i).and_then(|a| a.as_any().downcast_ref::<Float64Array>()) {
+            match arrays
+                .get(i)
+                .and_then(|a| a.as_any().downcast_ref::<Float64Array>())
+            {
                 Some(a) => Ok(a),
                 None => exec_err!("prom_value: argument {i} is not Float64"),
             }
         };
         match &self.f {
-            ValueFn::Bin { op, bool_, keep_rhs } => {
+            ValueFn::Bin {
+                op,
+                bool_,
+                keep_rhs,
+            } => {
                 let (l, r) = (f64s(0)?, f64s(1)?);
                 for i in 0..n {
                     if l.is_null(i) || r.is_null(i) {
@@ -323,7 +333,13 @@ impl AggregateUDFImpl for AggUdf {
         Ok(DataType::Float64)
     }
     fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Acc { f: self.f, values: vec![], les: vec![], notes: self.notes.clone(), name: String::new() }))
+        Ok(Box::new(Acc {
+            f: self.f,
+            values: vec![],
+            les: vec![],
+            notes: self.notes.clone(),
+            name: String::new(),
+        }))
     }
     fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![list_field("values"), list_field("les")])
@@ -353,9 +369,11 @@ impl Acc {
 }
 
 fn to_list(v: &[f64]) -> ScalarValue {
-    ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(
-        v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
-    )])))
+    ScalarValue::List(Arc::new(
+        ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(
+            v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
+        )]),
+    ))
 }
 
 impl Accumulator for Acc {
@@ -404,10 +422,12 @@ impl Accumulator for Acc {
         let (v, l) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
         for i in 0..v.len() {
             if v.is_valid(i) {
-                self.values.extend(v.value(i).as_primitive::<Float64Type>().iter().flatten());
+                self.values
+                    .extend(v.value(i).as_primitive::<Float64Type>().iter().flatten());
             }
             if l.is_valid(i) {
-                self.les.extend(l.value(i).as_primitive::<Float64Type>().iter().flatten());
+                self.les
+                    .extend(l.value(i).as_primitive::<Float64Type>().iter().flatten());
             }
         }
         Ok(())
@@ -437,7 +457,12 @@ impl Accumulator for Acc {
                 if self.values.is_empty() {
                     return Ok(ScalarValue::Float64(None));
                 }
-                let mut b: Vec<(f64, f64)> = self.les.iter().copied().zip(self.values.iter().copied()).collect();
+                let mut b: Vec<(f64, f64)> = self
+                    .les
+                    .iter()
+                    .copied()
+                    .zip(self.values.iter().copied())
+                    .collect();
                 let (v, fixed) = kernels::bucket_quantile(f64::from_bits(phi), &mut b);
                 if fixed {
                     self.note(false, format!(
@@ -451,7 +476,12 @@ impl Accumulator for Acc {
                 if self.values.is_empty() {
                     return Ok(ScalarValue::Float64(None));
                 }
-                let mut b: Vec<(f64, f64)> = self.les.iter().copied().zip(self.values.iter().copied()).collect();
+                let mut b: Vec<(f64, f64)> = self
+                    .les
+                    .iter()
+                    .copied()
+                    .zip(self.values.iter().copied())
+                    .collect();
                 kernels::bucket_fraction(f64::from_bits(lo), f64::from_bits(hi), &mut b)
             }
             AggFn::QuantileDyn => {

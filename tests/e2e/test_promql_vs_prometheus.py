@@ -68,7 +68,8 @@ QUERIES = [
     f"stdvar({CPU})",
     f"quantile(0.9, rate({CPU}[30s]))",
     f"topk(3, {CPU})",
-    f"bottomk(2, rate({CPU}[30s]))",
+    # Ties (many CPU modes rate 0) are broken differently by each engine: no ties here.
+    f"bottomk(2, rate({IDLE}[30s]))",
     f'count_values("value", {UP})',
     f"count by (__name__) ({{job=\"node\", __name__=~\"node_memory_.*\"}})",
     # binary operators
@@ -161,10 +162,10 @@ def compare(query: str, prom: dict, strata: dict) -> list[str]:
                 errs.append(f"{query} {k} @{t}: {b} != Prometheus {a}")
                 break
     if query.startswith("sort_desc") and field == "value":
-        order_p = [key(r["metric"]) for r in prom["result"]]
-        order_s = [key(r["metric"]) for r in strata["result"]]
-        if order_p != order_s:
-            errs.append(f"{query}: order {order_s} != Prometheus {order_p}")
+        # Same order as Prometheus up to ties (which each engine breaks its own way).
+        values = [float(r["value"][1]) for r in strata["result"]]
+        if values != sorted(values, reverse=True):
+            errs.append(f"{query}: not in descending order: {values}")
     return errs
 
 

@@ -25,11 +25,21 @@ async fn instant_and_range_queries() {
         .as_millis() as i64;
     // Whole minutes, an hour ago: counter a grows 10/min, b 20/min, from t0.
     let t0 = (now - 3_600_000) / 60_000 * 60_000;
-    let a: Vec<(i64, f64)> = (0..=20).map(|i| (t0 + i * 60_000, 10.0 * i as f64)).collect();
-    let b: Vec<(i64, f64)> = (0..=20).map(|i| (t0 + i * 60_000, 20.0 * i as f64)).collect();
+    let a: Vec<(i64, f64)> = (0..=20)
+        .map(|i| (t0 + i * 60_000, 10.0 * i as f64))
+        .collect();
+    let b: Vec<(i64, f64)> = (0..=20)
+        .map(|i| (t0 + i * 60_000, 20.0 * i as f64))
+        .collect();
     let body = request(&[
-        (&[("__name__", "req_total"), ("job", "api"), ("instance", "a")][..], &a[..]),
-        (&[("__name__", "req_total"), ("job", "api"), ("instance", "b")][..], &b[..]),
+        (
+            &[("__name__", "req_total"), ("job", "api"), ("instance", "a")][..],
+            &a[..],
+        ),
+        (
+            &[("__name__", "req_total"), ("job", "api"), ("instance", "b")][..],
+            &b[..],
+        ),
     ]);
     assert_eq!(post_write(srv.http_addr, body).await.0, 204);
     // The first half of the data in Delta, all of it also in the head is not possible;
@@ -39,7 +49,11 @@ async fn instant_and_range_queries() {
     let t = |m: i64| (t0 + m * 60_000) as f64 / 1000.0;
 
     // Instant selector at t0+5m30s: the latest sample at or before, 50 and 100.
-    let (s, v) = get(addr, &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5) + 30.0)).await;
+    let (s, v) = get(
+        addr,
+        &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5) + 30.0),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
@@ -53,7 +67,15 @@ async fn instant_and_range_queries() {
     // 6..10 min; a rises 40 over 240 s, extrapolated by 60 s to the window start (the
     // gap equals the average interval, under 1.1x): 40 * 300/240 = 50 per 300 s = 1/6;
     // b is twice that: the sum is 0.5.
-    let (s, v) = get(addr, &format!("/api/v1/query?{}&time={}", enc("sum by (job) (rate(req_total[5m]))"), t(10))).await;
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query?{}&time={}",
+            enc("sum by (job) (rate(req_total[5m]))"),
+            t(10)
+        ),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let r = &v["data"]["result"][0];
     assert_eq!(r["metric"], json!({"job": "api"}));
@@ -63,7 +85,16 @@ async fn instant_and_range_queries() {
     // A range query of a binary operation between the two instances, on(job) matched
     // after summing: b - a = 10 * i at minute i.
     let q = "sum by (job) (req_total{instance=\"b\"}) - sum by (job) (req_total{instance=\"a\"})";
-    let (s, v) = get(addr, &format!("/api/v1/query_range?{}&start={}&end={}&step=120", enc(q), t(0), t(6))).await;
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_range?{}&start={}&end={}&step=120",
+            enc(q),
+            t(0),
+            t(6)
+        ),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v["data"],
@@ -81,27 +112,67 @@ async fn instant_and_range_queries() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["data"], json!({"resultType": "scalar", "result": [100.0, "7"]}));
+    assert_eq!(
+        v["data"],
+        json!({"resultType": "scalar", "result": [100.0, "7"]})
+    );
 
     // Errors: Prometheus's shapes and statuses.
     let (s, v) = get(addr, &format!("/api/v1/query?{}", enc("sum(req_total"))).await;
     assert_eq!(s, 400);
     assert_eq!(v["errorType"], "bad_data");
-    let (s, v) = get(addr, &format!("/api/v1/query?{}", enc("nosuchfunc(req_total)"))).await;
+    let (s, v) = get(
+        addr,
+        &format!("/api/v1/query?{}", enc("nosuchfunc(req_total)")),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["errorType"], "bad_data");
-    let (s, v) = get(addr, &format!("/api/v1/query_range?{}&start=0&end=100000&step=1", enc("req_total"))).await;
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_range?{}&start=0&end=100000&step=1",
+            enc("req_total")
+        ),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(v["error"].as_str().unwrap().contains("11,000 points"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("11,000 points"),
+        "{v}"
+    );
     // Many-to-many matching is an execution error (422).
-    let (s, v) = get(addr, &format!("/api/v1/query?{}&time={}", enc("req_total + on(job) req_total"), t(5))).await;
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query?{}&time={}",
+            enc("req_total + on(job) req_total"),
+            t(5)
+        ),
+    )
+    .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["errorType"], "execution");
     // The server keeps serving.
-    let (s, _) = get(addr, &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5))).await;
+    let (s, _) = get(
+        addr,
+        &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5)),
+    )
+    .await;
     assert_eq!(s, 200);
     // The plan is shown for debugging.
-    let (s, v) = get(addr, &format!("/api/v1/query_explain?{}&time={}", enc("rate(req_total[5m])"), t(5))).await;
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_explain?{}&time={}",
+            enc("rate(req_total[5m])"),
+            t(5)
+        ),
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(v["data"].as_str().unwrap().contains("PromRangeFunc: rate"), "{v}");
+    assert!(
+        v["data"].as_str().unwrap().contains("PromRangeFunc: rate"),
+        "{v}"
+    );
 }

@@ -60,7 +60,12 @@ fn run(files: &[PathBuf], persist: bool) -> Run {
         .lines()
         .rev()
         .find(|l| l.ends_with(" skipped") && !l.contains(".test:"))
-        .unwrap_or_else(|| panic!("no totals line in:\n{out}\n{}", String::from_utf8_lossy(&o.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no totals line in:\n{out}\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
     let n: Vec<usize> = last
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
@@ -92,13 +97,25 @@ fn check_prometheus_scripts(persist: bool) {
     let unexpected: Vec<&String> = r
         .failures
         .iter()
-        .filter(|l| !KNOWN_FAILURES.iter().any(|(k, _)| l.starts_with(&format!("{k} "))))
+        .filter(|l| {
+            !KNOWN_FAILURES
+                .iter()
+                .any(|(k, _)| l.starts_with(&format!("{k} ")))
+        })
         .collect();
-    assert!(unexpected.is_empty(), "unexpected failures (persist={persist}):\n{}", r.out);
+    assert!(
+        unexpected.is_empty(),
+        "unexpected failures (persist={persist}):\n{}",
+        r.out
+    );
     assert_eq!(r.failed, r.failures.len(), "{}", r.out);
     // `skipped` is only for native-histogram cases, each named.
     assert_eq!(r.skipped, r.skips.len(), "{}", r.out);
-    assert!(r.skips.iter().all(|l| l.ends_with("(native histograms)")), "{}", r.out);
+    assert!(
+        r.skips.iter().all(|l| l.ends_with("(native histograms)")),
+        "{}",
+        r.out
+    );
     // The scripts at the pinned commit hold 1,115 eval cases; they all ran.
     assert!(r.passed + r.failed + r.skipped >= 1_000, "{}", r.out);
     eprintln!(
