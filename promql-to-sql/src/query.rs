@@ -78,7 +78,7 @@ fn rows(batches: &[RecordBatch]) -> Rows {
 }
 
 fn matrix(rows: Rows) -> Vec<RangeSeries> {
-    let mut m: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut m: BTreeMap<crate::value::LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
     for (l, t, v) in rows {
         m.entry(crate::labels::decode(&l)).or_default().push((t, v));
     }
