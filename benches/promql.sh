@@ -21,7 +21,7 @@ SH=$(port); SF=$(port); VP=$(port); PP=$(port)
 $BIN serve --data-dir "$TMP/strata" --http-addr 127.0.0.1:$SH --flight-addr 127.0.0.1:$SF 2>"$TMP/strata.log" &
 SPID=$!
 victoria-metrics -storageDataPath="$TMP/vm" -httpListenAddr=127.0.0.1:$VP -retentionPeriod=100y \
-  -search.latencyOffset=0s >"$TMP/vm.log" 2>&1 &
+  -search.latencyOffset=0s -search.disableCache >"$TMP/vm.log" 2>&1 &
 VPID=$!
 # Old samples arrive by remote write: an out-of-order window lets Prometheus take them.
 printf 'global: {}\nstorage:\n  tsdb:\n    out_of_order_time_window: 2d\n' >"$TMP/prometheus.yml"

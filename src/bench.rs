@@ -201,10 +201,13 @@ pub fn promql_cases() -> Vec<QueryCase> {
             12 * 3600,
             60,
         ),
+        // Per field: label_replace keeps the fields apart (a bare `max_over_time` over
+        // several metric names gives equal label sets, which PromQL rejects); the
+        // subquery at the data's 10 s resolution reads every sample.
         c(
             "cpu-max-all-8",
             format!(
-                r#"max by (__name__) (max_over_time({{__name__=~"cpu_usage_.*",{eight}}}[1h]))"#
+                r#"max by (field) (max_over_time(label_replace({{__name__=~"cpu_usage_.*",{eight}}}, "field", "$1", "__name__", "cpu_(.*)")[1h:10s]))"#
             ),
             8 * 3600,
             3600,
@@ -217,7 +220,7 @@ pub fn promql_cases() -> Vec<QueryCase> {
         ),
         c(
             "double-groupby-all",
-            r#"avg by (hostname) (avg_over_time({__name__=~"cpu_usage_.*"}[1h]))"#.into(),
+            r#"avg by (hostname, field) (avg_over_time(label_replace({__name__=~"cpu_usage_.*"}, "field", "$1", "__name__", "cpu_(.*)")[1h:10s]))"#.into(),
             12 * 3600,
             3600,
         ),
@@ -263,6 +266,7 @@ pub async fn time_query(
             ("start", (end_s - q.range_s).to_string()),
             ("end", end_s.to_string()),
             ("step", q.step_s.to_string()),
+            ("timeout", "60s".to_string()),
         ];
         let t = Instant::now();
         let r = client

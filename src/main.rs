@@ -252,10 +252,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let mut first: Option<f64> = None;
                 let mut cells = vec![];
                 for (_, url) in &parsed {
-                    let (ms, series) = strata::bench::time_query(url, &q, end, repeat).await?;
-                    let ratio = first.map(|f| ms / f).unwrap_or(1.0);
-                    first.get_or_insert(ms);
-                    cells.push(format!("{ms:.1} ms x{ratio:.2} ({series})"));
+                    match strata::bench::time_query(url, &q, end, repeat).await {
+                        Ok((ms, series)) => {
+                            let ratio = first.map(|f| ms / f).unwrap_or(1.0);
+                            first.get_or_insert(ms);
+                            cells.push(format!("{ms:.1} ms x{ratio:.2} ({series})"));
+                        }
+                        Err(e) => {
+                            eprintln!("{e}");
+                            cells.push("failed".into());
+                        }
+                    }
                 }
                 println!(
                     "{:<22} {}",
