@@ -342,9 +342,16 @@ impl ExecutionPlan for PromExec {
                 .collect::<Result<_>>()?;
             run(&op, &schema, &batches)
         };
+        let stream = futures::stream::once(fut).flat_map(|r: Result<Vec<RecordBatch>>| {
+            let items: Vec<Result<RecordBatch>> = match r {
+                Ok(b) => b.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            futures::stream::once(fut),
+            stream,
         )))
     }
 }
@@ -400,38 +407,61 @@ fn group(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
     Ok(out)
 }
 
+/// Output rows, cut into batches of at most [`BATCH_ROWS`] rows (a `Binary` column's
+/// 32-bit offsets overflow past 2 GiB of label bytes).
 struct Out {
     labels: BinaryBuilder,
     ts: Int64Builder,
     value: Float64Builder,
+    rows: usize,
+    done: Vec<RecordBatch>,
+    schema: SchemaRef,
 }
 
+const BATCH_ROWS: usize = 1 << 16;
+
 impl Out {
-    fn new() -> Self {
+    fn new(schema: &SchemaRef) -> Self {
         Out {
             labels: BinaryBuilder::new(),
             ts: Int64Builder::new(),
             value: Float64Builder::new(),
+            rows: 0,
+            done: vec![],
+            schema: schema.clone(),
         }
     }
-    fn push(&mut self, l: &[u8], t: i64, v: f64) {
+    fn push(&mut self, l: &[u8], t: i64, v: f64) -> Result<()> {
         self.labels.append_value(l);
         self.ts.append_value(t);
         self.value.append_value(v);
+        self.rows += 1;
+        if self.rows == BATCH_ROWS {
+            self.cut()?;
+        }
+        Ok(())
     }
-    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(
-            schema.clone(),
+    fn cut(&mut self) -> Result<()> {
+        self.done.push(RecordBatch::try_new(
+            self.schema.clone(),
             vec![
                 Arc::new(self.labels.finish()),
                 Arc::new(self.ts.finish()),
                 Arc::new(self.value.finish()),
             ],
-        )?)
+        )?);
+        self.rows = 0;
+        Ok(())
+    }
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        if self.rows > 0 || self.done.is_empty() {
+            self.cut()?;
+        }
+        Ok(self.done)
     }
 }
 
-fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     match op {
         PromOp::InstantSelect {
             steps,
@@ -439,7 +469,7 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
             at,
             sample_ts,
         } => {
-            let mut out = Out::new();
+            let mut out = Out::new(schema);
             for (l, rows) in group(batches)? {
                 for t in steps.iter() {
                     let e = at.eval_time(t);
@@ -451,10 +481,10 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
                     if st <= e - lookback || is_stale(sv) {
                         continue;
                     }
-                    out.push(&l, t, if *sample_ts { st as f64 / 1000.0 } else { sv });
+                    out.push(&l, t, if *sample_ts { st as f64 / 1000.0 } else { sv })?;
                 }
             }
-            out.finish(schema)
+            out.finish()
         }
         PromOp::RangeFunc {
             func,
@@ -463,7 +493,7 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
             at,
             params,
         } => {
-            let mut out = Out::new();
+            let mut out = Out::new(schema);
             for (l, mut rows) in group(batches)? {
                 rows.retain(|r| !is_stale(r.1));
                 for t in steps.iter() {
@@ -475,11 +505,11 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
                     if let Some(v) =
                         kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params)
                     {
-                        out.push(&l, t, v);
+                        out.push(&l, t, v)?;
                     }
                 }
             }
-            out.finish(schema)
+            out.finish()
         }
         PromOp::CheckUnique {
             key,
@@ -514,7 +544,7 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
                     }
                 }
             }
-            Ok(datafusion::arrow::compute::concat_batches(schema, batches)?)
+            Ok(batches.to_vec())
         }
     }
 }
