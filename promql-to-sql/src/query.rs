@@ -90,6 +90,29 @@ fn matrix(rows: Rows) -> Vec<RangeSeries> {
         .collect()
 }
 
+/// The planner of one query over `[start, end]` (ms) with the query's `step` (ms, 0 for
+/// an instant query); subqueries without a step use 1 minute (Prometheus's default
+/// `evaluation_interval`).
+fn planner(
+    ctx: &SessionContext,
+    query: &str,
+    opts: &QueryOptions,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Planner {
+    Planner {
+        ctx: ctx.clone(),
+        lookback: opts.lookback_delta_ms,
+        start,
+        end,
+        default_step: 60_000,
+        step,
+        query: query.to_string(),
+        notes: Default::default(),
+    }
+}
+
 fn take_notes(n: &crate::Notes) -> (Vec<String>, Vec<String>) {
     std::mem::take(&mut *n.lock().unwrap_or_else(|e| e.into_inner()))
 }
@@ -212,16 +235,7 @@ pub async fn instant_query(
 ) -> Result<QueryResult> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner {
-        ctx: ctx.clone(),
-        lookback: opts.lookback_delta_ms,
-        start: t_ms,
-        end: t_ms,
-        default_step: 60_000,
-        step: 0,
-        query: query.to_string(),
-        notes: Default::default(),
-    };
+    let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
     let steps = Steps {
         start: t_ms,
         end: t_ms,
@@ -294,16 +308,7 @@ pub async fn range_query(
     }
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner {
-        ctx: ctx.clone(),
-        lookback: opts.lookback_delta_ms,
-        start: start_ms,
-        end: end_ms,
-        default_step: 60_000,
-        step: step_ms,
-        query: query.to_string(),
-        notes: Default::default(),
-    };
+    let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
     let steps = Steps {
         start: start_ms,
         end: end_ms,
@@ -349,16 +354,7 @@ pub async fn explain(
 ) -> Result<String> {
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
-    let planner = Planner {
-        ctx: ctx.clone(),
-        lookback: opts.lookback_delta_ms,
-        start: start_ms,
-        end: end_ms,
-        default_step: step_ms.max(1),
-        step: step_ms,
-        query: query.to_string(),
-        notes: Default::default(),
-    };
+    let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
     let steps = Steps {
         start: start_ms,
         end: end_ms,
