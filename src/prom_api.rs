@@ -90,16 +90,9 @@ fn sorted_unique(items: impl Iterator<Item = String>, limit: Option<usize>) -> R
 /// # Errors
 /// A message naming the parameter and value.
 pub fn parse_time(name: &str, v: &str) -> Result<i64, String> {
-    if let Ok(f) = v.parse::<f64>()
-        && f.is_finite()
-    {
-        return Ok((f * 1000.0).round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp")
-        })
+    strata_promql::parse_time_ms(v).ok_or_else(|| {
+        format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp")
+    })
 }
 
 /// The selectors and time range of a metadata request.
@@ -274,21 +267,11 @@ pub fn result_json(v: &QueryValue, limit: Option<usize>) -> Value {
 
 /// Parses a duration parameter: float seconds or a PromQL duration (`5m`, `1h30m`); ms.
 fn parse_duration_ms(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(f) = v.parse::<f64>() {
-        if f.is_finite() && f * 1000.0 < i64::MAX as f64 {
-            return Ok((f * 1000.0).round() as i64);
-        }
-        return Err(bad_data(format!(
-            "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration. It overflows int64"
-        )));
-    }
-    promql_parser::util::parse_duration(v)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| {
-            bad_data(format!(
-                "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration"
-            ))
-        })
+    strata_promql::parse_duration_ms(v).ok_or_else(|| {
+        bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration"
+        ))
+    })
 }
 
 fn now_ms() -> i64 {

@@ -102,6 +102,29 @@ fn clean_message(e: &datafusion::error::DataFusionError) -> String {
     s
 }
 
+/// Parses a time as the Prometheus API takes it: Unix seconds (a float) or RFC 3339;
+/// returns ms since the epoch, `None` when it is neither.
+pub fn parse_time_ms(v: &str) -> Option<i64> {
+    if let Ok(f) = v.parse::<f64>() {
+        return f.is_finite().then(|| (f * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Parses a duration as the Prometheus API takes it: seconds (a float) or a PromQL
+/// duration (`5m`, `1h30m`); returns ms, `None` when it is neither or overflows.
+pub fn parse_duration_ms(v: &str) -> Option<i64> {
+    if let Ok(f) = v.parse::<f64>() {
+        return (f.is_finite() && (f * 1000.0).abs() < i64::MAX as f64)
+            .then(|| (f * 1000.0).round() as i64);
+    }
+    promql_parser::util::parse_duration(v)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+}
+
 /// Annotations collected while planning and running a query: `(warnings, infos)`.
 pub type Notes = std::sync::Arc<std::sync::Mutex<(Vec<String>, Vec<String>)>>;
 

@@ -92,15 +92,7 @@ fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
     Ok(match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => {
-            if let Ok(f) = s.parse::<f64>() {
-                (f * 1000.0).round() as i64
-            } else {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| bad())?
-                    .timestamp_millis()
-            }
-        }
+        | ScalarValue::Utf8View(Some(s)) => crate::parse_time_ms(s).ok_or_else(bad)?,
         ScalarValue::Int64(Some(x)) => x * 1000,
         ScalarValue::Int32(Some(x)) => *x as i64 * 1000,
         ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
@@ -122,15 +114,7 @@ fn step_ms(v: &ScalarValue) -> Result<i64> {
     Ok(match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => {
-            if let Ok(f) = s.parse::<f64>() {
-                (f * 1000.0).round() as i64
-            } else {
-                promql_parser::util::parse_duration(s)
-                    .map_err(|_| bad())?
-                    .as_millis() as i64
-            }
-        }
+        | ScalarValue::Utf8View(Some(s)) => crate::parse_duration_ms(s).ok_or_else(bad)?,
         ScalarValue::Int64(Some(x)) => x * 1000,
         ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
         ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {

@@ -1023,14 +1023,14 @@ fn compare_result(ev: &Eval, frame: Frame, value: &QueryValue) -> Result<(), Str
                 } else {
                     Err(format!(
                         "expected scalar {} but got {}",
-                        fmt_f64(want),
-                        fmt_f64(*v)
+                        strata_promql::labels::format_value(want),
+                        strata_promql::labels::format_value(*v)
                     ))
                 }
             }
             Expected::Series(_) => Err(format!(
                 "expected vector or matrix result, but got scalar {}",
-                fmt_f64(*v)
+                strata_promql::labels::format_value(*v)
             )),
         },
         QueryValue::String { s, .. } => {
@@ -1062,7 +1062,7 @@ fn compare_vector(ev: &Eval, samples: &[(Labels, f64)]) -> Result<(), String> {
             return Err(format!(
                 "unexpected metric {} in result, has value {}",
                 fmt_labels(labels),
-                fmt_f64(*v)
+                strata_promql::labels::format_value(*v)
             ));
         };
         if ev.is_ordered() && e.pos != pos + 1 {
@@ -1079,9 +1079,9 @@ fn compare_vector(ev: &Eval, samples: &[(Labels, f64)]) -> Result<(), String> {
         if !almost_equal(exp0.float(), *v, EPSILON) {
             return Err(format!(
                 "expected {} for {} but got {}",
-                fmt_f64(exp0.float()),
+                strata_promql::labels::format_value(exp0.float()),
                 fmt_labels(labels),
-                fmt_f64(*v)
+                strata_promql::labels::format_value(*v)
             ));
         }
         seen.insert(k);
@@ -1169,8 +1169,8 @@ fn compare_matrix(ev: &Eval, frame: Frame, m: &[strata_promql::RangeSeries]) -> 
                     "expected float value at index {i} (t={}) for {} to be {}, but got {} (result has {})",
                     got.0,
                     fmt_labels(&labels),
-                    fmt_f64(w.1),
-                    fmt_f64(got.1),
+                    strata_promql::labels::format_value(w.1),
+                    strata_promql::labels::format_value(got.1),
                     fmt_points(&s.points)
                 ));
             }
@@ -1185,20 +1185,6 @@ fn compare_matrix(ev: &Eval, frame: Frame, m: &[strata_promql::RangeSeries]) -> 
         }
     }
     Ok(())
-}
-
-/// A float as Prometheus prints it in test output (`+Inf`, `-Inf`, `NaN`, shortest
-/// decimal).
-fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
 }
 
 /// Milliseconds as `12.5s`.
@@ -1227,7 +1213,13 @@ fn fmt_labels(l: &[(String, String)]) -> String {
 fn fmt_points(p: &[(i64, f64)]) -> String {
     let v: Vec<String> = p
         .iter()
-        .map(|(t, v)| format!("{} @{}", fmt_f64(*v), fmt_ms(*t)))
+        .map(|(t, v)| {
+            format!(
+                "{} @{}",
+                strata_promql::labels::format_value(*v),
+                fmt_ms(*t)
+            )
+        })
         .collect();
     format!("[{}]", v.join(", "))
 }
@@ -1237,7 +1229,7 @@ fn fmt_seq(v: &[SeqValue]) -> String {
         .iter()
         .map(|x| match x {
             SeqValue::Omitted => "_".into(),
-            SeqValue::Float(f) => fmt_f64(*f),
+            SeqValue::Float(f) => strata_promql::labels::format_value(*f),
             SeqValue::Histogram => "{{...}}".into(),
         })
         .collect();
@@ -1247,14 +1239,22 @@ fn fmt_seq(v: &[SeqValue]) -> String {
 fn fmt_samples(s: &[(Labels, f64)]) -> String {
     let v: Vec<String> = s
         .iter()
-        .map(|(l, v)| format!("{} {}", fmt_labels(l), fmt_f64(*v)))
+        .map(|(l, v)| {
+            format!(
+                "{} {}",
+                fmt_labels(l),
+                strata_promql::labels::format_value(*v)
+            )
+        })
         .collect();
     format!("[{}]", v.join(", "))
 }
 
 fn fmt_value(v: &QueryValue) -> String {
     let s = match v {
-        QueryValue::Scalar { v, .. } => format!("scalar {}", fmt_f64(*v)),
+        QueryValue::Scalar { v, .. } => {
+            format!("scalar {}", strata_promql::labels::format_value(*v))
+        }
         QueryValue::String { s, .. } => format!("string {s:?}"),
         QueryValue::Vector(v) => format!(
             "vector {}",
