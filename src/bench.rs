@@ -117,7 +117,8 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
 /// elapsed seconds. Requests are sent in interval order, as a Prometheus shard would.
 ///
 /// # Errors
-/// The first non-2xx answer or transport error.
+/// The first non-2xx answer other than 429/503 (retried after `Retry-After`), or a
+/// transport error.
 pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Result<f64, String> {
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -125,23 +126,36 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
         .map(|b| {
             let client = client.clone();
             async move {
-                let r = client
-                    .post(url)
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(b)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{url}: {} {}",
-                        r.status(),
+                loop {
+                    let r = client
+                        .post(url)
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(b.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = r.status();
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                    // Overload (429/503) is retried after `Retry-After` (default 1 s), as a
+                    // Prometheus remote-write shard does; the wait counts in the time.
+                    if status.as_u16() == 429 || status.as_u16() == 503 {
+                        let wait = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                        continue;
+                    }
+                    return Err(format!(
+                        "{url}: {status} {}",
                         r.text().await.unwrap_or_default()
-                    ))
+                    ));
                 }
             }
         })

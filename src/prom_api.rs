@@ -138,7 +138,10 @@ fn request(p: &[(String, String)], require_match: bool) -> Result<Request, ApiEr
 }
 
 /// All series when no selector is given (labels and label values endpoints).
-async fn pick(ctx: &SessionContext, r: &Request) -> Result<Vec<SeriesLabels>, ApiError> {
+async fn pick(
+    ctx: &SessionContext,
+    r: &Request,
+) -> Result<Vec<std::sync::Arc<SeriesLabels>>, ApiError> {
     let all;
     let selectors = if r.selectors.is_empty() {
         all = vec![parse_selector(r#"{__name__=~".+"}"#).map_err(from_promql)?];
@@ -167,8 +170,8 @@ async fn series(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: 
                     .map(|s| {
                         Value::Object(
                             s.labels
-                                .into_iter()
-                                .map(|(k, v)| (k, Value::String(v)))
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                                 .collect(),
                         )
                     })
@@ -188,7 +191,7 @@ async fn labels(State(ctx): State<SessionContext>, RawQuery(q): RawQuery, body: 
     match pick(&ctx, &r).await {
         Ok(s) => sorted_unique(
             s.into_iter()
-                .flat_map(|s| s.labels.into_iter().map(|(k, _)| k)),
+                .flat_map(|s| s.labels.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
             r.limit,
         ),
         Err(e) => e.into_response(),
@@ -387,7 +390,7 @@ async fn query_range(
 }
 
 /// Strata's own: the DataFusion plan of a query (`query`, and `time` or `start`/`end`/
-/// `step`), as text.
+/// `step`), as text; with `analyze=true`, run and annotated with each operator's metrics.
 async fn query_explain(
     State(ctx): State<SessionContext>,
     RawQuery(q): RawQuery,
@@ -406,7 +409,8 @@ async fn query_explain(
             (t, t, 1)
         };
         let opts = query_options(&p)?;
-        let plan = strata_promql::explain(&ctx, query, start, end, step, &opts)
+        let analyze = matches!(param(&p, "analyze"), Some("true" | "1"));
+        let plan = strata_promql::explain(&ctx, query, start, end, step, &opts, analyze)
             .await
             .map_err(from_promql)?;
         Ok::<_, ApiError>(success(json!(plan)))

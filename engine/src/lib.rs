@@ -7,11 +7,15 @@
 //! - `series` (the same provider): the series catalog (Delta table + the head's new
 //!   series);
 //! - `metrics`: a view joining the two, `metric_name, labels, timestamp, value, series_id`,
-//!   so that SQL can filter and group by labels: `labels['instance']`.
+//!   so that SQL can filter and group by labels: `labels['instance']`;
+//!
+//! and, as a session config extension, the [`series_index::SeriesIndex`]: the catalog in
+//! memory, where PromQL selectors find their series.
 //!
 //! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
 //! Data enters through a [`Source`] and leaves as Arrow record batches.
 
+pub mod series_index;
 pub mod source;
 pub mod tables;
 
@@ -38,6 +42,9 @@ pub enum EngineError {
     /// Opening the tables failed.
     #[error(transparent)]
     Ingest(#[from] strata_ingest::IngestError),
+    /// Reading a Delta table failed.
+    #[error(transparent)]
+    Delta(#[from] deltalake::DeltaTableError),
 }
 
 /// Result alias for this crate.
@@ -58,7 +65,8 @@ impl Engine {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false);
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())));
         let ctx = SessionContext::new_with_config(config);
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let schema = Arc::new(MemorySchemaProvider::new());

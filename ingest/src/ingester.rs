@@ -311,13 +311,15 @@ impl Ingester {
                 .with_writer_properties(storage::series_writer_properties())
                 .await?
         };
-        // 2. Samples, sorted by family, metric name, series, time, in one commit.
+        // 2. Samples, sorted by family, metric name, series, time, in one commit. Series
+        // sort by the stored (signed) `series_id`, so that Parquet's min/max statistics of
+        // row groups and pages stay narrow and a selector's series ids prune them.
         let mut order: Vec<&(Arc<SeriesMeta>, Vec<Sample>)> = frozen.iter().collect();
         order.sort_by(|a, b| {
-            (a.0.family.as_ref(), a.0.labels.metric_name(), a.0.id).cmp(&(
+            (a.0.family.as_ref(), a.0.labels.metric_name(), a.0.id as i64).cmp(&(
                 b.0.family.as_ref(),
                 b.0.labels.metric_name(),
-                b.0.id,
+                b.0.id as i64,
             ))
         });
         let schema = samples_t.snapshot()?.snapshot().arrow_schema();
@@ -341,6 +343,7 @@ impl Ingester {
         }
         let samples_t = samples_t
             .write(batches)
+            .with_session_state(ordered_write_session()?)
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(["date", "metric_family"])
             .with_writer_properties(storage::samples_writer_properties())
@@ -474,4 +477,18 @@ async fn load_catalog_ids(series: &DeltaTable) -> Result<HashSet<u64>> {
         ids.extend(col.values().iter().map(|v| *v as u64));
     }
     Ok(ids)
+}
+
+/// A DataFusion session with one target partition for Delta writes: with more, the
+/// writer's plan repartitions the input batches and interleaves them, and files lose the
+/// (metric, series, time) order that row-group and page statistics prune by. Otherwise
+/// delta-rs's own defaults (its planner included).
+fn ordered_write_session() -> Result<Arc<dyn deltalake::datafusion::catalog::Session>> {
+    let overrides = std::collections::HashMap::from([(
+        "datafusion.execution.target_partitions".to_string(),
+        "1".to_string(),
+    )]);
+    let ctx =
+        deltalake::delta_datafusion::DeltaSessionContext::new_with_session_overrides(&overrides)?;
+    Ok(Arc::new(ctx.state()))
 }

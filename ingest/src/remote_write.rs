@@ -98,9 +98,12 @@ pub fn decode(body: &[u8], max_decoded_bytes: usize) -> Result<WriteRequest, Ing
 /// Encodes and snappy-compresses a request (for clients, tests and the load bench).
 pub fn encode(req: &WriteRequest) -> Vec<u8> {
     let raw = req.encode_to_vec();
-    snap::raw::Encoder::new()
+    let mut out = snap::raw::Encoder::new()
         .compress_vec(&raw)
-        .expect("snappy compression of an in-memory buffer cannot fail")
+        .expect("snappy compression of an in-memory buffer cannot fail");
+    // `compress_vec` leaves the worst-case capacity (about 7/6 of the raw size) allocated.
+    out.shrink_to_fit();
+    out
 }
 
 /// The result of validating a request: the valid series, and the rejections (one per

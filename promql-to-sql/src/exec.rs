@@ -17,7 +17,6 @@
 //! `PromNode` consumes and produces that shape. The operator gathers its input into one
 //! partition, groups it by series, and emits one batch.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
@@ -90,6 +90,39 @@ impl At {
     }
 }
 
+/// The label sets of a selector's series by `series_id`, for a [`PromNode`] whose input is
+/// keyed by `series_id` instead of labels (rows of other series are dropped). Labels are
+/// attached once per series after grouping, not carried by every sample row.
+#[derive(Clone)]
+pub struct SeriesMap {
+    map: Arc<rustc_hash::FxHashMap<i64, Vec<u8>>>,
+    /// Order-independent digest of the ids, so that plans over different series differ.
+    digest: u64,
+}
+
+impl SeriesMap {
+    /// A map from `(series_id, encoded labels)` pairs.
+    pub fn new(pairs: impl IntoIterator<Item = (i64, Vec<u8>)>) -> SeriesMap {
+        let map: rustc_hash::FxHashMap<i64, Vec<u8>> = pairs.into_iter().collect();
+        let digest = map.keys().fold(map.len() as u64, |d, k| {
+            d.wrapping_add((*k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        });
+        SeriesMap {
+            map: Arc::new(map),
+            digest,
+        }
+    }
+    fn get(&self, id: i64) -> Option<&Vec<u8>> {
+        self.map.get(&id)
+    }
+}
+
+impl fmt::Debug for SeriesMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} series (digest {:x})", self.map.len(), self.digest)
+    }
+}
+
 /// The operation of a [`PromNode`].
 #[derive(Debug, Clone)]
 pub enum PromOp {
@@ -104,6 +137,8 @@ pub enum PromOp {
         /// Output the selected sample's timestamp in seconds instead of its value
         /// (`timestamp(v)`).
         sample_ts: bool,
+        /// With `Some`, the input is `(series_id, ts, value)` and labels come from here.
+        series: Option<SeriesMap>,
     },
     /// Range function over range windows (see the module doc).
     RangeFunc {
@@ -117,6 +152,8 @@ pub enum PromOp {
         at: At,
         /// Scalar arguments (e.g. `quantile_over_time`'s φ).
         params: Vec<f64>,
+        /// With `Some`, the input is `(series_id, ts, value)` and labels come from here.
+        series: Option<SeriesMap>,
     },
     /// Fails with `message` (with the duplicate's labels appended) when two rows share
     /// the column `key` and `ts`.
@@ -231,6 +268,7 @@ fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
             lookback,
             at,
             sample_ts,
+            ..
         } => write!(
             f,
             "PromInstantSelect: steps=[{}..{} every {}ms], lookback={}ms, offset={}ms, at={:?}{}",
@@ -248,6 +286,7 @@ fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
             range,
             at,
             params,
+            ..
         } => write!(
             f,
             "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
@@ -272,6 +311,7 @@ pub struct PromExec {
     input: Arc<dyn ExecutionPlan>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl PromExec {
@@ -287,6 +327,7 @@ impl PromExec {
             input,
             schema,
             props: Arc::new(props),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -309,6 +350,9 @@ impl ExecutionPlan for PromExec {
     }
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
+    }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
     fn apply_expressions(
         &self,
@@ -334,13 +378,18 @@ impl ExecutionPlan for PromExec {
         let input = self.input.execute(partition, context)?;
         let op = self.op.clone();
         let schema = self.schema.clone();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
             let batches: Vec<RecordBatch> = input
                 .collect::<Vec<_>>()
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            run(&op, &schema, &batches)
+            let timer = baseline.elapsed_compute().timer();
+            let out = run(&op, &schema, &batches)?;
+            timer.done();
+            baseline.record_output(out.iter().map(|b| b.num_rows()).sum());
+            Ok(out)
         };
         let stream = futures::stream::once(fut).flat_map(|r: Result<Vec<RecordBatch>>| {
             let items: Vec<Result<RecordBatch>> = match r {
@@ -359,41 +408,21 @@ impl ExecutionPlan for PromExec {
 /// Rows of one series: `(ts ms, value)`.
 type SeriesRows = Vec<(i64, f64)>;
 
-/// Groups `labels, ts, value` rows by label set, each series sorted by time with
-/// duplicate timestamps collapsed to the last row.
-fn group(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
-    let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut out: Vec<(Vec<u8>, SeriesRows)> = vec![];
-    for b in batches {
-        let labels = b.column(0).as_binary::<i32>();
-        let ts = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
-        let vs = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .ok_or_else(|| DataFusionError::Internal("value is not Float64".into()))?;
-        for i in 0..b.num_rows() {
-            if vs.is_null(i) {
-                continue;
-            }
-            let l = labels.value(i);
-            let k = match idx.get(l) {
-                Some(k) => *k,
-                None => {
-                    idx.insert(l.to_vec(), out.len());
-                    out.push((l.to_vec(), vec![]));
-                    out.len() - 1
-                }
-            };
-            out[k].1.push((ts.value(i), vs.value(i)));
-        }
-    }
+/// Groups `labels, ts, value` rows by label set (or, with `series`, `series_id, ts,
+/// value` rows by series, dropping series not in the map), each series sorted by time
+/// with duplicate timestamps collapsed to the last row; series sorted by labels.
+fn group(
+    batches: &[RecordBatch],
+    series: Option<&SeriesMap>,
+) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
+    let mut out: Vec<(Vec<u8>, SeriesRows)> = match series {
+        Some(m) => group_by_id(batches, m)?,
+        None => group_by_labels(batches)?,
+    };
     for (_, rows) in &mut out {
-        rows.sort_by_key(|r| r.0);
+        if !rows.is_sorted_by_key(|r| r.0) {
+            rows.sort_by_key(|r| r.0);
+        }
         rows.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
                 *earlier = *later;
@@ -405,6 +434,81 @@ fn group(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+fn ts_value(b: &RecordBatch) -> Result<(&Int64Array, &Float64Array)> {
+    let ts = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+    let vs = b
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| DataFusionError::Internal("value is not Float64".into()))?;
+    Ok((ts, vs))
+}
+
+fn group_by_labels(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
+    let mut idx: rustc_hash::FxHashMap<&[u8], usize> = Default::default();
+    let mut out: Vec<(Vec<u8>, SeriesRows)> = vec![];
+    for b in batches {
+        let labels = b.column(0).as_binary::<i32>();
+        let (ts, vs) = ts_value(b)?;
+        for i in 0..b.num_rows() {
+            if vs.is_null(i) {
+                continue;
+            }
+            let l = labels.value(i);
+            let k = *idx.entry(l).or_insert_with(|| {
+                out.push((l.to_vec(), vec![]));
+                out.len() - 1
+            });
+            out[k].1.push((ts.value(i), vs.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+fn group_by_id(batches: &[RecordBatch], m: &SeriesMap) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
+    let mut idx: rustc_hash::FxHashMap<i64, usize> = Default::default();
+    let mut rows: Vec<(i64, SeriesRows)> = vec![];
+    // Samples arrive in runs of one series (files are sorted by series, then time).
+    let mut last: Option<(i64, usize)> = None;
+    for b in batches {
+        let ids = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("series_id is not Int64".into()))?;
+        let (ts, vs) = ts_value(b)?;
+        for i in 0..b.num_rows() {
+            if vs.is_null(i) {
+                continue;
+            }
+            let id = ids.value(i);
+            let k = match last {
+                Some((l, k)) if l == id => k,
+                _ => {
+                    if m.get(id).is_none() {
+                        continue;
+                    }
+                    let k = *idx.entry(id).or_insert_with(|| {
+                        rows.push((id, vec![]));
+                        rows.len() - 1
+                    });
+                    last = Some((id, k));
+                    k
+                }
+            };
+            rows[k].1.push((ts.value(i), vs.value(i)));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, r)| m.get(id).map(|l| (l.clone(), r)))
+        .collect())
 }
 
 /// Output rows, cut into batches of at most [`BATCH_ROWS`] rows (a `Binary` column's
@@ -468,9 +572,10 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             lookback,
             at,
             sample_ts,
+            series,
         } => {
             let mut out = Out::new(schema);
-            for (l, rows) in group(batches)? {
+            for (l, rows) in group(batches, series.as_ref())? {
                 for t in steps.iter() {
                     let e = at.eval_time(t);
                     let end = rows.partition_point(|r| r.0 <= e);
@@ -492,9 +597,10 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             range,
             at,
             params,
+            series,
         } => {
             let mut out = Out::new(schema);
-            for (l, mut rows) in group(batches)? {
+            for (l, mut rows) in group(batches, series.as_ref())? {
                 rows.retain(|r| !is_stale(r.1));
                 for t in steps.iter() {
                     let e = at.eval_time(t);
@@ -517,7 +623,8 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             message,
             show,
         } => {
-            let mut seen: HashMap<(Vec<u8>, i64), Vec<u8>> = HashMap::new();
+            // Keys borrow the input's label bytes: no copy per row.
+            let mut seen: rustc_hash::FxHashMap<(&[u8], i64), &[u8]> = Default::default();
             let ki = schema.index_of(key)?;
             let ti = schema.index_of(ts)?;
             let si = show.as_ref().map(|c| schema.index_of(c)).transpose()?;
@@ -530,11 +637,9 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
                     .downcast_ref::<Int64Array>()
                     .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
                 for i in 0..b.num_rows() {
-                    let this = sh.map(|s| s.value(i).to_vec()).unwrap_or_default();
-                    if let Some(prev) =
-                        seen.insert((k.value(i).to_vec(), ts.value(i)), this.clone())
-                    {
-                        let mut d = [go_labels(&prev), go_labels(&this)];
+                    let this: &[u8] = sh.map(|s| s.value(i)).unwrap_or_default();
+                    if let Some(prev) = seen.insert((k.value(i), ts.value(i)), this) {
+                        let mut d = [go_labels(prev), go_labels(this)];
                         d.sort();
                         return Err(DataFusionError::Execution(
                             message

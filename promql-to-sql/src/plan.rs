@@ -34,7 +34,7 @@ use promql_parser::parser::{
     VectorMatchCardinality, VectorSelector,
 };
 
-use crate::exec::{At, PromNode, PromOp, Steps, prom_schema};
+use crate::exec::{At, PromNode, PromOp, SeriesMap, Steps, prom_schema};
 use crate::kernels::RangeFn;
 use crate::labels::{LabelOp, NAME};
 use crate::udf::{AggFn, BinOp, SimpleAgg, ValueFn};
@@ -198,24 +198,48 @@ impl Planner {
     }
 
     /// The raw samples `(labels, ts, value)` of the series `vs` picks with timestamps in
-    /// `(from, to]` ms.
+    /// `(from, to]` ms (a range selector as a query's result).
     async fn raw(&self, vs: &VectorSelector, from: i64, to: i64) -> Result<LogicalPlan> {
-        let series =
-            crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
-        if series.is_empty() {
+        let Some((samples, series)) = self.raw_ids(vs, from, to).await? else {
             return Ok(empty_plan());
-        }
-        let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
-        names.sort_unstable();
-        names.dedup();
-        let ids = Int64Array::from_iter_values(series.iter().map(|s| s.series_id));
-        let labels =
-            BinaryArray::from_iter_values(series.iter().map(|s| crate::labels::encode(&s.labels)));
+        };
+        let ids = Int64Array::from_iter_values(series.iter().map(|s| s.0));
+        let labels = BinaryArray::from_iter_values(series.iter().map(|s| &s.1));
         let batch = RecordBatch::try_from_iter(vec![
             ("sel_id", Arc::new(ids) as _),
             ("labels", Arc::new(labels) as _),
         ])?;
         let sel = self.ctx.read_batch(batch)?.into_unoptimized_plan();
+        let plan = LogicalPlanBuilder::from(samples)
+            .join(
+                sel,
+                JoinType::Inner,
+                (vec!["series_id"], vec!["sel_id"]),
+                None,
+            )?
+            .project(vec![col("labels"), col("ts"), col("value")])?
+            .build()?;
+        Ok(plan)
+    }
+
+    /// The raw samples `(series_id, ts, value)` of the metrics `vs` names, with timestamps
+    /// in `(from, to]` ms, and the encoded labels of the series `vs` picks (rows of other
+    /// series of the same metrics may remain: a [`PromNode`] given the map drops them).
+    /// `None` when no series matches.
+    async fn raw_ids(
+        &self,
+        vs: &VectorSelector,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<(LogicalPlan, Vec<(i64, Vec<u8>)>)>> {
+        let series =
+            crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
+        if series.is_empty() {
+            return Ok(None);
+        }
+        let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
+        names.sort_unstable();
+        names.dedup();
         let ts_lit = |m: i64| {
             lit(ScalarValue::TimestampMicrosecond(
                 Some(m.saturating_mul(1000)),
@@ -226,8 +250,8 @@ impl Planner {
             .in_list(names.iter().map(|n| lit(*n)).collect(), false)
             .and(col("timestamp").gt(ts_lit(from)))
             .and(col("timestamp").lt_eq(ts_lit(to)));
-        // A few series: name them, so Parquet row groups (sorted by metric, series, time)
-        // of other series are pruned by their statistics.
+        // A few series: name them, so Parquet row groups and pages (sorted by metric,
+        // series, time) of other series are pruned by their statistics.
         if series.len() <= 64 {
             filter = filter.and(
                 col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
@@ -244,16 +268,11 @@ impl Planner {
                 col("value"),
             ])?
             .into_unoptimized_plan();
-        let plan = LogicalPlanBuilder::from(samples)
-            .join(
-                sel,
-                JoinType::Inner,
-                (vec!["series_id"], vec!["sel_id"]),
-                None,
-            )?
-            .project(vec![col("labels"), col("ts"), col("value")])?
-            .build()?;
-        Ok(plan)
+        let labels = series
+            .iter()
+            .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
+            .collect();
+        Ok(Some((samples, labels)))
     }
 
     fn node(op: PromOp, input: LogicalPlan) -> Result<LogicalPlan> {
@@ -308,13 +327,16 @@ impl Planner {
     ) -> Result<LogicalPlan> {
         let at = self.at_of(&vs.at, &vs.offset);
         let (lo, hi) = Self::eval_span(steps, at);
-        let raw = self.raw(vs, lo - self.lookback, hi).await?;
+        let Some((raw, series)) = self.raw_ids(vs, lo - self.lookback, hi).await? else {
+            return Ok(empty_plan());
+        };
         Self::node(
             PromOp::InstantSelect {
                 steps,
                 lookback: self.lookback,
                 at,
                 sample_ts,
+                series: Some(SeriesMap::new(series)),
             },
             raw,
         )
@@ -348,17 +370,26 @@ impl Planner {
     }
 
     /// The raw rows and the window parameters of a range argument (`v[r]` or `q[r:s]`).
-    async fn range_input(&self, e: &P, steps: Steps) -> Result<(LogicalPlan, i64, At)> {
+    /// With a range selector, the rows are `(series_id, ts, value)` and the map gives the
+    /// labels; with a subquery, the rows are `(labels, ts, value)`.
+    async fn range_input(
+        &self,
+        e: &P,
+        steps: Steps,
+    ) -> Result<(LogicalPlan, i64, At, Option<SeriesMap>)> {
         match unwrap_paren(e) {
             P::MatrixSelector(m) => {
                 let at = self.at_of(&m.vs.at, &m.vs.offset);
                 let (lo, hi) = Self::eval_span(steps, at);
                 let range = ms(m.range);
-                Ok((self.raw(&m.vs, lo - range, hi).await?, range, at))
+                Ok(match self.raw_ids(&m.vs, lo - range, hi).await? {
+                    Some((raw, series)) => (raw, range, at, Some(SeriesMap::new(series))),
+                    None => (empty_plan(), range, at, None),
+                })
             }
             P::Subquery(sq) => {
                 let (inner, at) = self.subquery_input(sq, steps).await?;
-                Ok((inner, ms(sq.range), at))
+                Ok((inner, ms(sq.range), at, None))
             }
             _ => Err(bad(
                 "expected a range vector (a range selector or a subquery)",
@@ -399,7 +430,7 @@ impl Planner {
             if f == RangeFn::QuantileOverTime {
                 self.check_quantile(ps[0], name, args[0]);
             }
-            let (raw, range, at) = self.range_input(args[ri], steps).await?;
+            let (raw, range, at, series) = self.range_input(args[ri], steps).await?;
             if f == RangeFn::AbsentOverTime {
                 let present = Self::node(
                     PromOp::RangeFunc {
@@ -408,6 +439,7 @@ impl Planner {
                         range,
                         at,
                         params: ps,
+                        series,
                     },
                     raw,
                 )?;
@@ -424,6 +456,7 @@ impl Planner {
                     range,
                     at,
                     params: ps,
+                    series,
                 },
                 raw,
             )?;

@@ -339,8 +339,11 @@ pub async fn range_query(
     })
 }
 
-/// The logical and physical plan of a query evaluated at `t_ms` (for debugging), as
-/// DataFusion's `EXPLAIN` prints them.
+/// The logical and physical plan of a query evaluated at the steps `start_ms..=end_ms`
+/// every `step_ms` (ms since the epoch, UTC; an instant query is `start = end`), as
+/// DataFusion's `EXPLAIN` prints them (for debugging). With `analyze`, the plan is also run
+/// and printed as `EXPLAIN ANALYZE` does, with each operator's rows and compute time, and
+/// a first line gives the PromQL planning time (series selection included) in ms.
 ///
 /// # Errors
 /// As [`instant_query`].
@@ -351,7 +354,9 @@ pub async fn explain(
     end_ms: i64,
     step_ms: i64,
     opts: &QueryOptions,
+    analyze: bool,
 ) -> Result<String> {
+    let started = std::time::Instant::now();
     let expr = parse(query)?;
     let ctx = prom_context(ctx);
     let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
@@ -365,10 +370,19 @@ pub async fn explain(
         Planned::Const(v) => return Ok(format!("constant {v}")),
         Planned::Str(s) => return Ok(format!("string {s:?}")),
     };
+    let planning = started.elapsed();
     let df = ctx
         .execute_logical_plan(plan)
         .await?
-        .explain(false, false)?;
+        .explain(false, analyze)?;
     let batches = df.collect().await?;
-    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    Ok(if analyze {
+        format!(
+            "PromQL planning (series selection included): {:.3} ms\n{text}",
+            planning.as_secs_f64() * 1e3
+        )
+    } else {
+        text
+    })
 }

@@ -10,9 +10,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, MapArray};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
+use datafusion::arrow::array::Int64Array;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr as PromExpr, VectorSelector};
@@ -22,26 +21,8 @@ use crate::{PromqlError, Result};
 /// The label holding the metric name.
 const NAME: &str = "__name__";
 
-/// One series of the catalog: its fingerprint (as stored) and its labels, `__name__`
-/// included, sorted by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeriesLabels {
-    /// The series fingerprint's bits as a signed integer (the tables' `series_id`).
-    pub series_id: i64,
-    /// Labels sorted by name, `__name__` first among `_`-prefixed ones by byte order.
-    pub labels: Vec<(String, String)>,
-}
-
-impl SeriesLabels {
-    /// The value of `name`, or `""` when the series has no such label.
-    pub fn get(&self, name: &str) -> &str {
-        self.labels
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-}
+use strata_engine::series_index::SeriesIndex;
+pub use strata_engine::series_index::SeriesLabels;
 
 /// Parses a series selector as `match[]` parameters carry it (`up`, `{job="x"}`,
 /// `http_requests_total{code=~"5.."}`).
@@ -108,70 +89,40 @@ fn ts_lit(ms: i64) -> Expr {
     ))
 }
 
-/// The series of the catalog picked by any of `selectors`, sorted by labels. With
-/// `range = Some((start_ms, end_ms))` (ms since the epoch, inclusive), only series with at
-/// least one sample in that range are returned, as Prometheus's `/api/v1/series` does.
+/// The series of the catalog picked by any of `selectors`, sorted by labels, found in the
+/// session's [`SeriesIndex`] (postings by metric name; other matchers are evaluated on the
+/// metric's series). With `range = Some((start_ms, end_ms))` (ms since the epoch,
+/// inclusive), only series with at least one sample in that range are returned, as
+/// Prometheus's `/api/v1/series` does.
 ///
 /// # Errors
-/// [`PromqlError::Execution`] when the tables cannot be read.
+/// [`PromqlError::Execution`] when the tables cannot be read or the session has no series
+/// index (it is registered by `strata_engine::Engine`).
 pub async fn select_series(
     ctx: &SessionContext,
     selectors: &[VectorSelector],
     range: Option<(i64, i64)>,
-) -> Result<Vec<SeriesLabels>> {
+) -> Result<Vec<Arc<SeriesLabels>>> {
     let names: Option<Vec<String>> = selectors.iter().map(fixed_name).collect();
-    let name_filter = names
-        .as_ref()
-        .map(|n| col("metric_name").in_list(n.iter().map(|x| lit(x.clone())).collect(), false));
-    let mut df = ctx.table("series").await?;
-    if let Some(f) = &name_filter {
-        df = df.filter(f.clone())?;
-    }
-    let batches = df
-        .select_columns(&["series_id", "metric_name", "labels"])?
-        .collect()
-        .await?;
-    let mut out = vec![];
-    let mut seen = HashSet::new();
-    for b in &batches {
-        let ids = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| PromqlError::BadData("series_id is not a long".into()))?;
-        let names = datafusion::arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let maps = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<MapArray>()
-            .ok_or_else(|| PromqlError::BadData("labels is not a map".into()))?;
-        for i in 0..b.num_rows() {
-            if !seen.insert(ids.value(i)) {
-                continue;
-            }
-            let mut labels = vec![(NAME.to_string(), names.value(i).to_string())];
-            if maps.is_valid(i) {
-                let entries = maps.value(i);
-                let k = datafusion::arrow::compute::cast(entries.column(0), &DataType::Utf8)?;
-                let v = datafusion::arrow::compute::cast(entries.column(1), &DataType::Utf8)?;
-                let (k, v) = (k.as_string::<i32>(), v.as_string::<i32>());
-                for j in 0..k.len() {
-                    if v.is_valid(j) && !v.value(j).is_empty() {
-                        labels.push((k.value(j).to_string(), v.value(j).to_string()));
-                    }
-                }
-            }
-            labels.sort();
-            let s = SeriesLabels {
-                series_id: ids.value(i),
-                labels,
-            };
-            if selectors.iter().any(|vs| matches(vs, &s)) {
-                out.push(s);
-            }
-        }
-    }
+    let index = ctx
+        .state()
+        .config()
+        .get_extension::<SeriesIndex>()
+        .ok_or_else(|| {
+            PromqlError::Execution(DataFusionError::Plan(
+                "the session has no series index".into(),
+            ))
+        })?;
+    let mut out: Vec<Arc<SeriesLabels>> = index
+        .series(names.as_deref())
+        .await
+        .map_err(|e| match e {
+            strata_engine::EngineError::DataFusion(e) => PromqlError::Execution(e),
+            e => PromqlError::Execution(DataFusionError::External(Box::new(e))),
+        })?
+        .into_iter()
+        .filter(|s| selectors.iter().any(|vs| matches(vs, s)))
+        .collect();
     if let Some((start, end)) = range
         && !out.is_empty()
     {
@@ -180,8 +131,10 @@ pub async fn select_series(
                 .gt_eq(ts_lit(start))
                 .and(col("timestamp").lt_eq(ts_lit(end))),
         )?;
-        if let Some(f) = name_filter {
-            df = df.filter(f)?;
+        if let Some(n) = &names {
+            df = df.filter(
+                col("metric_name").in_list(n.iter().map(|x| lit(x.clone())).collect(), false),
+            )?;
         }
         let ids: HashSet<i64> = df
             .select_columns(&["series_id"])?
@@ -196,7 +149,6 @@ pub async fn select_series(
             .collect();
         out.retain(|s| ids.contains(&s.series_id));
     }
-    out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
 }
 

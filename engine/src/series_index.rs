@@ -1,0 +1,239 @@
+//! The series index: the series catalog (Delta `series` table + the head's new series)
+//! kept in memory with postings by metric name, so that a PromQL selector or a
+//! `/api/v1/series` request finds its series without a SQL scan of the catalog.
+//!
+//! The Delta part is loaded once per version of the `series` table and kept until the table
+//! moves on (a persistence cycle that added series commits a new version); the head's series
+//! not yet in the catalog are converted once and kept by fingerprint. Prometheus keeps the
+//! same kind of in-memory index over its head (`tsdb/index/postings.go`), there with postings
+//! per label pair; here only the metric name is indexed and other matchers are evaluated on
+//! the metric's series.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, MapArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use parking_lot::Mutex;
+use strata_ingest::head::SeriesMeta;
+
+use crate::source::Source;
+
+/// The label holding the metric name.
+const NAME: &str = "__name__";
+
+/// One series of the catalog: its fingerprint (as stored) and its labels, `__name__`
+/// included, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesLabels {
+    /// The series fingerprint's bits as a signed integer (the tables' `series_id`).
+    pub series_id: i64,
+    /// Labels sorted by name (byte order), `__name__` included; no empty values.
+    pub labels: Vec<(String, String)>,
+}
+
+impl SeriesLabels {
+    /// The value of `name`, or `""` when the series has no such label.
+    pub fn get(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    fn from_meta(m: &SeriesMeta) -> SeriesLabels {
+        let mut labels: Vec<(String, String)> = m
+            .labels
+            .pairs()
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        SeriesLabels {
+            series_id: m.id as i64,
+            labels,
+        }
+    }
+}
+
+/// The catalog as of one version of the Delta `series` table.
+#[derive(Default)]
+struct Loaded {
+    version: Option<u64>,
+    /// Sorted by labels.
+    series: Vec<Arc<SeriesLabels>>,
+    /// Metric name -> positions in `series` (ascending, so sorted by labels too).
+    by_name: HashMap<String, Vec<u32>>,
+    ids: HashSet<i64>,
+}
+
+/// The in-memory series index over a [`Source`] (see the module doc). Cheap to share;
+/// registered on the engine's session as a config extension
+/// (`ctx.state().config().get_extension::<SeriesIndex>()`).
+pub struct SeriesIndex {
+    source: Arc<dyn Source>,
+    loaded: tokio::sync::Mutex<Arc<Loaded>>,
+    head: Mutex<HashMap<u64, Arc<SeriesLabels>>>,
+}
+
+impl std::fmt::Debug for SeriesIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeriesIndex")
+    }
+}
+
+impl SeriesIndex {
+    /// An index over `source`; nothing is read until the first lookup.
+    pub fn new(source: Arc<dyn Source>) -> SeriesIndex {
+        SeriesIndex {
+            source,
+            loaded: tokio::sync::Mutex::new(Arc::new(Loaded::default())),
+            head: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The series whose metric name is one of `names` (all series with `None`), sorted by
+    /// labels, each once.
+    ///
+    /// # Errors
+    /// Delta or DataFusion errors reading a new version of the `series` table.
+    pub async fn series(&self, names: Option<&[String]>) -> crate::Result<Vec<Arc<SeriesLabels>>> {
+        let (table, head) = self.source.series();
+        let loaded = self.catalog(&table).await?;
+        let mut out: Vec<Arc<SeriesLabels>> = match names {
+            None => loaded.series.clone(),
+            Some(names) => {
+                let mut pos: Vec<u32> = names
+                    .iter()
+                    .flat_map(|n| loaded.by_name.get(n).into_iter().flatten().copied())
+                    .collect();
+                if names.len() > 1 {
+                    pos.sort_unstable();
+                    pos.dedup();
+                }
+                pos.iter()
+                    .map(|p| loaded.series[*p as usize].clone())
+                    .collect()
+            }
+        };
+        let wanted = |m: &SeriesMeta| {
+            names.is_none_or(|n| n.iter().any(|x| x == m.labels.metric_name()))
+                && !loaded.ids.contains(&(m.id as i64))
+        };
+        let extra: Vec<Arc<SeriesLabels>> = {
+            let mut cache = self.head.lock();
+            head.iter()
+                .filter(|m| wanted(m))
+                .map(|m| {
+                    cache
+                        .entry(m.id)
+                        .or_insert_with(|| Arc::new(SeriesLabels::from_meta(m)))
+                        .clone()
+                })
+                .collect()
+        };
+        if !extra.is_empty() {
+            out.extend(extra);
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            out.dedup_by_key(|s| s.series_id);
+        }
+        Ok(out)
+    }
+
+    /// The catalog as of `table`'s version, loading it if the version moved.
+    async fn catalog(&self, table: &DeltaTable) -> crate::Result<Arc<Loaded>> {
+        let version = table.version();
+        let mut guard = self.loaded.lock().await;
+        if guard.version == version && version.is_some() {
+            return Ok(guard.clone());
+        }
+        let loaded = Arc::new(load(table, version).await?);
+        // Series now in the catalog need no head copy any more.
+        self.head
+            .lock()
+            .retain(|id, _| !loaded.ids.contains(&(*id as i64)));
+        *guard = loaded.clone();
+        Ok(loaded)
+    }
+}
+
+/// Reads the Delta `series` table (no head) into a [`Loaded`].
+async fn load(table: &DeltaTable, version: Option<u64>) -> crate::Result<Loaded> {
+    let mut loaded = Loaded {
+        version,
+        ..Loaded::default()
+    };
+    if version.is_none() {
+        return Ok(loaded);
+    }
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let provider = table.table_provider().await?;
+    let batches = ctx
+        .read_table(provider)?
+        .select_columns(&["series_id", "metric_name", "labels"])?
+        .collect()
+        .await?;
+    let mut series = vec![];
+    for b in &batches {
+        let ids = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| internal("series_id is not Int64"))?;
+        let names =
+            datafusion::arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(arrow)?;
+        let names = names.as_string::<i32>();
+        let maps = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<MapArray>()
+            .ok_or_else(|| internal("labels is not a map"))?;
+        for i in 0..b.num_rows() {
+            if !loaded.ids.insert(ids.value(i)) {
+                continue;
+            }
+            let mut labels = vec![(NAME.to_string(), names.value(i).to_string())];
+            if maps.is_valid(i) {
+                let entries = maps.value(i);
+                let k = datafusion::arrow::compute::cast(entries.column(0), &DataType::Utf8)
+                    .map_err(arrow)?;
+                let v = datafusion::arrow::compute::cast(entries.column(1), &DataType::Utf8)
+                    .map_err(arrow)?;
+                let (k, v) = (k.as_string::<i32>(), v.as_string::<i32>());
+                for j in 0..k.len() {
+                    if v.is_valid(j) && !v.value(j).is_empty() {
+                        labels.push((k.value(j).to_string(), v.value(j).to_string()));
+                    }
+                }
+            }
+            labels.sort();
+            series.push(Arc::new(SeriesLabels {
+                series_id: ids.value(i),
+                labels,
+            }));
+        }
+    }
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    for (i, s) in series.iter().enumerate() {
+        loaded
+            .by_name
+            .entry(s.get(NAME).to_string())
+            .or_default()
+            .push(i as u32);
+    }
+    loaded.series = series;
+    Ok(loaded)
+}
+
+fn internal(msg: &str) -> crate::EngineError {
+    crate::EngineError::DataFusion(datafusion::error::DataFusionError::Internal(msg.into()))
+}
+
+fn arrow(e: datafusion::arrow::error::ArrowError) -> crate::EngineError {
+    crate::EngineError::DataFusion(e.into())
+}
