@@ -33,6 +33,10 @@ pub const CATALOG: &str = "strata";
 /// The schema name Strata's tables live in.
 pub const SCHEMA: &str = "public";
 
+/// The longest `series_id IN (...)` list Parquet pruning evaluates (a PromQL selector of
+/// up to this many series names them in its scan).
+pub const MAX_SERIES_IN_LIST: usize = 1000;
+
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -66,6 +70,13 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
+            // PromQL selectors name their series (`series_id IN (...)`, up to
+            // `MAX_SERIES_IN_LIST`): let Parquet row-group and page pruning use lists that long
+            // (DataFusion's default stops at 20).
+            .set_usize(
+                "datafusion.execution.parquet.max_in_list_size",
+                MAX_SERIES_IN_LIST,
+            )
             .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())));
         let ctx = SessionContext::new_with_config(config);
         let catalog = Arc::new(MemoryCatalogProvider::new());

@@ -18,7 +18,7 @@
 //! partition, groups it by series, and emits one batch.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -623,11 +623,15 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             message,
             show,
         } => {
-            // Keys borrow the input's label bytes: no copy per row.
-            let mut seen: rustc_hash::FxHashMap<(&[u8], i64), &[u8]> = Default::default();
+            // Keys borrow the input's label bytes (no copy per row) and carry the labels'
+            // hash, computed once per run of equal labels (rows come series by series).
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let mut seen: rustc_hash::FxHashMap<RowKey, &[u8]> =
+                rustc_hash::FxHashMap::with_capacity_and_hasher(rows, Default::default());
             let ki = schema.index_of(key)?;
             let ti = schema.index_of(ts)?;
             let si = show.as_ref().map(|c| schema.index_of(c)).transpose()?;
+            let mut run: (&[u8], u64) = (&[], 0);
             for b in batches {
                 let k = b.column(ki).as_binary::<i32>();
                 let sh = si.map(|i| b.column(i).as_binary::<i32>());
@@ -638,7 +642,16 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
                     .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
                 for i in 0..b.num_rows() {
                     let this: &[u8] = sh.map(|s| s.value(i)).unwrap_or_default();
-                    if let Some(prev) = seen.insert((k.value(i), ts.value(i)), this) {
+                    let labels = k.value(i);
+                    if labels != run.0 || run.0.is_empty() {
+                        run = (labels, rustc_hash::FxBuildHasher.hash_one(labels));
+                    }
+                    let key = RowKey {
+                        hash: run.1,
+                        labels,
+                        ts: ts.value(i),
+                    };
+                    if let Some(prev) = seen.insert(key, this) {
                         let mut d = [go_labels(prev), go_labels(this)];
                         d.sort();
                         return Err(DataFusionError::Execution(
@@ -651,6 +664,21 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             }
             Ok(batches.to_vec())
         }
+    }
+}
+
+/// A (labels, timestamp) key whose labels' hash is computed once per run of rows.
+#[derive(PartialEq, Eq)]
+struct RowKey<'a> {
+    hash: u64,
+    labels: &'a [u8],
+    ts: i64,
+}
+
+impl Hash for RowKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+        state.write_i64(self.ts);
     }
 }
 

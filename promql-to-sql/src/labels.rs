@@ -283,6 +283,16 @@ impl ScalarUDFImpl for LabelUdf {
         let mut b = BinaryBuilder::with_capacity(n, labels.value_data().len());
         let mut buf = Vec::new();
         for i in 0..n {
+            // Rows come in runs of one series (PromQL operators emit series by series):
+            // a row with the previous row's inputs gets the previous result.
+            if i > 0
+                && values.is_none()
+                && labels.value(i) == labels.value(i - 1)
+                && other.is_none_or(|o| o.value(i) == o.value(i - 1))
+            {
+                b.append_value(&buf);
+                continue;
+            }
             buf.clear();
             self.op.apply(
                 labels.value(i),

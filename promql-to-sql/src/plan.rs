@@ -232,8 +232,9 @@ impl Planner {
         from: i64,
         to: i64,
     ) -> Result<Option<(LogicalPlan, Vec<(i64, Vec<u8>)>)>> {
-        let series =
-            crate::selector::select_series(&self.ctx, std::slice::from_ref(vs), None).await?;
+        let (series, candidates) =
+            crate::selector::select_series_counted(&self.ctx, std::slice::from_ref(vs), None)
+                .await?;
         if series.is_empty() {
             return Ok(None);
         }
@@ -250,9 +251,9 @@ impl Planner {
             .in_list(names.iter().map(|n| lit(*n)).collect(), false)
             .and(col("timestamp").gt(ts_lit(from)))
             .and(col("timestamp").lt_eq(ts_lit(to)));
-        // A few series: name them, so Parquet row groups and pages (sorted by metric,
-        // series, time) of other series are pruned by their statistics.
-        if series.len() <= 64 {
+        // Fewer series than the metrics hold: name them, so Parquet row groups and pages
+        // (sorted by metric, series, time) of other series are pruned by their statistics.
+        if series.len() <= strata_engine::MAX_SERIES_IN_LIST && series.len() * 2 <= candidates {
             filter = filter.and(
                 col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
             );

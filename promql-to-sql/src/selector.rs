@@ -103,6 +103,19 @@ pub async fn select_series(
     selectors: &[VectorSelector],
     range: Option<(i64, i64)>,
 ) -> Result<Vec<Arc<SeriesLabels>>> {
+    Ok(select_series_counted(ctx, selectors, range).await?.0)
+}
+
+/// As [`select_series`], also giving the number of candidate series the matchers were
+/// evaluated on (all series of the metric names the selectors fix, or all series).
+///
+/// # Errors
+/// As [`select_series`].
+pub async fn select_series_counted(
+    ctx: &SessionContext,
+    selectors: &[VectorSelector],
+    range: Option<(i64, i64)>,
+) -> Result<(Vec<Arc<SeriesLabels>>, usize)> {
     let names: Option<Vec<String>> = selectors.iter().map(fixed_name).collect();
     let index = ctx
         .state()
@@ -113,13 +126,12 @@ pub async fn select_series(
                 "the session has no series index".into(),
             ))
         })?;
-    let mut out: Vec<Arc<SeriesLabels>> = index
-        .series(names.as_deref())
-        .await
-        .map_err(|e| match e {
-            strata_engine::EngineError::DataFusion(e) => PromqlError::Execution(e),
-            e => PromqlError::Execution(DataFusionError::External(Box::new(e))),
-        })?
+    let candidates = index.series(names.as_deref()).await.map_err(|e| match e {
+        strata_engine::EngineError::DataFusion(e) => PromqlError::Execution(e),
+        e => PromqlError::Execution(DataFusionError::External(Box::new(e))),
+    })?;
+    let count = candidates.len();
+    let mut out: Vec<Arc<SeriesLabels>> = candidates
         .into_iter()
         .filter(|s| selectors.iter().any(|vs| matches(vs, s)))
         .collect();
@@ -149,7 +161,7 @@ pub async fn select_series(
             .collect();
         out.retain(|s| ids.contains(&s.series_id));
     }
-    Ok(out)
+    Ok((out, count))
 }
 
 #[cfg(test)]
