@@ -175,4 +175,22 @@ async fn instant_and_range_queries() {
         v["data"].as_str().unwrap().contains("PromRangeFunc: rate"),
         "{v}"
     );
+    // With analyze=true the plan is run: the two req_total series give two rate rows.
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_explain?{}&time={}&analyze=true",
+            enc("rate(req_total[5m])"),
+            t(5)
+        ),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let text = v["data"].as_str().unwrap();
+    assert!(text.starts_with("PromQL planning"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("PromRangeFunc: rate"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("output_rows=2,"), "{line}");
 }
