@@ -241,12 +241,7 @@ impl Planner {
         let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
         names.sort_unstable();
         names.dedup();
-        let ts_lit = |m: i64| {
-            lit(ScalarValue::TimestampMicrosecond(
-                Some(m.saturating_mul(1000)),
-                Some(Arc::from("UTC")),
-            ))
-        };
+        let ts_lit = crate::selector::ts_lit;
         let mut filter = col("metric_name")
             .in_list(names.iter().map(|n| lit(*n)).collect(), false)
             .and(col("timestamp").gt(ts_lit(from)))

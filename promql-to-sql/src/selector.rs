@@ -82,7 +82,7 @@ fn fixed_name(vs: &VectorSelector) -> Option<String> {
 }
 
 /// A timestamp literal for the tables' `timestamp` column (µs, UTC) from ms.
-fn ts_lit(ms: i64) -> Expr {
+pub(crate) fn ts_lit(ms: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(ms.saturating_mul(1000)),
         Some(Arc::from("UTC")),
