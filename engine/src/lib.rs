@@ -9,8 +9,10 @@
 //! - `metrics`: a view joining the two, `metric_name, labels, timestamp, value, series_id`,
 //!   so that SQL can filter and group by labels: `labels['instance']`;
 //!
-//! and, as a session config extension, the [`series_index::SeriesIndex`]: the catalog in
-//! memory, where PromQL selectors find their series.
+//! and, as session config extensions, the [`series_index::SeriesIndex`]: the catalog in
+//! memory, where PromQL selectors find their series; and [`tables::PruningSamples`], the
+//! `samples` provider PromQL scans read through (filters prune files, row groups and pages
+//! but are not evaluated per row).
 //!
 //! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
 //! Data enters through a [`Source`] and leaves as Arrow record batches.
@@ -77,7 +79,10 @@ impl Engine {
                 "datafusion.execution.parquet.max_in_list_size",
                 MAX_SERIES_IN_LIST,
             )
-            .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())));
+            .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())))
+            .with_extension(Arc::new(tables::PruningSamples(Arc::new(
+                tables::HeadDeltaTable::pruning_samples(source.clone())?,
+            ))));
         let ctx = SessionContext::new_with_config(config);
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let schema = Arc::new(MemorySchemaProvider::new());

@@ -8,11 +8,15 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, InListExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -26,7 +30,7 @@ use crate::source::Source;
 fn metric_names(filters: &[Expr]) -> Option<HashSet<String>> {
     for f in filters {
         match f {
-            Expr::BinaryExpr(BinaryExpr {
+            Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
                 left,
                 op: Operator::Eq,
                 right,
@@ -72,7 +76,8 @@ fn scalar_str(v: &ScalarValue) -> Option<String> {
 }
 
 /// Scans a Delta table's provider with the given projection (by our schema's indices) and
-/// casts its output to our schema's types, so it can be unioned with head rows.
+/// casts its output to our schema's types, so it can be unioned with head rows. With
+/// `pruning`, the filters only prune (see [`prune_only`]).
 async fn scan_delta(
     table: &DeltaTable,
     schema: &SchemaRef,
@@ -80,6 +85,7 @@ async fn scan_delta(
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
     limit: Option<usize>,
+    pruning: bool,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     table
         .update_datafusion_session(state)
@@ -100,6 +106,7 @@ async fn scan_delta(
     let plan = provider
         .scan(state, Some(&their_idx), filters, limit)
         .await?;
+    let plan = if pruning { prune_only(plan)? } else { plan };
     let out_schema = plan.schema();
     let exprs = wanted
         .iter()
@@ -118,6 +125,56 @@ async fn scan_delta(
         })
         .collect::<Vec<_>>();
     Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+/// Makes the Parquet scans under `plan` prune only: row groups and pages are still skipped
+/// by the predicate's statistics, but no row filter is evaluated (delta-rs always turns
+/// its predicate into Parquet row filters), bloom filters are not read (Strata writes
+/// none), and `IN (...)` lists in the predicate are rewritten as balanced `OR`s of
+/// equalities, because DataFusion 55's page-index pruning ignores
+/// `datafusion.execution.parquet.max_in_list_size` and gives up on lists longer than 20
+/// (`PagePruningAccessPlanFilter::new` builds its `PruningPredicate` with the default).
+fn prune_only(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|p| {
+        let Some(ds) = p.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(p));
+        };
+        let Some((conf, pq)) = ds.downcast_to_file_source::<ParquetSource>() else {
+            return Ok(Transformed::no(p));
+        };
+        let mut src = pq
+            .clone()
+            .with_pushdown_filters(false)
+            .with_bloom_filter_on_read(false);
+        if let Some(pred) = pq.filter() {
+            src = src.with_predicate(in_lists_as_ors(pred)?);
+        }
+        let conf = FileScanConfigBuilder::from(conf.clone())
+            .with_source(Arc::new(src))
+            .build();
+        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(conf);
+        Ok(Transformed::yes(exec))
+    })
+    .data()
+}
+
+/// Rewrites each non-negated `x IN (a, b, ...)` in `e` as `x = a OR x = b OR ...`, the
+/// `OR`s as a balanced tree (depth log2 of the list's length).
+fn in_lists_as_ors(e: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+    fn ors(x: &Arc<dyn PhysicalExpr>, list: &[Arc<dyn PhysicalExpr>]) -> Arc<dyn PhysicalExpr> {
+        if list.len() == 1 {
+            return Arc::new(BinaryExpr::new(x.clone(), Operator::Eq, list[0].clone()));
+        }
+        let (a, b) = list.split_at(list.len() / 2);
+        Arc::new(BinaryExpr::new(ors(x, a), Operator::Or, ors(x, b)))
+    }
+    e.transform_up(|e| match e.downcast_ref::<InListExpr>() {
+        Some(l) if !l.negated() && !l.list().is_empty() => {
+            Ok(Transformed::yes(ors(l.expr(), l.list())))
+        }
+        _ => Ok(Transformed::no(e)),
+    })
+    .data()
 }
 
 /// Unions the Delta scan with the head's rows (if any) as an in-memory scan with the same
@@ -155,14 +212,21 @@ pub enum Kind {
 }
 
 /// A Delta table and the head's rows for it, scanned together from one consistent
-/// [`Source`] view. Filters are pushed to the Delta scan for partition and row-group
+/// [`Source`] view. Filters are pushed to the Delta scan for partition, row-group and page
 /// pruning (Inexact: DataFusion re-applies them); on `samples`, a `metric_name = '...'` or
 /// `IN (...)` filter also limits which head series are copied.
+///
+/// The pruning variant ([`HeadDeltaTable::pruning_samples`]) is not exact and does not
+/// claim to be: it prunes with the filters but evaluates them on no row, so rows of other
+/// series and samples outside the filter's time range can come out of pages and head
+/// that the filter keeps. It is not in the SQL catalog; PromQL reads through it (its
+/// operators drop series they did not select and bound their windows by time).
 #[derive(Debug)]
 pub struct HeadDeltaTable {
     source: Arc<dyn Source>,
     schema: SchemaRef,
     kind: Kind,
+    pruning: bool,
 }
 
 impl HeadDeltaTable {
@@ -184,9 +248,28 @@ impl HeadDeltaTable {
             source,
             schema,
             kind,
+            pruning: false,
+        })
+    }
+
+    /// The `samples` table whose filters only prune (see the type's doc). Filters are
+    /// reported `Exact` to DataFusion so that no `FilterExec` re-applies them: give it only
+    /// to consumers that drop rows of unselected series and bound time themselves.
+    ///
+    /// # Errors
+    /// Delta errors reading the table's schema.
+    pub fn pruning_samples(source: Arc<dyn Source>) -> Result<HeadDeltaTable> {
+        Ok(HeadDeltaTable {
+            pruning: true,
+            ..HeadDeltaTable::new(source, Kind::Samples)?
         })
     }
 }
+
+/// The session config extension holding [`HeadDeltaTable::pruning_samples`], for PromQL's
+/// plans (`SessionConfig::get_extension::<PruningSamples>()`).
+#[derive(Debug, Clone)]
+pub struct PruningSamples(pub Arc<HeadDeltaTable>);
 
 #[async_trait]
 impl TableProvider for HeadDeltaTable {
@@ -200,7 +283,12 @@ impl TableProvider for HeadDeltaTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        let how = if self.pruning {
+            TableProviderFilterPushDown::Exact
+        } else {
+            TableProviderFilterPushDown::Inexact
+        };
+        Ok(vec![how; filters.len()])
     }
     async fn scan(
         &self,
@@ -232,7 +320,16 @@ impl TableProvider for HeadDeltaTable {
                 (table, batch)
             }
         };
-        let delta = scan_delta(&table, &self.schema, state, projection, filters, limit).await?;
+        let delta = scan_delta(
+            &table,
+            &self.schema,
+            state,
+            projection,
+            filters,
+            limit,
+            self.pruning,
+        )
+        .await?;
         union_with_head(delta, head, &self.schema, projection)
     }
 }

@@ -154,6 +154,10 @@ pub enum PromOp {
         params: Vec<f64>,
         /// With `Some`, the input is `(series_id, ts, value)` and labels come from here.
         series: Option<SeriesMap>,
+        /// With `Some`, the range is a subquery over a selector (`sel[range:step]`, perhaps
+        /// relabelled): each series' raw samples are first selected at the subquery's inner
+        /// steps, as [`PromOp::InstantSelect`] does, and the windows run over those points.
+        inner: Option<InnerSelect>,
     },
     /// Fails with `message` (with the duplicate's labels appended) when two rows share
     /// the column `key` and `ts`.
@@ -168,6 +172,19 @@ pub enum PromOp {
         /// Error message.
         message: String,
     },
+}
+
+/// The instant selection a fused subquery runs per series before its range function
+/// (`PromOp::RangeFunc::inner`): the points at `steps` are each step's latest sample in
+/// `(at.eval_time(t) - lookback, at.eval_time(t)]`, staleness markers dropped, stamped `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InnerSelect {
+    /// The subquery's inner steps, ms.
+    pub steps: Steps,
+    /// Lookback delta, ms.
+    pub lookback: i64,
+    /// The inner selector's offset and `@`.
+    pub at: At,
 }
 
 /// The logical extension node.
@@ -286,18 +303,29 @@ fn fmt_op(op: &PromOp, f: &mut fmt::Formatter) -> fmt::Result {
             range,
             at,
             params,
+            inner,
             ..
-        } => write!(
-            f,
-            "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
-            func.name(),
-            range,
-            steps.start,
-            steps.end,
-            steps.step,
-            at.offset,
-            at.at
-        ),
+        } => {
+            write!(
+                f,
+                "PromRangeFunc: {}({}ms) steps=[{}..{} every {}ms], offset={}ms, at={:?}, params={params:?}",
+                func.name(),
+                range,
+                steps.start,
+                steps.end,
+                steps.step,
+                at.offset,
+                at.at
+            )?;
+            if let Some(i) = inner {
+                write!(
+                    f,
+                    ", over instant selection at [{}..{} every {}ms], lookback={}ms, offset={}ms, at={:?}",
+                    i.steps.start, i.steps.end, i.steps.step, i.lookback, i.at.offset, i.at.at
+                )?;
+            }
+            Ok(())
+        }
         PromOp::CheckUnique {
             key, ts, message, ..
         } => write!(f, "PromCheckUnique: key=({key}, {ts}) ({message})"),
@@ -474,8 +502,9 @@ fn group_by_labels(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>
 fn group_by_id(batches: &[RecordBatch], m: &SeriesMap) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
     let mut idx: rustc_hash::FxHashMap<i64, usize> = Default::default();
     let mut rows: Vec<(i64, SeriesRows)> = vec![];
-    // Samples arrive in runs of one series (files are sorted by series, then time).
-    let mut last: Option<(i64, usize)> = None;
+    // Samples arrive in runs of one series (files are sorted by series, then time); a run
+    // of a series not in the map (the scan only prunes) is skipped with one lookup.
+    let mut last: Option<(i64, Option<usize>)> = None;
     for b in batches {
         let ids = b
             .column(0)
@@ -491,18 +520,19 @@ fn group_by_id(batches: &[RecordBatch], m: &SeriesMap) -> Result<Vec<(Vec<u8>, S
             let k = match last {
                 Some((l, k)) if l == id => k,
                 _ => {
-                    if m.get(id).is_none() {
-                        continue;
-                    }
-                    let k = *idx.entry(id).or_insert_with(|| {
-                        rows.push((id, vec![]));
-                        rows.len() - 1
+                    let k = m.get(id).is_some().then(|| {
+                        *idx.entry(id).or_insert_with(|| {
+                            rows.push((id, vec![]));
+                            rows.len() - 1
+                        })
                     });
                     last = Some((id, k));
                     k
                 }
             };
-            rows[k].1.push((ts.value(i), vs.value(i)));
+            if let Some(k) = k {
+                rows[k].1.push((ts.value(i), vs.value(i)));
+            }
         }
     }
     Ok(rows
@@ -565,6 +595,28 @@ impl Out {
     }
 }
 
+/// One series' instant selection: for each step `t`, `(t, (sample ts, value))` of its
+/// latest sample in `(e - lookback, e]` (`e = at.eval_time(t)`) unless that sample is a
+/// staleness marker (Prometheus `engine.go`, `vectorSelectorSingle`). `rows` are sorted by
+/// time.
+fn select_at_steps(
+    rows: &[(i64, f64)],
+    steps: Steps,
+    lookback: i64,
+    at: At,
+) -> impl Iterator<Item = (i64, (i64, f64))> + '_ {
+    // Evaluation times never decrease along the steps, so one cursor walks the rows.
+    let mut end = 0;
+    steps.iter().filter_map(move |t| {
+        let e = at.eval_time(t);
+        while end < rows.len() && rows[end].0 <= e {
+            end += 1;
+        }
+        let (st, sv) = *rows.get(end.checked_sub(1)?)?;
+        (st > e - lookback && !is_stale(sv)).then_some((t, (st, sv)))
+    })
+}
+
 fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     match op {
         PromOp::InstantSelect {
@@ -576,16 +628,7 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
         } => {
             let mut out = Out::new(schema);
             for (l, rows) in group(batches, series.as_ref())? {
-                for t in steps.iter() {
-                    let e = at.eval_time(t);
-                    let end = rows.partition_point(|r| r.0 <= e);
-                    if end == 0 {
-                        continue;
-                    }
-                    let (st, sv) = rows[end - 1];
-                    if st <= e - lookback || is_stale(sv) {
-                        continue;
-                    }
+                for (t, (st, sv)) in select_at_steps(&rows, *steps, *lookback, *at) {
                     out.push(&l, t, if *sample_ts { st as f64 / 1000.0 } else { sv })?;
                 }
             }
@@ -598,9 +641,15 @@ fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<R
             at,
             params,
             series,
+            inner,
         } => {
             let mut out = Out::new(schema);
             for (l, mut rows) in group(batches, series.as_ref())? {
+                if let Some(i) = inner {
+                    rows = select_at_steps(&rows, i.steps, i.lookback, i.at)
+                        .map(|(t, (_, v))| (t, v))
+                        .collect();
+                }
                 rows.retain(|r| !is_stale(r.1));
                 for t in steps.iter() {
                     let e = at.eval_time(t);

@@ -218,6 +218,35 @@ impl LabelOp {
         }
     }
 
+    /// Applies this one-argument rewrite (not [`LabelOp::Include`] or
+    /// [`LabelOp::SetFromValue`]) to each encoded label set in `sets`, at plan time, for
+    /// series whose labels are known before any sample is read.
+    ///
+    /// # Errors
+    /// An invalid `label_replace` regular expression, or a two-argument op.
+    pub fn apply_all(&self, sets: &mut [Vec<u8>]) -> Result<()> {
+        if matches!(self, LabelOp::Include(_) | LabelOp::SetFromValue(_)) {
+            return exec_err!("prom_labels: {self:?} needs a second argument");
+        }
+        let re = match self {
+            LabelOp::Replace { regex, .. } => {
+                Some(regex::Regex::new(&format!("^(?s:{regex})$")).map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "invalid regular expression in label_replace(): {regex}: {e}"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for b in sets {
+            out.clear();
+            self.apply(b, None, None, re.as_ref(), &mut out);
+            std::mem::swap(b, &mut out);
+        }
+        Ok(())
+    }
+
     /// The DataFusion expression applying this rewrite to `args` (one `Binary` label
     /// column, plus the second operand for [`LabelOp::Include`] and
     /// [`LabelOp::SetFromValue`]).

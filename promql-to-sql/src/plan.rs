@@ -34,7 +34,7 @@ use promql_parser::parser::{
     VectorMatchCardinality, VectorSelector,
 };
 
-use crate::exec::{At, PromNode, PromOp, SeriesMap, Steps, prom_schema};
+use crate::exec::{At, InnerSelect, PromNode, PromOp, SeriesMap, Steps, prom_schema};
 use crate::kernels::RangeFn;
 use crate::labels::{LabelOp, NAME};
 use crate::udf::{AggFn, BinOp, SimpleAgg, ValueFn};
@@ -200,7 +200,7 @@ impl Planner {
     /// The raw samples `(labels, ts, value)` of the series `vs` picks with timestamps in
     /// `(from, to]` ms (a range selector as a query's result).
     async fn raw(&self, vs: &VectorSelector, from: i64, to: i64) -> Result<LogicalPlan> {
-        let Some((samples, series)) = self.raw_ids(vs, from, to).await? else {
+        let Some((samples, series)) = self.raw_ids(vs, from, to, true).await? else {
             return Ok(empty_plan());
         };
         let ids = Int64Array::from_iter_values(series.iter().map(|s| s.0));
@@ -225,13 +225,16 @@ impl Planner {
     /// The raw samples `(series_id, ts, value)` of the metrics `vs` names, with timestamps
     /// in `(from, to]` ms, and the encoded labels of the series `vs` picks (rows of other
     /// series of the same metrics may remain: a [`PromNode`] given the map drops them).
-    /// `None` when no series matches.
+    /// Without `exact`, the filters only prune ([`strata_engine::tables::PruningSamples`]):
+    /// rows of other series and outside `(from, to]` may also come, and the consumer must
+    /// bound its windows by time. `None` when no series matches.
     async fn raw_ids(
         &self,
         vs: &VectorSelector,
         from: i64,
         to: i64,
-    ) -> Result<Option<(LogicalPlan, Vec<(i64, Vec<u8>)>)>> {
+        exact: bool,
+    ) -> Result<Option<(LogicalPlan, Selected)>> {
         let (series, candidates) =
             crate::selector::select_series_counted(&self.ctx, std::slice::from_ref(vs), None)
                 .await?;
@@ -253,10 +256,22 @@ impl Planner {
                 col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
             );
         }
-        let samples = self
-            .ctx
-            .table("samples")
-            .await?
+        let table = if exact {
+            self.ctx.table("samples").await?
+        } else {
+            let pruning = self
+                .ctx
+                .state()
+                .config()
+                .get_extension::<strata_engine::tables::PruningSamples>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "the session has no PruningSamples".into(),
+                    )
+                })?;
+            self.ctx.read_table(pruning.0.clone())?
+        };
+        let samples = table
             .filter(filter)?
             .select(vec![
                 col("series_id"),
@@ -323,9 +338,22 @@ impl Planner {
     ) -> Result<LogicalPlan> {
         let at = self.at_of(&vs.at, &vs.offset);
         let (lo, hi) = Self::eval_span(steps, at);
-        let Some((raw, series)) = self.raw_ids(vs, lo - self.lookback, hi).await? else {
+        let Some((raw, series)) = self.raw_ids(vs, lo - self.lookback, hi, false).await? else {
             return Ok(empty_plan());
         };
+        self.instant_node(steps, at, sample_ts, raw, series)
+    }
+
+    /// A [`PromOp::InstantSelect`] over `raw` (`(series_id, ts, value)` rows) and the
+    /// selected series' labels.
+    fn instant_node(
+        &self,
+        steps: Steps,
+        at: At,
+        sample_ts: bool,
+        raw: LogicalPlan,
+        series: Selected,
+    ) -> Result<LogicalPlan> {
         Self::node(
             PromOp::InstantSelect {
                 steps,
@@ -338,8 +366,31 @@ impl Planner {
         )
     }
 
-    /// A subquery's inner plan (rows at the inner steps) and its `At`.
-    async fn subquery_input(&self, sq: &SubqueryExpr, steps: Steps) -> Result<(LogicalPlan, At)> {
+    /// The raw rows of a [`Selection`] (as [`Planner::raw_ids`], pruning only) with its
+    /// series' labels rewritten. `Some(None)` when no series matches; `None` when two
+    /// series end up with the same labels, where only a per-step check (the row path)
+    /// can tell whether that is an error.
+    async fn select(
+        &self,
+        sel: &Selection<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Option<(LogicalPlan, Selected)>>> {
+        let Some((raw, mut series)) = self.raw_ids(sel.vs, from, to, false).await? else {
+            return Ok(Some(None));
+        };
+        for op in &sel.ops {
+            match relabelled(&series, op)? {
+                Some(s) => series = s,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Some((raw, series))))
+    }
+
+    /// A subquery's inner steps (absolute multiples of its step, Prometheus `engine.go`)
+    /// and its `At`.
+    fn subquery_steps(&self, sq: &SubqueryExpr, steps: Steps) -> (Steps, At) {
         let at = self.at_of(&sq.at, &sq.offset);
         let (lo, hi) = Self::eval_span(steps, at);
         let step = sq
@@ -357,6 +408,12 @@ impl Planner {
             end: hi,
             step,
         };
+        (inner_steps, at)
+    }
+
+    /// A subquery's inner plan (rows at the inner steps) and its `At`.
+    async fn subquery_input(&self, sq: &SubqueryExpr, steps: Steps) -> Result<(LogicalPlan, At)> {
+        let (inner_steps, at) = self.subquery_steps(sq, steps);
         let inner = match self.plan(&sq.expr, inner_steps).await? {
             Planned::Vector(p) | Planned::Scalar(p) => p,
             Planned::Const(v) => const_plan(&self.ctx, inner_steps, v)?,
@@ -366,26 +423,59 @@ impl Planner {
     }
 
     /// The raw rows and the window parameters of a range argument (`v[r]` or `q[r:s]`).
-    /// With a range selector, the rows are `(series_id, ts, value)` and the map gives the
-    /// labels; with a subquery, the rows are `(labels, ts, value)`.
-    async fn range_input(
-        &self,
-        e: &P,
-        steps: Steps,
-    ) -> Result<(LogicalPlan, i64, At, Option<SeriesMap>)> {
+    /// With a range selector, or a subquery over a [`Selection`] (fused: see
+    /// [`InnerSelect`]), the rows are `(series_id, ts, value)` and `series` gives the
+    /// labels; with any other subquery, the rows are `(labels, ts, value)`.
+    async fn range_input(&self, e: &P, steps: Steps) -> Result<RangeInput> {
         match unwrap_paren(e) {
             P::MatrixSelector(m) => {
                 let at = self.at_of(&m.vs.at, &m.vs.offset);
                 let (lo, hi) = Self::eval_span(steps, at);
                 let range = ms(m.range);
-                Ok(match self.raw_ids(&m.vs, lo - range, hi).await? {
-                    Some((raw, series)) => (raw, range, at, Some(SeriesMap::new(series))),
-                    None => (empty_plan(), range, at, None),
+                let (raw, series) = match self.raw_ids(&m.vs, lo - range, hi, false).await? {
+                    Some((raw, series)) => (raw, Some(series)),
+                    None => (empty_plan(), None),
+                };
+                Ok(RangeInput {
+                    raw,
+                    range,
+                    at,
+                    series,
+                    inner: None,
                 })
             }
             P::Subquery(sq) => {
-                let (inner, at) = self.subquery_input(sq, steps).await?;
-                Ok((inner, ms(sq.range), at, None))
+                let range = ms(sq.range);
+                if let Some(sel) = Selection::of(&sq.expr) {
+                    let (inner_steps, at) = self.subquery_steps(sq, steps);
+                    let sel_at = sel.at(self);
+                    let (lo, hi) = Self::eval_span(inner_steps, sel_at);
+                    if let Some(r) = self.select(&sel, lo - self.lookback, hi).await? {
+                        let (raw, series) = match r {
+                            Some((raw, series)) => (raw, Some(series)),
+                            None => (empty_plan(), None),
+                        };
+                        return Ok(RangeInput {
+                            raw,
+                            range,
+                            at,
+                            series,
+                            inner: Some(InnerSelect {
+                                steps: inner_steps,
+                                lookback: self.lookback,
+                                at: sel_at,
+                            }),
+                        });
+                    }
+                }
+                let (raw, at) = self.subquery_input(sq, steps).await?;
+                Ok(RangeInput {
+                    raw,
+                    range,
+                    at,
+                    series: None,
+                    inner: None,
+                })
             }
             _ => Err(bad(
                 "expected a range vector (a range selector or a subquery)",
@@ -426,7 +516,13 @@ impl Planner {
             if f == RangeFn::QuantileOverTime {
                 self.check_quantile(ps[0], name, args[0]);
             }
-            let (raw, range, at, series) = self.range_input(args[ri], steps).await?;
+            let RangeInput {
+                raw,
+                range,
+                at,
+                series,
+                inner,
+            } = self.range_input(args[ri], steps).await?;
             if f == RangeFn::AbsentOverTime {
                 let present = Self::node(
                     PromOp::RangeFunc {
@@ -435,7 +531,8 @@ impl Planner {
                         range,
                         at,
                         params: ps,
-                        series,
+                        series: series.map(SeriesMap::new),
+                        inner,
                     },
                     raw,
                 )?;
@@ -445,6 +542,15 @@ impl Planner {
                 };
                 return Ok(Planned::Vector(absent_plan(&self.ctx, steps, present, vs)?));
             }
+            let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
+            // Known series: drop their names at plan time unless that makes two equal.
+            let (series, named) = match series {
+                Some(s) if !keep_name => match relabelled(&s, &LabelOp::DropName)? {
+                    Some(unnamed) => (Some(unnamed), false),
+                    None => (Some(s), true),
+                },
+                s => (s, true),
+            };
             let plan = Self::node(
                 PromOp::RangeFunc {
                     func: f,
@@ -452,12 +558,12 @@ impl Planner {
                     range,
                     at,
                     params: ps,
-                    series,
+                    series: series.map(SeriesMap::new),
+                    inner,
                 },
                 raw,
             )?;
-            let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
-            return Ok(Planned::Vector(if keep_name {
+            return Ok(Planned::Vector(if keep_name || !named {
                 plan
             } else {
                 drop_name(plan)?
@@ -523,54 +629,20 @@ impl Planner {
                 // Ordering is applied to the query's result (see `crate::query`).
                 Ok(Planned::Vector(self.vector_arg(args[0], steps).await?))
             }
-            "label_replace" => {
-                let v = self.vector_arg(args[0], steps).await?;
-                let s = |i: usize| match unwrap_paren(args[i]) {
-                    P::StringLiteral(s) => Ok(s.val.clone()),
-                    _ => Err(bad("label_replace expects string arguments")),
-                };
-                let (dst, replacement, src, regex) = (s(1)?, s(2)?, s(3)?, s(4)?);
-                if regex::Regex::new(&format!("^(?s:{regex})$")).is_err() {
-                    return Err(bad(format!(
-                        "invalid regular expression in label_replace(): {regex}"
-                    )));
-                }
-                if !valid_label_name(&dst) {
-                    return Err(bad(format!(
-                        "invalid destination label name in label_replace(): {dst}"
-                    )));
-                }
-                let op = LabelOp::Replace {
-                    dst,
-                    replacement,
-                    src,
-                    regex,
-                };
-                Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
-            }
-            "label_join" => {
-                let v = self.vector_arg(args[0], steps).await?;
-                let mut strs = vec![];
-                for a in &args[1..] {
-                    match unwrap_paren(a) {
-                        P::StringLiteral(s) => strs.push(s.val.clone()),
-                        _ => return Err(bad("label_join expects string arguments")),
+            "label_replace" | "label_join" => {
+                let op = label_op(name, &args)?;
+                if let Some(sel) = Selection::of(&P::Call(c.clone())) {
+                    let (lo, hi) = Self::eval_span(steps, sel.at(self));
+                    if let Some(r) = self.select(&sel, lo - self.lookback, hi).await? {
+                        return Ok(Planned::Vector(match r {
+                            Some((raw, series)) => {
+                                self.instant_node(steps, sel.at(self), false, raw, series)?
+                            }
+                            None => empty_plan(),
+                        }));
                     }
                 }
-                if strs.len() < 2 {
-                    return Err(bad("label_join needs a destination label and a separator"));
-                }
-                let dst = strs[0].clone();
-                if !valid_label_name(&dst) {
-                    return Err(bad(format!(
-                        "invalid destination label name in label_join(): {dst}"
-                    )));
-                }
-                let op = LabelOp::Join {
-                    dst,
-                    sep: strs[1].clone(),
-                    srcs: strs[2..].to_vec(),
-                };
+                let v = self.vector_arg(args[0], steps).await?;
                 Ok(Planned::Vector(check_unique_labels(relabel(v, op)?)?))
             }
             "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
@@ -994,6 +1066,110 @@ fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<Log
 /// cannot contain metrics with the same labelset").
 fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
     check_unique_labels(map_value(p, |v| v, true)?)
+}
+
+/// The [`LabelOp`] of a `label_replace(v, dst, replacement, src, regex)` or
+/// `label_join(v, dst, sep, src...)` call (`args` include `v`), its arguments checked as
+/// Prometheus checks them (`functions.go`).
+fn label_op(name: &str, args: &[&P]) -> Result<LabelOp> {
+    let mut strs = vec![];
+    for a in &args[1..] {
+        match unwrap_paren(a) {
+            P::StringLiteral(s) => strs.push(s.val.clone()),
+            _ => return Err(bad(format!("{name} expects string arguments"))),
+        }
+    }
+    if name == "label_replace" {
+        let [dst, replacement, src, regex] =
+            <[String; 4]>::try_from(strs).map_err(|_| bad("label_replace expects 5 arguments"))?;
+        if regex::Regex::new(&format!("^(?s:{regex})$")).is_err() {
+            return Err(bad(format!(
+                "invalid regular expression in label_replace(): {regex}"
+            )));
+        }
+        if !valid_label_name(&dst) {
+            return Err(bad(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            )));
+        }
+        return Ok(LabelOp::Replace {
+            dst,
+            replacement,
+            src,
+            regex,
+        });
+    }
+    if strs.len() < 2 {
+        return Err(bad("label_join needs a destination label and a separator"));
+    }
+    let dst = strs[0].clone();
+    if !valid_label_name(&dst) {
+        return Err(bad(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    Ok(LabelOp::Join {
+        dst,
+        sep: strs[1].clone(),
+        srcs: strs[2..].to_vec(),
+    })
+}
+
+/// `series` with `op` applied to their labels, or `None` when two of them end up with
+/// the same label set.
+fn relabelled(series: &[(i64, Vec<u8>)], op: &LabelOp) -> Result<Option<Selected>> {
+    let mut sets: Vec<Vec<u8>> = series.iter().map(|s| s.1.clone()).collect();
+    op.apply_all(&mut sets)?;
+    let mut sorted: Vec<&[u8]> = sets.iter().map(Vec::as_slice).collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Ok(None);
+    }
+    Ok(Some(series.iter().map(|s| s.0).zip(sets).collect()))
+}
+
+/// Selected series: `(series_id, encoded labels)`.
+type Selected = Vec<(i64, Vec<u8>)>;
+
+/// A range argument planned: see [`Planner::range_input`].
+struct RangeInput {
+    raw: LogicalPlan,
+    /// Window length, ms.
+    range: i64,
+    at: At,
+    series: Option<Selected>,
+    inner: Option<InnerSelect>,
+}
+
+/// A selector, perhaps under `label_replace` / `label_join` calls: its series and their
+/// output labels are known at plan time, so the relabelling is applied to the series'
+/// label sets rather than to every output row.
+struct Selection<'a> {
+    vs: &'a VectorSelector,
+    /// Label rewrites, innermost first.
+    ops: Vec<LabelOp>,
+}
+
+impl<'a> Selection<'a> {
+    /// `e` as a selection, or `None` for any other expression (or invalid label function
+    /// arguments, which the row path reports).
+    fn of(e: &'a P) -> Option<Selection<'a>> {
+        match unwrap_paren(e) {
+            P::VectorSelector(vs) => Some(Selection { vs, ops: vec![] }),
+            P::Call(c) if matches!(c.func.name, "label_replace" | "label_join") => {
+                let args: Vec<&P> = c.args.args.iter().map(|b| b.as_ref()).collect();
+                let op = label_op(c.func.name, &args).ok()?;
+                let mut sel = Selection::of(args.first()?)?;
+                sel.ops.push(op);
+                Some(sel)
+            }
+            _ => None,
+        }
+    }
+
+    fn at(&self, p: &Planner) -> At {
+        p.at_of(&self.vs.at, &self.vs.offset)
+    }
 }
 
 fn relabel(p: LogicalPlan, op: LabelOp) -> Result<LogicalPlan> {
