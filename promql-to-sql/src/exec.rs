@@ -499,39 +499,58 @@ fn group_by_labels(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>
     Ok(out)
 }
 
+/// Groups `(series_id, ts_us, value)` rows (`ts_us` in µs, as the scan gives them) by
+/// series, keeping those in `m`, timestamps converted to ms.
 fn group_by_id(batches: &[RecordBatch], m: &SeriesMap) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
     let mut idx: rustc_hash::FxHashMap<i64, usize> = Default::default();
-    let mut rows: Vec<(i64, SeriesRows)> = vec![];
+    let mut counts: Vec<(i64, usize)> = vec![];
+    let cols = batches
+        .iter()
+        .map(|b| {
+            let ids = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| DataFusionError::Internal("series_id is not Int64".into()))?;
+            let (ts, vs) = ts_value(b)?;
+            Ok((ids, ts, vs))
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Samples arrive in runs of one series (files are sorted by series, then time); a run
-    // of a series not in the map (the scan only prunes) is skipped with one lookup.
-    let mut last: Option<(i64, Option<usize>)> = None;
-    for b in batches {
-        let ids = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("series_id is not Int64".into()))?;
-        let (ts, vs) = ts_value(b)?;
-        for i in 0..b.num_rows() {
-            if vs.is_null(i) {
-                continue;
+    // is looked up once, and a run of a series not in the map (the scan only prunes) is
+    // skipped. The first pass counts each series' rows, so the second fills vectors of
+    // their final size.
+    let mut runs: Vec<Vec<(usize, usize, usize)>> = Vec::with_capacity(cols.len());
+    for (ids, _, _) in &cols {
+        let ids = ids.values();
+        let mut batch_runs = vec![];
+        let mut start = 0;
+        while start < ids.len() {
+            let id = ids[start];
+            let end = start + ids[start..].iter().take_while(|x| **x == id).count();
+            if m.get(id).is_some() {
+                let k = *idx.entry(id).or_insert_with(|| {
+                    counts.push((id, 0));
+                    counts.len() - 1
+                });
+                counts[k].1 += end - start;
+                batch_runs.push((start, end, k));
             }
-            let id = ids.value(i);
-            let k = match last {
-                Some((l, k)) if l == id => k,
-                _ => {
-                    let k = m.get(id).is_some().then(|| {
-                        *idx.entry(id).or_insert_with(|| {
-                            rows.push((id, vec![]));
-                            rows.len() - 1
-                        })
-                    });
-                    last = Some((id, k));
-                    k
+            start = end;
+        }
+        runs.push(batch_runs);
+    }
+    let mut rows: Vec<(i64, SeriesRows)> = counts
+        .iter()
+        .map(|(id, n)| (*id, Vec::with_capacity(*n)))
+        .collect();
+    for ((_, ts, vs), batch_runs) in cols.iter().zip(&runs) {
+        for &(start, end, k) in batch_runs {
+            let out = &mut rows[k].1;
+            for i in start..end {
+                if !vs.is_null(i) {
+                    out.push((ts.value(i) / 1000, vs.value(i)));
                 }
-            };
-            if let Some(k) = k {
-                rows[k].1.push((ts.value(i), vs.value(i)));
             }
         }
     }

@@ -217,13 +217,17 @@ impl Planner {
                 (vec!["series_id"], vec!["sel_id"]),
                 None,
             )?
-            .project(vec![col("labels"), col("ts"), col("value")])?
+            .project(vec![
+                col("labels"),
+                (col("ts_us") / lit(1000i64)).alias("ts"),
+                col("value"),
+            ])?
             .build()?;
         Ok(plan)
     }
 
-    /// The raw samples `(series_id, ts, value)` of the metrics `vs` names, with timestamps
-    /// in `(from, to]` ms, and the encoded labels of the series `vs` picks (rows of other
+    /// The raw samples `(series_id, ts_us, value)` (`ts_us`: µs since the epoch, UTC) of
+    /// the metrics `vs` names, with timestamps in `(from, to]` ms, and the encoded labels of the series `vs` picks (rows of other
     /// series of the same metrics may remain: a [`PromNode`] given the map drops them).
     /// Without `exact`, the filters only prune ([`strata_engine::tables::PruningSamples`]):
     /// rows of other series and outside `(from, to]` may also come, and the consumer must
@@ -275,7 +279,9 @@ impl Planner {
             .filter(filter)?
             .select(vec![
                 col("series_id"),
-                (cast(col("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),
+                // Microseconds, reinterpreted without a copy; the operators divide by 1000
+                // only the rows they keep.
+                cast(col("timestamp"), DataType::Int64).alias("ts_us"),
                 col("value"),
             ])?
             .into_unoptimized_plan();

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder, ListArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -15,6 +17,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use crate::kernels;
 
@@ -343,6 +346,138 @@ impl AggregateUDFImpl for AggUdf {
     }
     fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![list_field("values"), list_field("les")])
+    }
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        matches!(self.f, AggFn::Simple(_) | AggFn::Quantile(_))
+    }
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(GroupsAcc {
+            f: self.f,
+            values: vec![],
+            pushed: 0,
+        }))
+    }
+}
+
+/// [`Acc`] for many groups at once, for the aggregations over values alone
+/// ([`AggFn::Simple`], [`AggFn::Quantile`]): a group's values are gathered in arrival
+/// order and reduced at the end by the same kernels. The state has `Acc`'s shape (its
+/// `les` lists empty).
+#[derive(Debug)]
+struct GroupsAcc {
+    f: AggFn,
+    values: Vec<Vec<f64>>,
+    /// Values held (for `size`).
+    pushed: usize,
+}
+
+impl GroupsAcc {
+    fn grow(&mut self, total: usize) {
+        if self.values.len() < total {
+            self.values.resize_with(total, Vec::new);
+        }
+    }
+}
+
+impl GroupsAccumulator for GroupsAcc {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        let vs = values[0].as_primitive::<Float64Type>();
+        for (i, g) in group_indices.iter().enumerate() {
+            if vs.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+                self.values[*g].push(vs.value(i));
+                self.pushed += 1;
+            }
+        }
+        Ok(())
+    }
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.values);
+        self.pushed -= groups.iter().map(Vec::len).sum::<usize>();
+        let out: Float64Array = groups
+            .into_iter()
+            .map(|mut v| {
+                if v.is_empty() {
+                    return None;
+                }
+                Some(match self.f {
+                    AggFn::Simple(k) => {
+                        let mut st = kernels::AggState::new(k.kind());
+                        for x in &v {
+                            st.push(*x);
+                        }
+                        st.finish()
+                    }
+                    AggFn::Quantile(phi) => kernels::quantile(f64::from_bits(phi), &mut v),
+                    _ => f64::NAN,
+                })
+            })
+            .collect();
+        Ok(Arc::new(out))
+    }
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let groups = emit_to.take_needed(&mut self.values);
+        self.pushed -= groups.iter().map(Vec::len).sum::<usize>();
+        let n = groups.len();
+        let values = ListArray::from_iter_primitive::<Float64Type, _, _>(
+            groups
+                .into_iter()
+                .map(|v| Some(v.into_iter().map(Some).collect::<Vec<_>>())),
+        );
+        let les = ListArray::from_iter_primitive::<Float64Type, _, _>(
+            (0..n).map(|_| Some(Vec::<Option<f64>>::new())),
+        );
+        Ok(vec![Arc::new(values), Arc::new(les)])
+    }
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        let v = values[0].as_list::<i32>();
+        for (i, g) in group_indices.iter().enumerate() {
+            if v.is_valid(i) {
+                let g = &mut self.values[*g];
+                let before = g.len();
+                g.extend(v.value(i).as_primitive::<Float64Type>().iter().flatten());
+                self.pushed += g.len() - before;
+            }
+        }
+        Ok(())
+    }
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let vs = values[0].as_primitive::<Float64Type>();
+        let keep = |i: usize| opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+        let lists = ListArray::from_iter_primitive::<Float64Type, _, _>((0..vs.len()).map(|i| {
+            Some(if vs.is_valid(i) && keep(i) {
+                vec![Some(vs.value(i))]
+            } else {
+                vec![]
+            })
+        }));
+        let les = ListArray::from_iter_primitive::<Float64Type, _, _>(
+            (0..vs.len()).map(|_| Some(Vec::<Option<f64>>::new())),
+        );
+        Ok(vec![Arc::new(lists), Arc::new(les)])
+    }
+    fn size(&self) -> usize {
+        // Approximate, O(1): DataFusion calls this once per batch.
+        std::mem::size_of::<Self>() + 24 * self.values.capacity() + 8 * self.pushed
     }
 }
 
