@@ -26,7 +26,7 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit, when,
 };
-use datafusion::prelude::{Expr, SessionContext};
+use datafusion::prelude::{DataFrame, Expr, SessionContext};
 use futures::future::BoxFuture;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
@@ -249,47 +249,85 @@ impl Planner {
         names.sort_unstable();
         names.dedup();
         let ts_lit = crate::selector::ts_lit;
-        let mut filter = col("metric_name")
-            .in_list(names.iter().map(|n| lit(*n)).collect(), false)
-            .and(col("timestamp").gt(ts_lit(from)))
+        let in_time = col("timestamp")
+            .gt(ts_lit(from))
             .and(col("timestamp").lt_eq(ts_lit(to)));
         // Fewer series than the metrics hold: name them, so Parquet row groups and pages
         // (sorted by metric, series, time) of other series are pruned by their statistics.
-        if series.len() <= strata_engine::MAX_SERIES_IN_LIST && series.len() * 2 <= candidates {
-            filter = filter.and(
-                col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
-            );
+        let name_series =
+            series.len() <= strata_engine::MAX_SERIES_IN_LIST && series.len() * 2 <= candidates;
+        // Pages are pruned column by column: a page of one metric would match the ids of
+        // another metric's series falling in its id range. With a few metrics, one scan
+        // per metric pairs each metric with its own ids.
+        let groups: Vec<(Vec<&str>, Option<Vec<i64>>)> =
+            if name_series && names.len() > 1 && names.len() <= MAX_SCANS_PER_SELECTOR {
+                names
+                    .iter()
+                    .map(|n| {
+                        let ids = series
+                            .iter()
+                            .filter(|s| s.get(NAME) == *n)
+                            .map(|s| s.series_id)
+                            .collect();
+                        (vec![*n], Some(ids))
+                    })
+                    .collect()
+            } else {
+                let ids = name_series.then(|| series.iter().map(|s| s.series_id).collect());
+                vec![(names, ids)]
+            };
+        let mut samples: Option<DataFrame> = None;
+        for (names, ids) in groups {
+            let mut filter = col("metric_name")
+                .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+                .and(in_time.clone());
+            if let Some(ids) = ids {
+                filter =
+                    filter.and(col("series_id").in_list(ids.into_iter().map(lit).collect(), false));
+            }
+            let scan = self
+                .samples_table(exact)
+                .await?
+                .filter(filter)?
+                .select(vec![
+                    col("series_id"),
+                    // Microseconds, reinterpreted without a copy; the operators divide by
+                    // 1000 only the rows they keep.
+                    cast(col("timestamp"), DataType::Int64).alias("ts_us"),
+                    col("value"),
+                ])?;
+            samples = Some(match samples {
+                Some(s) => s.union(scan)?,
+                None => scan,
+            });
         }
-        let table = if exact {
-            self.ctx.table("samples").await?
-        } else {
-            let pruning = self
-                .ctx
-                .state()
-                .config()
-                .get_extension::<strata_engine::tables::PruningSamples>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Internal(
-                        "the session has no PruningSamples".into(),
-                    )
-                })?;
-            self.ctx.read_table(pruning.0.clone())?
-        };
-        let samples = table
-            .filter(filter)?
-            .select(vec![
-                col("series_id"),
-                // Microseconds, reinterpreted without a copy; the operators divide by 1000
-                // only the rows they keep.
-                cast(col("timestamp"), DataType::Int64).alias("ts_us"),
-                col("value"),
-            ])?
+        let samples = samples
+            .expect("at least one metric name")
             .into_unoptimized_plan();
         let labels = series
             .iter()
             .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
             .collect();
         Ok(Some((samples, labels)))
+    }
+
+    /// The `samples` table: exact, or pruning only
+    /// ([`strata_engine::tables::PruningSamples`]).
+    async fn samples_table(&self, exact: bool) -> Result<DataFrame> {
+        if exact {
+            return Ok(self.ctx.table("samples").await?);
+        }
+        let pruning = self
+            .ctx
+            .state()
+            .config()
+            .get_extension::<strata_engine::tables::PruningSamples>()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(
+                    "the session has no PruningSamples".into(),
+                )
+            })?;
+        Ok(self.ctx.read_table(pruning.0.clone())?)
     }
 
     fn node(op: PromOp, input: LogicalPlan) -> Result<LogicalPlan> {
@@ -1133,6 +1171,10 @@ fn relabelled(series: &[(i64, Vec<u8>)], op: &LabelOp) -> Result<Option<Selected
     }
     Ok(Some(series.iter().map(|s| s.0).zip(sets).collect()))
 }
+
+/// The most metrics a selector naming its series scans one by one (see
+/// [`Planner::raw_ids`]); past it, one scan.
+const MAX_SCANS_PER_SELECTOR: usize = 16;
 
 /// Selected series: `(series_id, encoded labels)`.
 type Selected = Vec<(i64, Vec<u8>)>;
