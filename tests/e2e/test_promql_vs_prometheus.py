@@ -110,6 +110,10 @@ QUERIES = [
     # subqueries
     f"max_over_time(rate({IDLE}[30s])[1m:10s])",
     f"avg_over_time(sum by (mode) ({CPU})[40s:5s])",
+    # subqueries over a selector (run fused, per series): inner steps, lookback, offset
+    f"count_over_time({LOAD}[1m:7s])",
+    f"max_over_time({IDLE}[45s:10s] offset 10s)",
+    f'min_over_time(label_replace({CPU}, "core", "c$1", "cpu", "(.*)")[1m:15s])',
 ]
 
 
