@@ -218,6 +218,24 @@ impl LabelOp {
         }
     }
 
+    /// `label_replace`'s regular expression, fully anchored as Prometheus anchors it;
+    /// `None` for the other ops.
+    ///
+    /// # Errors
+    /// An invalid regular expression.
+    fn regex(&self) -> Result<Option<regex::Regex>> {
+        match self {
+            LabelOp::Replace { regex, .. } => regex::Regex::new(&format!("^(?s:{regex})$"))
+                .map(Some)
+                .map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "invalid regular expression in label_replace(): {regex}: {e}"
+                    ))
+                }),
+            _ => Ok(None),
+        }
+    }
+
     /// Applies this one-argument rewrite (not [`LabelOp::Include`] or
     /// [`LabelOp::SetFromValue`]) to each encoded label set in `sets`, at plan time, for
     /// series whose labels are known before any sample is read.
@@ -228,16 +246,7 @@ impl LabelOp {
         if matches!(self, LabelOp::Include(_) | LabelOp::SetFromValue(_)) {
             return exec_err!("prom_labels: {self:?} needs a second argument");
         }
-        let re = match self {
-            LabelOp::Replace { regex, .. } => {
-                Some(regex::Regex::new(&format!("^(?s:{regex})$")).map_err(|e| {
-                    datafusion::error::DataFusionError::Execution(format!(
-                        "invalid regular expression in label_replace(): {regex}: {e}"
-                    ))
-                })?)
-            }
-            _ => None,
-        };
+        let re = self.regex()?;
         let mut out = Vec::new();
         for b in sets {
             out.clear();
@@ -299,16 +308,7 @@ impl ScalarUDFImpl for LabelUdf {
         let values = arrays
             .get(1)
             .and_then(|a| a.as_any().downcast_ref::<Float64Array>());
-        let re = match &self.op {
-            LabelOp::Replace { regex, .. } => {
-                Some(regex::Regex::new(&format!("^(?s:{regex})$")).map_err(|e| {
-                    datafusion::error::DataFusionError::Execution(format!(
-                        "invalid regular expression in label_replace(): {regex}: {e}"
-                    ))
-                })?)
-            }
-            _ => None,
-        };
+        let re = self.op.regex()?;
         let mut b = BinaryBuilder::with_capacity(n, labels.value_data().len());
         let mut buf = Vec::new();
         for i in 0..n {

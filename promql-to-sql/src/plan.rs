@@ -227,8 +227,9 @@ impl Planner {
     }
 
     /// The raw samples `(series_id, ts_us, value)` (`ts_us`: µs since the epoch, UTC) of
-    /// the metrics `vs` names, with timestamps in `(from, to]` ms, and the encoded labels of the series `vs` picks (rows of other
-    /// series of the same metrics may remain: a [`PromNode`] given the map drops them).
+    /// the metrics `vs` names, with timestamps in `(from, to]` ms, and the encoded labels
+    /// of the series `vs` picks (rows of other series of the same metrics may remain: a
+    /// [`PromNode`] given the map drops them).
     /// Without `exact`, the filters only prune ([`strata_engine::tables::PruningSamples`]):
     /// rows of other series and outside `(from, to]` may also come, and the consumer must
     /// bound its windows by time. `None` when no series matches.
@@ -302,7 +303,11 @@ impl Planner {
             });
         }
         let samples = samples
-            .expect("at least one metric name")
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(
+                    "a selection without metric names".into(),
+                )
+            })?
             .into_unoptimized_plan();
         let labels = series
             .iter()
