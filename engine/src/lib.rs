@@ -35,8 +35,8 @@ pub const CATALOG: &str = "strata";
 /// The schema name Strata's tables live in.
 pub const SCHEMA: &str = "public";
 
-/// The longest `series_id IN (...)` list Parquet pruning evaluates (a PromQL selector of
-/// up to this many series names them in its scan).
+/// The longest `series_id IN (...)` list Parquet row-group pruning evaluates (a PromQL
+/// selector of up to this many series names them in its scan).
 pub const MAX_SERIES_IN_LIST: usize = 1000;
 
 /// Errors of the engine.
@@ -73,8 +73,9 @@ impl Engine {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             // PromQL selectors name their series (`series_id IN (...)`, up to
-            // `MAX_SERIES_IN_LIST`): let Parquet row-group and page pruning use lists that long
-            // (DataFusion's default stops at 20).
+            // `MAX_SERIES_IN_LIST`): let row-group pruning use lists that long (DataFusion's
+            // default stops at 20). Page pruning ignores this setting in DataFusion 55;
+            // `tables::PruningSamples` rewrites its lists as `OR`s for that.
             .set_usize(
                 "datafusion.execution.parquet.max_in_list_size",
                 MAX_SERIES_IN_LIST,

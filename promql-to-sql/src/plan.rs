@@ -680,12 +680,14 @@ impl Planner {
             }
             "label_replace" | "label_join" => {
                 let op = label_op(name, &args)?;
-                if let Some(sel) = Selection::of(&P::Call(c.clone())) {
-                    let (lo, hi) = Self::eval_span(steps, sel.at(self));
+                if let Some(mut sel) = Selection::of(args[0]) {
+                    sel.ops.push(op.clone());
+                    let at = sel.at(self);
+                    let (lo, hi) = Self::eval_span(steps, at);
                     if let Some(r) = self.select(&sel, lo - self.lookback, hi).await? {
                         return Ok(Planned::Vector(match r {
                             Some((raw, series)) => {
-                                self.instant_node(steps, sel.at(self), false, raw, series)?
+                                self.instant_node(steps, at, false, raw, series)?
                             }
                             None => empty_plan(),
                         }));

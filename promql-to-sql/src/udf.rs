@@ -362,6 +362,26 @@ impl AggregateUDFImpl for AggUdf {
     }
 }
 
+/// A group's result for the aggregations over values alone ([`AggFn::Simple`],
+/// [`AggFn::Quantile`]): `None` for no values (or another `AggFn`). `values` are in
+/// arrival order (the Kahan sums depend on it); `quantile` reorders them.
+fn reduce_values(f: AggFn, values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    match f {
+        AggFn::Simple(k) => {
+            let mut st = kernels::AggState::new(k.kind());
+            for x in values.iter() {
+                st.push(*x);
+            }
+            Some(st.finish())
+        }
+        AggFn::Quantile(phi) => Some(kernels::quantile(f64::from_bits(phi), values)),
+        _ => None,
+    }
+}
+
 /// [`Acc`] for many groups at once, for the aggregations over values alone
 /// ([`AggFn::Simple`], [`AggFn::Quantile`]): a group's values are gathered in arrival
 /// order and reduced at the end by the same kernels. The state has `Acc`'s shape (its
@@ -405,22 +425,7 @@ impl GroupsAccumulator for GroupsAcc {
         self.pushed -= groups.iter().map(Vec::len).sum::<usize>();
         let out: Float64Array = groups
             .into_iter()
-            .map(|mut v| {
-                if v.is_empty() {
-                    return None;
-                }
-                Some(match self.f {
-                    AggFn::Simple(k) => {
-                        let mut st = kernels::AggState::new(k.kind());
-                        for x in &v {
-                            st.push(*x);
-                        }
-                        st.finish()
-                    }
-                    AggFn::Quantile(phi) => kernels::quantile(f64::from_bits(phi), &mut v),
-                    _ => f64::NAN,
-                })
-            })
+            .map(|mut v| reduce_values(self.f, &mut v))
             .collect();
         Ok(Arc::new(out))
     }
@@ -572,21 +577,11 @@ impl Accumulator for Acc {
     }
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let v = match self.f {
-            AggFn::Simple(k) => {
-                if self.values.is_empty() {
-                    return Ok(ScalarValue::Float64(None));
-                }
-                let mut st = kernels::AggState::new(k.kind());
-                for x in &self.values {
-                    st.push(*x);
-                }
-                st.finish()
-            }
-            AggFn::Quantile(phi) => {
-                if self.values.is_empty() {
-                    return Ok(ScalarValue::Float64(None));
-                }
-                kernels::quantile(f64::from_bits(phi), &mut self.values)
+            AggFn::Simple(_) | AggFn::Quantile(_) => {
+                return Ok(ScalarValue::Float64(reduce_values(
+                    self.f,
+                    &mut self.values,
+                )));
             }
             AggFn::HistogramQuantile(phi) => {
                 if self.values.is_empty() {
