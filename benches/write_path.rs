@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strata::bench::{LoadSpec, payloads};
 use strata_ingest::head::Head;
-use strata_ingest::remote_write::{decode, validate};
+use strata_ingest::remote_write::{decode_received as decode, validate};
 use strata_ingest::validate::Limits;
 
 fn spec() -> LoadSpec {
@@ -28,10 +28,22 @@ fn write_path(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2000));
     g.bench_function("decode", |b| b.iter(|| decode(body, 1 << 30).unwrap()));
     g.bench_function("decode+validate", |b| {
-        b.iter(|| validate(decode(body, 1 << 30).unwrap(), &limits, 1_800_000_000_000))
+        b.iter(|| {
+            validate(
+                decode(body, 1 << 30).unwrap(),
+                &limits,
+                1_800_000_000_000,
+                |f| vec![false; f.len()],
+            )
+        })
     });
     let head = Head::new(HashSet::new());
-    let v = validate(decode(body, 1 << 30).unwrap(), &limits, 1_800_000_000_000);
+    let v = validate(
+        decode(body, 1 << 30).unwrap(),
+        &limits,
+        1_800_000_000_000,
+        |f| vec![false; f.len()],
+    );
     g.bench_function("head_append", |b| b.iter(|| head.append(v.series.clone())));
     g.finish();
 

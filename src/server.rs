@@ -94,11 +94,11 @@ async fn remote_write_handler(
         )
             .into_response();
     }
-    let req = match remote_write::decode(&body, st.max_decoded) {
+    let req = match remote_write::decode_received(&body, st.max_decoded) {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
-    let v = remote_write::validate(req, st.ingester.limits(), now_ms());
+    let v = st.ingester.validate_remote_write(req, now_ms());
     match st
         .ingester
         .write(v, "remote_write", Some(body.to_vec()))

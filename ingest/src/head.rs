@@ -166,6 +166,26 @@ impl Head {
         created
     }
 
+    /// For each fingerprint, whether the head holds that series (so it passed validation
+    /// when it was created). Locks each shard once.
+    pub fn known(&self, fingerprints: &[u64]) -> Vec<bool> {
+        let mut out = vec![false; fingerprints.len()];
+        let mut by_shard: Vec<Vec<usize>> = (0..SHARDS).map(|_| vec![]).collect();
+        for (i, f) in fingerprints.iter().enumerate() {
+            by_shard[(f % SHARDS as u64) as usize].push(i);
+        }
+        for (shard, idx) in self.shards.iter().zip(by_shard) {
+            if idx.is_empty() {
+                continue;
+            }
+            let shard = shard.lock();
+            for i in idx {
+                out[i] = shard.series.contains_key(&fingerprints[i]);
+            }
+        }
+        out
+    }
+
     /// Moves every sample written so far into the frozen part and returns it. Fails (returns
     /// `None`) if a frozen part is still there (a persist in progress).
     pub fn freeze(&self) -> Option<Arc<Frozen>> {

@@ -92,22 +92,15 @@ pub struct Ingester {
     data_dir: DataDir,
 }
 
-/// Converts a decoded protobuf request to series without validation (WAL replay: the
-/// records were validated before they were logged).
-fn request_to_series(req: remote_write::WriteRequest) -> Vec<SeriesSamples> {
-    req.timeseries
+/// Converts a decoded request to series without validation (WAL replay: the records were
+/// validated before they were logged).
+fn request_to_series(req: remote_write::Received) -> Vec<SeriesSamples> {
+    req.series
         .into_iter()
         .filter(|t| !t.samples.is_empty())
         .map(|t| SeriesSamples {
-            labels: RawLabels::from_pairs(t.labels.into_iter().map(|l| (l.name, l.value))),
-            samples: t
-                .samples
-                .into_iter()
-                .map(|s| Sample {
-                    timestamp_ms: s.timestamp,
-                    value: s.value,
-                })
-                .collect(),
+            labels: RawLabels::from_spans(req.buf.clone(), t.labels),
+            samples: t.samples,
         })
         .collect()
 }
@@ -138,7 +131,7 @@ impl Ingester {
         let (wal, replay) = Wal::open(wal_dir, persisted_upto)?;
         let mut replayed = 0usize;
         for rec in replay {
-            let req = remote_write::decode(&rec.payload, usize::MAX)?;
+            let req = remote_write::decode_received(&rec.payload, usize::MAX)?;
             let series = request_to_series(req);
             replayed += series.iter().map(|s| s.samples.len()).sum::<usize>();
             head.append(series);
@@ -157,6 +150,13 @@ impl Ingester {
             metrics,
             data_dir,
         }))
+    }
+
+    /// Validates a decoded remote-write request; series the head already holds skip label
+    /// validation (see [`remote_write::validate`]). `now_ms`: the server clock, ms since
+    /// the epoch (UTC).
+    pub fn validate_remote_write(&self, req: remote_write::Received, now_ms: i64) -> Validated {
+        remote_write::validate(req, &self.limits, now_ms, |f| self.head.known(f))
     }
 
     /// The validation limits.

@@ -110,39 +110,135 @@ pub fn fingerprint_of<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
     })
 }
 
-/// A validated label set as a write request carries it: pairs sorted by name, no empty
-/// values, valid UTF-8, `__name__` included. The strings are `Bytes` slices of the decoded
-/// request (no copy); the head copies them into its own interned [`Labels`] only when the
-/// series is new to it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RawLabels {
-    pairs: Vec<(bytes::Bytes, bytes::Bytes)>,
+/// Where one label's name and value lie in a [`RawLabels`] buffer: byte ranges
+/// `start..end` (u32 offsets; request bodies are far smaller than 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LabelSpan {
+    /// The name's byte range.
+    pub name: (u32, u32),
+    /// The value's byte range.
+    pub value: (u32, u32),
 }
 
+/// Packs label pairs into one buffer, in the given order, and returns the buffer with one
+/// [`LabelSpan`] per pair (nothing is validated or dropped).
+///
+/// # Panics
+/// If the pairs add up to 4 GiB or more.
+pub fn pack_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    pairs: impl IntoIterator<Item = (N, V)>,
+) -> (bytes::Bytes, Vec<LabelSpan>) {
+    let mut buf = Vec::new();
+    let mut spans = Vec::new();
+    let put = |buf: &mut Vec<u8>, b: &[u8]| {
+        let start = u32::try_from(buf.len()).expect("labels under 4 GiB");
+        buf.extend_from_slice(b);
+        (start, u32::try_from(buf.len()).expect("labels under 4 GiB"))
+    };
+    for (n, v) in pairs {
+        let name = put(&mut buf, n.as_ref());
+        let value = put(&mut buf, v.as_ref());
+        spans.push(LabelSpan { name, value });
+    }
+    (bytes::Bytes::from(buf), spans)
+}
+
+/// Sorts label spans by name (byte order).
+///
+/// # Panics
+/// If a span lies outside `buf`.
+pub fn sort_spans(buf: &[u8], spans: &mut [LabelSpan]) {
+    let name = |s: &LabelSpan| &buf[s.name.0 as usize..s.name.1 as usize];
+    spans.sort_unstable_by(|x, y| name(x).cmp(name(y)));
+}
+
+/// The series fingerprint ([`Labels::fingerprint`]) of spans sorted by name, skipping
+/// empty values (which mean "label absent").
+///
+/// # Panics
+/// If a span lies outside `buf`.
+pub fn sorted_spans_fingerprint(buf: &[u8], spans: &[LabelSpan]) -> u64 {
+    let at = |r: (u32, u32)| &buf[r.0 as usize..r.1 as usize];
+    fingerprint_of(
+        spans
+            .iter()
+            .filter(|s| s.value.1 > s.value.0)
+            .map(|s| (at(s.name), at(s.value))),
+    )
+}
+
+/// A label set as a write request carries it: pairs sorted by name, no empty values,
+/// `__name__` included, valid UTF-8 once validated ([`crate::validate::validate_labels`]).
+/// The strings stay in the decoded request buffer, shared by every series of the request
+/// (one reference count per series, no copy); the head copies them into its own interned
+/// [`Labels`] only when the series is new to it.
+#[derive(Debug, Clone, Default)]
+pub struct RawLabels {
+    buf: bytes::Bytes,
+    spans: Vec<LabelSpan>,
+    /// The fingerprint, computed once at construction.
+    fingerprint: u64,
+}
+
+impl PartialEq for RawLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair_bytes().eq(other.pair_bytes())
+    }
+}
+
+impl Eq for RawLabels {}
+
 impl RawLabels {
-    /// Builds from unsorted pairs: drops empty values and sorts by name. The caller has
-    /// checked UTF-8 and duplicates (see [`crate::validate::validate_labels`]).
-    pub fn from_pairs<N: Into<bytes::Bytes>, V: Into<bytes::Bytes>>(
+    /// Builds from unsorted pairs (copied into one buffer): drops empty values and sorts by
+    /// name. The caller has checked UTF-8 and duplicates (see
+    /// [`crate::validate::validate_labels`]).
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         pairs: impl IntoIterator<Item = (N, V)>,
     ) -> Self {
-        let mut pairs: Vec<(bytes::Bytes, bytes::Bytes)> = pairs
-            .into_iter()
-            .map(|(n, v)| (n.into(), v.into()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        RawLabels { pairs }
+        let (buf, spans) = pack_pairs(pairs);
+        Self::from_spans(buf, spans)
     }
 
-    /// Wraps pairs already sorted by name, with no empty values (no copy).
-    pub fn from_sorted(pairs: Vec<(bytes::Bytes, bytes::Bytes)>) -> Self {
-        debug_assert!(pairs.windows(2).all(|w| w[0].0 <= w[1].0));
-        RawLabels { pairs }
+    /// Builds from spans of `buf` in any order: drops empty values and sorts by name (no
+    /// copy; nothing else is checked).
+    ///
+    /// # Panics
+    /// If a span lies outside `buf`.
+    pub fn from_spans(buf: bytes::Bytes, mut spans: Vec<LabelSpan>) -> Self {
+        sort_spans(&buf, &mut spans);
+        Self::from_sorted_spans(buf, spans)
     }
 
-    /// The pairs as strings, in name order.
+    /// Builds from spans of `buf` already sorted by name ([`sort_spans`]): drops empty
+    /// values (no copy; nothing else is checked).
+    ///
+    /// # Panics
+    /// If a span lies outside `buf`.
+    pub fn from_sorted_spans(buf: bytes::Bytes, mut spans: Vec<LabelSpan>) -> Self {
+        spans.retain(|s| s.value.1 > s.value.0);
+        let fingerprint = sorted_spans_fingerprint(&buf, &spans);
+        RawLabels {
+            buf,
+            spans,
+            fingerprint,
+        }
+    }
+
+    fn bytes_of(&self, r: (u32, u32)) -> &[u8] {
+        &self.buf[r.0 as usize..r.1 as usize]
+    }
+
+    /// The pairs as bytes, in name order.
+    pub fn pair_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|s| (self.bytes_of(s.name), self.bytes_of(s.value)))
+    }
+
+    /// The pairs as strings, in name order (a pair that is not UTF-8, which validation
+    /// rejects, reads as empty strings).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(n, v)| {
+        self.pair_bytes().map(|(n, v)| {
             (
                 std::str::from_utf8(n).unwrap_or_default(),
                 std::str::from_utf8(v).unwrap_or_default(),
@@ -150,9 +246,12 @@ impl RawLabels {
         })
     }
 
-    /// The raw pairs, in name order.
-    pub fn raw(&self) -> &[(bytes::Bytes, bytes::Bytes)] {
-        &self.pairs
+    /// The pairs as `Bytes` slices of the shared buffer, in name order (no copy).
+    pub fn pair_slices(&self) -> impl Iterator<Item = (bytes::Bytes, bytes::Bytes)> + '_ {
+        let slice = |r: (u32, u32)| self.buf.slice(r.0 as usize..r.1 as usize);
+        self.spans
+            .iter()
+            .map(move |s| (slice(s.name), slice(s.value)))
     }
 
     /// The value of label `name`, if present.
@@ -165,19 +264,20 @@ impl RawLabels {
         self.get(METRIC_NAME_LABEL).unwrap_or("")
     }
 
-    /// The series fingerprint (same value as [`Labels::fingerprint`] of the same set).
+    /// The series fingerprint (same value as [`Labels::fingerprint`] of the same set),
+    /// computed once when the label set was built.
     pub fn fingerprint(&self) -> u64 {
-        fingerprint_of(self.pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+        self.fingerprint
     }
 
     /// Number of labels.
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.spans.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.spans.is_empty()
     }
 }
 

@@ -8,7 +8,9 @@
 use prost::Message;
 
 use crate::error::IngestError;
-use crate::model::{Sample, SeriesSamples};
+use crate::model::{
+    LabelSpan, RawLabels, Sample, SeriesSamples, pack_pairs, sort_spans, sorted_spans_fingerprint,
+};
 use crate::validate::{Limits, Rejection, validate_labels, validate_samples};
 
 /// `prometheus.WriteRequest`.
@@ -74,25 +76,161 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
-/// Decompresses (snappy block format, as the spec requires) and decodes a request body.
+fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, IngestError> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| IngestError::BadRequest(format!("invalid snappy-compressed body: {e}")))?;
+    if len > max_decoded_bytes || len > u32::MAX as usize {
+        return Err(IngestError::TooLarge(format!(
+            "decompressed body of {len} bytes exceeds the limit of {} bytes",
+            max_decoded_bytes.min(u32::MAX as usize)
+        )));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| IngestError::BadRequest(format!("invalid snappy-compressed body: {e}")))
+}
+
+/// Decompresses (snappy block format, as the spec requires) and decodes a request body
+/// into the prost messages. The write path uses [`decode_received`], which does not copy
+/// or reference-count each label; this is for clients and tests.
 /// `max_decoded_bytes` caps the decompressed size, checked before allocating.
 ///
 /// # Errors
-/// [`IngestError::BadRequest`] naming the problem: bad snappy data, a decompressed size over
-/// the limit, or malformed protobuf.
+/// [`IngestError::BadRequest`] naming the problem: bad snappy data or malformed protobuf;
+/// [`IngestError::TooLarge`] for a decompressed size over the limit.
 pub fn decode(body: &[u8], max_decoded_bytes: usize) -> Result<WriteRequest, IngestError> {
-    let len = snap::raw::decompress_len(body)
-        .map_err(|e| IngestError::BadRequest(format!("invalid snappy-compressed body: {e}")))?;
-    if len > max_decoded_bytes {
-        return Err(IngestError::TooLarge(format!(
-            "decompressed body of {len} bytes exceeds the limit of {max_decoded_bytes} bytes"
-        )));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| IngestError::BadRequest(format!("invalid snappy-compressed body: {e}")))?;
+    let raw = decompress(body, max_decoded_bytes)?;
     WriteRequest::decode(bytes::Bytes::from(raw))
         .map_err(|e| IngestError::BadRequest(format!("invalid protobuf WriteRequest: {e}")))
+}
+
+/// One series of a request decoded by [`decode_received`]: its labels as received (any
+/// order, not validated), as spans of [`Received::buf`], and its float samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSeries {
+    /// Label name and value byte ranges in the request buffer.
+    pub labels: Vec<LabelSpan>,
+    /// Float samples, in request order.
+    pub samples: Vec<Sample>,
+}
+
+/// A decoded remote-write request whose label strings stay in the decompressed body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The decompressed protobuf body.
+    pub buf: bytes::Bytes,
+    /// Its series, in request order.
+    pub series: Vec<ReceivedSeries>,
+}
+
+fn pb_error(e: prost::DecodeError) -> IngestError {
+    IngestError::BadRequest(format!("invalid protobuf WriteRequest: {e}"))
+}
+
+fn truncated() -> IngestError {
+    IngestError::BadRequest("invalid protobuf WriteRequest: length exceeds the message".into())
+}
+
+/// Reads one length-delimited field's bytes.
+fn delimited<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], IngestError> {
+    let len = prost::encoding::decode_varint(b).map_err(pb_error)?;
+    if len > b.len() as u64 {
+        return Err(truncated());
+    }
+    let (head, tail) = b.split_at(len as usize);
+    *b = tail;
+    Ok(head)
+}
+
+/// A field's tag, and its bytes when it is length-delimited.
+type Field<'a> = (u32, Option<&'a [u8]>);
+
+/// Reads a field key, then a length-delimited field's bytes, or skips any other field.
+/// Returns `None` at the end of `b`.
+fn next_field<'a>(b: &mut &'a [u8]) -> Result<Option<Field<'a>>, IngestError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
+    if b.is_empty() {
+        return Ok(None);
+    }
+    let (tag, wt) = decode_key(b).map_err(pb_error)?;
+    if wt == WireType::LengthDelimited {
+        return Ok(Some((tag, Some(delimited(b)?))));
+    }
+    skip_field(wt, tag, b, DecodeContext::default()).map_err(pb_error)?;
+    Ok(Some((tag, None)))
+}
+
+/// Decompresses and decodes a request body without copying label strings: each label is
+/// a pair of byte ranges into the decompressed body, which every series then shares.
+/// Fields are read with prost's wire-format primitives (`prost::encoding`): `WriteRequest`
+/// field 1 (`timeseries`), `TimeSeries` fields 1 (`labels`) and 2 (`samples`, decoded by
+/// prost as [`PbSample`]), `Label` fields 1 and 2; every other field (metadata, exemplars,
+/// native histograms, unknown fields) is skipped, as [`decode`] does. A repeated scalar
+/// field keeps its last value, as protobuf specifies.
+///
+/// # Errors
+/// As [`decode`]: [`IngestError::BadRequest`] for bad snappy data or malformed protobuf
+/// (including a known field with the wrong wire type), [`IngestError::TooLarge`] over
+/// `max_decoded_bytes` (or 4 GiB).
+pub fn decode_received(body: &[u8], max_decoded_bytes: usize) -> Result<Received, IngestError> {
+    let raw = decompress(body, max_decoded_bytes)?;
+    let base = raw.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = (s.as_ptr() as usize - base) as u32;
+        (start, start + s.len() as u32)
+    };
+    let wrong_type = |what: &str| {
+        IngestError::BadRequest(format!(
+            "invalid protobuf WriteRequest: {what} is not length-delimited"
+        ))
+    };
+    let mut series = vec![];
+    let mut b: &[u8] = &raw;
+    while let Some((tag, body)) = next_field(&mut b)? {
+        if tag != 1 {
+            continue;
+        }
+        let mut ts = body.ok_or_else(|| wrong_type("WriteRequest.timeseries"))?;
+        let mut out = ReceivedSeries {
+            labels: vec![],
+            samples: vec![],
+        };
+        while let Some((tag, body)) = next_field(&mut ts)? {
+            match tag {
+                1 => {
+                    let mut l = body.ok_or_else(|| wrong_type("TimeSeries.labels"))?;
+                    let empty = (span(l).0, span(l).0);
+                    let mut label = LabelSpan {
+                        name: empty,
+                        value: empty,
+                    };
+                    while let Some((tag, body)) = next_field(&mut l)? {
+                        match (tag, body) {
+                            (1, Some(n)) => label.name = span(n),
+                            (2, Some(v)) => label.value = span(v),
+                            (1 | 2, None) => return Err(wrong_type("a Label string")),
+                            _ => {}
+                        }
+                    }
+                    out.labels.push(label);
+                }
+                2 => {
+                    let s = body.ok_or_else(|| wrong_type("TimeSeries.samples"))?;
+                    let s = PbSample::decode(s).map_err(pb_error)?;
+                    out.samples.push(Sample {
+                        timestamp_ms: s.timestamp,
+                        value: s.value,
+                    });
+                }
+                _ => {}
+            }
+        }
+        series.push(out);
+    }
+    Ok(Received {
+        buf: bytes::Bytes::from(raw),
+        series,
+    })
 }
 
 /// Encodes and snappy-compresses a request (for clients, tests and the load bench).
@@ -125,23 +263,22 @@ impl Validated {
         limits: &Limits,
         now_ms: i64,
     ) {
-        let raw = pairs
-            .iter()
-            .map(|(n, v)| (bytes::Bytes::from(n.clone()), bytes::Bytes::from(v.clone())))
-            .collect();
-        self.push_raw(raw, samples, limits, now_ms);
+        let (buf, spans) = pack_pairs(pairs.iter().map(|(n, v)| (n, v)));
+        self.push_raw(buf, spans, samples, limits, now_ms);
     }
 
-    /// Validates one series given as raw pairs and samples, keeping it or recording why not.
+    /// Validates one series given as label spans of `buf` (any order) and samples, keeping
+    /// it or recording why not.
     pub fn push_raw(
         &mut self,
-        pairs: Vec<(bytes::Bytes, bytes::Bytes)>,
+        buf: bytes::Bytes,
+        spans: Vec<LabelSpan>,
         samples: Vec<Sample>,
         limits: &Limits,
         now_ms: i64,
     ) {
         let n = samples.len();
-        match validate_labels(pairs, limits) {
+        match validate_labels(buf, spans, limits) {
             Ok(labels) => {
                 let s = SeriesSamples { labels, samples };
                 match validate_samples(&s, limits, now_ms) {
@@ -159,24 +296,44 @@ impl Validated {
     }
 }
 
-/// Validates every series of a decoded request (see [`crate::validate`]).
-pub fn validate(req: WriteRequest, limits: &Limits, now_ms: i64) -> Validated {
+/// Validates every series of a decoded request (see [`crate::validate`]); series without
+/// samples are dropped.
+///
+/// `known` is given the fingerprints of the request's series and answers, for each, whether
+/// a series with that fingerprint passed validation before (the head holds it): those
+/// series skip label validation, which is a function of the label set alone. Their samples'
+/// timestamps are still checked. Pass `|f| vec![false; f.len()]` to validate everything.
+pub fn validate(
+    req: Received,
+    limits: &Limits,
+    now_ms: i64,
+    known: impl FnOnce(&[u64]) -> Vec<bool>,
+) -> Validated {
     let mut out = Validated::default();
-    for ts in req.timeseries {
-        if ts.samples.is_empty() {
-            continue;
+    let mut series = req.series;
+    series.retain(|s| !s.samples.is_empty());
+    let fingerprints: Vec<u64> = series
+        .iter_mut()
+        .map(|s| {
+            sort_spans(&req.buf, &mut s.labels);
+            sorted_spans_fingerprint(&req.buf, &s.labels)
+        })
+        .collect();
+    let known = known(&fingerprints);
+    for (i, ts) in series.into_iter().enumerate() {
+        if known.get(i).copied().unwrap_or(false) {
+            let s = SeriesSamples {
+                labels: RawLabels::from_sorted_spans(req.buf.clone(), ts.labels),
+                samples: ts.samples,
+            };
+            let n = s.samples.len();
+            match validate_samples(&s, limits, now_ms) {
+                Ok(()) => out.series.push(s),
+                Err(r) => out.rejected.push((r, n)),
+            }
+        } else {
+            out.push_raw(req.buf.clone(), ts.labels, ts.samples, limits, now_ms);
         }
-        let pairs: Vec<(bytes::Bytes, bytes::Bytes)> =
-            ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-        let samples = ts
-            .samples
-            .iter()
-            .map(|s| Sample {
-                timestamp_ms: s.timestamp,
-                value: s.value,
-            })
-            .collect();
-        out.push_raw(pairs, samples, limits, now_ms);
     }
     out
 }
@@ -189,12 +346,8 @@ pub fn to_request(series: &[SeriesSamples]) -> WriteRequest {
             .map(|s| TimeSeries {
                 labels: s
                     .labels
-                    .raw()
-                    .iter()
-                    .map(|(n, v)| Label {
-                        name: n.clone(),
-                        value: v.clone(),
-                    })
+                    .pair_slices()
+                    .map(|(name, value)| Label { name, value })
                     .collect(),
                 samples: s
                     .samples
@@ -213,6 +366,186 @@ pub fn to_request(series: &[SeriesSamples]) -> WriteRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Label pairs, and samples as (timestamp, value bits) so that NaNs compare equal.
+    type Decoded = Vec<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)>;
+
+    /// The label pairs and samples of each series, read from a prost-decoded request.
+    fn from_prost(req: &WriteRequest) -> Decoded {
+        req.timeseries
+            .iter()
+            .map(|t| {
+                let labels = t
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.to_vec(), l.value.to_vec()))
+                    .collect();
+                let samples = t
+                    .samples
+                    .iter()
+                    .map(|s| (s.timestamp, s.value.to_bits()))
+                    .collect();
+                (labels, samples)
+            })
+            .collect()
+    }
+
+    fn from_received(r: &Received) -> Decoded {
+        let at = |x: (u32, u32)| r.buf[x.0 as usize..x.1 as usize].to_vec();
+        r.series
+            .iter()
+            .map(|t| {
+                let labels = t.labels.iter().map(|l| (at(l.name), at(l.value))).collect();
+                let samples = t
+                    .samples
+                    .iter()
+                    .map(|s| (s.timestamp_ms, s.value.to_bits()))
+                    .collect();
+                (labels, samples)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zero_copy_decoding_agrees_with_prost() {
+        let label = |n: &str, v: &str| Label {
+            name: n.to_string().into(),
+            value: v.to_string().into(),
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    // Unsorted, with an empty value and a non-ASCII value: decoding keeps
+                    // them as sent (validation sorts and drops).
+                    labels: vec![
+                        label("job", "n\u{e9}"),
+                        label("__name__", "up"),
+                        label("x", ""),
+                    ],
+                    samples: vec![
+                        PbSample {
+                            value: 1.5,
+                            timestamp: 1000,
+                        },
+                        PbSample {
+                            value: f64::from_bits(crate::model::STALE_NAN_BITS),
+                            timestamp: -5,
+                        },
+                    ],
+                },
+                TimeSeries {
+                    labels: vec![label("__name__", "empty")],
+                    samples: vec![],
+                },
+            ],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        };
+        let mut raw = req.encode_to_vec();
+        // Fields Strata does not read: an exemplar-like field 3 and a varint field 9 inside
+        // a TimeSeries, and an unknown fixed32 field 7 at the top level.
+        let mut extra_ts = TimeSeries {
+            labels: vec![label("__name__", "extra")],
+            samples: vec![PbSample {
+                value: 2.0,
+                timestamp: 7,
+            }],
+        }
+        .encode_to_vec();
+        extra_ts.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01, 0x48, 0x05]);
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut raw);
+        prost::encoding::encode_varint(extra_ts.len() as u64, &mut raw);
+        raw.extend_from_slice(&extra_ts);
+        raw.extend_from_slice(&[0x3d, 1, 2, 3, 4]);
+        let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        let fast = decode_received(&body, 1 << 20).unwrap();
+        let slow = decode(&body, 1 << 20).unwrap();
+        assert_eq!(slow.timeseries.len(), 3);
+        assert_eq!(from_received(&fast), from_prost(&slow));
+        assert_eq!(
+            fast.series[0].samples[1].value.to_bits(),
+            crate::model::STALE_NAN_BITS
+        );
+        // Every truncation of the body is an error or a shorter valid request, never a panic,
+        // and agrees with prost on which.
+        for cut in 0..raw.len() {
+            let body = snap::raw::Encoder::new().compress_vec(&raw[..cut]).unwrap();
+            match (decode_received(&body, 1 << 20), decode(&body, 1 << 20)) {
+                (Ok(f), Ok(s)) => assert_eq!(from_received(&f), from_prost(&s), "cut {cut}"),
+                (Err(f), Err(_)) => assert!(f.to_string().contains("protobuf"), "{f}"),
+                (f, s) => panic!("cut {cut}: zero-copy {f:?}, prost {s:?}"),
+            }
+        }
+        // A known field with the wrong wire type: TimeSeries.labels as a varint.
+        let bad = [0x0a, 0x02, 0x08, 0x01];
+        let body = snap::raw::Encoder::new().compress_vec(&bad).unwrap();
+        assert!(decode(&body, 1 << 20).is_err());
+        let e = decode_received(&body, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("TimeSeries.labels"), "{e}");
+    }
+
+    #[test]
+    fn known_series_skip_label_checks_but_not_time_checks() {
+        let series = |name: &str, job: &str, ts: i64| TimeSeries {
+            labels: vec![
+                Label {
+                    name: "job".into(),
+                    value: job.to_string().into(),
+                },
+                Label {
+                    name: "__name__".into(),
+                    value: name.to_string().into(),
+                },
+            ],
+            samples: vec![PbSample {
+                value: 1.0,
+                timestamp: ts,
+            }],
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                series("up", "a", 1000),
+                series("up", "b", 10_000_000),
+                series("bad name", "c", 1000),
+            ],
+            metadata: vec![],
+        };
+        let body = encode(&req);
+        let limits = Limits::default();
+        let all = validate(
+            decode_received(&body, 1 << 20).unwrap(),
+            &limits,
+            2000,
+            |f| vec![false; f.len()],
+        );
+        let mut asked = vec![];
+        let skip = validate(
+            decode_received(&body, 1 << 20).unwrap(),
+            &limits,
+            2000,
+            |f| {
+                asked = f.to_vec();
+                vec![true, true, false]
+            },
+        );
+        // The fingerprints asked about are those of the sorted label sets.
+        let want = crate::model::Labels::from_pairs([("job", "a"), ("__name__", "up")]);
+        assert_eq!(asked[0], want.fingerprint());
+        // Same outcome either way: the first series kept with the same labels, the second
+        // rejected for its future timestamp even though it is known, the third rejected.
+        for v in [&all, &skip] {
+            assert_eq!(v.series.len(), 1);
+            assert_eq!(v.series[0].labels.fingerprint(), want.fingerprint());
+            let pairs: Vec<_> = v.series[0].labels.iter().collect();
+            assert_eq!(pairs, vec![("__name__", "up"), ("job", "a")]);
+            let reasons: Vec<_> = v.rejected.iter().map(|(r, _)| r.reason()).collect();
+            assert_eq!(reasons, vec!["too_far_in_future", "invalid_metric_name"]);
+        }
+    }
 
     #[test]
     fn round_trip_and_errors() {

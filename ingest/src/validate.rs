@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use bytes::Bytes;
 
-use crate::model::{METRIC_NAME_LABEL, RawLabels, SeriesSamples};
+use crate::model::{LabelSpan, METRIC_NAME_LABEL, RawLabels, SeriesSamples};
 
 /// Limits applied to every incoming series. Defaults follow the issue that defines Strata's
 /// write path (and Cortex/Mimir's usual defaults).
@@ -134,44 +134,47 @@ pub fn is_valid_label_name(s: &str) -> bool {
 }
 
 /// A short rendering of a label set for error messages (values cut at 64 bytes).
-fn describe(pairs: &[(Bytes, Bytes)]) -> String {
+fn describe<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> String {
     let mut s = String::from("{");
-    for (i, (n, v)) in pairs.iter().enumerate() {
+    for (i, (n, v)) in pairs.enumerate() {
         let n = String::from_utf8_lossy(n);
-        let v = String::from_utf8_lossy(v).into_owned();
+        let v = String::from_utf8_lossy(v);
         if i > 0 {
             s.push_str(", ");
         }
-        let v = if v.len() > 64 {
-            let mut end = 64;
-            while !v.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}...", &v[..end])
-        } else {
-            v.clone()
-        };
-        s.push_str(&format!("{n}={v:?}"));
+        let mut end = v.len().min(64);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        let dots = if end < v.len() { "..." } else { "" };
+        s.push_str(&format!("{n}={:?}{dots}", &v[..end]));
     }
     s.push('}');
     s
 }
 
-/// Validates one series' raw label pairs (any order, as received) and returns its
-/// [`RawLabels`]. Empty values are dropped (Prometheus treats them as absent).
+/// Validates one series' labels as received: `spans` index `buf` (any order, see
+/// [`crate::model::pack_pairs`]). Returns its [`RawLabels`] (sorted by name, sharing
+/// `buf`). Empty values are dropped (Prometheus treats them as absent).
 ///
 /// # Errors
 /// The first [`Rejection`] found: invalid UTF-8, missing or invalid metric name, invalid
 /// or duplicate label name, too many labels, or a label value that is too long.
+///
+/// # Panics
+/// If a span lies outside `buf`.
 pub fn validate_labels(
-    pairs: Vec<(Bytes, Bytes)>,
+    buf: Bytes,
+    spans: Vec<LabelSpan>,
     limits: &Limits,
 ) -> Result<RawLabels, Rejection> {
+    let at = |r: (u32, u32)| &buf[r.0 as usize..r.1 as usize];
+    let all = || spans.iter().map(|s| (at(s.name), at(s.value)));
     let mut has_name = false;
     let mut non_empty = 0;
-    for (n, v) in &pairs {
+    for (n, v) in all() {
         let (Ok(ns), Ok(vs)) = (std::str::from_utf8(n), std::str::from_utf8(v)) else {
-            return Err(Rejection::InvalidUtf8(describe(&pairs)));
+            return Err(Rejection::InvalidUtf8(describe(all())));
         };
         if ns == METRIC_NAME_LABEL {
             if !is_valid_metric_name(vs) {
@@ -181,13 +184,13 @@ pub fn validate_labels(
         } else if !is_valid_label_name(ns) {
             return Err(Rejection::InvalidLabelName {
                 name: ns.to_string(),
-                series: describe(&pairs),
+                series: describe(all()),
             });
         }
         if v.len() > limits.max_label_value_length {
             return Err(Rejection::LabelValueTooLong {
                 name: ns.to_string(),
-                series: describe(&pairs),
+                series: describe(all()),
                 length: v.len(),
                 limit: limits.max_label_value_length,
             });
@@ -197,25 +200,27 @@ pub fn validate_labels(
         }
     }
     if !has_name {
-        return Err(Rejection::MissingMetricName(describe(&pairs)));
+        return Err(Rejection::MissingMetricName(describe(all())));
     }
     if non_empty > limits.max_labels_per_series {
         return Err(Rejection::TooManyLabels {
-            series: describe(&pairs),
+            series: describe(all()),
             count: non_empty,
             limit: limits.max_labels_per_series,
         });
     }
-    let mut pairs = pairs;
-    pairs.retain(|(_, v)| !v.is_empty());
-    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(Rejection::DuplicateLabel {
-            name: String::from_utf8_lossy(&w[0].0).into_owned(),
-            series: describe(&pairs),
-        });
+    let labels = RawLabels::from_spans(buf.clone(), spans);
+    let mut names = labels.pair_bytes().map(|(n, _)| n);
+    let mut prev = names.next();
+    for n in names {
+        if Some(n) == prev {
+            return Err(Rejection::DuplicateLabel {
+                name: String::from_utf8_lossy(n).into_owned(),
+                series: describe(labels.pair_bytes()),
+            });
+        }
+        prev = Some(n);
     }
-    let labels = RawLabels::from_sorted(pairs);
     Ok(labels)
 }
 
@@ -243,11 +248,19 @@ pub fn validate_samples(s: &SeriesSamples, limits: &Limits, now_ms: i64) -> Resu
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
-            .map(|(a, b)| (Bytes::from(a.to_string()), Bytes::from(b.to_string())))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    fn validate_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: Vec<(N, V)>,
+        l: &Limits,
+    ) -> Result<RawLabels, Rejection> {
+        let (buf, spans) = crate::model::pack_pairs(pairs);
+        validate_labels(buf, spans, l)
     }
 
     #[test]
@@ -263,45 +276,43 @@ mod tests {
     fn rejections() {
         let l = Limits::default();
         assert_eq!(
-            validate_labels(p(&[("job", "x")]), &l)
-                .unwrap_err()
-                .reason(),
+            validate_pairs(p(&[("job", "x")]), &l).unwrap_err().reason(),
             "missing_metric_name"
         );
         assert_eq!(
-            validate_labels(p(&[("__name__", "a b")]), &l)
+            validate_pairs(p(&[("__name__", "a b")]), &l)
                 .unwrap_err()
                 .reason(),
             "invalid_metric_name"
         );
         assert_eq!(
-            validate_labels(p(&[("__name__", "a"), ("j-b", "x")]), &l)
+            validate_pairs(p(&[("__name__", "a"), ("j-b", "x")]), &l)
                 .unwrap_err()
                 .reason(),
             "invalid_label_name"
         );
         assert_eq!(
-            validate_labels(p(&[("__name__", "a"), ("j", "x"), ("j", "y")]), &l)
+            validate_pairs(p(&[("__name__", "a"), ("j", "x"), ("j", "y")]), &l)
                 .unwrap_err()
                 .reason(),
             "duplicate_label"
         );
         let long = "v".repeat(2049);
-        let e = validate_labels(p(&[("__name__", "a"), ("j", &long)]), &l).unwrap_err();
+        let e = validate_pairs(p(&[("__name__", "a"), ("j", &long)]), &l).unwrap_err();
         assert_eq!(e.reason(), "label_value_too_long");
         assert!(e.to_string().contains("2049 bytes"));
         let mut many = p(&[("__name__", "a")]);
         for i in 0..30 {
-            many.push((format!("l{i}").into(), "v".into()));
+            many.push((format!("l{i}"), "v".into()));
         }
         assert_eq!(
-            validate_labels(many.clone(), &l).unwrap_err().reason(),
+            validate_pairs(many.clone(), &l).unwrap_err().reason(),
             "too_many_labels"
         );
         many.pop();
-        assert_eq!(validate_labels(many, &l).unwrap().len(), 30);
+        assert_eq!(validate_pairs(many, &l).unwrap().len(), 30);
         assert_eq!(
-            validate_labels(vec![("__name__".into(), Bytes::from_static(b"\xff"))], &l)
+            validate_pairs(vec![(&b"__name__"[..], &b"\xff"[..])], &l)
                 .unwrap_err()
                 .reason(),
             "invalid_utf8"
