@@ -145,13 +145,7 @@ async fn scan_delta(
 /// `datafusion.execution.parquet.max_in_list_size` and gives up on lists longer than 20
 /// (`PagePruningAccessPlanFilter::new` builds its `PruningPredicate` with the default).
 fn prune_only(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|p| {
-        let Some(ds) = p.downcast_ref::<DataSourceExec>() else {
-            return Ok(Transformed::no(p));
-        };
-        let Some((conf, pq)) = ds.downcast_to_file_source::<ParquetSource>() else {
-            return Ok(Transformed::no(p));
-        };
+    map_parquet_sources(plan, |pq| {
         let mut src = pq
             .clone()
             .with_pushdown_filters(false)
@@ -159,20 +153,27 @@ fn prune_only(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(pred) = pq.filter() {
             src = src.with_predicate(in_lists_as_ors(pred)?);
         }
-        let conf = FileScanConfigBuilder::from(conf.clone())
-            .with_source(Arc::new(src))
-            .build();
-        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(conf);
-        Ok(Transformed::yes(exec))
+        Ok(Some(src))
     })
-    .data()
 }
 
-/// Rewrites each non-negated `x IN (a, b, ...)` in `e` as `x = a OR x = b OR ...`, the
-/// `OR`s as a balanced tree (depth log2 of the list's length).
 /// Makes every Parquet scan in `plan` keep page indexes in the session's file metadata
 /// cache (see [`PageIndexCaching`]).
 fn cache_page_indexes(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    map_parquet_sources(plan, |pq| {
+        Ok(pq.parquet_file_reader_factory().map(|inner| {
+            pq.clone()
+                .with_parquet_file_reader_factory(Arc::new(PageIndexCaching(inner.clone())))
+        }))
+    })
+}
+
+/// Replaces the `ParquetSource` of every Parquet `DataSourceExec` under `plan` with what
+/// `f` returns for it (`None` keeps the scan as it is).
+fn map_parquet_sources(
+    plan: Arc<dyn ExecutionPlan>,
+    f: impl Fn(&ParquetSource) -> Result<Option<ParquetSource>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|p| {
         let Some(ds) = p.downcast_ref::<DataSourceExec>() else {
             return Ok(Transformed::no(p));
@@ -180,12 +181,9 @@ fn cache_page_indexes(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionP
         let Some((conf, pq)) = ds.downcast_to_file_source::<ParquetSource>() else {
             return Ok(Transformed::no(p));
         };
-        let Some(inner) = pq.parquet_file_reader_factory() else {
+        let Some(src) = f(pq)? else {
             return Ok(Transformed::no(p));
         };
-        let src = pq
-            .clone()
-            .with_parquet_file_reader_factory(Arc::new(PageIndexCaching(inner.clone())));
         let conf = FileScanConfigBuilder::from(conf.clone())
             .with_source(Arc::new(src))
             .build();
@@ -253,6 +251,8 @@ impl AsyncFileReader for WithPageIndex {
     }
 }
 
+/// Rewrites each non-negated `x IN (a, b, ...)` in `e` as `x = a OR x = b OR ...`, the
+/// `OR`s as a balanced tree (depth log2 of the list's length).
 fn in_lists_as_ors(e: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
     fn ors(x: &Arc<dyn PhysicalExpr>, list: &[Arc<dyn PhysicalExpr>]) -> Arc<dyn PhysicalExpr> {
         if list.len() == 1 {
