@@ -143,13 +143,20 @@ pub fn pack_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     (bytes::Bytes::from(buf), spans)
 }
 
+/// The bytes of range `r` (a [`LabelSpan`] field) of `buf`.
+///
+/// # Panics
+/// If the range lies outside `buf`.
+pub fn span_bytes(buf: &[u8], r: (u32, u32)) -> &[u8] {
+    &buf[r.0 as usize..r.1 as usize]
+}
+
 /// Sorts label spans by name (byte order).
 ///
 /// # Panics
 /// If a span lies outside `buf`.
 pub fn sort_spans(buf: &[u8], spans: &mut [LabelSpan]) {
-    let name = |s: &LabelSpan| &buf[s.name.0 as usize..s.name.1 as usize];
-    spans.sort_unstable_by(|x, y| name(x).cmp(name(y)));
+    spans.sort_unstable_by(|x, y| span_bytes(buf, x.name).cmp(span_bytes(buf, y.name)));
 }
 
 /// The series fingerprint ([`Labels::fingerprint`]) of spans sorted by name, skipping
@@ -158,12 +165,11 @@ pub fn sort_spans(buf: &[u8], spans: &mut [LabelSpan]) {
 /// # Panics
 /// If a span lies outside `buf`.
 pub fn sorted_spans_fingerprint(buf: &[u8], spans: &[LabelSpan]) -> u64 {
-    let at = |r: (u32, u32)| &buf[r.0 as usize..r.1 as usize];
     fingerprint_of(
         spans
             .iter()
             .filter(|s| s.value.1 > s.value.0)
-            .map(|s| (at(s.name), at(s.value))),
+            .map(|s| (span_bytes(buf, s.name), span_bytes(buf, s.value))),
     )
 }
 
@@ -214,9 +220,23 @@ impl RawLabels {
     ///
     /// # Panics
     /// If a span lies outside `buf`.
-    pub fn from_sorted_spans(buf: bytes::Bytes, mut spans: Vec<LabelSpan>) -> Self {
-        spans.retain(|s| s.value.1 > s.value.0);
+    pub fn from_sorted_spans(buf: bytes::Bytes, spans: Vec<LabelSpan>) -> Self {
         let fingerprint = sorted_spans_fingerprint(&buf, &spans);
+        Self::from_sorted_spans_fingerprinted(buf, spans, fingerprint)
+    }
+
+    /// [`Self::from_sorted_spans`] when the caller already has
+    /// [`sorted_spans_fingerprint`]`(buf, spans)` (not recomputed).
+    ///
+    /// # Panics
+    /// If a span lies outside `buf`.
+    pub fn from_sorted_spans_fingerprinted(
+        buf: bytes::Bytes,
+        mut spans: Vec<LabelSpan>,
+        fingerprint: u64,
+    ) -> Self {
+        spans.retain(|s| s.value.1 > s.value.0);
+        debug_assert_eq!(fingerprint, sorted_spans_fingerprint(&buf, &spans));
         RawLabels {
             buf,
             spans,
@@ -225,7 +245,7 @@ impl RawLabels {
     }
 
     fn bytes_of(&self, r: (u32, u32)) -> &[u8] {
-        &self.buf[r.0 as usize..r.1 as usize]
+        span_bytes(&self.buf, r)
     }
 
     /// The pairs as bytes, in name order.

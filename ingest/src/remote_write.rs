@@ -319,11 +319,16 @@ pub fn validate(
             sorted_spans_fingerprint(&req.buf, &s.labels)
         })
         .collect();
-    let known = known(&fingerprints);
-    for (i, ts) in series.into_iter().enumerate() {
-        if known.get(i).copied().unwrap_or(false) {
+    let mut known = known(&fingerprints);
+    known.resize(fingerprints.len(), false);
+    for ((ts, fingerprint), known) in series.into_iter().zip(fingerprints).zip(known) {
+        if known {
             let s = SeriesSamples {
-                labels: RawLabels::from_sorted_spans(req.buf.clone(), ts.labels),
+                labels: RawLabels::from_sorted_spans_fingerprinted(
+                    req.buf.clone(),
+                    ts.labels,
+                    fingerprint,
+                ),
                 samples: ts.samples,
             };
             let n = s.samples.len();

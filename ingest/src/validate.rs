@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use bytes::Bytes;
 
-use crate::model::{LabelSpan, METRIC_NAME_LABEL, RawLabels, SeriesSamples};
+use crate::model::{LabelSpan, METRIC_NAME_LABEL, RawLabels, SeriesSamples, span_bytes};
 
 /// Limits applied to every incoming series. Defaults follow the issue that defines Strata's
 /// write path (and Cortex/Mimir's usual defaults).
@@ -168,7 +168,7 @@ pub fn validate_labels(
     spans: Vec<LabelSpan>,
     limits: &Limits,
 ) -> Result<RawLabels, Rejection> {
-    let at = |r: (u32, u32)| &buf[r.0 as usize..r.1 as usize];
+    let at = |r: (u32, u32)| span_bytes(&buf, r);
     let all = || spans.iter().map(|s| (at(s.name), at(s.value)));
     let mut has_name = false;
     let mut non_empty = 0;
