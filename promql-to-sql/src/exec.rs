@@ -117,13 +117,8 @@ impl SeriesMap {
     }
 
     /// Number of series.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether there are no series.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Splits the series into `n` maps of about equal size (by id).
