@@ -31,8 +31,8 @@ pub struct PersistConfig {
     /// Persist as soon as the head holds this many samples (default 20,000,000, about
     /// 320 MB). Writes are refused with 503 while the head holds twice as many.
     pub max_head_samples: u64,
-    /// Run Delta optimize (bin-packing small files) on the samples table this often
-    /// (default 1h; 0s disables).
+    /// Compact the samples table (small files merged, sorted, see [`crate::compaction`])
+    /// this often (default 1h; 0s disables).
     #[serde(with = "humantime_serde")]
     pub compact_interval: Duration,
 }
@@ -362,27 +362,23 @@ impl Ingester {
         ))
     }
 
-    /// Compacts the samples table: Delta optimize (bin-packing small files into larger
-    /// ones) with the samples table's Parquet settings. Returns the number of files
-    /// removed.
+    /// Compacts the samples table: in each partition, small files are merged into one
+    /// file sorted by metric name, series and time ([`crate::compaction`]; Delta's own
+    /// optimize would lose that order). Returns the number of files removed.
     ///
     /// # Errors
-    /// Delta errors (the table is unchanged).
+    /// Delta or DataFusion errors (the table is unchanged).
     pub async fn compact(&self) -> Result<u64> {
         let _p = self.persist_lock.lock().await;
         let t = self.tables.read().samples.clone();
-        let r = t
-            .optimize()
-            .with_writer_properties(storage::samples_writer_properties())
-            .await;
-        match r {
-            Ok((t, m)) => {
+        match crate::compaction::compact_samples(&t).await {
+            Ok((t, done)) => {
                 self.tables.write().samples = t;
                 self.metrics
                     .compactions
                     .with_label_values(&["success"])
                     .inc();
-                Ok(m.num_files_removed)
+                Ok(done.files_removed)
             }
             Err(e) => {
                 self.metrics

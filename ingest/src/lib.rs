@@ -10,6 +10,7 @@
 //! Not here: queries (the `strata-engine` crate reads the head and the tables through
 //! [`ingester::Ingester::read_samples`]) and HTTP (the `strata` binary).
 
+pub mod compaction;
 pub mod error;
 pub mod exposition;
 pub mod head;

@@ -102,7 +102,7 @@ impl IngestMetrics {
             ),
             compactions: cv(
                 "strata_compactions_total",
-                "Background compactions (Delta optimize) of the samples table, by result.",
+                "Background compactions (sorted merges of small files) of the samples table, by result.",
                 &["result"],
             ),
             scrapes: cv(

@@ -283,8 +283,106 @@ async fn compaction_merges_small_files_and_keeps_every_sample() {
         srv.ingester.persist().await.unwrap();
     }
     let removed = srv.ingester.compact().await.unwrap();
-    assert!(removed >= 3, "optimize removed {removed} files");
+    assert!(removed >= 3, "compaction removed {removed} files");
     let rows = samples_of(&srv.engine, "compact_total").await;
     assert_eq!(rows, vec![(t0, 0.0), (t0 + 1000, 1.0), (t0 + 2000, 2.0)]);
+    srv.shutdown().await;
+}
+
+/// Every persist writes one file per partition with the series of all metrics in it, so
+/// the three files interleave series; the compacted file must hold them sorted by metric
+/// name, series and time (what Parquet statistics prune a selector's series by), not as
+/// three concatenated runs.
+#[tokio::test]
+async fn compaction_keeps_files_sorted_by_metric_series_and_time() {
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let t0 = now_ms() - 100_000;
+    for k in 0..3i64 {
+        let t = t0 + k * 1000;
+        let body = request(&[
+            (
+                &[("__name__", "sorted_b"), ("job", "x")][..],
+                &[(t, k as f64)][..],
+            ),
+            (
+                &[("__name__", "sorted_a"), ("job", "x")][..],
+                &[(t, k as f64)][..],
+            ),
+            (
+                &[("__name__", "sorted_a"), ("job", "y")][..],
+                &[(t, k as f64)][..],
+            ),
+        ]);
+        assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+        srv.ingester.persist().await.unwrap();
+    }
+    // One partition: one date, and family `sorted` (the name up to its first `_`).
+    assert_eq!(srv.ingester.compact().await.unwrap(), 3);
+    let (table, _) = srv.ingester.read_samples(&|_| false);
+    let files: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = dir.path().join("samples").join(&files[0]);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows: Vec<(String, i64, i64)> = vec![];
+    for b in reader {
+        let b = b.unwrap();
+        let name = datafusion::arrow::compute::cast(
+            b.column_by_name("metric_name").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let ids = b.column_by_name("series_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        let ts = b.column_by_name("timestamp").unwrap();
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            rows.push((
+                name.as_string::<i32>().value(i).to_string(),
+                ids.value(i),
+                ts.value(i) / 1000,
+            ));
+        }
+    }
+    assert_eq!(rows.len(), 9);
+    let mut sorted = rows.clone();
+    sorted.sort();
+    assert_eq!(rows, sorted);
+    // Each series' run is whole: metric a's two series, then b's, each at t0, t0+1s, t0+2s.
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["sorted_a"; 6]
+            .iter()
+            .chain(&["sorted_b"; 3])
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    let times: Vec<i64> = rows.iter().map(|r| r.2 - t0).collect();
+    assert_eq!(times, [0, 1000, 2000, 0, 1000, 2000, 0, 1000, 2000]);
+    assert_eq!(
+        samples_of(&srv.engine, "sorted_a").await,
+        vec![
+            (t0, 0.0),
+            (t0, 0.0),
+            (t0 + 1000, 1.0),
+            (t0 + 1000, 1.0),
+            (t0 + 2000, 2.0),
+            (t0 + 2000, 2.0)
+        ]
+    );
     srv.shutdown().await;
 }

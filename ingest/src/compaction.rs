@@ -1,0 +1,145 @@
+//! Sorted compaction of the `samples` table: small files of one partition are merged into
+//! one file sorted by `metric_name`, `series_id`, `timestamp`, the order every persist
+//! writes.
+//!
+//! Delta's `optimize` (bin-packing) concatenates the files it merges, so a merged file holds
+//! one run of every series per input file. Row groups and pages then span the whole
+//! `series_id` range, and their min/max statistics no longer prune: in the PromQL bench,
+//! queries after one background compaction read 5 to 7 times more rows. Z-order, delta-rs's
+//! other `optimize` mode, interleaves the bits of its columns and does not give a series-major
+//! order either.
+//!
+//! So Strata compacts itself, with the same building blocks: DataFusion reads the chosen
+//! files through the table's own provider and sorts them (spilling to disk past
+//! [`SORT_MEMORY_BYTES`]), delta-rs's [`RecordBatchWriter`] writes the sorted stream with
+//! the samples table's Parquet settings and computes the file statistics, and one Delta
+//! commit (operation `OPTIMIZE`, `dataChange: false`, as `optimize` writes it) adds the new
+//! file and removes the old ones. Readers of older versions keep their files until vacuum.
+
+use std::collections::BTreeMap;
+
+use deltalake::datafusion::prelude::{SessionContext, cast, col};
+use deltalake::delta_datafusion::{FileSelection, create_session_state_with_spill_config};
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, LogicalFileView};
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+
+use crate::error::Result;
+use crate::storage;
+
+/// Files of at least this size (bytes) are left as they are (delta-rs `optimize`'s default
+/// target size, 100 MiB).
+pub const TARGET_FILE_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Memory the merge sort of one partition may hold before it spills to disk (bytes).
+pub const SORT_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    /// Partitions rewritten.
+    pub partitions: usize,
+    /// Files removed (merged into new ones).
+    pub files_removed: u64,
+    /// Files added.
+    pub files_added: u64,
+}
+
+/// Merges, in each partition of the `samples` table, the files smaller than
+/// [`TARGET_FILE_BYTES`] when there are at least two, into one file sorted by
+/// `metric_name`, `series_id`, `timestamp` (see the module doc). Returns the table after
+/// the commit (or `table` itself when nothing was to be merged) and what was done.
+///
+/// Not safe against concurrent writers of the same files: callers hold the ingester's
+/// persist lock. A conflicting commit from elsewhere fails the compaction (Delta's
+/// conflict check) and leaves the table as it was; the written files are then orphans
+/// that vacuum removes.
+///
+/// # Errors
+/// Delta or DataFusion errors reading, writing or committing.
+pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compaction)> {
+    let snapshot = table.snapshot()?;
+    let mut partitions: BTreeMap<String, Vec<LogicalFileView>> = BTreeMap::new();
+    for f in snapshot.log_data().iter() {
+        if (f.size() as u64) < TARGET_FILE_BYTES {
+            let mut key: Vec<_> = f.partition_values_map().into_iter().collect();
+            key.sort();
+            partitions.entry(format!("{key:?}")).or_default().push(f);
+        }
+    }
+    partitions.retain(|_, files| files.len() >= 2);
+    let mut done = Compaction::default();
+    if partitions.is_empty() {
+        return Ok((table.clone(), done));
+    }
+
+    let ctx = SessionContext::new_with_state(create_session_state_with_spill_config(
+        Some(SORT_MEMORY_BYTES),
+        None,
+    ));
+    table.update_datafusion_session(&ctx.state())?;
+    let mut actions = vec![];
+    for files in partitions.values() {
+        let partition_values = files[0]
+            .partition_values()
+            .ok_or_else(|| DeltaTableError::Generic("a samples file has no partition".into()))?;
+        let partition_values: indexmap::IndexMap<_, _> = partition_values
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .zip(partition_values.values().iter().cloned())
+            .collect();
+        let provider = table
+            .table_provider()
+            .with_file_selection(FileSelection::from_file_paths(
+                files.iter().map(|f| f.path().into_owned()),
+            ))
+            .await?;
+        let mut writer = RecordBatchWriter::for_table(table)?
+            .with_writer_properties(storage::samples_writer_properties());
+        // The scan reads strings as views; the writer wants the table's own types.
+        let as_table = writer
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+            .collect::<Vec<_>>();
+        let sorted = ctx.read_table(provider)?.select(as_table)?.sort(vec![
+            col("metric_name").sort(true, false),
+            col("series_id").sort(true, false),
+            col("timestamp").sort(true, false),
+        ])?;
+        let mut stream = sorted.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            writer
+                .write_partition(batch?, &partition_values, WriteMode::Default)
+                .await?;
+        }
+        let adds = writer.flush().await?;
+        done.partitions += 1;
+        done.files_added += adds.len() as u64;
+        done.files_removed += files.len() as u64;
+        actions.extend(adds.into_iter().map(|mut a| {
+            a.data_change = false;
+            Action::Add(a)
+        }));
+        actions.extend(files.iter().map(|f| Action::Remove(f.remove_action(false))));
+    }
+    let committed = CommitBuilder::default()
+        .with_actions(actions)
+        .build(
+            Some(snapshot),
+            table.log_store(),
+            DeltaOperation::Optimize {
+                predicate: None,
+                target_size: TARGET_FILE_BYTES as i64,
+            },
+        )
+        .await?;
+    let mut table = table.clone();
+    table.update_incremental(Some(committed.version())).await?;
+    Ok((table, done))
+}
