@@ -50,7 +50,8 @@ pub struct Compaction {
 
 /// Merges, in each partition of the `samples` table, the files smaller than
 /// [`TARGET_FILE_BYTES`] when there are at least two, into one file sorted by
-/// `metric_name`, `series_id`, `timestamp` (see the module doc). Returns the table after
+/// `metric_name`, `series_id`, `timestamp` (see the module doc; several files, each a
+/// sorted range, when the merge is larger than the target). Returns the table after
 /// the commit (or `table` itself when nothing was to be merged) and what was done.
 ///
 /// Not safe against concurrent writers of the same files: callers hold the ingester's
@@ -98,8 +99,10 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
                 files.iter().map(|f| f.path().into_owned()),
             ))
             .await?;
+        // Past the target size the writer starts a new file; each covers a sorted range.
         let mut writer = RecordBatchWriter::for_table(table)?
-            .with_writer_properties(storage::samples_writer_properties());
+            .with_writer_properties(storage::samples_writer_properties())
+            .with_target_file_size(TARGET_FILE_BYTES);
         // The scan reads strings as views; the writer wants the table's own types.
         let as_table = writer
             .arrow_schema()

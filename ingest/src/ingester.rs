@@ -385,7 +385,7 @@ impl Ingester {
                     .compactions
                     .with_label_values(&["failure"])
                     .inc();
-                Err(e.into())
+                Err(e)
             }
         }
     }
