@@ -68,7 +68,19 @@ struct Loaded {
     series: Vec<Arc<SeriesLabels>>,
     /// Metric name -> positions in `series` (ascending, so sorted by labels too).
     by_name: HashMap<String, Vec<u32>>,
+    /// Label name (`__name__` included) -> value -> positions in `series` (ascending).
+    by_label: HashMap<String, HashMap<String, Vec<u32>>>,
     ids: HashSet<i64>,
+}
+
+/// A matcher that only picks series having `label` with a non-empty value, so that the
+/// series index can narrow candidates with its postings (label `=` a non-empty value;
+/// `=~` a regex that does not match the empty string).
+pub enum Narrowing<'a> {
+    /// `label` equals this value (non-empty).
+    Equal(&'a str, &'a str),
+    /// `label` has a non-empty value that the predicate accepts.
+    Matching(&'a str, &'a (dyn Fn(&str) -> bool + Sync)),
 }
 
 /// The in-memory series index over a [`Source`] (see the module doc). Cheap to share;
@@ -102,23 +114,48 @@ impl SeriesIndex {
     /// # Errors
     /// Delta or DataFusion errors reading a new version of the `series` table.
     pub async fn series(&self, names: Option<&[String]>) -> crate::Result<Vec<Arc<SeriesLabels>>> {
+        Ok(self.series_narrowed(names, &[]).await?.0)
+    }
+
+    /// As [`SeriesIndex::series`], narrowed by the postings of `narrow`: a series of the
+    /// catalog is returned only if it passes every [`Narrowing`]. The head's series not yet
+    /// in the catalog are returned unnarrowed: callers evaluate their matchers on the
+    /// result. Also returns how many series `names` alone picks.
+    ///
+    /// # Errors
+    /// As [`SeriesIndex::series`].
+    pub async fn series_narrowed(
+        &self,
+        names: Option<&[String]>,
+        narrow: &[Narrowing<'_>],
+    ) -> crate::Result<(Vec<Arc<SeriesLabels>>, usize)> {
         let (table, head) = self.source.series();
         let loaded = self.catalog(&table).await?;
-        let mut out: Vec<Arc<SeriesLabels>> = match names {
-            None => loaded.series.clone(),
-            Some(names) => {
-                let mut pos: Vec<u32> = names
-                    .iter()
-                    .flat_map(|n| loaded.by_name.get(n).into_iter().flatten().copied())
-                    .collect();
-                if names.len() > 1 {
-                    pos.sort_unstable();
-                    pos.dedup();
-                }
-                pos.iter()
-                    .map(|p| loaded.series[*p as usize].clone())
-                    .collect()
+        let mut pos: Option<Vec<u32>> = names.map(|names| {
+            let mut pos: Vec<u32> = names
+                .iter()
+                .flat_map(|n| loaded.by_name.get(n).into_iter().flatten().copied())
+                .collect();
+            if names.len() > 1 {
+                pos.sort_unstable();
+                pos.dedup();
             }
+            pos
+        });
+        let mut count = pos.as_ref().map_or(loaded.series.len(), Vec::len);
+        for n in narrow {
+            let picked = loaded.postings(n);
+            pos = Some(match pos {
+                None => picked,
+                Some(p) => intersect(&p, &picked),
+            });
+        }
+        let mut out: Vec<Arc<SeriesLabels>> = match pos {
+            None => loaded.series.clone(),
+            Some(pos) => pos
+                .iter()
+                .map(|p| loaded.series[*p as usize].clone())
+                .collect(),
         };
         let wanted = |m: &SeriesMeta| {
             names.is_none_or(|n| n.iter().any(|x| x == m.labels.metric_name()))
@@ -137,11 +174,12 @@ impl SeriesIndex {
                 .collect()
         };
         if !extra.is_empty() {
+            count += extra.len();
             out.extend(extra);
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.dedup_by_key(|s| s.series_id);
         }
-        Ok(out)
+        Ok((out, count))
     }
 
     /// The catalog as of `table`'s version, loading it if the version moved.
@@ -159,6 +197,70 @@ impl SeriesIndex {
         *guard = loaded.clone();
         Ok(loaded)
     }
+}
+
+impl Loaded {
+    /// `series` sorted by labels, with their postings.
+    fn indexed(mut series: Vec<Arc<SeriesLabels>>) -> Loaded {
+        let mut loaded = Loaded::default();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for (i, s) in series.iter().enumerate() {
+            loaded
+                .by_name
+                .entry(s.get(NAME).to_string())
+                .or_default()
+                .push(i as u32);
+            for (n, v) in &s.labels {
+                loaded
+                    .by_label
+                    .entry(n.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        loaded.series = series;
+        loaded
+    }
+    /// The positions of the series that pass `n`, ascending.
+    fn postings(&self, n: &Narrowing<'_>) -> Vec<u32> {
+        let label = match n {
+            Narrowing::Equal(l, _) | Narrowing::Matching(l, _) => *l,
+        };
+        let Some(values) = self.by_label.get(label) else {
+            return vec![];
+        };
+        match n {
+            Narrowing::Equal(_, v) => values.get(*v).cloned().unwrap_or_default(),
+            Narrowing::Matching(_, accepts) => {
+                let mut out: Vec<u32> = values
+                    .iter()
+                    .filter(|(v, _)| accepts(v))
+                    .flat_map(|(_, p)| p.iter().copied())
+                    .collect();
+                out.sort_unstable();
+                out
+            }
+        }
+    }
+}
+
+/// The intersection of two ascending position lists.
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, vec![]);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Reads the Delta `series` table (no head) into a [`Loaded`].
@@ -218,16 +320,11 @@ async fn load(table: &DeltaTable, version: Option<u64>) -> crate::Result<Loaded>
             }));
         }
     }
-    series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    for (i, s) in series.iter().enumerate() {
-        loaded
-            .by_name
-            .entry(s.get(NAME).to_string())
-            .or_default()
-            .push(i as u32);
-    }
-    loaded.series = series;
-    Ok(loaded)
+    Ok(Loaded {
+        version,
+        ids: loaded.ids,
+        ..Loaded::indexed(series)
+    })
 }
 
 fn internal(msg: &str) -> crate::EngineError {
@@ -236,4 +333,54 @@ fn internal(msg: &str) -> crate::EngineError {
 
 fn arrow(e: datafusion::arrow::error::ArrowError) -> crate::EngineError {
     crate::EngineError::DataFusion(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: i64, pairs: &[(&str, &str)]) -> Arc<SeriesLabels> {
+        let mut labels: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        labels.sort();
+        Arc::new(SeriesLabels {
+            series_id: id,
+            labels,
+        })
+    }
+
+    fn ids(l: &Loaded, pos: &[u32]) -> Vec<i64> {
+        pos.iter()
+            .map(|p| l.series[*p as usize].series_id)
+            .collect()
+    }
+
+    #[test]
+    fn postings_pick_series_by_label_pair_and_by_value_predicate() {
+        let l = Loaded::indexed(vec![
+            s(1, &[("__name__", "up"), ("job", "api"), ("env", "prod")]),
+            s(2, &[("__name__", "up"), ("job", "db")]),
+            s(3, &[("__name__", "cpu"), ("job", "api"), ("env", "dev")]),
+        ]);
+        // Sorted by labels: `__name__` cpu first, then up{env=prod}, then up{job=db}.
+        assert_eq!(ids(&l, &[0, 1, 2]), vec![3, 1, 2]);
+        let api = l.postings(&Narrowing::Equal("job", "api"));
+        assert_eq!(ids(&l, &api), vec![3, 1]);
+        assert_eq!(
+            l.postings(&Narrowing::Equal("job", "web")),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            l.postings(&Narrowing::Equal("zone", "a")),
+            Vec::<u32>::new()
+        );
+        let has_env = |v: &str| v == "prod" || v == "dev";
+        let env = l.postings(&Narrowing::Matching("env", &has_env));
+        assert_eq!(ids(&l, &env), vec![3, 1]);
+        let up = l.postings(&Narrowing::Equal("__name__", "up"));
+        assert_eq!(ids(&l, &intersect(&api, &up)), vec![1]);
+        assert_eq!(intersect(&[0, 2, 5, 7], &[1, 2, 7, 9]), vec![2, 7]);
+    }
 }

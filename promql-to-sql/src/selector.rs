@@ -21,8 +21,8 @@ use crate::{PromqlError, Result};
 /// The label holding the metric name.
 const NAME: &str = "__name__";
 
-use strata_engine::series_index::SeriesIndex;
 pub use strata_engine::series_index::SeriesLabels;
+use strata_engine::series_index::{Narrowing, SeriesIndex};
 
 /// Parses a series selector as `match[]` parameters carry it (`up`, `{job="x"}`,
 /// `http_requests_total{code=~"5.."}`).
@@ -81,6 +81,9 @@ fn fixed_name(vs: &VectorSelector) -> Option<String> {
         .map(|m| m.value.clone())
 }
 
+/// A label value predicate of a regex matcher, for [`Narrowing::Matching`].
+type ValuePredicate<'a> = Box<dyn Fn(&str) -> bool + Send + Sync + 'a>;
+
 /// A timestamp literal for the tables' `timestamp` column (µs, UTC) from ms.
 pub(crate) fn ts_lit(ms: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
@@ -126,11 +129,38 @@ pub async fn select_series_counted(
                 "the session has no series index".into(),
             ))
         })?;
-    let candidates = index.series(names.as_deref()).await.map_err(|e| match e {
-        strata_engine::EngineError::DataFusion(e) => PromqlError::Execution(e),
-        e => PromqlError::Execution(DataFusionError::External(Box::new(e))),
-    })?;
-    let count = candidates.len();
+    // One selector without `or` groups: its matchers that need a non-empty value narrow
+    // the candidates by postings first (every matcher is still evaluated below).
+    let narrowing: &[Matcher] = match selectors {
+        [vs] if vs.matchers.or_matchers.is_empty() => &vs.matchers.matchers,
+        _ => &[],
+    };
+    let accepts: Vec<(&str, ValuePredicate<'_>)> = narrowing
+        .iter()
+        .filter_map(|m| match &m.op {
+            MatchOp::Re(r) if !r.is_match("") => {
+                Some((m.name.as_str(), Box::new(move |v: &str| r.is_match(v)) as _))
+            }
+            _ => None,
+        })
+        .collect();
+    let narrow: Vec<Narrowing<'_>> = narrowing
+        .iter()
+        .filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty())
+        .map(|m| Narrowing::Equal(m.name.as_str(), m.value.as_str()))
+        .chain(
+            accepts
+                .iter()
+                .map(|(n, f)| Narrowing::Matching(n, f.as_ref())),
+        )
+        .collect();
+    let (candidates, count) = index
+        .series_narrowed(names.as_deref(), &narrow)
+        .await
+        .map_err(|e| match e {
+            strata_engine::EngineError::DataFusion(e) => PromqlError::Execution(e),
+            e => PromqlError::Execution(DataFusionError::External(Box::new(e))),
+        })?;
     let mut out: Vec<Arc<SeriesLabels>> = candidates
         .into_iter()
         .filter(|s| selectors.iter().any(|vs| matches(vs, s)))
