@@ -1,6 +1,6 @@
 //! Sorted compaction of the `samples` table: small files of one partition are merged into
-//! one file sorted by `metric_name`, `series_id`, `timestamp`, the order every persist
-//! writes.
+//! files sorted by `metric_name`, 2-hour time window ([`WINDOW_MS`]), `series_id`,
+//! `timestamp`.
 //!
 //! Delta's `optimize` (bin-packing) concatenates the files it merges, so a merged file holds
 //! one run of every series per input file. Row groups and pages then span the whole
@@ -8,6 +8,12 @@
 //! queries after one background compaction read 5 to 7 times more rows. Z-order, delta-rs's
 //! other `optimize` mode, interleaves the bits of its columns and does not give a series-major
 //! order either.
+//!
+//! The time window keeps what the persisted files had by construction: each covers the few
+//! hours its head held, so a query over the last hour of every series skips the pages of
+//! older hours. Sorted by series alone, a day-long file makes that query decode a whole page
+//! per series (4,096 rows for 360 samples; 4x slower on the bench's `rate-sum-all-1h`).
+//! Within a window, series are sorted, so a selector's series ids still prune pages.
 //!
 //! So Strata compacts itself, with the same building blocks: DataFusion reads the chosen
 //! files through the table's own provider and sorts them (spilling to disk past
@@ -18,7 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::datafusion::prelude::{SessionContext, cast, col};
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::prelude::{SessionContext, cast, col, lit};
 use deltalake::delta_datafusion::{FileSelection, create_session_state_with_spill_config};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, LogicalFileView};
@@ -33,6 +40,10 @@ use crate::storage;
 /// Files of at least this size (bytes) are left as they are (delta-rs `optimize`'s default
 /// target size, 100 MiB).
 pub const TARGET_FILE_BYTES: u64 = 100 * 1024 * 1024;
+
+/// The time window compacted files are ordered by before the series (ms): 2 hours, the
+/// block range of Prometheus's head.
+pub const WINDOW_MS: i64 = 2 * 3600 * 1000;
 
 /// Memory the merge sort of one partition may hold before it spills to disk (bytes).
 pub const SORT_MEMORY_BYTES: usize = 512 * 1024 * 1024;
@@ -50,8 +61,8 @@ pub struct Compaction {
 
 /// Merges, in each partition of the `samples` table, the files smaller than
 /// [`TARGET_FILE_BYTES`] when there are at least two, into one file sorted by
-/// `metric_name`, `series_id`, `timestamp` (see the module doc; several files, each a
-/// sorted range, when the merge is larger than the target). Returns the table after
+/// `metric_name`, time window, `series_id`, `timestamp` (see the module doc; several
+/// files, each a sorted range, when the merge is larger than the target). Returns the table after
 /// the commit (or `table` itself when nothing was to be merged) and what was done.
 ///
 /// Not safe against concurrent writers of the same files: callers hold the ingester's
@@ -110,8 +121,10 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
             .iter()
             .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
             .collect::<Vec<_>>();
+        let window = cast(col("timestamp"), DataType::Int64) / lit(WINDOW_MS * 1000);
         let sorted = ctx.read_table(provider)?.select(as_table)?.sort(vec![
             col("metric_name").sort(true, false),
+            window.sort(true, false),
             col("series_id").sort(true, false),
             col("timestamp").sort(true, false),
         ])?;

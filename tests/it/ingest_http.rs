@@ -290,39 +290,36 @@ async fn compaction_merges_small_files_and_keeps_every_sample() {
 }
 
 /// Every persist writes one file per partition with the series of all metrics in it, so
-/// the three files interleave series; the compacted file must hold them sorted by metric
-/// name, series and time (what Parquet statistics prune a selector's series by), not as
-/// three concatenated runs.
+/// the four files interleave series; the compacted file must hold them sorted by metric
+/// name, 2-hour window, series and time (what Parquet statistics prune a selector's series
+/// and a query's time range by), not as four concatenated runs.
 #[tokio::test]
-async fn compaction_keeps_files_sorted_by_metric_series_and_time() {
+async fn compaction_keeps_files_sorted_by_metric_window_series_and_time() {
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::TimestampMicrosecondType;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+    const H2: i64 = 2 * 3600 * 1000;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let t0 = now_ms() - 100_000;
-    for k in 0..3i64 {
-        let t = t0 + k * 1000;
+    // A 2-hour window (UTC) starting 4 to 6 hours ago, and the next one on the same date.
+    let mut w0 = (now_ms() - 4 * 3600 * 1000) / H2 * H2;
+    if w0 % (24 * 3600 * 1000) == 22 * 3600 * 1000 {
+        w0 -= H2;
+    }
+    let times = [w0 + 1000, w0 + 2000, w0 + 3000, w0 + H2 + 1000];
+    for (k, &t) in times.iter().enumerate() {
+        let v = k as f64;
         let body = request(&[
-            (
-                &[("__name__", "sorted_b"), ("job", "x")][..],
-                &[(t, k as f64)][..],
-            ),
-            (
-                &[("__name__", "sorted_a"), ("job", "x")][..],
-                &[(t, k as f64)][..],
-            ),
-            (
-                &[("__name__", "sorted_a"), ("job", "y")][..],
-                &[(t, k as f64)][..],
-            ),
+            (&[("__name__", "sorted_b"), ("job", "x")][..], &[(t, v)][..]),
+            (&[("__name__", "sorted_a"), ("job", "x")][..], &[(t, v)][..]),
+            (&[("__name__", "sorted_a"), ("job", "y")][..], &[(t, v)][..]),
         ]);
         assert_eq!(post_write(srv.http_addr, body).await.0, 204);
         srv.ingester.persist().await.unwrap();
     }
     // One partition: one date, and family `sorted` (the name up to its first `_`).
-    assert_eq!(srv.ingester.compact().await.unwrap(), 3);
+    assert_eq!(srv.ingester.compact().await.unwrap(), 4);
     let (table, _) = srv.ingester.read_samples(&|_| false);
     let files: Vec<String> = table
         .snapshot()
@@ -337,6 +334,18 @@ async fn compaction_keeps_files_sorted_by_metric_series_and_time() {
         .unwrap()
         .build()
         .unwrap();
+    let (x_a, y_a) = {
+        let ids = |job: &str| {
+            let l = strata_ingest::Labels::from_sorted(vec![
+                ("__name__".into(), "sorted_a".into()),
+                ("job".into(), job.into()),
+            ]);
+            l.fingerprint() as i64
+        };
+        (ids("x"), ids("y"))
+    };
+    let (lo, hi) = (x_a.min(y_a), x_a.max(y_a));
+    // (metric, series id, ms after w0), in file order.
     let mut rows: Vec<(String, i64, i64)> = vec![];
     for b in reader {
         let b = b.unwrap();
@@ -353,36 +362,40 @@ async fn compaction_keeps_files_sorted_by_metric_series_and_time() {
             rows.push((
                 name.as_string::<i32>().value(i).to_string(),
                 ids.value(i),
-                ts.value(i) / 1000,
+                ts.value(i) / 1000 - w0,
             ));
         }
     }
-    assert_eq!(rows.len(), 9);
-    let mut sorted = rows.clone();
-    sorted.sort();
-    assert_eq!(rows, sorted);
-    // Each series' run is whole: metric a's two series, then b's, each at t0, t0+1s, t0+2s.
-    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let a = |id: i64, t: i64| ("sorted_a".to_string(), id, t);
+    let b_id = rows.last().unwrap().1;
+    let b = |t: i64| ("sorted_b".to_string(), b_id, t);
     assert_eq!(
-        names,
-        ["sorted_a"; 6]
-            .iter()
-            .chain(&["sorted_b"; 3])
-            .copied()
-            .collect::<Vec<_>>()
-    );
-    let times: Vec<i64> = rows.iter().map(|r| r.2 - t0).collect();
-    assert_eq!(times, [0, 1000, 2000, 0, 1000, 2000, 0, 1000, 2000]);
-    assert_eq!(
-        samples_of(&srv.engine, "sorted_a").await,
+        rows,
         vec![
-            (t0, 0.0),
-            (t0, 0.0),
-            (t0 + 1000, 1.0),
-            (t0 + 1000, 1.0),
-            (t0 + 2000, 2.0),
-            (t0 + 2000, 2.0)
+            // sorted_a, first window: the lower series id first, each in time order.
+            a(lo, 1000),
+            a(lo, 2000),
+            a(lo, 3000),
+            a(hi, 1000),
+            a(hi, 2000),
+            a(hi, 3000),
+            // sorted_a, second window.
+            a(lo, H2 + 1000),
+            a(hi, H2 + 1000),
+            // sorted_b.
+            b(1000),
+            b(2000),
+            b(3000),
+            b(H2 + 1000),
         ]
+    );
+    assert_eq!(
+        samples_of(&srv.engine, "sorted_b").await,
+        times
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| (t, k as f64))
+            .collect::<Vec<_>>()
     );
     srv.shutdown().await;
 }
