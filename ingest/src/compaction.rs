@@ -45,8 +45,9 @@ pub const TARGET_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// block range of Prometheus's head.
 pub const WINDOW_MS: i64 = 2 * 3600 * 1000;
 
-/// Memory the merge sort of one partition may hold before it spills to disk (bytes).
-pub const SORT_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+/// Memory the merge sort of one partition may hold before it spills to disk (bytes); an
+/// eighth of it is kept for merging the spilled runs.
+pub const SORT_MEMORY_BYTES: usize = 1024 * 1024 * 1024;
 
 /// What a compaction did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -88,10 +89,13 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
         return Ok((table.clone(), done));
     }
 
-    let ctx = SessionContext::new_with_state(create_session_state_with_spill_config(
-        Some(SORT_MEMORY_BYTES),
-        None,
-    ));
+    // One sorter with the whole memory budget, and room reserved for merging its spills
+    // (with DataFusion's 10 MB default, merging 40 M rows of spills ran out of memory).
+    let mut state = create_session_state_with_spill_config(Some(SORT_MEMORY_BYTES), None);
+    let options = state.config_mut().options_mut();
+    options.execution.target_partitions = 1;
+    options.execution.sort_spill_reservation_bytes = SORT_MEMORY_BYTES / 8;
+    let ctx = SessionContext::new_with_state(state);
     table.update_datafusion_session(&ctx.state())?;
     let mut actions = vec![];
     for files in partitions.values() {
