@@ -9,18 +9,18 @@
 //! other `optimize` mode, interleaves the bits of its columns and does not give a series-major
 //! order either.
 //!
-//! The time window keeps what the persisted files had by construction: each covers the few
-//! hours its head held, so a query over the last hour of every series skips the pages of
-//! older hours. Sorted by series alone, a day-long file makes that query decode a whole page
-//! per series (4,096 rows for 360 samples; 4x slower on the bench's `rate-sum-all-1h`).
-//! Within a window, series are sorted, so a selector's series ids still prune pages.
-//!
 //! So Strata compacts itself, with the same building blocks: DataFusion reads the chosen
 //! files through the table's own provider and sorts them (spilling to disk past
 //! [`SORT_MEMORY_BYTES`]), delta-rs's [`RecordBatchWriter`] writes the sorted stream with
 //! the samples table's Parquet settings and computes the file statistics, and one Delta
 //! commit (operation `OPTIMIZE`, `dataChange: false`, as `optimize` writes it) adds the new
 //! file and removes the old ones. Readers of older versions keep their files until vacuum.
+//!
+//! The time window keeps what the persisted files had by construction: each covers the few
+//! hours its head held, so a query over the last hour of every series skips the pages of
+//! older hours. Sorted by series alone, a day-long file makes that query decode a whole page
+//! per series (4,096 rows for 360 samples; 4x slower on the bench's `rate-sum-all-1h`).
+//! Within a window, series are sorted, so a selector's series ids still prune pages.
 
 use std::collections::BTreeMap;
 
@@ -63,8 +63,9 @@ pub struct Compaction {
 /// Merges, in each partition of the `samples` table, the files smaller than
 /// [`TARGET_FILE_BYTES`] when there are at least two, into one file sorted by
 /// `metric_name`, time window, `series_id`, `timestamp` (see the module doc; several
-/// files, each a sorted range, when the merge is larger than the target). Returns the table after
-/// the commit (or `table` itself when nothing was to be merged) and what was done.
+/// files, each a sorted range, when the merge is larger than the target). Returns the
+/// table after the commit (or `table` itself when nothing was to be merged) and what was
+/// done.
 ///
 /// Not safe against concurrent writers of the same files: callers hold the ingester's
 /// persist lock. A conflicting commit from elsewhere fails the compaction (Delta's
@@ -89,8 +90,9 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
         return Ok((table.clone(), done));
     }
 
-    // One sorter with the whole memory budget, and room reserved for merging its spills
-    // (with DataFusion's 10 MB default, merging 40 M rows of spills ran out of memory).
+    // One sorter with the whole memory budget, and room reserved for merging its spills:
+    // with a 512 MB pool shared by two sorters and DataFusion's 10 MB merge reservation,
+    // merging a day's 43 M rows (the PromQL bench's data) ran out of memory.
     let mut state = create_session_state_with_spill_config(Some(SORT_MEMORY_BYTES), None);
     let options = state.config_mut().options_mut();
     options.execution.target_partitions = 1;

@@ -373,6 +373,15 @@ impl Ingester {
         let t = self.tables.read().samples.clone();
         match crate::compaction::compact_samples(&t).await {
             Ok((t, done)) => {
+                if done.partitions > 0 {
+                    tracing::info!(
+                        partitions = done.partitions,
+                        files_removed = done.files_removed,
+                        files_added = done.files_added,
+                        version = t.version(),
+                        "compacted the samples table"
+                    );
+                }
                 self.tables.write().samples = t;
                 self.metrics
                     .compactions
