@@ -1,13 +1,15 @@
 //! The series index: the series catalog (Delta `series` table + the head's new series)
-//! kept in memory with postings by metric name, so that a PromQL selector or a
+//! kept in memory with postings by label pair, so that a PromQL selector or a
 //! `/api/v1/series` request finds its series without a SQL scan of the catalog.
 //!
 //! The Delta part is loaded once per version of the `series` table and kept until the table
 //! moves on (a persistence cycle that added series commits a new version); the head's series
 //! not yet in the catalog are converted once and kept by fingerprint. Prometheus keeps the
-//! same kind of in-memory index over its head (`tsdb/index/postings.go`), there with postings
-//! per label pair; here only the metric name is indexed and other matchers are evaluated on
-//! the metric's series.
+//! same kind of in-memory index over its head (`tsdb/index/postings.go`). Postings are kept
+//! per label pair, `__name__` included (which gives postings by metric name). A selector's
+//! matchers that need a non-empty value ([`Narrowing`]) intersect postings, as Prometheus's
+//! `PostingsForMatchers` does, and the caller then evaluates every matcher on the series
+//! left.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,9 +68,8 @@ struct Loaded {
     version: Option<u64>,
     /// Sorted by labels.
     series: Vec<Arc<SeriesLabels>>,
-    /// Metric name -> positions in `series` (ascending, so sorted by labels too).
-    by_name: HashMap<String, Vec<u32>>,
-    /// Label name (`__name__` included) -> value -> positions in `series` (ascending).
+    /// Label name (`__name__` included: postings by metric name) -> value -> positions in
+    /// `series` (ascending, so sorted by labels too).
     by_label: HashMap<String, HashMap<String, Vec<u32>>>,
     ids: HashSet<i64>,
 }
@@ -131,10 +132,17 @@ impl SeriesIndex {
     ) -> crate::Result<(Vec<Arc<SeriesLabels>>, usize)> {
         let (table, head) = self.source.series();
         let loaded = self.catalog(&table).await?;
+        let by_name = loaded.by_label.get(NAME);
         let mut pos: Option<Vec<u32>> = names.map(|names| {
             let mut pos: Vec<u32> = names
                 .iter()
-                .flat_map(|n| loaded.by_name.get(n).into_iter().flatten().copied())
+                .flat_map(|n| {
+                    by_name
+                        .and_then(|b| b.get(n))
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                })
                 .collect();
             if names.len() > 1 {
                 pos.sort_unstable();
@@ -205,11 +213,6 @@ impl Loaded {
         let mut loaded = Loaded::default();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         for (i, s) in series.iter().enumerate() {
-            loaded
-                .by_name
-                .entry(s.get(NAME).to_string())
-                .or_default()
-                .push(i as u32);
             for (n, v) in &s.labels {
                 loaded
                     .by_label

@@ -363,8 +363,8 @@ impl Ingester {
     }
 
     /// Compacts the samples table: in each partition, small files are merged into one
-    /// file sorted by metric name, series and time ([`crate::compaction`]; Delta's own
-    /// optimize would lose that order). Returns the number of files removed.
+    /// file sorted by metric name, 2-hour window, series and time ([`crate::compaction`];
+    /// Delta's own optimize would lose that order). Returns the number of files removed.
     ///
     /// # Errors
     /// Delta or DataFusion errors (the table is unchanged).

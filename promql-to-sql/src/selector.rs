@@ -146,7 +146,8 @@ pub async fn select_series_counted(
         .collect();
     let narrow: Vec<Narrowing<'_>> = narrowing
         .iter()
-        .filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty())
+        // `__name__ = x` is already in `names` (postings by metric name).
+        .filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty() && m.name != NAME)
         .map(|m| Narrowing::Equal(m.name.as_str(), m.value.as_str()))
         .chain(
             accepts
