@@ -32,6 +32,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use strata_ingest::storage;
 
+use crate::files;
 use crate::source::Source;
 
 /// Metric names a filter list pins the scan to (`metric_name = 'x'` or
@@ -117,6 +118,16 @@ async fn scan_delta(
         .await?;
     let plan = cache_page_indexes(plan)?;
     let plan = if pruning { prune_only(plan)? } else { plan };
+    cast_to(plan, schema, &wanted)
+}
+
+/// Projects `plan` (whose columns are `wanted`'s, in order) to our schema's names and
+/// types, so that it can be unioned with head rows.
+fn cast_to(
+    plan: Arc<dyn ExecutionPlan>,
+    schema: &SchemaRef,
+    wanted: &[usize],
+) -> Result<Arc<dyn ExecutionPlan>> {
     let out_schema = plan.schema();
     let exprs = wanted
         .iter()
@@ -295,6 +306,9 @@ fn external(e: strata_ingest::IngestError) -> datafusion::error::DataFusionError
     datafusion::error::DataFusionError::External(Box::new(e))
 }
 
+/// A table version and its file list (`None`: the table needs delta-rs's reader).
+type Listed = (Option<u64>, Option<Arc<files::FileList>>);
+
 /// Which of Strata's two tables a [`HeadDeltaTable`] shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -320,6 +334,11 @@ pub struct HeadDeltaTable {
     schema: SchemaRef,
     kind: Kind,
     pruning: bool,
+    /// `schema` without the table's partition columns: the columns of its Parquet files.
+    file_schema: SchemaRef,
+    /// The pruning variant's file list of the last version it scanned (`None` inside: the
+    /// table needs delta-rs's reader, see [`files::FileList::load`]).
+    files: parking_lot::Mutex<Option<Listed>>,
 }
 
 impl HeadDeltaTable {
@@ -332,16 +351,24 @@ impl HeadDeltaTable {
             Kind::Samples => source.samples(&|_| false).0,
             Kind::Series => source.series().0,
         };
-        let schema = table
-            .snapshot()
-            .map_err(|e| external(e.into()))?
-            .snapshot()
-            .arrow_schema();
+        let snapshot = table.snapshot().map_err(|e| external(e.into()))?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let partitions = snapshot.metadata().partition_columns();
+        let file_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !partitions.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
         Ok(HeadDeltaTable {
             source,
             schema,
             kind,
             pruning: false,
+            file_schema,
+            files: Default::default(),
         })
     }
 
@@ -356,6 +383,60 @@ impl HeadDeltaTable {
             pruning: true,
             ..HeadDeltaTable::new(source, Kind::Samples)?
         })
+    }
+
+    /// The file list of `table`'s version, listed again only when the version changed.
+    fn file_list(&self, table: &DeltaTable) -> Result<Option<Arc<files::FileList>>> {
+        let version = table.version();
+        let mut cached = self.files.lock();
+        if let Some((v, list)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(list.clone());
+        }
+        let list = files::FileList::load(table, &self.file_schema)
+            .map_err(|e| external(e.into()))?
+            .map(Arc::new);
+        *cached = Some((version, list.clone()));
+        Ok(list)
+    }
+
+    /// The pruning variant's scan of the Delta table through its [`files::FileList`];
+    /// `None` when the table or the scan needs delta-rs's reader (a partition column
+    /// read or filtered, or a table [`files::FileList::load`] does not list).
+    fn scan_files(
+        &self,
+        table: &DeltaTable,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        if !files::reads_only(&self.schema, &self.file_schema, &wanted, filters) {
+            return Ok(None);
+        }
+        let Some(list) = self.file_list(table)? else {
+            return Ok(None);
+        };
+        let file_projection = wanted
+            .iter()
+            .map(|i| self.file_schema.index_of(self.schema.field(*i).name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let plan = files::scan(
+            &list,
+            table,
+            &self.file_schema,
+            state,
+            file_projection,
+            filters,
+            limit,
+        )?;
+        let plan = prune_only(cache_page_indexes(plan)?)?;
+        Ok(Some(cast_to(plan, &self.schema, &wanted)?))
     }
 }
 
@@ -413,6 +494,14 @@ impl TableProvider for HeadDeltaTable {
                 (table, batch)
             }
         };
+        let fast = if self.pruning && self.kind == Kind::Samples {
+            self.scan_files(&table, state, projection, filters, limit)?
+        } else {
+            None
+        };
+        if let Some(delta) = fast {
+            return union_with_head(delta, head, &self.schema, projection);
+        }
         let delta = scan_delta(
             &table,
             &self.schema,

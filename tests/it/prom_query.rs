@@ -194,3 +194,94 @@ async fn instant_and_range_queries() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("output_rows=2,"), "{line}");
 }
+
+/// A PromQL selector reads only the Delta files its metric family and time range can be
+/// in (partition `date` and `metric_family`, and each file's statistics in the Delta log),
+/// and no file it needs is skipped.
+#[tokio::test]
+async fn selectors_read_only_the_files_of_their_metric_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // 47 hours apart: always on two different dates (UTC).
+    let (t_old, t_new) = (now - 48 * 3_600_000, now - 3_600_000);
+    for (t, v) in [(t_old, 1.0), (t_new, 2.0)] {
+        let body = request(&[
+            (&[("__name__", "filea_x"), ("job", "j")][..], &[(t, v)][..]),
+            (
+                &[("__name__", "fileb_x"), ("job", "j")][..],
+                &[(t, v * 10.0)][..],
+            ),
+        ]);
+        assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+        srv.ingester.persist().await.unwrap();
+    }
+    let addr = srv.http_addr;
+    let at = |t: i64| (t + 1000) as f64 / 1000.0;
+    let value = |v: &Value| {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_string)
+    };
+    // Each day's value comes from that day's file.
+    for (t, want) in [(t_old, "1"), (t_new, "2")] {
+        let (s, v) = get(
+            addr,
+            &format!("/api/v1/query?{}&time={}", enc("filea_x"), at(t)),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(value(&v).as_deref(), Some(want), "{v}");
+    }
+    // Over both days: both samples, from both of the family's files.
+    let q = enc("count_over_time(filea_x[3d])");
+    let (s, v) = get(addr, &format!("/api/v1/query?{q}&time={}", at(t_new))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value(&v).as_deref(), Some("2"), "{v}");
+    // The plan of the recent instant query scans one file: this date's, family `filea`.
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_explain?{}&time={}&analyze=true",
+            enc("filea_x"),
+            at(t_new)
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["data"].as_str().unwrap();
+    let mut files: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || "[],:".contains(c))
+        .filter(|w| w.ends_with(".parquet"))
+        .collect();
+    files.sort_unstable();
+    files.dedup();
+    let date = chrono::DateTime::from_timestamp_millis(t_new)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(files.len(), 1, "{text}");
+    assert!(
+        files[0].contains(&format!("date={date}/metric_family=filea/")),
+        "{text}"
+    );
+    // A later persist (a new table version, a new file) is read by the next query: the
+    // list of files is not kept past its version.
+    let body = request(&[(
+        &[("__name__", "filea_x"), ("job", "j")][..],
+        &[(t_new + 60_000, 3.0)][..],
+    )]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let (s, v) = get(
+        addr,
+        &format!("/api/v1/query?{q}&time={}", at(t_new + 60_000)),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value(&v).as_deref(), Some("3"), "{v}");
+    srv.shutdown().await;
+}
