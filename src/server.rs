@@ -223,7 +223,9 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         max_decoded: cfg.max_request_bytes.saturating_mul(8),
     };
     let mut tasks = vec![];
-    let app = router(st, cfg.max_request_bytes).merge(crate::prom_api::router(engine.context()));
+    let app = router(st, cfg.max_request_bytes).merge(crate::prom_api::router(
+        strata_promql::prom_session(&engine.context()),
+    ));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)

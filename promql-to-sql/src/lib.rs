@@ -20,7 +20,7 @@ pub mod sql_functions;
 pub mod udf;
 pub mod value;
 
-pub use query::{explain, instant_query, range_query};
+pub use query::{explain, instant_query, prom_session, range_query};
 
 pub use value::{InstantSample, LabelSet, QueryValue, RangeSeries};
 

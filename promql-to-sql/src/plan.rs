@@ -324,7 +324,8 @@ impl Planner {
         }
         let pruning = self
             .ctx
-            .state()
+            .state_ref()
+            .read()
             .config()
             .get_extension::<strata_engine::tables::PruningSamples>()
             .ok_or_else(|| {

@@ -16,10 +16,31 @@ use crate::plan::{Planned, Planner};
 use crate::value::{InstantSample, QueryValue, RangeSeries};
 use crate::{PromqlError, QueryOptions, QueryResult, Result};
 
-/// The session for PromQL plans: the engine's catalog and configuration with a planner
-/// that knows the PromQL plan node.
-fn prom_context(ctx: &SessionContext) -> SessionContext {
-    let state = SessionStateBuilder::new_from_existing(ctx.state())
+/// Marks a session built by [`prom_session`] (a config extension).
+#[derive(Debug)]
+struct PromPlanner;
+
+/// The session for PromQL plans: `ctx`'s catalog, functions and configuration with a
+/// query planner that also knows PromQL's plan nodes (SQL plans as before). `ctx` itself
+/// when it already is one.
+///
+/// Building it copies the session's state (its function registries, configuration):
+/// whatever runs many PromQL queries (the HTTP API) builds it once and passes it to
+/// [`instant_query`] and [`range_query`], which otherwise build it per query.
+pub fn prom_session(ctx: &SessionContext) -> SessionContext {
+    if ctx
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<PromPlanner>()
+        .is_some()
+    {
+        return ctx.clone();
+    }
+    let state = ctx.state();
+    let config = state.config().clone().with_extension(Arc::new(PromPlanner));
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
         .with_query_planner(Arc::new(PromQueryPlanner))
         .build();
     SessionContext::new_with_state(state)
@@ -234,7 +255,7 @@ pub async fn instant_query(
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
     let expr = parse(query)?;
-    let ctx = prom_context(ctx);
+    let ctx = prom_session(ctx);
     let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
     let steps = Steps {
         start: t_ms,
@@ -307,7 +328,7 @@ pub async fn range_query(
         ));
     }
     let expr = parse(query)?;
-    let ctx = prom_context(ctx);
+    let ctx = prom_session(ctx);
     let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
     let steps = Steps {
         start: start_ms,
@@ -358,7 +379,7 @@ pub async fn explain(
 ) -> Result<String> {
     let started = std::time::Instant::now();
     let expr = parse(query)?;
-    let ctx = prom_context(ctx);
+    let ctx = prom_session(ctx);
     let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
     let steps = Steps {
         start: start_ms,

@@ -121,7 +121,8 @@ pub async fn select_series_counted(
 ) -> Result<(Vec<Arc<SeriesLabels>>, usize)> {
     let names: Option<Vec<String>> = selectors.iter().map(fixed_name).collect();
     let index = ctx
-        .state()
+        .state_ref()
+        .read()
         .config()
         .get_extension::<SeriesIndex>()
         .ok_or_else(|| {
