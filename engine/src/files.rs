@@ -54,8 +54,6 @@ struct FileStats {
 /// [`PruningStatistics`] (one container per file).
 #[derive(Debug)]
 pub struct FileList {
-    /// The table version (Delta commit number) the list was read at.
-    pub version: Option<u64>,
     files: Vec<PartitionedFile>,
     rows: UInt64Array,
     mins: HashMap<&'static str, ArrayRef>,
@@ -163,7 +161,6 @@ impl FileList {
             ("timestamp", ts(max_ts)),
         ]);
         Ok(Some(FileList {
-            version: table.version(),
             files,
             rows: UInt64Array::from(rows),
             mins,

@@ -8,6 +8,14 @@ use strata::config::Config;
 use strata::server::{Running, start};
 use strata_ingest::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
 
+/// Now, ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// Starts a server whose data lives in `dir`, on free loopback ports.
 pub async fn server(dir: &Path) -> Running {
     server_with(dir, |_| {}).await

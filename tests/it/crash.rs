@@ -41,11 +41,7 @@ async fn spawn(dir: &std::path::Path, http: u16, flight: u16) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        - 3_600_000;
+    let base = now_ms() - 3_600_000;
     let mut acked: BTreeSet<i64> = BTreeSet::new();
     let mut next = 0i64;
     for round in 0..4u64 {

@@ -3,13 +3,6 @@
 
 use crate::common::*;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 const Q: &str = "SELECT CAST(timestamp AS BIGINT) / 1000 AS t, value FROM metrics \
                  WHERE metric_name = 'http_requests_total' AND labels['code'] = '200' ORDER BY t";
 

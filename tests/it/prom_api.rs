@@ -16,10 +16,7 @@ async fn get(addr: std::net::SocketAddr, path_and_query: &str) -> (u16, Value) {
 async fn series_labels_and_label_values() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     let t_old = now - 3_600_000;
     let body = request(&[
         (

@@ -19,10 +19,7 @@ fn enc(q: &str) -> String {
 async fn instant_and_range_queries() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     // Whole minutes, an hour ago: counter a grows 10/min, b 20/min, from t0.
     let t0 = (now - 3_600_000) / 60_000 * 60_000;
     let a: Vec<(i64, f64)> = (0..=20)
@@ -202,10 +199,7 @@ async fn instant_and_range_queries() {
 async fn selectors_read_only_the_files_of_their_metric_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     // 47 hours apart: always on two different dates (UTC).
     let (t_old, t_new) = (now - 48 * 3_600_000, now - 3_600_000);
     for (t, v) in [(t_old, 1.0), (t_new, 2.0)] {
