@@ -4,8 +4,9 @@
 //! delta-rs plans every scan by replaying the table's file actions through the Delta
 //! kernel (data skipping included): 16% of the CPU of a one-series PromQL query in a
 //! `perf` profile, more than reading the series' pages. A [`FileList`] keeps what those
-//! scans need (paths, sizes, and each file's `minValues` / `maxValues` statistics from its
-//! `add` action, Delta protocol "Per-file Statistics") until the table's version changes;
+//! scans need (paths, sizes, and each file's statistics from its `add` action, Delta
+//! protocol "Per-file Statistics", as delta-rs parses them) until the table's version
+//! changes;
 //! [`scan`] skips files by those statistics with DataFusion's `PruningPredicate`, all
 //! files in one vectorized evaluation, and reads the rest with DataFusion's Parquet scan.
 //!
@@ -17,10 +18,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
-};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, ScalarValue, ToDFSchema};
@@ -38,40 +37,34 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
 
-/// The statistics of one file that scans prune by, from its `add` action's `stats` JSON.
-#[derive(Debug, Default, serde::Deserialize)]
-struct FileStats {
-    #[serde(rename = "numRecords")]
-    num_records: Option<u64>,
-    #[serde(rename = "minValues", default)]
-    min: HashMap<String, serde_json::Value>,
-    #[serde(rename = "maxValues", default)]
-    max: HashMap<String, serde_json::Value>,
-}
-
-/// The data files of one version of a Delta table, with per-file minimum and maximum of
-/// the columns scans prune by (`metric_name`, `series_id`, `timestamp`), as DataFusion's
-/// [`PruningStatistics`] (one container per file).
+/// The data files of one version of a Delta table, with their statistics as DataFusion's
+/// [`PruningStatistics`] (one container per file): the minimum, maximum and null count of
+/// each column stored in the files, and each file's row count, taken once per version from
+/// delta-rs's own `PruningStatistics` of the snapshot (the `add` actions' parsed `stats`).
 #[derive(Debug)]
 pub struct FileList {
     files: Vec<PartitionedFile>,
-    rows: UInt64Array,
-    mins: HashMap<&'static str, ArrayRef>,
-    maxs: HashMap<&'static str, ArrayRef>,
+    rows: Option<ArrayRef>,
+    mins: HashMap<String, ArrayRef>,
+    maxs: HashMap<String, ArrayRef>,
+    nulls: HashMap<String, ArrayRef>,
 }
 
-/// Delta's JSON statistics write timestamps with millisecond precision; a maximum is
-/// rounded up to the end of its millisecond (as delta-rs's `max_values` does).
-fn ts_stat(v: Option<&serde_json::Value>, max: bool) -> Option<i64> {
-    let s = v?.as_str()?;
-    let us = chrono::DateTime::parse_from_rfc3339(s)
-        .ok()?
-        .timestamp_micros();
-    Some(if max { us + 999 } else { us })
+/// Delta's JSON statistics keep timestamps to the millisecond: a maximum is rounded up to
+/// the end of its millisecond (as delta-rs's `LogicalFileView::max_values` does).
+fn round_up_ms(a: ArrayRef) -> ArrayRef {
+    match a.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(ts) => Arc::new(
+            ts.unary::<_, TimestampMicrosecondType>(|us| us + 999)
+                .with_timezone_opt(ts.timezone()),
+        ),
+        None => a,
+    }
 }
 
 impl FileList {
-    /// Lists the files of `table`'s loaded version.
+    /// Lists the files of `table`'s loaded version with the statistics of the columns of
+    /// `file_schema` (the table's columns stored in its Parquet files).
     ///
     /// Returns `None` when the table uses what this reader does not implement: deletion
     /// vectors, column mapping, or file paths that are absolute URLs (shallow clones).
@@ -82,7 +75,7 @@ impl FileList {
         table: &DeltaTable,
         file_schema: &SchemaRef,
     ) -> deltalake::DeltaResult<Option<FileList>> {
-        let snapshot = table.snapshot()?;
+        let snapshot = table.snapshot()?.snapshot();
         let mapping = snapshot
             .metadata()
             .configuration()
@@ -92,33 +85,10 @@ impl FileList {
             return Ok(None);
         }
         let mut files = vec![];
-        let mut rows = vec![];
-        let (mut min_name, mut max_name) = (vec![], vec![]);
-        let (mut min_id, mut max_id) = (vec![], vec![]);
-        let (mut min_ts, mut max_ts) = (vec![], vec![]);
         for f in snapshot.log_data().iter() {
             if f.deletion_vector_descriptor().is_some() || f.path().contains("://") {
                 return Ok(None);
             }
-            let stats: FileStats = f
-                .stats()
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default();
-            let text = |m: &HashMap<String, serde_json::Value>| {
-                m.get("metric_name")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            };
-            let id = |m: &HashMap<String, serde_json::Value>| {
-                m.get("series_id").and_then(|v| v.as_i64())
-            };
-            min_name.push(text(&stats.min));
-            max_name.push(text(&stats.max));
-            min_id.push(id(&stats.min));
-            max_id.push(id(&stats.max));
-            min_ts.push(ts_stat(stats.min.get("timestamp"), false));
-            max_ts.push(ts_stat(stats.max.get("timestamp"), true));
-            rows.push(stats.num_records);
             let modified =
                 chrono::DateTime::from_timestamp_millis(f.modification_time()).unwrap_or_default();
             files.push(PartitionedFile::new_from_meta(ObjectMeta {
@@ -129,42 +99,22 @@ impl FileList {
                 version: None,
             }));
         }
-        let ts = |v: Vec<Option<i64>>| -> ArrayRef {
-            Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
-        };
-        // The statistics in the types the file schema gives the columns (a column it does
-        // not have, or one that does not cast, gets no statistics: no file is skipped by it).
-        let typed = |arrays: [(&'static str, ArrayRef); 3]| -> HashMap<&'static str, ArrayRef> {
-            arrays
-                .into_iter()
-                .filter_map(|(name, a)| {
-                    let f = file_schema.field_with_name(name).ok()?;
-                    let a = datafusion::arrow::compute::cast(&a, f.data_type()).ok()?;
-                    Some((name, a))
+        let stats = snapshot.log_data();
+        let per_column = |f: &dyn Fn(&Column) -> Option<ArrayRef>| -> HashMap<String, ArrayRef> {
+            file_schema
+                .fields()
+                .iter()
+                .filter_map(|field| {
+                    Some((field.name().clone(), f(&Column::from_name(field.name()))?))
                 })
                 .collect()
         };
-        let mins = typed([
-            (
-                "metric_name",
-                Arc::new(StringArray::from(min_name)) as ArrayRef,
-            ),
-            ("series_id", Arc::new(Int64Array::from(min_id)) as ArrayRef),
-            ("timestamp", ts(min_ts)),
-        ]);
-        let maxs = typed([
-            (
-                "metric_name",
-                Arc::new(StringArray::from(max_name)) as ArrayRef,
-            ),
-            ("series_id", Arc::new(Int64Array::from(max_id)) as ArrayRef),
-            ("timestamp", ts(max_ts)),
-        ]);
         Ok(Some(FileList {
             files,
-            rows: UInt64Array::from(rows),
-            mins,
-            maxs,
+            rows: stats.row_counts(),
+            mins: per_column(&|c| stats.min_values(c)),
+            maxs: per_column(&|c| stats.max_values(c).map(round_up_ms)),
+            nulls: per_column(&|c| stats.null_counts(c)),
         }))
     }
 
@@ -189,11 +139,11 @@ impl PruningStatistics for FileList {
     fn num_containers(&self) -> usize {
         self.files.len()
     }
-    fn null_counts(&self, _column: &Column) -> Option<ArrayRef> {
-        None
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        self.nulls.get(column.name.as_str()).cloned()
     }
     fn row_counts(&self) -> Option<ArrayRef> {
-        Some(Arc::new(self.rows.clone()))
+        self.rows.clone()
     }
     fn contained(
         &self,

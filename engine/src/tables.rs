@@ -105,10 +105,7 @@ async fn scan_delta(
         .await
         .map_err(|e| external(e.into()))?;
     let theirs = provider.schema();
-    let wanted: Vec<usize> = match projection {
-        Some(p) => p.clone(),
-        None => (0..schema.fields().len()).collect(),
-    };
+    let wanted = columns(schema, projection);
     let their_idx: Vec<usize> = wanted
         .iter()
         .map(|i| theirs.index_of(schema.field(*i).name()))
@@ -119,6 +116,14 @@ async fn scan_delta(
     let plan = cache_page_indexes(plan)?;
     let plan = if pruning { prune_only(plan)? } else { plan };
     cast_to(plan, schema, &wanted)
+}
+
+/// The indexes of `schema`'s columns a scan's `projection` reads (all without one).
+fn columns(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> Vec<usize> {
+    match projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    }
 }
 
 /// Projects `plan` (whose columns are `wanted`'s, in order) to our schema's names and
@@ -412,10 +417,7 @@ impl HeadDeltaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let wanted: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
+        let wanted = columns(&self.schema, projection);
         if !files::reads_only(&self.schema, &self.file_schema, &wanted, filters) {
             return Ok(None);
         }
