@@ -15,7 +15,7 @@
 //! tables). For any other table [`FileList::load`] returns `None` and the caller scans
 //! through delta-rs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray};
@@ -24,18 +24,27 @@ use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, ScalarValue, ToDFSchema};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::object_store::ObjectMeta;
+use datafusion::object_store::path::Path;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
 use deltalake::DeltaTable;
+
+use crate::runs::{RunsCache, SeriesFilter};
+use crate::tables::PageIndexCaching;
 
 /// The data files of one version of a Delta table, with their statistics as DataFusion's
 /// [`PruningStatistics`] (one container per file): the minimum, maximum and null count of
@@ -123,6 +132,11 @@ impl FileList {
         self.files.len()
     }
 
+    /// The files' paths (relative to the table's object store).
+    pub fn paths(&self) -> HashSet<&Path> {
+        self.files.iter().map(|f| &f.object_meta.location).collect()
+    }
+
     /// Whether the table has no files.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
@@ -162,10 +176,18 @@ impl PruningStatistics for FileList {
 /// match can come out (the pruning contract of
 /// [`crate::tables::HeadDeltaTable::pruning_samples`]).
 ///
+/// When the filters name the series (`series_id IN (...)`, see
+/// [`SeriesFilter::from_filters`]), files whose [`crate::runs::SeriesRuns`] are in `runs`
+/// (or built now, see [`RunsCache::get_or_build`]) are read by row selection instead:
+/// only the runs of those series that overlap the filters' time range, without statistics
+/// evaluation; files with no such run are skipped. The plan is then a union of that scan
+/// and the statistics-pruned scan of the other files.
+///
 /// # Errors
 /// Filters that do not convert to physical expressions over `file_schema`, or the table's
 /// object store failing to register.
-pub fn scan(
+#[allow(clippy::too_many_arguments)]
+pub async fn scan(
     list: &FileList,
     table: &DeltaTable,
     file_schema: &SchemaRef,
@@ -173,6 +195,7 @@ pub fn scan(
     projection: Vec<usize>,
     filters: &[Expr],
     limit: Option<usize>,
+    runs: &Arc<RunsCache>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let log_store = table.log_store();
     let url: ObjectStoreUrl = log_store.object_store_url();
@@ -198,32 +221,60 @@ pub fn scan(
             .unwrap_or_else(|| vec![true; list.len()]),
         None => vec![true; list.len()],
     };
-    let files: Vec<PartitionedFile> = list
-        .files
-        .iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(f, _)| f.clone())
-        .collect();
-    if files.is_empty() {
-        let projected = Arc::new(file_schema.project(&projection)?);
-        return Ok(Arc::new(EmptyExec::new(projected)));
-    }
     let cache = runtime.cache_manager.get_file_metadata_cache();
-    let mut source = ParquetSource::new(file_schema.clone())
-        .with_table_parquet_options(state.table_options().parquet.clone())
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-            store, cache,
-        )));
-    if let Some(p) = predicate {
-        source = source.with_predicate(p);
+    let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
+        CachedParquetFileReaderFactory::new(store, cache),
+    )));
+    let series = SeriesFilter::from_filters(filters);
+    let mut by_runs: Vec<PartitionedFile> = vec![];
+    let mut by_stats: Vec<PartitionedFile> = vec![];
+    for (f, _) in list.files.iter().zip(keep).filter(|(_, k)| *k) {
+        let selection = match &series {
+            Some(s) => runs.get_or_build(&readers, f).await.map(|r| r.select(s)),
+            None => None,
+        };
+        match selection {
+            Some(Some(rows)) => {
+                by_runs.push(f.clone().with_extension(ParquetRowSelection::new(rows)))
+            }
+            Some(None) => {}
+            None => by_stats.push(f.clone()),
+        }
     }
-    let config = FileScanConfigBuilder::new(url, Arc::new(source))
-        .with_file_groups(vec![FileGroup::new(files)])
-        .with_projection_indices(Some(projection))?
-        .with_limit(limit)
-        .build();
-    Ok(DataSourceExec::from_data_source(config))
+    let source = || {
+        ParquetSource::new(file_schema.clone())
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(readers.clone())
+    };
+    let exec = |files: Vec<PartitionedFile>, source: ParquetSource| {
+        let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
+            .with_file_groups(vec![FileGroup::new(files)])
+            .with_projection_indices(Some(projection.clone()))?
+            .with_limit(limit)
+            .build();
+        Ok::<Arc<dyn ExecutionPlan>, datafusion::error::DataFusionError>(
+            DataSourceExec::from_data_source(config),
+        )
+    };
+    let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
+    if !by_runs.is_empty() {
+        plans.push(exec(by_runs, source())?);
+    }
+    if !by_stats.is_empty() {
+        let source = match predicate {
+            Some(p) => source().with_predicate(p),
+            None => source(),
+        };
+        plans.push(exec(by_stats, source)?);
+    }
+    match plans.len() {
+        0 => {
+            let projected = Arc::new(file_schema.project(&projection)?);
+            Ok(Arc::new(EmptyExec::new(projected)))
+        }
+        1 => Ok(plans.remove(0)),
+        _ => UnionExec::try_new(plans),
+    }
 }
 
 /// Whether every column `projection` (indexes of `schema`) and `filters` name is stored

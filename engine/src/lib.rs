@@ -13,12 +13,14 @@
 //! memory, where PromQL selectors find their series; and [`tables::PruningSamples`], the
 //! `samples` provider PromQL scans read through (filters prune files, row groups and pages
 //! but are not evaluated per row; it reads Strata's own tables through a per-version
-//! [`files::FileList`] rather than delta-rs's scan planning).
+//! [`files::FileList`] rather than delta-rs's scan planning, and the rows of a few series
+//! by the files' [`runs::SeriesRuns`]).
 //!
 //! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
 //! Data enters through a [`Source`] and leaves as Arrow record batches.
 
 pub mod files;
+pub mod runs;
 pub mod series_index;
 pub mod source;
 pub mod tables;

@@ -33,6 +33,7 @@ use futures::future::BoxFuture;
 use strata_ingest::storage;
 
 use crate::files;
+use crate::runs::RunsCache;
 use crate::source::Source;
 
 /// Metric names a filter list pins the scan to (`metric_name = 'x'` or
@@ -220,7 +221,14 @@ fn map_parquet_sources(
 /// index present and skips its own load (`load_page_index` in
 /// `datafusion-datasource-parquet`'s `opener/mod.rs`).
 #[derive(Debug)]
-struct PageIndexCaching(Arc<dyn ParquetFileReaderFactory>);
+pub(crate) struct PageIndexCaching(Arc<dyn ParquetFileReaderFactory>);
+
+impl PageIndexCaching {
+    /// Wraps `inner`'s readers.
+    pub(crate) fn new(inner: Arc<dyn ParquetFileReaderFactory>) -> Self {
+        PageIndexCaching(inner)
+    }
+}
 
 impl ParquetFileReaderFactory for PageIndexCaching {
     fn create_reader(
@@ -344,6 +352,8 @@ pub struct HeadDeltaTable {
     /// The pruning variant's file list of the last version it scanned (`None` inside: the
     /// table needs delta-rs's reader, see [`files::FileList::load`]).
     files: parking_lot::Mutex<Option<Listed>>,
+    /// The series runs of the pruning variant's files (see [`crate::runs`]).
+    runs: Arc<RunsCache>,
 }
 
 impl HeadDeltaTable {
@@ -374,6 +384,7 @@ impl HeadDeltaTable {
             pruning: false,
             file_schema,
             files: Default::default(),
+            runs: Default::default(),
         })
     }
 
@@ -402,6 +413,9 @@ impl HeadDeltaTable {
         let list = files::FileList::load(table, &self.file_schema)
             .map_err(|e| external(e.into()))?
             .map(Arc::new);
+        if let Some(list) = &list {
+            self.runs.retain(&list.paths());
+        }
         *cached = Some((version, list.clone()));
         Ok(list)
     }
@@ -409,7 +423,7 @@ impl HeadDeltaTable {
     /// The pruning variant's scan of the Delta table through its [`files::FileList`];
     /// `None` when the table or the scan needs delta-rs's reader (a partition column
     /// read or filtered, or a table [`files::FileList::load`] does not list).
-    fn scan_files(
+    async fn scan_files(
         &self,
         table: &DeltaTable,
         state: &dyn Session,
@@ -436,8 +450,10 @@ impl HeadDeltaTable {
             file_projection,
             filters,
             limit,
-        )?;
-        let plan = prune_only(cache_page_indexes(plan)?)?;
+            &self.runs,
+        )
+        .await?;
+        let plan = prune_only(plan)?;
         Ok(Some(cast_to(plan, &self.schema, &wanted)?))
     }
 }
@@ -497,7 +513,8 @@ impl TableProvider for HeadDeltaTable {
             }
         };
         let fast = if self.pruning && self.kind == Kind::Samples {
-            self.scan_files(&table, state, projection, filters, limit)?
+            self.scan_files(&table, state, projection, filters, limit)
+                .await?
         } else {
             None
         };

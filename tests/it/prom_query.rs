@@ -279,3 +279,67 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
     assert_eq!(value(&v).as_deref(), Some("3"), "{v}");
     srv.shutdown().await;
 }
+
+/// A selector of one series reads that series' rows of a persisted file and no other
+/// series' rows: the file's series runs give the reader an exact row selection (page
+/// statistics alone would decode the whole page, all three series here).
+#[tokio::test]
+async fn selectors_read_only_the_rows_of_their_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    // 360 samples at 10 s per series over the last hour, in whole seconds.
+    let t0 = (now_ms() - 3_600_000) / 1000 * 1000;
+    let samples = |base: f64| -> Vec<(i64, f64)> {
+        (0..360)
+            .map(|i| (t0 + i * 10_000, base + i as f64))
+            .collect()
+    };
+    let (a, b, c) = (samples(0.0), samples(1000.0), samples(2000.0));
+    let body = request(&[
+        (&[("__name__", "runs_x"), ("job", "a")][..], &a[..]),
+        (&[("__name__", "runs_x"), ("job", "b")][..], &b[..]),
+        (&[("__name__", "runs_x"), ("job", "c")][..], &c[..]),
+    ]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let addr = srv.http_addr;
+    let last = t0 + 359 * 10_000;
+    let time = format!("{}", last as f64 / 1000.0);
+    // The answer: b's last sample, and over 5 minutes its 30 samples 1330..=1359.
+    let (s, v) = get(
+        addr,
+        &format!("/api/v1/query?{}&time={time}", enc(r#"runs_x{job="b"}"#)),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "1359", "{v}");
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query?{}&time={time}",
+            enc(r#"sum_over_time(runs_x{job="b"}[5m])"#)
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // 1330 + ... + 1359 = 30 * (1330 + 1359) / 2.
+    assert_eq!(v["data"]["result"][0]["value"][1], "40335", "{v}");
+    // The file holds 1,080 rows (one page); the scan of it returns b's 360.
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query_explain?{}&time={time}&analyze=true",
+            enc(r#"runs_x{job="b"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["data"].as_str().unwrap();
+    let scans: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+        .collect();
+    assert_eq!(scans.len(), 1, "{text}");
+    assert!(scans[0].contains("output_rows=360,"), "{text}");
+    srv.shutdown().await;
+}

@@ -1,0 +1,582 @@
+//! Series runs: where each series' rows lie in a Parquet file of the `samples` table, so
+//! that a PromQL selector reads the rows of its series and no others.
+//!
+//! Strata's sample files are sorted by series within a metric and a time window (see
+//! `strata_ingest::compaction`), so the samples of one series are a few runs of
+//! consecutive rows. Page statistics only find the 4,096-row pages a series touches: in
+//! the PromQL bench a one-host, one-hour query decoded 20,480 rows for its 360 samples,
+//! and DataFusion evaluated its pruning predicate over the statistics of every row group
+//! and page of the file on every query (a third of that query's scan time).
+//!
+//! A [`SeriesRuns`] lists a file's runs: series id, first row, row count, and the run's
+//! first and last timestamps. It is built once per file (files are immutable) by reading
+//! the file's `series_id` and `timestamp` columns, and kept in a [`RunsCache`] of bounded
+//! size. [`SeriesRuns::select`] turns a set of series ids and a time range into a
+//! Parquet `RowSelection` (binary search per series), which the Parquet reader applies
+//! with the file's offset index: only the pages holding selected rows are fetched and
+//! only the selected rows are decoded. This is the role the postings-to-chunks step plays
+//! in Prometheus's TSDB (`tsdb/querier.go`: series → chunk references).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::object_store::path::Path;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::TryStreamExt;
+
+/// The memory all files' run lists may take together (bytes); past it, the least recently
+/// used lists are dropped (and built again when their file is read again).
+pub const RUNS_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Files up to this size (bytes) get their run list built while the query that first reads
+/// them is planned; larger files get theirs built in the background, and queries read them
+/// by page statistics until it is ready.
+pub const BUILD_INLINE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A file whose runs average fewer rows than this is not worth a list (it is not sorted
+/// by series): it is read by page statistics.
+const MIN_AVERAGE_RUN_ROWS: usize = 4;
+
+/// One run: `rows` consecutive rows of one series from row `first_row` of the file, with
+/// timestamps (µs since the epoch, UTC) between `min_us` and `max_us` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    series_id: i64,
+    first_row: u32,
+    rows: u32,
+    min_us: i64,
+    max_us: i64,
+}
+
+/// The runs of one Parquet file of the `samples` table, sorted by series id, then row.
+#[derive(Debug)]
+pub struct SeriesRuns {
+    total_rows: usize,
+    runs: Vec<Run>,
+}
+
+/// What a selection reads: which series, and which timestamps (µs since the epoch, UTC,
+/// both bounds inclusive; `None`: unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesFilter {
+    /// The series ids, sorted, without duplicates.
+    pub ids: Vec<i64>,
+    /// The smallest timestamp wanted.
+    pub from_us: Option<i64>,
+    /// The largest timestamp wanted.
+    pub to_us: Option<i64>,
+}
+
+impl SeriesFilter {
+    /// The series and time range a scan's pushed-down `filters` (a conjunction) pin it to:
+    /// `series_id = <int>` or `series_id IN (<ints>)`, and `timestamp` compared (`>`,
+    /// `>=`, `<`, `<=`) with microsecond timestamp literals. `None` when no filter names
+    /// the series (the scan is not of a few series).
+    pub fn from_filters(filters: &[Expr]) -> Option<SeriesFilter> {
+        let mut ids: Option<Vec<i64>> = None;
+        let mut from_us: Option<i64> = None;
+        let mut to_us: Option<i64> = None;
+        for f in filters {
+            match f {
+                Expr::InList(l) if !l.negated && is_column(&l.expr, "series_id") => {
+                    let list: Option<Vec<i64>> = l.list.iter().map(int_lit).collect();
+                    ids = list.or(ids);
+                }
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                    if is_column(left, "series_id")
+                        && *op == Operator::Eq
+                        && let Some(v) = int_lit(right)
+                    {
+                        ids = Some(vec![v]);
+                    }
+                    if is_column(left, "timestamp")
+                        && let Some(v) = ts_lit_us(right)
+                    {
+                        match op {
+                            Operator::Gt => from_us = max_opt(from_us, v.checked_add(1)),
+                            Operator::GtEq => from_us = max_opt(from_us, Some(v)),
+                            Operator::Lt => to_us = min_opt(to_us, v.checked_sub(1)),
+                            Operator::LtEq => to_us = min_opt(to_us, Some(v)),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut ids = ids?;
+        ids.sort_unstable();
+        ids.dedup();
+        Some(SeriesFilter {
+            ids,
+            from_us,
+            to_us,
+        })
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn is_column(e: &Expr, name: &str) -> bool {
+    matches!(e, Expr::Column(c) if c.name == name)
+}
+
+fn int_lit(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+        _ => None,
+    }
+}
+
+fn ts_lit_us(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _) => Some(*v),
+        _ => None,
+    }
+}
+
+impl SeriesRuns {
+    /// The file's run list from its `(series_id, timestamp µs)` rows in file order, given
+    /// as chunks. `None` when the file is not worth a list: more than `u32::MAX` rows, or
+    /// runs averaging fewer than 4 rows (an unsorted file).
+    pub fn from_rows<'a>(chunks: impl IntoIterator<Item = (&'a [i64], &'a [i64])>) -> Option<Self> {
+        let mut b = RunsBuilder::default();
+        for (ids, ts) in chunks {
+            b.push(ids, ts)?;
+        }
+        b.finish()
+    }
+
+    /// The rows of the file the filter's series have, in runs that overlap its time
+    /// range, as a selection over all the file's rows; `None` when no row is wanted.
+    /// Whole runs are selected: rows outside the time range may come out.
+    pub fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
+        let from = filter.from_us.unwrap_or(i64::MIN);
+        let to = filter.to_us.unwrap_or(i64::MAX);
+        let mut ranges: Vec<std::ops::Range<usize>> = vec![];
+        for id in &filter.ids {
+            let start = self.runs.partition_point(|r| r.series_id < *id);
+            for r in self.runs[start..].iter().take_while(|r| r.series_id == *id) {
+                if r.max_us >= from && r.min_us <= to {
+                    let first = r.first_row as usize;
+                    ranges.push(first..first + r.rows as usize);
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return None;
+        }
+        ranges.sort_unstable_by_key(|r| r.start);
+        Some(RowSelection::from_consecutive_ranges(
+            ranges.into_iter(),
+            self.total_rows,
+        ))
+    }
+
+    /// The memory the list takes (bytes).
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.runs.capacity() * std::mem::size_of::<Run>()
+    }
+
+    /// The number of runs.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether the file has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+/// Collects a file's runs from its rows, chunk by chunk, in file order.
+#[derive(Debug, Default)]
+struct RunsBuilder {
+    runs: Vec<Run>,
+    rows: u64,
+}
+
+impl RunsBuilder {
+    /// Adds the next rows; `None` past `u32::MAX` rows.
+    fn push(&mut self, ids: &[i64], ts: &[i64]) -> Option<()> {
+        for (&id, &t) in ids.iter().zip(ts) {
+            match self.runs.last_mut() {
+                Some(r) if r.series_id == id => {
+                    r.rows += 1;
+                    r.min_us = r.min_us.min(t);
+                    r.max_us = r.max_us.max(t);
+                }
+                _ => self.runs.push(Run {
+                    series_id: id,
+                    first_row: u32::try_from(self.rows).ok()?,
+                    rows: 1,
+                    min_us: t,
+                    max_us: t,
+                }),
+            }
+            self.rows += 1;
+        }
+        u32::try_from(self.rows).ok().map(|_| ())
+    }
+
+    /// The list, sorted by series; `None` for runs averaging fewer than 4 rows.
+    fn finish(mut self) -> Option<SeriesRuns> {
+        let total_rows = usize::try_from(self.rows).ok()?;
+        if self.runs.len() * MIN_AVERAGE_RUN_ROWS > total_rows {
+            return None;
+        }
+        self.runs
+            .sort_unstable_by_key(|r| (r.series_id, r.first_row));
+        self.runs.shrink_to_fit();
+        Some(SeriesRuns {
+            total_rows,
+            runs: self.runs,
+        })
+    }
+}
+
+/// Reads the `series_id` and `timestamp` columns of `file` through `readers` (the scan's
+/// reader factory, so the footer lands in the session's metadata cache) and lists its
+/// runs; `Ok(None)` as for [`SeriesRuns::from_rows`], or for a null id or timestamp.
+///
+/// # Errors
+/// The file cannot be read, or lacks either column or has them in other types.
+pub async fn build(
+    readers: &dyn ParquetFileReaderFactory,
+    file: PartitionedFile,
+) -> Result<Option<SeriesRuns>> {
+    let reader: Box<dyn AsyncFileReader> =
+        readers.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
+    let builder =
+        ParquetRecordBatchStreamBuilder::new_with_options(reader, ArrowReaderOptions::new())
+            .await?;
+    let descr = builder.parquet_schema();
+    let mask = ProjectionMask::columns(descr, ["series_id", "timestamp"]);
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(65536)
+        .build()?;
+    let mut runs = RunsBuilder::default();
+    while let Some(batch) = stream.try_next().await? {
+        let col = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                DataFusionError::Execution(format!("a samples file without column {name}"))
+            })
+        };
+        let (id_col, ts_col) = (col("series_id")?, col("timestamp")?);
+        if id_col.null_count() > 0 || ts_col.null_count() > 0 {
+            return Ok(None);
+        }
+        let (Some(i), Some(t)) = (
+            id_col.as_primitive_opt::<Int64Type>(),
+            ts_col.as_primitive_opt::<TimestampMicrosecondType>(),
+        ) else {
+            return Err(DataFusionError::Execution(
+                "a samples file whose series_id or timestamp has another type".into(),
+            ));
+        };
+        if runs.push(i.values(), t.values()).is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(runs.finish())
+}
+
+/// A cached file's run list, or why there is none.
+#[derive(Debug)]
+enum Slot {
+    /// Being built (in the background, or by a query's planning).
+    Building,
+    /// Ready; `used` is the cache's clock at the last read.
+    Ready(Arc<SeriesRuns>, AtomicU64),
+    /// The file is not worth a list, or reading it failed: read by page statistics.
+    Unusable,
+}
+
+/// The run lists of the files of one table, by file path (files are immutable), at most
+/// [`RUNS_CACHE_BYTES`] together.
+#[derive(Debug, Default)]
+pub struct RunsCache {
+    slots: parking_lot::Mutex<HashMap<Path, Slot>>,
+    clock: AtomicU64,
+}
+
+impl RunsCache {
+    /// The run list of `file`, if ready. Otherwise it is built: now (awaited) for a file of
+    /// at most [`BUILD_INLINE_BYTES`], else in the background (on the current Tokio
+    /// runtime), and this call returns `None`. A file whose list cannot be built is read
+    /// by page statistics from then on.
+    pub async fn get_or_build(
+        self: &Arc<Self>,
+        readers: &Arc<dyn ParquetFileReaderFactory>,
+        file: &PartitionedFile,
+    ) -> Option<Arc<SeriesRuns>> {
+        let path = file.object_meta.location.clone();
+        {
+            let mut slots = self.slots.lock();
+            match slots.get(&path) {
+                Some(Slot::Ready(runs, used)) => {
+                    used.store(
+                        self.clock.fetch_add(1, Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                    return Some(runs.clone());
+                }
+                Some(_) => return None,
+                None => {
+                    slots.insert(path.clone(), Slot::Building);
+                }
+            }
+        }
+        let inline = file.object_meta.size <= BUILD_INLINE_BYTES;
+        let task = {
+            let (cache, readers, file) = (self.clone(), readers.clone(), file.clone());
+            async move {
+                let started = std::time::Instant::now();
+                let built = build(readers.as_ref(), file).await;
+                cache.finish(path, built, started)
+            }
+        };
+        if inline {
+            return task.await;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(task);
+            }
+            Err(_) => {
+                self.slots.lock().remove(&file.object_meta.location);
+            }
+        }
+        None
+    }
+
+    fn finish(
+        &self,
+        path: Path,
+        built: Result<Option<SeriesRuns>>,
+        started: std::time::Instant,
+    ) -> Option<Arc<SeriesRuns>> {
+        let runs = match built {
+            Ok(Some(runs)) => Arc::new(runs),
+            Ok(None) => {
+                tracing::debug!(file = %path, "samples file not sorted by series: no run list");
+                self.slots.lock().insert(path, Slot::Unusable);
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path, error = %e, "reading a samples file's series runs failed");
+                self.slots.lock().insert(path, Slot::Unusable);
+                return None;
+            }
+        };
+        tracing::debug!(
+            file = %path,
+            runs = runs.len(),
+            bytes = runs.bytes(),
+            ms = started.elapsed().as_millis() as u64,
+            "samples file run list built"
+        );
+        let mut slots = self.slots.lock();
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        slots.insert(path, Slot::Ready(runs.clone(), AtomicU64::new(now)));
+        evict(&mut slots, RUNS_CACHE_BYTES);
+        Some(runs)
+    }
+
+    /// Drops the lists of files not in `live` (files a new table version removed).
+    pub fn retain(&self, live: &HashSet<&Path>) {
+        self.slots.lock().retain(|p, _| live.contains(p));
+    }
+
+    /// The memory the ready lists take (bytes).
+    pub fn bytes(&self) -> usize {
+        self.slots.lock().values().map(slot_bytes).sum()
+    }
+}
+
+fn slot_bytes(s: &Slot) -> usize {
+    match s {
+        Slot::Ready(r, _) => r.bytes(),
+        _ => 0,
+    }
+}
+
+/// Drops least recently used ready lists until the rest take at most `budget` bytes.
+fn evict(slots: &mut HashMap<Path, Slot>, budget: usize) {
+    let mut total: usize = slots.values().map(slot_bytes).sum();
+    while total > budget {
+        let oldest = slots
+            .iter()
+            .filter_map(|(p, s)| match s {
+                Slot::Ready(r, used) => Some((used.load(Ordering::Relaxed), p.clone(), r.bytes())),
+                _ => None,
+            })
+            .min_by_key(|(used, _, _)| *used);
+        let Some((_, path, bytes)) = oldest else {
+            break;
+        };
+        slots.remove(&path);
+        total -= bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn runs(ids: &[i64], ts: &[i64]) -> SeriesRuns {
+        SeriesRuns::from_rows([(ids, ts)]).expect("sorted enough")
+    }
+
+    fn selected(sel: &RowSelection) -> Vec<std::ops::Range<usize>> {
+        let mut out = vec![];
+        let mut row = 0;
+        for s in sel.iter() {
+            if !s.skip {
+                out.push(row..row + s.row_count);
+            }
+            row += s.row_count;
+        }
+        out
+    }
+
+    /// Two 2-hour windows of three series, 4 samples each (as compaction sorts them).
+    fn two_windows() -> SeriesRuns {
+        let mut ids = vec![];
+        let mut ts = vec![];
+        for window in 0..2 {
+            for id in [10, 20, 30] {
+                for k in 0..4 {
+                    ids.push(id);
+                    ts.push(window * 7_200_000_000 + k * 10_000_000);
+                }
+            }
+        }
+        runs(&ids, &ts)
+    }
+
+    #[test]
+    fn selects_the_rows_of_the_series_in_time() {
+        let r = two_windows();
+        assert_eq!(r.len(), 6);
+        // Rows: window 0 = 10 (0..4), 20 (4..8), 30 (8..12); window 1 = 12..16, 16..20, 20..24.
+        let all = |ids: Vec<i64>| SeriesFilter {
+            ids,
+            from_us: None,
+            to_us: None,
+        };
+        assert_eq!(
+            selected(&r.select(&all(vec![20])).unwrap()),
+            vec![4..8, 16..20]
+        );
+        assert_eq!(
+            selected(&r.select(&all(vec![10, 30])).unwrap()),
+            // 8..12 and 12..16 are adjacent: one selector.
+            vec![0..4, 8..16, 20..24]
+        );
+        assert!(r.select(&all(vec![15])).is_none());
+        // Only the second window: from its first sample on.
+        let late = SeriesFilter {
+            ids: vec![20],
+            from_us: Some(7_200_000_000),
+            to_us: None,
+        };
+        assert_eq!(selected(&r.select(&late).unwrap()), vec![16..20]);
+        // Ends 1 µs before the second window: only the first.
+        let early = SeriesFilter {
+            ids: vec![20, 30],
+            from_us: Some(0),
+            to_us: Some(7_199_999_999),
+        };
+        assert_eq!(selected(&r.select(&early).unwrap()), vec![4..12]);
+        // A range between the windows' samples selects nothing.
+        let gap = SeriesFilter {
+            ids: vec![10],
+            from_us: Some(40_000_000),
+            to_us: Some(7_100_000_000),
+        };
+        assert!(r.select(&gap).is_none());
+    }
+
+    #[test]
+    fn unsorted_files_get_no_list() {
+        let ids: Vec<i64> = (0..100).map(|i| i % 7).collect();
+        let ts: Vec<i64> = (0..100).collect();
+        assert!(SeriesRuns::from_rows([(ids.as_slice(), ts.as_slice())]).is_none());
+    }
+
+    #[test]
+    fn filters_give_series_and_inclusive_time_bounds() {
+        let t = |us| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(us),
+                Some("UTC".into()),
+            ))
+        };
+        let filters = vec![
+            col("metric_name").in_list(vec![lit("x")], false),
+            col("timestamp").gt(t(1_000)),
+            col("timestamp").lt_eq(t(9_000)),
+            col("series_id").in_list(vec![lit(5i64), lit(-3i64), lit(5i64)], false),
+        ];
+        assert_eq!(
+            SeriesFilter::from_filters(&filters),
+            Some(SeriesFilter {
+                ids: vec![-3, 5],
+                from_us: Some(1_001),
+                to_us: Some(9_000),
+            })
+        );
+        assert_eq!(SeriesFilter::from_filters(&filters[..3]), None);
+        let one = vec![col("series_id").eq(lit(7i64)), col("timestamp").lt(t(50))];
+        assert_eq!(
+            SeriesFilter::from_filters(&one),
+            Some(SeriesFilter {
+                ids: vec![7],
+                from_us: None,
+                to_us: Some(49),
+            })
+        );
+    }
+
+    #[test]
+    fn eviction_drops_the_least_recently_used() {
+        let mut slots = HashMap::new();
+        for (name, used) in [("a", 3), ("b", 1), ("c", 2)] {
+            slots.insert(
+                Path::from(name),
+                Slot::Ready(Arc::new(two_windows()), AtomicU64::new(used)),
+            );
+        }
+        let one = two_windows().bytes();
+        evict(&mut slots, 2 * one);
+        let mut left: Vec<String> = slots.keys().map(|p| p.to_string()).collect();
+        left.sort();
+        assert_eq!(left, vec!["a", "c"]);
+    }
+}
