@@ -43,7 +43,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use deltalake::DeltaTable;
 
-use crate::runs::{RunsCache, SeriesFilter};
+use crate::runs::{BUILD_INLINE_BYTES, RunsCache, SeriesFilter};
 use crate::tables::PageIndexCaching;
 
 /// The data files of one version of a Delta table, with their statistics as DataFusion's
@@ -178,7 +178,8 @@ impl PruningStatistics for FileList {
 ///
 /// When the filters name the series (`series_id IN (...)`, see
 /// [`SeriesFilter::from_filters`]), files whose [`crate::runs::SeriesRuns`] are in `runs`
-/// (or built now, see [`RunsCache::get_or_build`]) are read by row selection instead:
+/// (or built now, up to [`BUILD_INLINE_BYTES`] of files per scan, the others in the
+/// background: see [`RunsCache::get_or_build`]) are read by row selection instead:
 /// only the runs of those series that overlap the filters' time range, without statistics
 /// evaluation; files with no such run are skipped. The plan is then a union of that scan
 /// and the statistics-pruned scan of the other files.
@@ -228,9 +229,22 @@ pub async fn scan(
     let series = SeriesFilter::from_filters(filters);
     let mut by_runs: Vec<PartitionedFile> = vec![];
     let mut by_stats: Vec<PartitionedFile> = vec![];
+    let mut inline_left = BUILD_INLINE_BYTES;
     for (f, _) in list.files.iter().zip(keep).filter(|(_, k)| *k) {
         let selection = match &series {
-            Some(s) => runs.get_or_build(&readers, f).await.map(|r| r.select(s)),
+            Some(s) => {
+                let found = match runs.get(f) {
+                    Some(r) => Some(r),
+                    None => {
+                        let inline = f.object_meta.size <= inline_left;
+                        if inline {
+                            inline_left -= f.object_meta.size;
+                        }
+                        runs.get_or_build(&readers, f, inline).await
+                    }
+                };
+                found.map(|r| r.select(s))
+            }
             None => None,
         };
         match selection {

@@ -39,9 +39,9 @@ use futures::TryStreamExt;
 /// used lists are dropped (and built again when their file is read again).
 pub const RUNS_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Files up to this size (bytes) get their run list built while the query that first reads
-/// them is planned; larger files get theirs built in the background, and queries read them
-/// by page statistics until it is ready.
+/// A scan builds the run lists of files of up to this size in total (bytes) while it is
+/// planned; other files get theirs built in the background, and queries read them by page
+/// statistics until it is ready.
 pub const BUILD_INLINE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A file whose runs average fewer rows than this is not worth a list (it is not sorted
@@ -314,10 +314,19 @@ enum Slot {
     Ready(Arc<SeriesRuns>, AtomicU64),
     /// The file is not worth a list, or reading it failed: read by page statistics.
     Unusable,
+    /// Dropped to keep the cache within its size at this time; built again on a read
+    /// [`REBUILD_AFTER`] later, not before, so that a working set larger than the cache
+    /// does not rebuild lists on every query.
+    Evicted(std::time::Instant),
 }
 
+/// How long a file whose list was evicted is read by page statistics before its list is
+/// built again.
+pub const REBUILD_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The run lists of the files of one table, by file path (files are immutable), at most
-/// [`RUNS_CACHE_BYTES`] together.
+/// [`RUNS_CACHE_BYTES`] together (least recently used evicted first, see
+/// [`REBUILD_AFTER`]).
 #[derive(Debug, Default)]
 pub struct RunsCache {
     slots: parking_lot::Mutex<HashMap<Path, Slot>>,
@@ -325,14 +334,28 @@ pub struct RunsCache {
 }
 
 impl RunsCache {
-    /// The run list of `file`, if ready. Otherwise it is built: now (awaited) for a file of
-    /// at most [`BUILD_INLINE_BYTES`], else in the background (on the current Tokio
-    /// runtime), and this call returns `None`. A file whose list cannot be built is read
-    /// by page statistics from then on.
+    /// The run list of `file`, if ready.
+    pub fn get(&self, file: &PartitionedFile) -> Option<Arc<SeriesRuns>> {
+        match self.slots.lock().get(&file.object_meta.location) {
+            Some(Slot::Ready(runs, used)) => {
+                used.store(
+                    self.clock.fetch_add(1, Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                Some(runs.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The run list of `file`, if ready. Otherwise it is built: now (awaited) if `inline`,
+    /// else in the background (on the current Tokio runtime), and this call returns
+    /// `None`. A file whose list cannot be built is read by page statistics from then on.
     pub async fn get_or_build(
         self: &Arc<Self>,
         readers: &Arc<dyn ParquetFileReaderFactory>,
         file: &PartitionedFile,
+        inline: bool,
     ) -> Option<Arc<SeriesRuns>> {
         let path = file.object_meta.location.clone();
         {
@@ -345,13 +368,15 @@ impl RunsCache {
                     );
                     return Some(runs.clone());
                 }
+                Some(Slot::Evicted(at)) if at.elapsed() >= REBUILD_AFTER => {
+                    slots.insert(path.clone(), Slot::Building);
+                }
                 Some(_) => return None,
                 None => {
                     slots.insert(path.clone(), Slot::Building);
                 }
             }
         }
-        let inline = file.object_meta.size <= BUILD_INLINE_BYTES;
         let task = {
             let (cache, readers, file) = (self.clone(), readers.clone(), file.clone());
             async move {
@@ -425,7 +450,8 @@ fn slot_bytes(s: &Slot) -> usize {
     }
 }
 
-/// Drops least recently used ready lists until the rest take at most `budget` bytes.
+/// Drops least recently used ready lists (leaving [`Slot::Evicted`]) until the rest take
+/// at most `budget` bytes.
 fn evict(slots: &mut HashMap<Path, Slot>, budget: usize) {
     let mut total: usize = slots.values().map(slot_bytes).sum();
     while total > budget {
@@ -439,7 +465,7 @@ fn evict(slots: &mut HashMap<Path, Slot>, budget: usize) {
         let Some((_, path, bytes)) = oldest else {
             break;
         };
-        slots.remove(&path);
+        slots.insert(path, Slot::Evicted(std::time::Instant::now()));
         total -= bytes;
     }
 }
@@ -564,6 +590,73 @@ mod tests {
         );
     }
 
+    /// A real Parquet file (two series, 3 and 2 rows; the sorted layout Strata writes),
+    /// listed in the background, then selected from.
+    #[tokio::test]
+    async fn lists_a_parquet_file_in_the_background() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
+        use datafusion::object_store::ObjectStoreExt;
+        use datafusion::object_store::local::LocalFileSystem;
+        use datafusion::parquet::arrow::ArrowWriter;
+
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::Int64, false),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("value", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 1, 1, 2, 2, 2, 2])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![10, 20, 30, 40, 10, 20, 30, 40])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(vec![0.0; 8])),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("f.parquet");
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let meta = store.head(&Path::from("f.parquet")).await.unwrap();
+        let file = PartitionedFile::new_from_meta(meta);
+        let readers: Arc<dyn ParquetFileReaderFactory> =
+            Arc::new(DefaultParquetFileReaderFactory::new(store));
+        let cache = Arc::new(RunsCache::default());
+        assert!(cache.get_or_build(&readers, &file, false).await.is_none());
+        let mut listed = None;
+        for _ in 0..500 {
+            listed = cache.get(&file);
+            if listed.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let runs = listed.expect("listed in the background");
+        assert_eq!(runs.len(), 2);
+        let second = SeriesFilter {
+            ids: vec![2],
+            from_us: Some(25),
+            to_us: None,
+        };
+        assert_eq!(selected(&runs.select(&second).unwrap()), vec![4..8]);
+        // Built once: the next call finds it without building.
+        assert!(cache.get_or_build(&readers, &file, true).await.is_some());
+        assert!(cache.bytes() >= runs.bytes());
+    }
+
     #[test]
     fn eviction_drops_the_least_recently_used() {
         let mut slots = HashMap::new();
@@ -575,8 +668,13 @@ mod tests {
         }
         let one = two_windows().bytes();
         evict(&mut slots, 2 * one);
-        let mut left: Vec<String> = slots.keys().map(|p| p.to_string()).collect();
+        let mut left: Vec<String> = slots
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Ready(..)))
+            .map(|(p, _)| p.to_string())
+            .collect();
         left.sort();
         assert_eq!(left, vec!["a", "c"]);
+        assert!(matches!(slots[&Path::from("b")], Slot::Evicted(_)));
     }
 }
