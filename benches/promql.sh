@@ -3,7 +3,8 @@
 #   benches/promql.sh [HOSTS] [INTERVALS] [REPEAT]
 # Loads the same TSBS-like cpu data (HOSTS x 10 fields, INTERVALS x 10 s ending a minute
 # ago; default 1000 hosts, 24 h) into all three by remote write, flushes Strata's head into
-# its Delta tables, then runs `strata bench-promql` (median of REPEAT runs per query).
+# its Delta tables, then runs `strata bench-promql` (one unmeasured run, then the median of
+# REPEAT runs per query).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 HOSTS=${1:-1000}
@@ -41,7 +42,7 @@ curl -sf -XPOST "http://127.0.0.1:$SH/api/v1/admin/flush" >/dev/null
 curl -sf "http://127.0.0.1:$VP/internal/force_flush" >/dev/null || true
 sleep 5
 END=$(date +%s)
-$BIN bench-promql --end "$END" --repeat "$REPEAT" \
+$BIN bench-promql --end "$END" --repeat "$REPEAT" --warmup 1 \
   --target "strata=http://127.0.0.1:$SH" \
   --target "victoriametrics=http://127.0.0.1:$VP" \
   --target "prometheus=http://127.0.0.1:$PP"

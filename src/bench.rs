@@ -259,7 +259,8 @@ pub fn promql_cases() -> Vec<QueryCase> {
     ]
 }
 
-/// Runs `q` against the Prometheus API at `base` (`http://host:port`) `repeat` times,
+/// Runs `q` against the Prometheus API at `base` (`http://host:port`) `warmup` times
+/// unmeasured, then `repeat` times,
 /// range ending at `end_s` (Unix seconds); returns the median latency in ms and the
 /// number of series in the answer.
 ///
@@ -270,11 +271,12 @@ pub async fn time_query(
     q: &QueryCase,
     end_s: i64,
     repeat: usize,
+    warmup: usize,
 ) -> Result<(f64, usize), String> {
     let client = reqwest::Client::new();
     let mut times = vec![];
     let mut series = 0;
-    for _ in 0..repeat.max(1) {
+    for _ in 0..warmup + repeat.max(1) {
         let params = [
             ("query", q.query.clone()),
             ("start", (end_s - q.range_s).to_string()),
@@ -291,7 +293,7 @@ pub async fn time_query(
             .map_err(|e| e.to_string())?;
         let status = r.status();
         let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
         if !status.is_success() {
             return Err(format!("{base}: {}: {status} {body}", q.name));
         }
@@ -299,7 +301,9 @@ pub async fn time_query(
             .as_array()
             .map(|a| a.len())
             .unwrap_or(0);
+        times.push(ms);
     }
+    let times = &mut times[warmup..];
     times.sort_by(|a, b| a.total_cmp(b));
     Ok((times[times.len() / 2], series))
 }

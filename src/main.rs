@@ -94,6 +94,11 @@ enum Command {
         /// Runs per query per target (the median is reported).
         #[arg(long, default_value_t = 10)]
         repeat: usize,
+        /// Unmeasured runs per query per target before the measured ones (caches and
+        /// indexes each system builds on first read are then in place, as for a
+        /// dashboard that refreshes).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
     },
     /// Run Prometheus PromQL test scripts (the promqltest format) through the write path
     /// and the PromQL engine; prints per file the cases passed, failed and skipped, and
@@ -231,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             targets,
             end,
             repeat,
+            warmup,
         } => {
             let end = match end {
                 Some(e) => e,
@@ -255,7 +261,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let mut first: Option<f64> = None;
                 let mut cells = vec![];
                 for (_, url) in &parsed {
-                    match strata::bench::time_query(url, &q, end, repeat).await {
+                    match strata::bench::time_query(url, &q, end, repeat, warmup).await {
                         Ok((ms, series)) => {
                             let ratio = first.map(|f| ms / f).unwrap_or(1.0);
                             first.get_or_insert(ms);

@@ -8,8 +8,9 @@
 //! and DataFusion evaluated its pruning predicate over the statistics of every row group
 //! and page of the file on every query (a third of that query's scan time).
 //!
-//! A [`SeriesRuns`] lists a file's runs: series id, first row, row count, and the run's
-//! first and last timestamps. It is built once per file (files are immutable) by reading
+//! A [`SeriesRuns`] lists a file's runs, cut at [`MAX_RUN_ROWS`] rows (as Prometheus cuts
+//! chunks at 120 samples): series id, first row, row count, and the run's first and last
+//! timestamps. It is built once per file (files are immutable) by reading
 //! the file's `series_id` and `timestamp` columns, and kept in a [`RunsCache`] of bounded
 //! size. [`SeriesRuns::select`] turns a set of series ids and a time range into a
 //! Parquet `RowSelection` (binary search per series), which the Parquet reader applies
@@ -43,6 +44,11 @@ pub const RUNS_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// planned; other files get theirs built in the background, and queries read them by page
 /// statistics until it is ready.
 pub const BUILD_INLINE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Runs are cut at this many rows, so that a query over part of a run's time reads
+/// few rows outside it (a persisted file holds hours of each series: 2,160 rows for 6
+/// hours at 10 s, of which a one-hour query wants 360).
+pub const MAX_RUN_ROWS: u32 = 512;
 
 /// A file whose runs average fewer rows than this is not worth a list (it is not sorted
 /// by series): it is read by page statistics.
@@ -224,7 +230,7 @@ impl RunsBuilder {
     fn push(&mut self, ids: &[i64], ts: &[i64]) -> Option<()> {
         for (&id, &t) in ids.iter().zip(ts) {
             match self.runs.last_mut() {
-                Some(r) if r.series_id == id => {
+                Some(r) if r.series_id == id && r.rows < MAX_RUN_ROWS => {
                     r.rows += 1;
                     r.min_us = r.min_us.min(t);
                     r.max_us = r.max_us.max(t);
@@ -547,6 +553,22 @@ mod tests {
             to_us: Some(7_100_000_000),
         };
         assert!(r.select(&gap).is_none());
+    }
+
+    #[test]
+    fn long_runs_are_cut_so_time_selects_part_of_them() {
+        // One series, 1,200 rows at 10 s: runs of 512, 512 and 176 rows.
+        let ids = vec![7i64; 1200];
+        let ts: Vec<i64> = (0..1200).map(|i| i * 10_000_000).collect();
+        let r = runs(&ids, &ts);
+        assert_eq!(r.len(), 3);
+        // Rows 600..=700 (times 6,000 s..=7,000 s) lie in the second run only.
+        let mid = SeriesFilter {
+            ids: vec![7],
+            from_us: Some(6_000_000_000),
+            to_us: Some(7_000_000_000),
+        };
+        assert_eq!(selected(&r.select(&mid).unwrap()), vec![512..1024]);
     }
 
     #[test]
