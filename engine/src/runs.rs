@@ -165,17 +165,6 @@ fn ts_lit_us(e: &Expr) -> Option<i64> {
 }
 
 impl SeriesRuns {
-    /// The file's run list from its `(series_id, timestamp µs)` rows in file order, given
-    /// as chunks. `None` when the file is not worth a list: more than `u32::MAX` rows, or
-    /// runs averaging fewer than 4 rows (an unsorted file).
-    pub fn from_rows<'a>(chunks: impl IntoIterator<Item = (&'a [i64], &'a [i64])>) -> Option<Self> {
-        let mut b = RunsBuilder::default();
-        for (ids, ts) in chunks {
-            b.push(ids, ts)?;
-        }
-        b.finish()
-    }
-
     /// The rows of the file the filter's series have, in runs that overlap its time
     /// range, as a selection over all the file's rows; `None` when no row is wanted.
     /// Whole runs are selected: rows outside the time range may come out.
@@ -266,7 +255,8 @@ impl RunsBuilder {
 
 /// Reads the `series_id` and `timestamp` columns of `file` through `readers` (the scan's
 /// reader factory, so the footer lands in the session's metadata cache) and lists its
-/// runs; `Ok(None)` as for [`SeriesRuns::from_rows`], or for a null id or timestamp.
+/// runs; `Ok(None)` when the file is not worth a list: a null id or timestamp, more than
+/// `u32::MAX` rows, or runs averaging fewer than 4 rows (an unsorted file).
 ///
 /// # Errors
 /// The file cannot be read, or lacks either column or has them in other types.
@@ -363,25 +353,21 @@ impl RunsCache {
         file: &PartitionedFile,
         inline: bool,
     ) -> Option<Arc<SeriesRuns>> {
+        if let Some(runs) = self.get(file) {
+            return Some(runs);
+        }
         let path = file.object_meta.location.clone();
         {
             let mut slots = self.slots.lock();
-            match slots.get(&path) {
-                Some(Slot::Ready(runs, used)) => {
-                    used.store(
-                        self.clock.fetch_add(1, Ordering::Relaxed),
-                        Ordering::Relaxed,
-                    );
-                    return Some(runs.clone());
-                }
-                Some(Slot::Evicted(at)) if at.elapsed() >= REBUILD_AFTER => {
-                    slots.insert(path.clone(), Slot::Building);
-                }
-                Some(_) => return None,
-                None => {
-                    slots.insert(path.clone(), Slot::Building);
-                }
+            let start = match slots.get(&path) {
+                None => true,
+                Some(Slot::Evicted(at)) => at.elapsed() >= REBUILD_AFTER,
+                Some(_) => false,
+            };
+            if !start {
+                return None;
             }
+            slots.insert(path.clone(), Slot::Building);
         }
         let task = {
             let (cache, readers, file) = (self.clone(), readers.clone(), file.clone());
@@ -391,18 +377,20 @@ impl RunsCache {
                 cache.finish(path, built, started)
             }
         };
-        if inline {
-            return task.await;
-        }
+        // Spawned even when awaited: a query dropped mid-build (timeout, client gone)
+        // does not leave the file marked as building forever.
         match tokio::runtime::Handle::try_current() {
+            Ok(rt) if inline => rt.spawn(task).await.ok().flatten(),
             Ok(rt) => {
                 rt.spawn(task);
+                None
             }
+            Err(_) if inline => task.await,
             Err(_) => {
                 self.slots.lock().remove(&file.object_meta.location);
+                None
             }
         }
-        None
     }
 
     fn finish(
@@ -481,8 +469,14 @@ mod tests {
     use super::*;
     use datafusion::prelude::{col, lit};
 
+    fn list(ids: &[i64], ts: &[i64]) -> Option<SeriesRuns> {
+        let mut b = RunsBuilder::default();
+        b.push(ids, ts)?;
+        b.finish()
+    }
+
     fn runs(ids: &[i64], ts: &[i64]) -> SeriesRuns {
-        SeriesRuns::from_rows([(ids, ts)]).expect("sorted enough")
+        list(ids, ts).expect("sorted enough")
     }
 
     fn selected(sel: &RowSelection) -> Vec<std::ops::Range<usize>> {
@@ -575,7 +569,7 @@ mod tests {
     fn unsorted_files_get_no_list() {
         let ids: Vec<i64> = (0..100).map(|i| i % 7).collect();
         let ts: Vec<i64> = (0..100).collect();
-        assert!(SeriesRuns::from_rows([(ids.as_slice(), ts.as_slice())]).is_none());
+        assert!(list(&ids, &ts).is_none());
     }
 
     #[test]
