@@ -36,6 +36,8 @@ use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::TryStreamExt;
 
+use crate::tables::pinned_values;
+
 /// The memory all files' run lists may take together (bytes); past it, the least recently
 /// used lists are dropped (and built again when their file is read again).
 pub const RUNS_CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -90,40 +92,34 @@ impl SeriesFilter {
     /// `>=`, `<`, `<=`) with microsecond timestamp literals. `None` when no filter names
     /// the series (the scan is not of a few series).
     pub fn from_filters(filters: &[Expr]) -> Option<SeriesFilter> {
-        let mut ids: Option<Vec<i64>> = None;
+        let mut ids = pinned_values(filters, "series_id", |v| match v {
+            ScalarValue::Int64(Some(v)) => Some(*v),
+            _ => None,
+        })?;
+        ids.sort_unstable();
+        ids.dedup();
         let mut from_us: Option<i64> = None;
         let mut to_us: Option<i64> = None;
         for f in filters {
-            match f {
-                Expr::InList(l) if !l.negated && is_column(&l.expr, "series_id") => {
-                    let list: Option<Vec<i64>> = l.list.iter().map(int_lit).collect();
-                    ids = list.or(ids);
-                }
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    if is_column(left, "series_id")
-                        && *op == Operator::Eq
-                        && let Some(v) = int_lit(right)
-                    {
-                        ids = Some(vec![v]);
-                    }
-                    if is_column(left, "timestamp")
-                        && let Some(v) = ts_lit_us(right)
-                    {
-                        match op {
-                            Operator::Gt => from_us = max_opt(from_us, v.checked_add(1)),
-                            Operator::GtEq => from_us = max_opt(from_us, Some(v)),
-                            Operator::Lt => to_us = min_opt(to_us, v.checked_sub(1)),
-                            Operator::LtEq => to_us = min_opt(to_us, Some(v)),
-                            _ => {}
-                        }
-                    }
-                }
+            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = f else {
+                continue;
+            };
+            let (Expr::Column(c), Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _)) =
+                (left.as_ref(), right.as_ref())
+            else {
+                continue;
+            };
+            if c.name != "timestamp" {
+                continue;
+            }
+            match op {
+                Operator::Gt => from_us = max_opt(from_us, v.checked_add(1)),
+                Operator::GtEq => from_us = max_opt(from_us, Some(*v)),
+                Operator::Lt => to_us = min_opt(to_us, v.checked_sub(1)),
+                Operator::LtEq => to_us = min_opt(to_us, Some(*v)),
                 _ => {}
             }
         }
-        let mut ids = ids?;
-        ids.sort_unstable();
-        ids.dedup();
         Some(SeriesFilter {
             ids,
             from_us,
@@ -143,24 +139,6 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-fn is_column(e: &Expr, name: &str) -> bool {
-    matches!(e, Expr::Column(c) if c.name == name)
-}
-
-fn int_lit(e: &Expr) -> Option<i64> {
-    match e {
-        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
-        _ => None,
-    }
-}
-
-fn ts_lit_us(e: &Expr) -> Option<i64> {
-    match e {
-        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _) => Some(*v),
-        _ => None,
     }
 }
 

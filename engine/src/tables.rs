@@ -39,41 +39,31 @@ use crate::source::Source;
 /// Metric names a filter list pins the scan to (`metric_name = 'x'` or
 /// `metric_name IN ('x', 'y')`), used to copy only those series out of the head.
 fn metric_names(filters: &[Expr]) -> Option<HashSet<String>> {
-    for f in filters {
-        match f {
-            Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) => {
-                if let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref())
-                    && c.name == "metric_name"
-                    && let Some(s) = scalar_str(v)
-                {
-                    return Some(HashSet::from([s]));
-                }
-            }
-            Expr::InList(l) if !l.negated => {
-                if let Expr::Column(c) = l.expr.as_ref()
-                    && c.name == "metric_name"
-                {
-                    let names: Option<HashSet<String>> = l
-                        .list
-                        .iter()
-                        .map(|e| match e {
-                            Expr::Literal(v, _) => scalar_str(v),
-                            _ => None,
-                        })
-                        .collect();
-                    if names.is_some() {
-                        return names;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    pinned_values(filters, "metric_name", scalar_str).map(HashSet::from_iter)
+}
+
+/// The values the first of `filters` (a conjunction) that pins `column` allows:
+/// `column = <literal>` or `column IN (<literals>)`, each literal read by `value` (a
+/// filter with a literal it does not read pins nothing).
+pub(crate) fn pinned_values<T>(
+    filters: &[Expr],
+    column: &str,
+    value: impl Fn(&ScalarValue) -> Option<T>,
+) -> Option<Vec<T>> {
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    let literal = |e: &Expr| match e {
+        Expr::Literal(v, _) => value(v),
+        _ => None,
+    };
+    filters.iter().find_map(|f| match f {
+        Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) if is_column(left) => literal(right).map(|v| vec![v]),
+        Expr::InList(l) if !l.negated && is_column(&l.expr) => l.list.iter().map(literal).collect(),
+        _ => None,
+    })
 }
 
 fn scalar_str(v: &ScalarValue) -> Option<String> {

@@ -306,33 +306,17 @@ async fn selectors_read_only_the_rows_of_their_series() {
     let last = t0 + 359 * 10_000;
     let time = format!("{}", last as f64 / 1000.0);
     // The answer: b's last sample, and over 5 minutes its 30 samples 1330..=1359.
-    let (s, v) = get(
-        addr,
-        &format!("/api/v1/query?{}&time={time}", enc(r#"runs_x{job="b"}"#)),
-    )
-    .await;
+    let at = |path: &str, q: &str| format!("/api/v1/{path}?{}&time={time}", enc(q));
+    let (s, v) = get(addr, &at("query", r#"runs_x{job="b"}"#)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["result"][0]["value"][1], "1359", "{v}");
-    let (s, v) = get(
-        addr,
-        &format!(
-            "/api/v1/query?{}&time={time}",
-            enc(r#"sum_over_time(runs_x{job="b"}[5m])"#)
-        ),
-    )
-    .await;
+    let (s, v) = get(addr, &at("query", r#"sum_over_time(runs_x{job="b"}[5m])"#)).await;
     assert_eq!(s, 200, "{v}");
     // 1330 + ... + 1359 = 30 * (1330 + 1359) / 2.
     assert_eq!(v["data"]["result"][0]["value"][1], "40335", "{v}");
     // The file holds 1,080 rows (one page); the scan of it returns b's 360.
-    let (s, v) = get(
-        addr,
-        &format!(
-            "/api/v1/query_explain?{}&time={time}&analyze=true",
-            enc(r#"runs_x{job="b"}"#)
-        ),
-    )
-    .await;
+    let explain = at("query_explain", r#"runs_x{job="b"}"#) + "&analyze=true";
+    let (s, v) = get(addr, &explain).await;
     assert_eq!(s, 200, "{v}");
     let text = v["data"].as_str().unwrap();
     let scans: Vec<&str> = text
