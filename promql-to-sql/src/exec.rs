@@ -115,20 +115,6 @@ impl SeriesMap {
     fn get(&self, id: i64) -> Option<&Vec<u8>> {
         self.map.get(&id)
     }
-
-    /// Number of series.
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Splits the series into `n` maps of about equal size (by id).
-    fn split(&self, n: usize) -> Vec<SeriesMap> {
-        let mut parts: Vec<Vec<(i64, Vec<u8>)>> = (0..n).map(|_| vec![]).collect();
-        for (id, l) in self.map.iter() {
-            parts[(*id as u64 % n as u64) as usize].push((*id, l.clone()));
-        }
-        parts.into_iter().map(SeriesMap::new).collect()
-    }
 }
 
 impl fmt::Debug for SeriesMap {
@@ -448,37 +434,6 @@ impl ExecutionPlan for PromExec {
     }
 }
 
-/// Rows of one series: `(ts ms, value)`.
-type SeriesRows = Vec<(i64, f64)>;
-
-/// Groups `labels, ts, value` rows by label set (or, with `series`, `series_id, ts,
-/// value` rows by series, dropping series not in the map), each series sorted by time
-/// with duplicate timestamps collapsed to the last row; series sorted by labels.
-fn group(
-    batches: &[RecordBatch],
-    series: Option<&SeriesMap>,
-) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
-    let mut out: Vec<(Vec<u8>, SeriesRows)> = match series {
-        Some(m) => group_by_id(batches, m)?,
-        None => group_by_labels(batches)?,
-    };
-    for (_, rows) in &mut out {
-        if !rows.is_sorted_by_key(|r| r.0) {
-            rows.sort_by_key(|r| r.0);
-        }
-        rows.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
 fn ts_value(b: &RecordBatch) -> Result<(&Int64Array, &Float64Array)> {
     let ts = b
         .column(1)
@@ -493,86 +448,150 @@ fn ts_value(b: &RecordBatch) -> Result<(&Int64Array, &Float64Array)> {
     Ok((ts, vs))
 }
 
-fn group_by_labels(batches: &[RecordBatch]) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
-    let mut idx: rustc_hash::FxHashMap<&[u8], usize> = Default::default();
-    let mut out: Vec<(Vec<u8>, SeriesRows)> = vec![];
-    for b in batches {
-        let labels = b.column(0).as_binary::<i32>();
-        let (ts, vs) = ts_value(b)?;
-        for i in 0..b.num_rows() {
-            if vs.is_null(i) {
-                continue;
-            }
-            let l = labels.value(i);
-            let k = *idx.entry(l).or_insert_with(|| {
-                out.push((l.to_vec(), vec![]));
-                out.len() - 1
-            });
-            out[k].1.push((ts.value(i), vs.value(i)));
-        }
-    }
-    Ok(out)
+/// Rows of one series: `(ts ms, value)`.
+type SeriesRows = Vec<(i64, f64)>;
+
+/// A run of one series' rows in one input batch: `(batch, first row, end row)`.
+type Chunk = (usize, usize, usize);
+
+/// The operator's input indexed by series, without copying a row: each series' labels and
+/// the runs of its rows in input order. Files and the head give a series' samples in time
+/// order, one run per file (or per batch), so a series' rows are its runs in the order
+/// of their first timestamps unless runs overlap.
+struct Grouped<'a> {
+    /// `(labels, runs)`, sorted by labels.
+    series: Vec<(&'a [u8], Vec<Chunk>)>,
+    /// Each batch's timestamps and values.
+    cols: Vec<(&'a [i64], &'a Float64Array)>,
+    /// Divisor from the input's timestamps to ms: 1000 for `series_id` input (µs, as the
+    /// scan gives them), 1 for `labels` input (ms).
+    ts_div: i64,
 }
 
-/// Groups `(series_id, ts_us, value)` rows (`ts_us` in µs, as the scan gives them) by
-/// series, keeping those in `m`, timestamps converted to ms.
-fn group_by_id(batches: &[RecordBatch], m: &SeriesMap) -> Result<Vec<(Vec<u8>, SeriesRows)>> {
-    let mut idx: rustc_hash::FxHashMap<i64, usize> = Default::default();
-    let mut counts: Vec<(i64, usize)> = vec![];
-    let cols = batches
-        .iter()
-        .map(|b| {
-            let ids = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| DataFusionError::Internal("series_id is not Int64".into()))?;
-            let (ts, vs) = ts_value(b)?;
-            Ok((ids, ts, vs))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Samples arrive in runs of one series (files are sorted by series, then time); a run
-    // is looked up once, and a run of a series not in the map (the scan only prunes) is
-    // skipped. The first pass counts each series' rows, so the second fills vectors of
-    // their final size.
-    let mut runs: Vec<Vec<(usize, usize, usize)>> = Vec::with_capacity(cols.len());
-    for (ids, _, _) in &cols {
-        let ids = ids.values();
-        let mut batch_runs = vec![];
-        let mut start = 0;
-        while start < ids.len() {
-            let id = ids[start];
-            let end = start + ids[start..].iter().take_while(|x| **x == id).count();
-            if m.get(id).is_some() {
-                let k = *idx.entry(id).or_insert_with(|| {
-                    counts.push((id, 0));
-                    counts.len() - 1
-                });
-                counts[k].1 += end - start;
-                batch_runs.push((start, end, k));
-            }
-            start = end;
-        }
-        runs.push(batch_runs);
+/// Groups `labels, ts, value` rows by label set (or, with `series`, `series_id, ts,
+/// value` rows by series, dropping series not in the map).
+fn group<'a>(batches: &'a [RecordBatch], series: Option<&'a SeriesMap>) -> Result<Grouped<'a>> {
+    let mut cols = Vec::with_capacity(batches.len());
+    for b in batches {
+        let (ts, vs) = ts_value(b)?;
+        cols.push((ts.values().as_ref(), vs));
     }
-    let mut rows: Vec<(i64, SeriesRows)> = counts
-        .iter()
-        .map(|(id, n)| (*id, Vec::with_capacity(*n)))
-        .collect();
-    for ((_, ts, vs), batch_runs) in cols.iter().zip(&runs) {
-        for &(start, end, k) in batch_runs {
-            let out = &mut rows[k].1;
-            for i in start..end {
-                if !vs.is_null(i) {
-                    out.push((ts.value(i) / 1000, vs.value(i)));
+    let mut out: Vec<(&'a [u8], Vec<Chunk>)> = vec![];
+    match series {
+        Some(m) => {
+            // One lookup per run; runs of series not in the map (the scan only prunes)
+            // are skipped.
+            let mut idx: rustc_hash::FxHashMap<i64, usize> = Default::default();
+            for (bi, b) in batches.iter().enumerate() {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("series_id is not Int64".into()))?
+                    .values();
+                let mut start = 0;
+                while start < ids.len() {
+                    let id = ids[start];
+                    let end = start + ids[start..].iter().take_while(|x| **x == id).count();
+                    if let Some(l) = m.get(id) {
+                        let k = *idx.entry(id).or_insert_with(|| {
+                            out.push((l.as_slice(), vec![]));
+                            out.len() - 1
+                        });
+                        out[k].1.push((bi, start, end));
+                    }
+                    start = end;
+                }
+            }
+        }
+        None => {
+            let mut idx: rustc_hash::FxHashMap<&'a [u8], usize> = Default::default();
+            for (bi, b) in batches.iter().enumerate() {
+                let labels = b.column(0).as_binary::<i32>();
+                let mut start = 0;
+                while start < labels.len() {
+                    let l = labels.value(start);
+                    let mut end = start + 1;
+                    while end < labels.len() && labels.value(end) == l {
+                        end += 1;
+                    }
+                    let k = *idx.entry(l).or_insert_with(|| {
+                        out.push((l, vec![]));
+                        out.len() - 1
+                    });
+                    out[k].1.push((bi, start, end));
+                    start = end;
                 }
             }
         }
     }
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, r)| m.get(id).map(|l| (l.clone(), r)))
-        .collect())
+    out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Ok(Grouped {
+        series: out,
+        cols,
+        ts_div: if series.is_some() { 1000 } else { 1 },
+    })
+}
+
+impl Grouped<'_> {
+    /// Number of input rows of series `k`.
+    fn rows(&self, k: usize) -> usize {
+        self.series[k].1.iter().map(|c| c.2 - c.1).sum()
+    }
+
+    /// Fills `buf` with series `k`'s rows (timestamps in ms), sorted by time, null values
+    /// dropped, duplicate timestamps collapsed to the last row in input order; `order` is
+    /// scratch space.
+    fn fill(&self, k: usize, buf: &mut SeriesRows, order: &mut Vec<Chunk>) {
+        let chunks = &self.series[k].1;
+        order.clear();
+        order.extend_from_slice(chunks);
+        order.sort_by_key(|c| self.cols[c.0].0[c.1]);
+        buf.clear();
+        if self.copy(order, buf) {
+            return;
+        }
+        // Runs overlap (or repeat a timestamp): input order, a stable sort, and the last
+        // of equal timestamps kept.
+        buf.clear();
+        self.copy(chunks, buf);
+        buf.sort_by_key(|r| r.0);
+        buf.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Appends the rows of `chunks` to `buf` (null values dropped); whether their
+    /// timestamps strictly increase.
+    fn copy(&self, chunks: &[Chunk], buf: &mut SeriesRows) -> bool {
+        let mut strict = true;
+        let mut last = i64::MIN;
+        let div = self.ts_div;
+        for &(b, start, end) in chunks {
+            let (ts, vs) = self.cols[b];
+            let values = vs.values();
+            let from = buf.len();
+            if vs.null_count() == 0 {
+                buf.extend((start..end).map(|i| (ts[i] / div, values[i])));
+            } else {
+                buf.extend(
+                    (start..end)
+                        .filter(|i| !vs.is_null(*i))
+                        .map(|i| (ts[i] / div, values[i])),
+                );
+            }
+            for r in &buf[from..] {
+                strict &= r.0 > last;
+                last = r.0;
+            }
+        }
+        strict
+    }
 }
 
 /// Output rows, cut into batches of at most [`BATCH_ROWS`] rows (a `Binary` column's
@@ -655,50 +674,48 @@ fn select_at_steps(
 /// threads costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 200_000;
 
-/// Runs `op` over `batches`, on up to `threads` threads when the operator works series by
-/// series over `series_id` input ([`PromOp::InstantSelect`] and [`PromOp::RangeFunc`] with
-/// a [`SeriesMap`]) and the input is large: each thread takes a share of the series and
-/// reads every batch, skipping the runs of other series. The operator runs after its
-/// input is complete, so the scan's threads are idle by then. Output order is by thread,
-/// then by labels; nothing downstream depends on order across series.
+/// Runs `op` over `batches`. A per-series operator ([`PromOp::InstantSelect`],
+/// [`PromOp::RangeFunc`]) over a large input runs on up to `threads` threads, each taking
+/// a contiguous share (by rows) of the series in label order. The operator runs after its
+/// input is complete, so the scan's threads are idle by then. Output is in label order.
 fn run_parallel(
     op: &PromOp,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     threads: usize,
 ) -> Result<Vec<RecordBatch>> {
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let series = match op {
         PromOp::InstantSelect { series, .. } | PromOp::RangeFunc { series, .. } => series,
-        PromOp::CheckUnique { .. } => &None,
+        PromOp::CheckUnique { .. } => return run(op, schema, batches),
     };
-    let Some(series) = series else {
-        return run(op, schema, batches);
-    };
-    let threads = threads.min(series.len());
+    let g = group(batches, series.as_ref())?;
+    let n = g.series.len();
+    let rows: usize = (0..n).map(|k| g.rows(k)).sum();
+    let threads = threads.min(n);
     if threads < 2 || rows < PARALLEL_MIN_ROWS {
-        return run(op, schema, batches);
+        return run_series(op, schema, &g, 0..n);
     }
-    let ops: Vec<PromOp> = series
-        .split(threads)
-        .into_iter()
-        .map(|m| {
-            let mut op = op.clone();
-            match &mut op {
-                PromOp::InstantSelect { series, .. } | PromOp::RangeFunc { series, .. } => {
-                    *series = Some(m)
-                }
-                PromOp::CheckUnique { .. } => {}
-            }
-            op
-        })
-        .collect();
+    // Contiguous shares of about `rows / threads` rows each.
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for k in 0..n {
+        acc += g.rows(k);
+        if bounds.len() < threads && acc * threads >= rows * bounds.len() {
+            bounds.push(k + 1);
+        }
+    }
+    bounds.push(n);
+    bounds.dedup();
     let outs: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|s| {
-        let spawned: Vec<_> = ops[1..]
-            .iter()
-            .map(|op| s.spawn(move || run(op, schema, batches)))
+        let g = &g;
+        let spawned: Vec<_> = bounds[1..]
+            .windows(2)
+            .map(|w| {
+                let r = w[0]..w[1];
+                s.spawn(move || run_series(op, schema, g, r))
+            })
             .collect();
-        let mut outs = vec![run(&ops[0], schema, batches)];
+        let mut outs = vec![run_series(op, schema, g, bounds[0]..bounds[1])];
         for h in spawned {
             outs.push(h.join().unwrap_or_else(|_| {
                 Err(DataFusionError::Internal(
@@ -715,54 +732,86 @@ fn run_parallel(
     Ok(all)
 }
 
-fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+/// Runs a per-series operator over the series `range` of `g`, one series at a time
+/// through one reused buffer.
+fn run_series(
+    op: &PromOp,
+    schema: &SchemaRef,
+    g: &Grouped,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Out::new(schema);
+    let mut buf: SeriesRows = vec![];
+    let mut order = vec![];
     match op {
         PromOp::InstantSelect {
             steps,
             lookback,
             at,
             sample_ts,
-            series,
+            ..
         } => {
-            let mut out = Out::new(schema);
-            for (l, rows) in group(batches, series.as_ref())? {
-                for (t, (st, sv)) in select_at_steps(&rows, *steps, *lookback, *at) {
-                    out.push(&l, t, if *sample_ts { st as f64 / 1000.0 } else { sv })?;
+            for k in range {
+                g.fill(k, &mut buf, &mut order);
+                let l = g.series[k].0;
+                for (t, (st, sv)) in select_at_steps(&buf, *steps, *lookback, *at) {
+                    out.push(l, t, if *sample_ts { st as f64 / 1000.0 } else { sv })?;
                 }
             }
-            out.finish()
         }
         PromOp::RangeFunc {
             func,
             steps,
-            range,
+            range: window,
             at,
             params,
-            series,
             inner,
+            ..
         } => {
-            let mut out = Out::new(schema);
-            for (l, mut rows) in group(batches, series.as_ref())? {
-                if let Some(i) = inner {
-                    rows = select_at_steps(&rows, i.steps, i.lookback, i.at)
-                        .map(|(t, (_, v))| (t, v))
-                        .collect();
-                }
+            let mut points: SeriesRows = vec![];
+            for k in range {
+                g.fill(k, &mut buf, &mut order);
+                let l = g.series[k].0;
+                let rows = match inner {
+                    Some(i) => {
+                        points.clear();
+                        points.extend(
+                            select_at_steps(&buf, i.steps, i.lookback, i.at)
+                                .map(|(t, (_, v))| (t, v)),
+                        );
+                        &mut points
+                    }
+                    None => &mut buf,
+                };
                 rows.retain(|r| !is_stale(r.1));
                 for t in steps.iter() {
                     let e = at.eval_time(t);
-                    let lo = rows.partition_point(|r| r.0 <= e - range);
+                    let lo = rows.partition_point(|r| r.0 <= e - window);
                     let hi = rows.partition_point(|r| r.0 <= e);
                     // predict_linear's intercept is at the step (Prometheus marks it unsafe for `@`).
                     let eval_ts = t;
                     if let Some(v) =
-                        kernels::eval_range(*func, &rows[lo..hi], e - range, e, eval_ts, params)
+                        kernels::eval_range(*func, &rows[lo..hi], e - window, e, eval_ts, params)
                     {
-                        out.push(&l, t, v)?;
+                        out.push(l, t, v)?;
                     }
                 }
             }
-            out.finish()
+        }
+        PromOp::CheckUnique { .. } => {
+            return Err(DataFusionError::Internal(
+                "CheckUnique is not a per-series operator".into(),
+            ));
+        }
+    }
+    out.finish()
+}
+
+fn run(op: &PromOp, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    match op {
+        PromOp::InstantSelect { series, .. } | PromOp::RangeFunc { series, .. } => {
+            let g = group(batches, series.as_ref())?;
+            run_series(op, schema, &g, 0..g.series.len())
         }
         PromOp::CheckUnique {
             key,
@@ -921,6 +970,75 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// One series' rows from `(ts s, value)` batches, in that input order.
+    fn batches_of(parts: &[&[(i64, f64)]]) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::Int64, false),
+            Field::new("ts_us", DataType::Int64, false),
+            Field::new("value", DataType::Float64, true),
+        ]));
+        parts
+            .iter()
+            .map(|p| {
+                let ids = Int64Array::from(vec![7; p.len()]);
+                let ts = Int64Array::from_iter_values(p.iter().map(|r| r.0 * 1_000_000));
+                let vs = Float64Array::from_iter_values(p.iter().map(|r| r.1));
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(ids), Arc::new(ts), Arc::new(vs)],
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// The values an instant selection at 10, 20, 30 and 40 s (lookback 5 s) gives.
+    fn selected(batches: &[RecordBatch]) -> Vec<(i64, f64)> {
+        let op = PromOp::InstantSelect {
+            steps: Steps {
+                start: 10_000,
+                end: 40_000,
+                step: 10_000,
+            },
+            lookback: 5_000,
+            at: At {
+                offset: 0,
+                at: None,
+            },
+            sample_ts: false,
+            series: Some(SeriesMap::new([(7, b"s".to_vec())])),
+        };
+        let out = run(&op, &prom_schema(), batches).unwrap();
+        let mut got = vec![];
+        for b in &out {
+            let (t, v) = ts_value(b).unwrap();
+            got.extend((0..b.num_rows()).map(|i| (t.value(i), v.value(i))));
+        }
+        got
+    }
+
+    #[test]
+    fn runs_of_a_series_are_ordered_by_time_and_duplicates_keep_the_later_row() {
+        // A later file's run first in the input: the selection still walks time in order.
+        let later_first = batches_of(&[&[(30, 3.0), (40, 4.0)], &[(10, 1.0), (20, 2.0)]]);
+        assert_eq!(
+            selected(&later_first),
+            vec![(10_000, 1.0), (20_000, 2.0), (30_000, 3.0), (40_000, 4.0)]
+        );
+        // Overlapping runs: at 20 s the row that came later in the input wins, as a
+        // stable sort of the input followed by keeping the last duplicate gives.
+        let overlapping = batches_of(&[&[(10, 1.0), (20, 2.0)], &[(20, 5.0), (30, 3.0)]]);
+        assert_eq!(
+            selected(&overlapping),
+            vec![(10_000, 1.0), (20_000, 5.0), (30_000, 3.0)]
+        );
+        let overlapping = batches_of(&[&[(20, 5.0), (30, 3.0)], &[(10, 1.0), (20, 2.0)]]);
+        assert_eq!(
+            selected(&overlapping),
+            vec![(10_000, 1.0), (20_000, 2.0), (30_000, 3.0)]
+        );
     }
 
     #[test]
