@@ -176,8 +176,8 @@ impl PruningStatistics for FileList {
 /// match can come out (the pruning contract of
 /// [`crate::tables::HeadDeltaTable::pruning_samples`]).
 ///
-/// When the filters name the series (`series_id IN (...)`, see
-/// [`SeriesFilter::from_filters`]), files whose [`crate::runs::SeriesRuns`] are in `runs`
+/// When the filters name the series or their metrics (`series_id IN (...)`,
+/// `metric_name IN (...)`, see [`SeriesFilter::from_filters`]), files whose [`crate::runs::SeriesRuns`] are in `runs`
 /// (or built now, up to [`BUILD_INLINE_BYTES`] of files per scan, the others in the
 /// background: see [`RunsCache::get_or_build`]) are read by row selection instead:
 /// only the runs of those series that overlap the filters' time range, without statistics

@@ -12,7 +12,8 @@
 //! chunks at 120 samples): series id, first row, row count, and the run's first and last
 //! timestamps. It is built once per file (files are immutable) by reading
 //! the file's `series_id` and `timestamp` columns, and kept in a [`RunsCache`] of bounded
-//! size. [`SeriesRuns::select`] turns a set of series ids and a time range into a
+//! size, with each metric's series ids in the file. [`SeriesRuns::select`] turns a set of
+//! series ids (or metric names: all their series) and a time range into a
 //! Parquet `RowSelection` (binary search per series), which the Parquet reader applies
 //! with the file's offset index: only the pages holding selected rows are fetched and
 //! only the selected rows are decoded. This is the role the postings-to-chunks step plays
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
@@ -67,11 +69,14 @@ struct Run {
     max_us: i64,
 }
 
-/// The runs of one Parquet file of the `samples` table, sorted by series id, then row.
+/// The runs of one Parquet file of the `samples` table, sorted by series id, then row,
+/// and the series ids of each metric in the file.
 #[derive(Debug)]
 pub struct SeriesRuns {
     total_rows: usize,
     runs: Vec<Run>,
+    /// Metric name -> its series ids in the file, sorted, without duplicates.
+    metrics: HashMap<String, Vec<i64>>,
 }
 
 /// What a selection reads: which series, and which timestamps (µs since the epoch, UTC,
@@ -80,6 +85,8 @@ pub struct SeriesRuns {
 pub struct SeriesFilter {
     /// The series ids, sorted, without duplicates.
     pub ids: Vec<i64>,
+    /// With no `ids`: the metric names whose every series is wanted.
+    pub metrics: Vec<String>,
     /// The smallest timestamp wanted.
     pub from_us: Option<i64>,
     /// The largest timestamp wanted.
@@ -88,16 +95,32 @@ pub struct SeriesFilter {
 
 impl SeriesFilter {
     /// The series and time range a scan's pushed-down `filters` (a conjunction) pin it to:
-    /// `series_id = <int>` or `series_id IN (<ints>)`, and `timestamp` compared (`>`,
-    /// `>=`, `<`, `<=`) with microsecond timestamp literals. `None` when no filter names
-    /// the series (the scan is not of a few series).
+    /// `series_id = <int>` or `series_id IN (<ints>)` (else `metric_name = <string>` or
+    /// `metric_name IN (<strings>)`: every series of those metrics), and `timestamp`
+    /// compared (`>`, `>=`, `<`, `<=`) with microsecond timestamp literals. `None` when no
+    /// filter names the series or their metrics.
     pub fn from_filters(filters: &[Expr]) -> Option<SeriesFilter> {
-        let mut ids = pinned_values(filters, "series_id", |v| match v {
+        let (ids, metrics) = match pinned_values(filters, "series_id", |v| match v {
             ScalarValue::Int64(Some(v)) => Some(*v),
             _ => None,
-        })?;
-        ids.sort_unstable();
-        ids.dedup();
+        }) {
+            Some(mut ids) => {
+                ids.sort_unstable();
+                ids.dedup();
+                (ids, vec![])
+            }
+            None => {
+                let mut names = pinned_values(filters, "metric_name", |v| match v {
+                    ScalarValue::Utf8(Some(s))
+                    | ScalarValue::Utf8View(Some(s))
+                    | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+                    _ => None,
+                })?;
+                names.sort_unstable();
+                names.dedup();
+                (vec![], names)
+            }
+        };
         let mut from_us: Option<i64> = None;
         let mut to_us: Option<i64> = None;
         for f in filters {
@@ -122,6 +145,7 @@ impl SeriesFilter {
         }
         Some(SeriesFilter {
             ids,
+            metrics,
             from_us,
             to_us,
         })
@@ -149,8 +173,21 @@ impl SeriesRuns {
     pub fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
         let from = filter.from_us.unwrap_or(i64::MIN);
         let to = filter.to_us.unwrap_or(i64::MAX);
+        let of_metrics: Vec<i64>;
+        let ids = if filter.ids.is_empty() {
+            of_metrics = filter
+                .metrics
+                .iter()
+                .filter_map(|m| self.metrics.get(m))
+                .flatten()
+                .copied()
+                .collect();
+            &of_metrics
+        } else {
+            &filter.ids
+        };
         let mut ranges: Vec<std::ops::Range<usize>> = vec![];
-        for id in &filter.ids {
+        for id in ids {
             let start = self.runs.partition_point(|r| r.series_id < *id);
             for r in self.runs[start..].iter().take_while(|r| r.series_id == *id) {
                 if r.max_us >= from && r.min_us <= to {
@@ -171,7 +208,13 @@ impl SeriesRuns {
 
     /// The memory the list takes (bytes).
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.runs.capacity() * std::mem::size_of::<Run>()
+        std::mem::size_of::<Self>()
+            + self.runs.capacity() * std::mem::size_of::<Run>()
+            + self
+                .metrics
+                .iter()
+                .map(|(m, ids)| 64 + m.len() + ids.capacity() * 8)
+                .sum::<usize>()
     }
 
     /// The number of runs.
@@ -190,25 +233,43 @@ impl SeriesRuns {
 struct RunsBuilder {
     runs: Vec<Run>,
     rows: u64,
+    metrics: HashMap<String, Vec<i64>>,
 }
 
 impl RunsBuilder {
-    /// Adds the next rows; `None` past `u32::MAX` rows.
-    fn push(&mut self, ids: &[i64], ts: &[i64]) -> Option<()> {
-        for (&id, &t) in ids.iter().zip(ts) {
+    /// Adds the next rows (series ids, timestamps in µs, and the row's metric name);
+    /// `None` past `u32::MAX` rows.
+    fn push<'a>(
+        &mut self,
+        ids: &[i64],
+        ts: &[i64],
+        metric: impl Fn(usize) -> &'a str,
+    ) -> Option<()> {
+        for (i, (&id, &t)) in ids.iter().zip(ts).enumerate() {
             match self.runs.last_mut() {
                 Some(r) if r.series_id == id && r.rows < MAX_RUN_ROWS => {
                     r.rows += 1;
                     r.min_us = r.min_us.min(t);
                     r.max_us = r.max_us.max(t);
                 }
-                _ => self.runs.push(Run {
-                    series_id: id,
-                    first_row: u32::try_from(self.rows).ok()?,
-                    rows: 1,
-                    min_us: t,
-                    max_us: t,
-                }),
+                last => {
+                    if last.is_none_or(|r| r.series_id != id) {
+                        let m = metric(i);
+                        match self.metrics.get_mut(m) {
+                            Some(v) => v.push(id),
+                            None => {
+                                self.metrics.insert(m.to_owned(), vec![id]);
+                            }
+                        }
+                    }
+                    self.runs.push(Run {
+                        series_id: id,
+                        first_row: u32::try_from(self.rows).ok()?,
+                        rows: 1,
+                        min_us: t,
+                        max_us: t,
+                    })
+                }
             }
             self.rows += 1;
         }
@@ -224,20 +285,28 @@ impl RunsBuilder {
         self.runs
             .sort_unstable_by_key(|r| (r.series_id, r.first_row));
         self.runs.shrink_to_fit();
+        for ids in self.metrics.values_mut() {
+            ids.sort_unstable();
+            ids.dedup();
+            ids.shrink_to_fit();
+        }
         Some(SeriesRuns {
             total_rows,
             runs: self.runs,
+            metrics: self.metrics,
         })
     }
 }
 
-/// Reads the `series_id` and `timestamp` columns of `file` through `readers` (the scan's
-/// reader factory, so the footer lands in the session's metadata cache) and lists its
-/// runs; `Ok(None)` when the file is not worth a list: a null id or timestamp, more than
+/// Reads the `series_id`, `timestamp` and `metric_name` columns of `file` through
+/// `readers` (the scan's reader factory, so the footer lands in the session's metadata
+/// cache) and lists its runs and each metric's series; `Ok(None)` when the file is not
+/// worth a list: a null id, timestamp or metric name, more than
 /// `u32::MAX` rows, or runs averaging fewer than 4 rows (an unsorted file).
 ///
 /// # Errors
-/// The file cannot be read, or lacks either column or has them in other types.
+/// The file cannot be read, or lacks one of the three columns, or has `series_id` or
+/// `timestamp` in another type.
 pub async fn build(
     readers: &dyn ParquetFileReaderFactory,
     file: PartitionedFile,
@@ -248,7 +317,7 @@ pub async fn build(
         ParquetRecordBatchStreamBuilder::new_with_options(reader, ArrowReaderOptions::new())
             .await?;
     let descr = builder.parquet_schema();
-    let mask = ProjectionMask::columns(descr, ["series_id", "timestamp"]);
+    let mask = ProjectionMask::columns(descr, ["series_id", "timestamp", "metric_name"]);
     let mut stream = builder
         .with_projection(mask)
         .with_batch_size(65536)
@@ -261,9 +330,11 @@ pub async fn build(
             })
         };
         let (id_col, ts_col) = (col("series_id")?, col("timestamp")?);
-        if id_col.null_count() > 0 || ts_col.null_count() > 0 {
+        let names = cast(&col("metric_name")?, &DataType::Utf8)?;
+        if id_col.null_count() > 0 || ts_col.null_count() > 0 || names.null_count() > 0 {
             return Ok(None);
         }
+        let names = names.as_string::<i32>();
         let (Some(i), Some(t)) = (
             id_col.as_primitive_opt::<Int64Type>(),
             ts_col.as_primitive_opt::<TimestampMicrosecondType>(),
@@ -272,7 +343,10 @@ pub async fn build(
                 "a samples file whose series_id or timestamp has another type".into(),
             ));
         };
-        if runs.push(i.values(), t.values()).is_none() {
+        if runs
+            .push(i.values(), t.values(), |row| names.value(row))
+            .is_none()
+        {
             return Ok(None);
         }
     }
@@ -449,7 +523,8 @@ mod tests {
 
     fn list(ids: &[i64], ts: &[i64]) -> Option<SeriesRuns> {
         let mut b = RunsBuilder::default();
-        b.push(ids, ts)?;
+        // Odd series ids are metric "odd", even ones "even".
+        b.push(ids, ts, |i| if ids[i] % 2 == 0 { "even" } else { "odd" })?;
         b.finish()
     }
 
@@ -491,6 +566,7 @@ mod tests {
         // Rows: window 0 = 10 (0..4), 20 (4..8), 30 (8..12); window 1 = 12..16, 16..20, 20..24.
         let all = |ids: Vec<i64>| SeriesFilter {
             ids,
+            metrics: vec![],
             from_us: None,
             to_us: None,
         };
@@ -507,6 +583,7 @@ mod tests {
         // Only the second window: from its first sample on.
         let late = SeriesFilter {
             ids: vec![20],
+            metrics: vec![],
             from_us: Some(7_200_000_000),
             to_us: None,
         };
@@ -514,6 +591,7 @@ mod tests {
         // Ends 1 µs before the second window: only the first.
         let early = SeriesFilter {
             ids: vec![20, 30],
+            metrics: vec![],
             from_us: Some(0),
             to_us: Some(7_199_999_999),
         };
@@ -521,10 +599,51 @@ mod tests {
         // A range between the windows' samples selects nothing.
         let gap = SeriesFilter {
             ids: vec![10],
+            metrics: vec![],
             from_us: Some(40_000_000),
             to_us: Some(7_100_000_000),
         };
         assert!(r.select(&gap).is_none());
+    }
+
+    #[test]
+    fn metric_names_select_all_their_series() {
+        // Two 2-hour windows of four series: 10 and 20 are metric "even", 11 and 21 "odd"
+        // (see `list`).
+        let mut ids = vec![];
+        let mut ts = vec![];
+        for window in 0..2 {
+            for id in [10, 11, 20, 21] {
+                for k in 0..4 {
+                    ids.push(id);
+                    ts.push(window * 7_200_000_000 + k * 10_000_000);
+                }
+            }
+        }
+        // Rows: window 0 = 10 (0..4), 11 (4..8), 20 (8..12), 21 (12..16); window 1 = +16.
+        let r = runs(&ids, &ts);
+        let of = |metrics: &[&str], from_us| SeriesFilter {
+            ids: vec![],
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            from_us,
+            to_us: None,
+        };
+        assert_eq!(
+            selected(&r.select(&of(&["odd"], None)).unwrap()),
+            vec![4..8, 12..16, 20..24, 28..32]
+        );
+        assert_eq!(
+            selected(&r.select(&of(&["even"], Some(7_200_000_000))).unwrap()),
+            vec![16..20, 24..28]
+        );
+        assert_eq!(
+            selected(
+                &r.select(&of(&["even", "odd"], Some(7_200_000_000)))
+                    .unwrap()
+            ),
+            vec![16..32]
+        );
+        assert!(r.select(&of(&["other"], None)).is_none());
     }
 
     #[test]
@@ -537,6 +656,7 @@ mod tests {
         // Rows 600..=700 (times 6,000 s..=7,000 s) lie in the second run only.
         let mid = SeriesFilter {
             ids: vec![7],
+            metrics: vec![],
             from_us: Some(6_000_000_000),
             to_us: Some(7_000_000_000),
         };
@@ -568,16 +688,28 @@ mod tests {
             SeriesFilter::from_filters(&filters),
             Some(SeriesFilter {
                 ids: vec![-3, 5],
+                metrics: vec![],
                 from_us: Some(1_001),
                 to_us: Some(9_000),
             })
         );
-        assert_eq!(SeriesFilter::from_filters(&filters[..3]), None);
+        // Without series ids, the metric names stand for all their series.
+        assert_eq!(
+            SeriesFilter::from_filters(&filters[..3]),
+            Some(SeriesFilter {
+                ids: vec![],
+                metrics: vec!["x".into()],
+                from_us: Some(1_001),
+                to_us: Some(9_000),
+            })
+        );
+        assert_eq!(SeriesFilter::from_filters(&filters[1..3]), None);
         let one = vec![col("series_id").eq(lit(7i64)), col("timestamp").lt(t(50))];
         assert_eq!(
             SeriesFilter::from_filters(&one),
             Some(SeriesFilter {
                 ids: vec![7],
+                metrics: vec![],
                 from_us: None,
                 to_us: Some(49),
             })
@@ -588,7 +720,9 @@ mod tests {
     /// listed in the background, then selected from.
     #[tokio::test]
     async fn lists_a_parquet_file_in_the_background() {
-        use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::array::{
+            Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        };
         use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
         use datafusion::arrow::record_batch::RecordBatch;
         use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
@@ -598,6 +732,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let schema = Arc::new(Schema::new(vec![
+            Field::new("metric_name", DataType::Utf8, false),
             Field::new("series_id", DataType::Int64, false),
             Field::new(
                 "timestamp",
@@ -609,6 +744,9 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
+                Arc::new(StringArray::from(vec![
+                    "a", "a", "a", "a", "b", "b", "b", "b",
+                ])),
                 Arc::new(Int64Array::from(vec![1, 1, 1, 1, 2, 2, 2, 2])),
                 Arc::new(
                     TimestampMicrosecondArray::from(vec![10, 20, 30, 40, 10, 20, 30, 40])
@@ -642,10 +780,18 @@ mod tests {
         assert_eq!(runs.len(), 2);
         let second = SeriesFilter {
             ids: vec![2],
+            metrics: vec![],
             from_us: Some(25),
             to_us: None,
         };
         assert_eq!(selected(&runs.select(&second).unwrap()), vec![4..8]);
+        let metric_a = SeriesFilter {
+            ids: vec![],
+            metrics: vec!["a".into()],
+            from_us: None,
+            to_us: None,
+        };
+        assert_eq!(selected(&runs.select(&metric_a).unwrap()), vec![0..4]);
         // Built once: the next call finds it without building.
         assert!(cache.get_or_build(&readers, &file, true).await.is_some());
         assert!(cache.bytes() >= runs.bytes());

@@ -294,11 +294,18 @@ async fn selectors_read_only_the_rows_of_their_series() {
             .map(|i| (t0 + i * 10_000, base + i as f64))
             .collect()
     };
-    let (a, b, c) = (samples(0.0), samples(1000.0), samples(2000.0));
+    let (a, b, c, d) = (
+        samples(0.0),
+        samples(1000.0),
+        samples(2000.0),
+        samples(5000.0),
+    );
+    // runs_y is in the same metric family, so in the same file.
     let body = request(&[
         (&[("__name__", "runs_x"), ("job", "a")][..], &a[..]),
         (&[("__name__", "runs_x"), ("job", "b")][..], &b[..]),
         (&[("__name__", "runs_x"), ("job", "c")][..], &c[..]),
+        (&[("__name__", "runs_y"), ("job", "d")][..], &d[..]),
     ]);
     assert_eq!(post_write(srv.http_addr, body).await.0, 204);
     srv.ingester.persist().await.unwrap();
@@ -314,16 +321,44 @@ async fn selectors_read_only_the_rows_of_their_series() {
     assert_eq!(s, 200, "{v}");
     // 1330 + ... + 1359 = 30 * (1330 + 1359) / 2.
     assert_eq!(v["data"]["result"][0]["value"][1], "40335", "{v}");
-    // The file holds 1,080 rows (one page); the scan of it returns b's 360.
-    let explain = at("query_explain", r#"runs_x{job="b"}"#) + "&analyze=true";
-    let (s, v) = get(addr, &explain).await;
+    // All of runs_x's series (the scan names the metric, not the series): each one's
+    // last 30 samples, base + 330..=359.
+    let (s, v) = get(addr, &at("query", "sum_over_time(runs_x[5m])")).await;
     assert_eq!(s, 200, "{v}");
-    let text = v["data"].as_str().unwrap();
-    let scans: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+    let mut sums: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["job"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert_eq!(scans.len(), 1, "{text}");
-    assert!(scans[0].contains("output_rows=360,"), "{text}");
+    sums.sort();
+    let want = [("a", "10335"), ("b", "40335"), ("c", "70335")];
+    assert_eq!(
+        sums,
+        want.map(|(j, v)| (j.to_string(), v.to_string())),
+        "{v}"
+    );
+    // The file holds 1,440 rows (one page); the scan of it returns b's 360, and for the
+    // whole metric runs_x's 1,080 (as DataFusion prints them).
+    for (q, rows) in [(r#"runs_x{job="b"}"#, "360"), ("runs_x", "1.08 K")] {
+        let explain = at("query_explain", q) + "&analyze=true";
+        let (s, v) = get(addr, &explain).await;
+        assert_eq!(s, 200, "{v}");
+        let text = v["data"].as_str().unwrap();
+        let scans: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+            .collect();
+        assert_eq!(scans.len(), 1, "{text}");
+        assert!(
+            scans[0].contains(&format!("output_rows={rows},")),
+            "{q}: {text}"
+        );
+    }
     srv.shutdown().await;
 }
