@@ -257,57 +257,29 @@ impl Planner {
         // (sorted by metric, series, time) of other series are pruned by their statistics.
         let name_series =
             series.len() <= strata_engine::MAX_SERIES_IN_LIST && series.len() * 2 <= candidates;
-        // Pages are pruned column by column: a page of one metric would match the ids of
-        // another metric's series falling in its id range. With a few metrics, one scan
-        // per metric pairs each metric with its own ids.
-        let groups: Vec<(Vec<&str>, Option<Vec<i64>>)> =
-            if name_series && names.len() > 1 && names.len() <= MAX_SCANS_PER_SELECTOR {
-                names
-                    .iter()
-                    .map(|n| {
-                        let ids = series
-                            .iter()
-                            .filter(|s| s.get(NAME) == *n)
-                            .map(|s| s.series_id)
-                            .collect();
-                        (vec![*n], Some(ids))
-                    })
-                    .collect()
-            } else {
-                let ids = name_series.then(|| series.iter().map(|s| s.series_id).collect());
-                vec![(names, ids)]
-            };
-        let mut samples: Option<DataFrame> = None;
-        for (names, ids) in groups {
-            let mut filter = col("metric_name")
-                .in_list(names.iter().map(|n| lit(*n)).collect(), false)
-                .and(in_time.clone());
-            if let Some(ids) = ids {
-                filter =
-                    filter.and(col("series_id").in_list(ids.into_iter().map(lit).collect(), false));
-            }
-            let scan = self
-                .samples_table(exact)
-                .await?
-                .filter(filter)?
-                .select(vec![
-                    col("series_id"),
-                    // Microseconds, reinterpreted without a copy; the operators divide by
-                    // 1000 only the rows they keep.
-                    cast(col("timestamp"), DataType::Int64).alias("ts_us"),
-                    col("value"),
-                ])?;
-            samples = Some(match samples {
-                Some(s) => s.union(scan)?,
-                None => scan,
-            });
+        // One scan for all the selector's metrics and series: the series runs of each file
+        // (`strata_engine::runs`) pick each series' rows exactly, so each file is opened
+        // once. (Page statistics, for files whose runs are not listed yet, prune column by
+        // column, so there a page of one metric can match another metric's ids.)
+        let mut filter = col("metric_name")
+            .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+            .and(in_time);
+        if name_series {
+            filter = filter.and(
+                col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
+            );
         }
-        let samples = samples
-            .ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal(
-                    "a selection without metric names".into(),
-                )
-            })?
+        let samples = self
+            .samples_table(exact)
+            .await?
+            .filter(filter)?
+            .select(vec![
+                col("series_id"),
+                // Microseconds, reinterpreted without a copy; the operators divide by
+                // 1000 only the rows they keep.
+                cast(col("timestamp"), DataType::Int64).alias("ts_us"),
+                col("value"),
+            ])?
             .into_unoptimized_plan();
         let labels = series
             .iter()
@@ -1179,10 +1151,6 @@ fn relabelled(series: &[(i64, Vec<u8>)], op: &LabelOp) -> Result<Option<Selected
     }
     Ok(Some(series.iter().map(|s| s.0).zip(sets).collect()))
 }
-
-/// The most metrics a selector naming its series scans one by one (see
-/// [`Planner::raw_ids`]); past it, one scan.
-const MAX_SCANS_PER_SELECTOR: usize = 16;
 
 /// Selected series: `(series_id, encoded labels)`.
 type Selected = Vec<(i64, Vec<u8>)>;
