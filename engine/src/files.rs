@@ -177,11 +177,12 @@ impl PruningStatistics for FileList {
 /// [`crate::tables::HeadDeltaTable::pruning_samples`]).
 ///
 /// When the filters name the series or their metrics (`series_id IN (...)`,
-/// `metric_name IN (...)`, see [`SeriesFilter::from_filters`]), files whose [`crate::runs::SeriesRuns`] are in `runs`
-/// (or built now, up to [`BUILD_INLINE_BYTES`] of files per scan, the others in the
-/// background: see [`RunsCache::get_or_build`]) are read by row selection instead:
-/// only the runs of those series that overlap the filters' time range, without statistics
-/// evaluation; files with no such run are skipped. The plan is then a union of that scan
+/// `metric_name IN (...)`, see [`SeriesFilter::from_filters`]), files whose
+/// [`crate::runs::SeriesRuns`] are in `runs` (or built now, up to [`BUILD_INLINE_BYTES`]
+/// of files per scan, the others in the background: see [`RunsCache::get_or_build`]) are
+/// read by row selection instead: only the runs of those series (or of all series of those
+/// metrics) that overlap the filters' time range, without statistics evaluation; files
+/// with no such run are skipped. The plan is then a union of that scan
 /// and the statistics-pruned scan of the other files.
 ///
 /// # Errors
