@@ -79,14 +79,21 @@ pub struct SeriesRuns {
     metrics: HashMap<String, Vec<i64>>,
 }
 
+/// Which series a selection reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// These series ids, sorted, without duplicates.
+    Series(Vec<i64>),
+    /// Every series of these metric names, sorted, without duplicates.
+    Metrics(Vec<String>),
+}
+
 /// What a selection reads: which series, and which timestamps (µs since the epoch, UTC,
 /// both bounds inclusive; `None`: unbounded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesFilter {
-    /// The series ids, sorted, without duplicates.
-    pub ids: Vec<i64>,
-    /// With no `ids`: the metric names whose every series is wanted.
-    pub metrics: Vec<String>,
+    /// The series.
+    pub wanted: Wanted,
     /// The smallest timestamp wanted.
     pub from_us: Option<i64>,
     /// The largest timestamp wanted.
@@ -100,14 +107,14 @@ impl SeriesFilter {
     /// compared (`>`, `>=`, `<`, `<=`) with microsecond timestamp literals. `None` when no
     /// filter names the series or their metrics.
     pub fn from_filters(filters: &[Expr]) -> Option<SeriesFilter> {
-        let (ids, metrics) = match pinned_values(filters, "series_id", |v| match v {
+        let wanted = match pinned_values(filters, "series_id", |v| match v {
             ScalarValue::Int64(Some(v)) => Some(*v),
             _ => None,
         }) {
             Some(mut ids) => {
                 ids.sort_unstable();
                 ids.dedup();
-                (ids, vec![])
+                Wanted::Series(ids)
             }
             None => {
                 let mut names = pinned_values(filters, "metric_name", |v| match v {
@@ -118,7 +125,7 @@ impl SeriesFilter {
                 })?;
                 names.sort_unstable();
                 names.dedup();
-                (vec![], names)
+                Wanted::Metrics(names)
             }
         };
         let mut from_us: Option<i64> = None;
@@ -144,8 +151,7 @@ impl SeriesFilter {
             }
         }
         Some(SeriesFilter {
-            ids,
-            metrics,
+            wanted,
             from_us,
             to_us,
         })
@@ -173,28 +179,23 @@ impl SeriesRuns {
     pub fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
         let from = filter.from_us.unwrap_or(i64::MIN);
         let to = filter.to_us.unwrap_or(i64::MAX);
-        let of_metrics: Vec<i64>;
-        let ids = if filter.ids.is_empty() {
-            of_metrics = filter
-                .metrics
-                .iter()
-                .filter_map(|m| self.metrics.get(m))
-                .flatten()
-                .copied()
-                .collect();
-            &of_metrics
-        } else {
-            &filter.ids
-        };
         let mut ranges: Vec<std::ops::Range<usize>> = vec![];
-        for id in ids {
-            let start = self.runs.partition_point(|r| r.series_id < *id);
-            for r in self.runs[start..].iter().take_while(|r| r.series_id == *id) {
+        let mut add = |id: i64| {
+            let start = self.runs.partition_point(|r| r.series_id < id);
+            for r in self.runs[start..].iter().take_while(|r| r.series_id == id) {
                 if r.max_us >= from && r.min_us <= to {
                     let first = r.first_row as usize;
                     ranges.push(first..first + r.rows as usize);
                 }
             }
+        };
+        match &filter.wanted {
+            Wanted::Series(ids) => ids.iter().for_each(|id| add(*id)),
+            Wanted::Metrics(names) => names
+                .iter()
+                .filter_map(|m| self.metrics.get(m))
+                .flatten()
+                .for_each(|id| add(*id)),
         }
         if ranges.is_empty() {
             return None;
@@ -532,6 +533,22 @@ mod tests {
         list(ids, ts).expect("sorted enough")
     }
 
+    fn series(ids: &[i64], from_us: Option<i64>, to_us: Option<i64>) -> SeriesFilter {
+        SeriesFilter {
+            wanted: Wanted::Series(ids.to_vec()),
+            from_us,
+            to_us,
+        }
+    }
+
+    fn of_metrics(names: &[&str], from_us: Option<i64>, to_us: Option<i64>) -> SeriesFilter {
+        SeriesFilter {
+            wanted: Wanted::Metrics(names.iter().map(|m| m.to_string()).collect()),
+            from_us,
+            to_us,
+        }
+    }
+
     fn selected(sel: &RowSelection) -> Vec<std::ops::Range<usize>> {
         let mut out = vec![];
         let mut row = 0;
@@ -564,12 +581,7 @@ mod tests {
         let r = two_windows();
         assert_eq!(r.len(), 6);
         // Rows: window 0 = 10 (0..4), 20 (4..8), 30 (8..12); window 1 = 12..16, 16..20, 20..24.
-        let all = |ids: Vec<i64>| SeriesFilter {
-            ids,
-            metrics: vec![],
-            from_us: None,
-            to_us: None,
-        };
+        let all = |ids: Vec<i64>| series(&ids, None, None);
         assert_eq!(
             selected(&r.select(&all(vec![20])).unwrap()),
             vec![4..8, 16..20]
@@ -581,28 +593,13 @@ mod tests {
         );
         assert!(r.select(&all(vec![15])).is_none());
         // Only the second window: from its first sample on.
-        let late = SeriesFilter {
-            ids: vec![20],
-            metrics: vec![],
-            from_us: Some(7_200_000_000),
-            to_us: None,
-        };
+        let late = series(&[20], Some(7_200_000_000), None);
         assert_eq!(selected(&r.select(&late).unwrap()), vec![16..20]);
         // Ends 1 µs before the second window: only the first.
-        let early = SeriesFilter {
-            ids: vec![20, 30],
-            metrics: vec![],
-            from_us: Some(0),
-            to_us: Some(7_199_999_999),
-        };
+        let early = series(&[20, 30], Some(0), Some(7_199_999_999));
         assert_eq!(selected(&r.select(&early).unwrap()), vec![4..12]);
         // A range between the windows' samples selects nothing.
-        let gap = SeriesFilter {
-            ids: vec![10],
-            metrics: vec![],
-            from_us: Some(40_000_000),
-            to_us: Some(7_100_000_000),
-        };
+        let gap = series(&[10], Some(40_000_000), Some(7_100_000_000));
         assert!(r.select(&gap).is_none());
     }
 
@@ -622,12 +619,7 @@ mod tests {
         }
         // Rows: window 0 = 10 (0..4), 11 (4..8), 20 (8..12), 21 (12..16); window 1 = +16.
         let r = runs(&ids, &ts);
-        let of = |metrics: &[&str], from_us| SeriesFilter {
-            ids: vec![],
-            metrics: metrics.iter().map(|m| m.to_string()).collect(),
-            from_us,
-            to_us: None,
-        };
+        let of = |metrics: &[&str], from_us| of_metrics(metrics, from_us, None);
         assert_eq!(
             selected(&r.select(&of(&["odd"], None)).unwrap()),
             vec![4..8, 12..16, 20..24, 28..32]
@@ -654,12 +646,7 @@ mod tests {
         let r = runs(&ids, &ts);
         assert_eq!(r.len(), 3);
         // Rows 600..=700 (times 6,000 s..=7,000 s) lie in the second run only.
-        let mid = SeriesFilter {
-            ids: vec![7],
-            metrics: vec![],
-            from_us: Some(6_000_000_000),
-            to_us: Some(7_000_000_000),
-        };
+        let mid = series(&[7], Some(6_000_000_000), Some(7_000_000_000));
         assert_eq!(selected(&r.select(&mid).unwrap()), vec![512..1024]);
     }
 
@@ -686,33 +673,18 @@ mod tests {
         ];
         assert_eq!(
             SeriesFilter::from_filters(&filters),
-            Some(SeriesFilter {
-                ids: vec![-3, 5],
-                metrics: vec![],
-                from_us: Some(1_001),
-                to_us: Some(9_000),
-            })
+            Some(series(&[-3, 5], Some(1_001), Some(9_000)))
         );
         // Without series ids, the metric names stand for all their series.
         assert_eq!(
             SeriesFilter::from_filters(&filters[..3]),
-            Some(SeriesFilter {
-                ids: vec![],
-                metrics: vec!["x".into()],
-                from_us: Some(1_001),
-                to_us: Some(9_000),
-            })
+            Some(of_metrics(&["x"], Some(1_001), Some(9_000)))
         );
         assert_eq!(SeriesFilter::from_filters(&filters[1..3]), None);
         let one = vec![col("series_id").eq(lit(7i64)), col("timestamp").lt(t(50))];
         assert_eq!(
             SeriesFilter::from_filters(&one),
-            Some(SeriesFilter {
-                ids: vec![7],
-                metrics: vec![],
-                from_us: None,
-                to_us: Some(49),
-            })
+            Some(series(&[7], None, Some(49)))
         );
     }
 
@@ -778,19 +750,9 @@ mod tests {
         }
         let runs = listed.expect("listed in the background");
         assert_eq!(runs.len(), 2);
-        let second = SeriesFilter {
-            ids: vec![2],
-            metrics: vec![],
-            from_us: Some(25),
-            to_us: None,
-        };
+        let second = series(&[2], Some(25), None);
         assert_eq!(selected(&runs.select(&second).unwrap()), vec![4..8]);
-        let metric_a = SeriesFilter {
-            ids: vec![],
-            metrics: vec!["a".into()],
-            from_us: None,
-            to_us: None,
-        };
+        let metric_a = of_metrics(&["a"], None, None);
         assert_eq!(selected(&runs.select(&metric_a).unwrap()), vec![0..4]);
         // Built once: the next call finds it without building.
         assert!(cache.get_or_build(&readers, &file, true).await.is_some());
