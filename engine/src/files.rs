@@ -210,15 +210,24 @@ pub async fn scan(
             s
         }
     };
-    let predicate = conjunction(filters.iter().cloned())
-        .map(|e| state.create_physical_expr(e, &file_schema.clone().to_dfschema()?))
-        .transpose()?;
-    // Files: kept unless their statistics rule the predicate out.
-    let keep = match &predicate {
+    let physical = |filters: Vec<Expr>| {
+        conjunction(filters)
+            .map(|e| state.create_physical_expr(e, &file_schema.clone().to_dfschema()?))
+            .transpose()
+    };
+    // Files: kept unless their statistics rule out the filters other than the series ids
+    // (a long `IN` list costs more to rewrite and evaluate than it prunes here: the runs
+    // below pick series, and the statistics scan prunes row groups and pages by them).
+    let file_filters = filters
+        .iter()
+        .filter(|f| !f.column_refs().iter().any(|c| c.name == "series_id"))
+        .cloned()
+        .collect();
+    let keep = match physical(file_filters)? {
         Some(p) => PruningPredicateBuilder::new()
             .with_file_schema(file_schema.clone())
             .with_max_in_list_size(state.table_options().parquet.global.max_in_list_size)
-            .build(p.clone())
+            .build(p)
             .and_then(|pp| pp.prune(list).ok())
             .unwrap_or_else(|| vec![true; list.len()]),
         None => vec![true; list.len()],
@@ -276,7 +285,7 @@ pub async fn scan(
         plans.push(exec(by_runs, source())?);
     }
     if !by_stats.is_empty() {
-        let source = match predicate {
+        let source = match physical(filters.to_vec())? {
             Some(p) => source().with_predicate(p),
             None => source(),
         };

@@ -229,9 +229,14 @@ fn register_s3_logstore() {
 /// The Parquet settings for the samples table, chosen for time series
 /// (`../shared/notes/parquet-density.md` measured them): dictionary for the metric name,
 /// `DELTA_BINARY_PACKED` for the sorted series ids and the regular timestamps,
-/// `BYTE_STREAM_SPLIT` for the float values, zstd level 3 for all. Data pages hold at
-/// most 4,096 rows (Parquet's default is 20,000) so that page statistics single out a
-/// few series: a one-series query decodes about one page per file.
+/// `BYTE_STREAM_SPLIT` for the float values. The values are compressed with zstd level 3;
+/// the delta-encoded series ids and timestamps with LZ4 (raw). Delta encoding already
+/// leaves those two almost nothing to compress, and a zstd column costs every query that
+/// reads it a zstd context per row group: the parquet crate's codec creates a compression
+/// and a decompression context for each column chunk it reads, and each asks the CPU for
+/// its features (`cpuid`, slow in a virtual machine). Data pages hold at most 4,096 rows
+/// (Parquet's default is 20,000) so that page statistics single out a few series: a
+/// one-series query decodes about one page per file.
 pub fn samples_writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -239,8 +244,10 @@ pub fn samples_writer_properties() -> WriterProperties {
         ))
         .set_column_dictionary_enabled(ColumnPath::from("series_id"), false)
         .set_column_encoding(ColumnPath::from("series_id"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_compression(ColumnPath::from("series_id"), Compression::LZ4_RAW)
         .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
         .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_compression(ColumnPath::from("timestamp"), Compression::LZ4_RAW)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
         .set_max_row_group_row_count(Some(1 << 20))
