@@ -171,9 +171,10 @@ impl PruningStatistics for FileList {
 /// A Parquet scan of the files of `list` that `filters` may match.
 ///
 /// `file_schema` is the table's schema without its partition columns, `projection`
-/// indexes it. The filters skip files (by the list's statistics), row groups and pages (by
-/// the files' statistics and page indexes) and are evaluated on no row: rows they do not
-/// match can come out (the pruning contract of
+/// indexes it. The filters skip files (by the list's statistics; a `series_id` filter is
+/// left out there: the runs below pick series), row groups and pages (by the files'
+/// statistics and page indexes) and are evaluated on no row: rows they do not match can
+/// come out (the pruning contract of
 /// [`crate::tables::HeadDeltaTable::pruning_samples`]).
 ///
 /// When the filters name the series or their metrics (`series_id IN (...)`,

@@ -1,14 +1,21 @@
 //! PromQL on DataFusion, over Strata's tables.
 //!
-//! This crate turns PromQL (parsed by the `promql-parser` crate, never by hand) into work
-//! on the engine's `series` and `samples` tables. What it does today: series selection —
-//! a selector's label matchers (`=`, `!=`, `=~`, `!~`, and `or` groups) resolved against
-//! the series catalog ([`selector::select_series`]), which the Prometheus HTTP API's
-//! `/api/v1/series`, `/api/v1/labels` and `/api/v1/label/<name>/values` use. Planning of
-//! PromQL expressions (instant and range queries) is not here yet.
+//! This crate turns PromQL (parsed by the `promql-parser` crate, never by hand) into
+//! DataFusion plans over the engine's `series` and `samples` tables:
+//! - [`selector`]: which series a selector's label matchers (`=`, `!=`, `=~`, `!~`, `or`
+//!   groups) pick, from the series catalog; also what the Prometheus HTTP API's
+//!   `/api/v1/series`, `/api/v1/labels` and `/api/v1/label/<name>/values` use.
+//! - [`plan`]: a PromQL expression as a DataFusion logical plan (scans, joins,
+//!   aggregates, and [`exec`]'s plan nodes for what SQL has no operator for: step
+//!   alignment, lookback, range windows, staleness), with [`kernels`] and [`udf`] for the
+//!   per-window and per-sample functions.
+//! - [`query`]: instant and range queries (parse, plan, run on the engine, shape the
+//!   result as [`value`]s), and `EXPLAIN` of a query's plans.
+//! - [`sql_functions`]: `promql_range(...)` and `promql_instant(...)`, PromQL as SQL
+//!   table functions.
 //!
 //! Data enters as a DataFusion `SessionContext` holding Strata's tables (see the
-//! `strata-engine` crate) and leaves as label sets.
+//! `strata-engine` crate) and leaves as label sets with samples.
 
 pub mod exec;
 pub mod kernels;

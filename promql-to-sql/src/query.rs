@@ -461,3 +461,44 @@ pub async fn explain(
         text
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_parse_is_the_parse_and_errors_are_not_kept() {
+        let q = r#"sum by (job) (rate(http_requests_total{code=~"5.."}[5m]))"#;
+        let first = parse(q).unwrap();
+        let again = parse(q).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first, promql_parser::parser::parse(q).unwrap());
+        // The regular expression still matches as the parser built it (anchored).
+        let P::Aggregate(a) = &again else {
+            panic!("not an aggregation: {again:?}")
+        };
+        let P::Call(c) = a.expr.as_ref() else {
+            panic!("not a call")
+        };
+        let P::MatrixSelector(m) = c.args.args[0].as_ref() else {
+            panic!("not a range selector")
+        };
+        let re =
+            m.vs.matchers
+                .matchers
+                .iter()
+                .find(|m| m.name == "code")
+                .unwrap();
+        let promql_parser::label::MatchOp::Re(r) = &re.op else {
+            panic!("not a regex matcher")
+        };
+        assert!(r.is_match("503") && !r.is_match("5030") && !r.is_match("200"));
+        for _ in 0..2 {
+            let e = parse("sum(").unwrap_err();
+            assert!(
+                matches!(e, PromqlError::BadData(ref m) if m.starts_with("invalid parameter \"query\"")),
+                "{e:?}"
+            );
+        }
+    }
+}
