@@ -58,7 +58,7 @@ pub fn prom_session(ctx: &SessionContext) -> SessionContext {
 /// ([`crate::plan`]) writes no subqueries, limits, cross or outer joins, or distinct
 /// aggregates. PromQL plans also get one optimizer pass, not DataFusion's default 3: the
 /// filters and projections the planner writes reach the scans in one (the logical
-/// optimizer was 12% of a small query's CPU in a `perf` profile, mostly the second pass).
+/// optimizer was 12% of a small query's CPU in a `perf` profile).
 const SKIPPED_RULES: &[&str] = &[
     "rewrite_set_comparison",
     "decorrelate_predicate_subquery",
@@ -93,19 +93,13 @@ pub fn parse(query: &str) -> Result<P> {
                 std::num::NonZeroUsize::new(PARSED_QUERIES).expect("not zero"),
             ))
         });
-    let cached = |q: &str| {
-        let mut c = PARSED.lock().unwrap_or_else(|e| e.into_inner());
-        c.get(q).cloned()
-    };
-    if let Some(e) = cached(query) {
+    let kept = || PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = kept().get(query).cloned() {
         return Ok(e);
     }
     let e = promql_parser::parser::parse(query)
         .map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))?;
-    PARSED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .put(query.to_string(), e.clone());
+    kept().put(query.to_string(), e.clone());
     Ok(e)
 }
 
