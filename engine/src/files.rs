@@ -37,6 +37,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::object_store::ObjectMeta;
 use datafusion::object_store::path::Path;
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -238,7 +239,7 @@ pub async fn scan(
         CachedParquetFileReaderFactory::new(store, cache),
     )));
     let series = SeriesFilter::from_filters(filters);
-    let mut by_runs: Vec<PartitionedFile> = vec![];
+    let mut by_runs: Vec<(&PartitionedFile, RowSelection)> = vec![];
     let mut by_stats: Vec<PartitionedFile> = vec![];
     let mut inline_left = BUILD_INLINE_BYTES;
     for (f, _) in list.files.iter().zip(keep).filter(|(_, k)| *k) {
@@ -259,9 +260,7 @@ pub async fn scan(
             None => None,
         };
         match selection {
-            Some(Some(rows)) => {
-                by_runs.push(f.clone().with_extension(ParquetRowSelection::new(rows)))
-            }
+            Some(Some(rows)) => by_runs.push((f, rows)),
             Some(None) => {}
             None => by_stats.push(f.clone()),
         }
@@ -271,9 +270,9 @@ pub async fn scan(
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(readers.clone())
     };
-    let exec = |files: Vec<PartitionedFile>, source: ParquetSource| {
+    let exec = |groups: Vec<FileGroup>, source: ParquetSource| {
         let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
-            .with_file_groups(vec![FileGroup::new(files)])
+            .with_file_groups(groups)
             .with_projection_indices(Some(projection.clone()))?
             .with_limit(limit)
             .build();
@@ -283,14 +282,15 @@ pub async fn scan(
     };
     let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
     if !by_runs.is_empty() {
-        plans.push(exec(by_runs, source())?);
+        let groups = spread(by_runs, state.config().target_partitions());
+        plans.push(exec(groups, source())?);
     }
     if !by_stats.is_empty() {
         let source = match physical(filters.to_vec())? {
             Some(p) => source().with_predicate(p),
             None => source(),
         };
-        plans.push(exec(by_stats, source)?);
+        plans.push(exec(vec![FileGroup::new(by_stats)], source)?);
     }
     match plans.len() {
         0 => {
@@ -300,6 +300,47 @@ pub async fn scan(
         1 => Ok(plans.remove(0)),
         _ => UnionExec::try_new(plans),
     }
+}
+
+/// Fewest selected rows worth a partition of their own in [`spread`].
+const MIN_PARTITION_ROWS: usize = 4096;
+
+/// The files read by row selection, as up to `partitions` file groups (DataFusion scans
+/// each group on its own thread) of about equal numbers of selected rows, in file and row
+/// order: a file whose selection overflows a group's share is split
+/// ([`crate::runs::split_selection`]) and goes on in the next group. DataFusion's own
+/// split of files by byte range works on whole row groups, so one file's selection would
+/// otherwise be read on one thread.
+fn spread(files: Vec<(&PartitionedFile, RowSelection)>, partitions: usize) -> Vec<FileGroup> {
+    let total: usize = files.iter().map(|(_, s)| s.row_count()).sum();
+    let n = partitions.clamp(1, (total / MIN_PARTITION_ROWS).max(1));
+    let share = total.div_ceil(n);
+    let file = |f: &PartitionedFile, s: RowSelection| {
+        f.clone().with_extension(ParquetRowSelection::new(s))
+    };
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]];
+    let mut room = share;
+    for (f, mut sel) in files {
+        loop {
+            if room == 0 && groups.len() < n {
+                groups.push(vec![]);
+                room = share;
+            }
+            let rows = sel.row_count();
+            let full = groups.len() == n;
+            let last = groups.last_mut().expect("one group at least");
+            if rows <= room || full {
+                last.push(file(f, sel));
+                room = room.saturating_sub(rows);
+                break;
+            }
+            let (head, tail) = crate::runs::split_selection(&sel, room);
+            last.push(file(f, head));
+            room = 0;
+            sel = tail;
+        }
+    }
+    groups.into_iter().map(FileGroup::new).collect()
 }
 
 /// Whether every column `projection` (indexes of `schema`) and `filters` name is stored

@@ -32,7 +32,7 @@ use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -170,6 +170,35 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Splits `sel`, a selection over all of a file's rows, into two selections over all its
+/// rows: the first selects the first `rows` rows `sel` selects, the second the others
+/// (so two scans of the file, one with each, read each selected row once).
+pub fn split_selection(sel: &RowSelection, rows: usize) -> (RowSelection, RowSelection) {
+    let total: usize = sel.iter().map(|s| s.row_count).sum();
+    let (mut head, mut tail) = (vec![], vec![]);
+    // `left`: selected rows still to give the first part; `covered`: file rows it spans.
+    let (mut left, mut covered) = (rows, 0);
+    for s in sel.iter() {
+        if left == 0 {
+            tail.push(*s);
+        } else if s.skip || s.row_count <= left {
+            head.push(*s);
+            covered += s.row_count;
+            if !s.skip {
+                left -= s.row_count;
+            }
+        } else {
+            head.push(RowSelector::select(left));
+            tail.push(RowSelector::select(s.row_count - left));
+            covered += left;
+            left = 0;
+        }
+    }
+    head.push(RowSelector::skip(total - covered));
+    tail.insert(0, RowSelector::skip(covered));
+    (head.into(), tail.into())
 }
 
 impl SeriesRuns {
@@ -559,6 +588,25 @@ mod tests {
             row += s.row_count;
         }
         out
+    }
+
+    #[test]
+    fn a_split_selection_reads_each_selected_row_once() {
+        // 100 rows; rows 10..20, 30..60 and 90..95 selected (45 rows).
+        let sel = RowSelection::from_consecutive_ranges([10..20, 30..60, 90..95].into_iter(), 100);
+        // The first 25 selected rows are 10..20 and 30..45.
+        let (a, b) = split_selection(&sel, 25);
+        assert_eq!(selected(&a), vec![10..20, 30..45]);
+        assert_eq!(selected(&b), vec![45..60, 90..95]);
+        // Each part still spans the whole file: DataFusion rejects a selection whose
+        // length is not the file's row count.
+        for s in [&a, &b] {
+            assert_eq!(s.iter().map(|x| x.row_count).sum::<usize>(), 100);
+        }
+        // A split at the end of a selected range.
+        let (a, b) = split_selection(&sel, 10);
+        assert_eq!(selected(&a), vec![10..20]);
+        assert_eq!(selected(&b), vec![30..60, 90..95]);
     }
 
     /// Two 2-hour windows of three series, 4 samples each (as compaction sorts them).
