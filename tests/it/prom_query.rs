@@ -283,6 +283,43 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
 /// A selector of one series reads that series' rows of a persisted file and no other
 /// series' rows: the file's series runs give the reader an exact row selection (page
 /// statistics alone would decode the whole page, all three series here).
+/// A scan that selects many rows of one file reads them on two threads (the file's row
+/// selection split in two, each part read by its own partition), and each row once.
+#[tokio::test]
+async fn a_large_selection_of_one_file_is_split_and_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    // 10,000 samples at 1 s, values 0..=9999, ending within the last minute.
+    let t0 = (now_ms() - 10_060_000) / 1000 * 1000;
+    let samples: Vec<(i64, f64)> = (0..10_000).map(|i| (t0 + i * 1000, i as f64)).collect();
+    let body = request(&[(&[("__name__", "split_x"), ("job", "a")][..], &samples[..])]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let addr = srv.http_addr;
+    let time = format!("{}", (t0 + 9_999_000) as f64 / 1000.0);
+    let at = |path: &str, q: &str| format!("/api/v1/{path}?{}&time={time}", enc(q));
+    // Over 3 h, every sample: 10,000 of them, summing to 9999 * 10000 / 2.
+    for (q, want) in [
+        ("count_over_time(split_x[3h])", "10000"),
+        ("sum_over_time(split_x[3h])", "49995000"),
+    ] {
+        let (s, v) = get(addr, &at("query", q)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["data"]["result"][0]["value"][1], want, "{q}: {v}");
+    }
+    let explain = at("query_explain", "count_over_time(split_x[3h])") + "&analyze=true";
+    let (s, v) = get(addr, &explain).await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["data"].as_str().unwrap();
+    let scan = text
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(scan.contains("file_groups={2 groups"), "{scan}");
+    assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn selectors_read_only_the_rows_of_their_series() {
     let dir = tempfile::tempdir().unwrap();
