@@ -185,7 +185,7 @@ impl PruningStatistics for FileList {
 /// read by row selection instead: only the runs of those series (or of all series of those
 /// metrics) that overlap the filters' time range, without statistics evaluation; files
 /// with no such run are skipped; those files are spread over the session's target
-/// partitions by selected rows ([`spread`]). The plan is then a union of that scan
+/// partitions by selected rows (`spread`). The plan is then a union of that scan
 /// and the statistics-pruned scan of the other files.
 ///
 /// # Errors
