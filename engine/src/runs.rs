@@ -176,7 +176,7 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 /// rows: the first selects the first `rows` rows `sel` selects, the second the others
 /// (so two scans of the file, one with each, read each selected row once).
 pub fn split_selection(sel: &RowSelection, rows: usize) -> (RowSelection, RowSelection) {
-    let total: usize = sel.iter().map(|s| s.row_count).sum();
+    let total = sel.row_count() + sel.skipped_row_count();
     let (mut head, mut tail) = (vec![], vec![]);
     // `left`: selected rows still to give the first part; `covered`: file rows it spans.
     let (mut left, mut covered) = (rows, 0);

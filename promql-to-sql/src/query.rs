@@ -461,6 +461,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_skipped_optimizer_rule_is_one_of_datafusions() {
+        // A rule renamed in a DataFusion upgrade would silently stay in PromQL's plans.
+        let ctx = SessionContext::new();
+        let names: Vec<String> = ctx
+            .state()
+            .optimizers()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        for rule in SKIPPED_RULES {
+            assert!(names.iter().any(|n| n == rule), "{rule} not in {names:?}");
+        }
+        let prom = prom_session(&ctx);
+        let left = prom.state().optimizers().len();
+        assert_eq!(left, names.len() - SKIPPED_RULES.len());
+    }
+
+    #[test]
     fn a_kept_parse_is_the_parse_and_errors_are_not_kept() {
         let q = r#"sum by (job) (rate(http_requests_total{code=~"5.."}[5m]))"#;
         let first = parse(q).unwrap();
