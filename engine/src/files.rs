@@ -18,8 +18,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, ScalarValue, ToDFSchema};
@@ -58,6 +58,125 @@ pub struct FileList {
     mins: HashMap<String, ArrayRef>,
     maxs: HashMap<String, ArrayRef>,
     nulls: HashMap<String, ArrayRef>,
+    /// Each file's `timestamp` and `metric_name` ranges, from the same statistics.
+    bounds: Vec<FileBounds>,
+}
+
+/// One file's smallest and largest `timestamp` (µs since the epoch, UTC) and
+/// `metric_name`, each `None` where the statistics lack it.
+#[derive(Debug, Default)]
+struct FileBounds {
+    ts: (Option<i64>, Option<i64>),
+    names: (Option<String>, Option<String>),
+}
+
+/// A statistics column's values as µs (a timestamp column), one per file.
+fn stat_us(a: Option<&ArrayRef>, files: usize) -> Vec<Option<i64>> {
+    match a.and_then(|a| a.as_primitive_opt::<TimestampMicrosecondType>()) {
+        Some(ts) => (0..files)
+            .map(|i| (i < ts.len() && ts.is_valid(i)).then(|| ts.value(i)))
+            .collect(),
+        None => vec![None; files],
+    }
+}
+
+/// A statistics column's values as strings, one per file.
+fn stat_str(a: Option<&ArrayRef>, files: usize) -> Vec<Option<String>> {
+    let cast = a.and_then(|a| datafusion::arrow::compute::cast(a, &DataType::Utf8).ok());
+    match cast.as_ref().and_then(|a| a.as_string_opt::<i32>()) {
+        Some(s) => (0..files)
+            .map(|i| (i < s.len() && s.is_valid(i)).then(|| s.value(i).to_string()))
+            .collect(),
+        None => vec![None; files],
+    }
+}
+
+/// The filters of a PromQL selector's scan, when they are all of that kind: metric names
+/// pinned (`metric_name = 'x'` or `IN (...)`, at most one such filter), series ids pinned
+/// (not used to skip files: the runs pick series), and `timestamp` compared with
+/// microsecond literals.
+#[derive(Debug, Default)]
+struct SelectorFilters {
+    /// Sorted.
+    names: Option<Vec<String>>,
+    from_us: Option<i64>,
+    to_us: Option<i64>,
+}
+
+impl SelectorFilters {
+    fn from_filters(filters: &[Expr]) -> Option<SelectorFilters> {
+        use datafusion::logical_expr::{BinaryExpr, Operator};
+        let named = |e: &Expr, n: &str| matches!(e, Expr::Column(c) if c.name == n);
+        let name_lit = |e: &Expr| match e {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+                _,
+            ) => Some(s.clone()),
+            _ => None,
+        };
+        let id_lit = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Int64(Some(_)), _));
+        let mut out = SelectorFilters::default();
+        for f in filters {
+            match f {
+                Expr::InList(l) if !l.negated && named(&l.expr, "metric_name") => {
+                    let names: Option<Vec<String>> = l.list.iter().map(name_lit).collect();
+                    if out.names.replace(names?).is_some() {
+                        return None;
+                    }
+                }
+                Expr::InList(l)
+                    if !l.negated && named(&l.expr, "series_id") && l.list.iter().all(id_lit) => {}
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => match (op, right.as_ref()) {
+                    (Operator::Eq, r) if named(left, "metric_name") => {
+                        if out.names.replace(vec![name_lit(r)?]).is_some() {
+                            return None;
+                        }
+                    }
+                    (Operator::Eq, r) if named(left, "series_id") && id_lit(r) => {}
+                    (op, Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _))
+                        if named(left, "timestamp") =>
+                    {
+                        let v = *v;
+                        match op {
+                            Operator::Gt => out.from_us = out.from_us.max(v.checked_add(1)),
+                            Operator::GtEq => out.from_us = out.from_us.max(Some(v)),
+                            Operator::Lt => {
+                                out.to_us = Some(out.to_us.unwrap_or(i64::MAX).min(v - 1))
+                            }
+                            Operator::LtEq => {
+                                out.to_us = Some(out.to_us.unwrap_or(i64::MAX).min(v))
+                            }
+                            _ => return None,
+                        }
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        if let Some(n) = out.names.as_mut() {
+            n.sort_unstable();
+        }
+        Some(out)
+    }
+
+    /// Whether a file with bounds `b` may hold rows these filters match.
+    fn may_match(&self, b: &FileBounds) -> bool {
+        let in_time = self
+            .from_us
+            .is_none_or(|f| b.ts.1.is_none_or(|max| max >= f))
+            && self.to_us.is_none_or(|t| b.ts.0.is_none_or(|min| min <= t));
+        let named = match (&self.names, &b.names) {
+            (Some(names), (Some(min), Some(max))) => {
+                let first = names.partition_point(|n| n < min);
+                names.get(first).is_some_and(|n| n <= max)
+            }
+            _ => true,
+        };
+        in_time && named
+    }
 }
 
 /// Delta's JSON statistics keep timestamps to the millisecond: a maximum is rounded up to
@@ -119,12 +238,30 @@ impl FileList {
                 })
                 .collect()
         };
+        let mins = per_column(&|c| stats.min_values(c));
+        let maxs = per_column(&|c| stats.max_values(c).map(round_up_ms));
+        let n = files.len();
+        let (ts_min, ts_max) = (
+            stat_us(mins.get("timestamp"), n),
+            stat_us(maxs.get("timestamp"), n),
+        );
+        let (name_min, name_max) = (
+            stat_str(mins.get("metric_name"), n),
+            stat_str(maxs.get("metric_name"), n),
+        );
+        let bounds = ts_min
+            .into_iter()
+            .zip(ts_max)
+            .zip(name_min.into_iter().zip(name_max))
+            .map(|(ts, names)| FileBounds { ts, names })
+            .collect();
         Ok(Some(FileList {
             files,
             rows: stats.row_counts(),
-            mins: per_column(&|c| stats.min_values(c)),
-            maxs: per_column(&|c| stats.max_values(c).map(round_up_ms)),
+            mins,
+            maxs,
             nulls: per_column(&|c| stats.null_counts(c)),
+            bounds,
         }))
     }
 
@@ -221,19 +358,31 @@ pub async fn scan(
     // Files: kept unless their statistics rule out the filters other than the series ids
     // (a long `IN` list costs more to rewrite and evaluate than it prunes here: the runs
     // below pick series, and the statistics scan prunes row groups and pages by them).
-    let file_filters = filters
-        .iter()
-        .filter(|f| !f.column_refs().iter().any(|c| c.name == "series_id"))
-        .cloned()
-        .collect();
-    let keep = match physical(file_filters)? {
-        Some(p) => PruningPredicateBuilder::new()
-            .with_file_schema(file_schema.clone())
-            .with_max_in_list_size(state.table_options().parquet.global.max_in_list_size)
-            .build(p)
-            .and_then(|pp| pp.prune(list).ok())
-            .unwrap_or_else(|| vec![true; list.len()]),
-        None => vec![true; list.len()],
+    // A PromQL selector's filters are checked against each file's bounds directly: the
+    // same decisions as a `PruningPredicate`, without building and evaluating one (4% of
+    // a one-series query's CPU in a `perf` profile).
+    let keep = match SelectorFilters::from_filters(filters) {
+        Some(q) => list.bounds.iter().map(|b| q.may_match(b)).collect(),
+        None => {
+            // Files: kept unless their statistics rule out the filters other than the
+            // series ids (a long `IN` list costs more to rewrite and evaluate than it
+            // prunes here: the runs below pick series, and the statistics scan prunes row
+            // groups and pages by them).
+            let file_filters = filters
+                .iter()
+                .filter(|f| !f.column_refs().iter().any(|c| c.name == "series_id"))
+                .cloned()
+                .collect();
+            match physical(file_filters)? {
+                Some(p) => PruningPredicateBuilder::new()
+                    .with_file_schema(file_schema.clone())
+                    .with_max_in_list_size(state.table_options().parquet.global.max_in_list_size)
+                    .build(p)
+                    .and_then(|pp| pp.prune(list).ok())
+                    .unwrap_or_else(|| vec![true; list.len()]),
+                None => vec![true; list.len()],
+            }
+        }
     };
     let cache = runtime.cache_manager.get_file_metadata_cache();
     let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
@@ -358,4 +507,49 @@ pub fn reads_only(
         && filters
             .iter()
             .all(|f| f.column_refs().iter().all(|c| in_files(&c.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn us(v: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    fn file(ts: (i64, i64), names: (&str, &str)) -> FileBounds {
+        FileBounds {
+            ts: (Some(ts.0), Some(ts.1)),
+            names: (Some(names.0.into()), Some(names.1.into())),
+        }
+    }
+
+    #[test]
+    fn a_selectors_filters_skip_files_outside_its_names_and_times() {
+        // Metrics b and d, two series, timestamps in (100, 200] µs.
+        let filters = [
+            col("metric_name").in_list(vec![lit("d"), lit("b")], false),
+            col("series_id").in_list(vec![lit(1i64), lit(2i64)], false),
+            col("timestamp").gt(us(100)),
+            col("timestamp").lt_eq(us(200)),
+        ];
+        let q = SelectorFilters::from_filters(&filters).expect("a selector's filters");
+        assert!(q.may_match(&file((150, 300), ("a", "b"))));
+        assert!(q.may_match(&file((0, 101), ("b", "b"))));
+        assert!(q.may_match(&file((200, 300), ("c", "z"))));
+        // Before, after, and between the names.
+        assert!(!q.may_match(&file((0, 100), ("b", "b"))));
+        assert!(!q.may_match(&file((201, 300), ("b", "b"))));
+        assert!(!q.may_match(&file((150, 160), ("c", "c"))));
+        assert!(!q.may_match(&file((150, 160), ("e", "z"))));
+        // No statistics: kept.
+        assert!(q.may_match(&FileBounds::default()));
+        // Any other filter: DataFusion's pruning decides.
+        let other = [col("metric_name").eq(lit("b")), col("value").gt(lit(1.0))];
+        assert!(SelectorFilters::from_filters(&other).is_none());
+    }
 }

@@ -26,7 +26,7 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit, when,
 };
-use datafusion::prelude::{DataFrame, Expr, SessionContext};
+use datafusion::prelude::{Expr, SessionContext};
 use futures::future::BoxFuture;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
@@ -72,7 +72,15 @@ pub struct Planner {
     pub query: String,
     /// Annotations found.
     pub notes: crate::Notes,
+    /// Samples the plan's selectors read, estimated as each selector's series times its
+    /// time range (ms) over [`ASSUMED_INTERVAL_MS`], plus one per series (decides whether
+    /// the plan runs in one partition: `crate::query::session_for`).
+    pub est_rows: std::sync::atomic::AtomicUsize,
 }
+
+/// The sample interval, ms, [`Planner::est_rows`] assumes: Prometheus's default scrape
+/// interval is 1 minute, and most setups scrape every 10 to 60 s.
+pub const ASSUMED_INTERVAL_MS: i64 = 10_000;
 
 fn bad(msg: impl Into<String>) -> PromqlError {
     PromqlError::BadData(msg.into())
@@ -246,6 +254,13 @@ impl Planner {
         if series.is_empty() {
             return Ok(None);
         }
+        let per_series = usize::try_from((to - from).max(0) / ASSUMED_INTERVAL_MS)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        self.est_rows.fetch_add(
+            series.len().saturating_mul(per_series),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
         names.sort_unstable();
         names.dedup();
@@ -269,18 +284,39 @@ impl Planner {
                 col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
             );
         }
-        let samples = self
-            .samples_table(exact)
-            .await?
-            .filter(filter)?
-            .select(vec![
+        // The scan, with its filters and columns, as the optimizer would push them down
+        // (PromQL plans are not optimized further: see `crate::query::prom_session`). The
+        // exact `samples` table may return rows its filters do not match: they are
+        // filtered again above it.
+        let provider = self.samples_provider(exact).await?;
+        let schema = provider.schema();
+        let mut read = vec!["series_id", "timestamp", "value"];
+        if exact {
+            read.push("metric_name");
+        }
+        let projection = read
+            .iter()
+            .map(|c| schema.index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let filters = datafusion::logical_expr::utils::split_conjunction_owned(filter.clone());
+        let mut scan = LogicalPlanBuilder::scan_with_filters(
+            "samples",
+            datafusion::datasource::provider_as_source(provider),
+            Some(projection),
+            filters,
+        )?;
+        if exact {
+            scan = scan.filter(filter)?;
+        }
+        let samples = scan
+            .project(vec![
                 col("series_id"),
                 // Microseconds, reinterpreted without a copy; the operators divide by
                 // 1000 only the rows they keep.
                 cast(col("timestamp"), DataType::Int64).alias("ts_us"),
                 col("value"),
             ])?
-            .into_unoptimized_plan();
+            .build()?;
         let labels = series
             .iter()
             .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
@@ -290,9 +326,12 @@ impl Planner {
 
     /// The `samples` table: exact, or pruning only
     /// ([`strata_engine::tables::PruningSamples`]).
-    async fn samples_table(&self, exact: bool) -> Result<DataFrame> {
+    async fn samples_provider(
+        &self,
+        exact: bool,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
         if exact {
-            return Ok(self.ctx.table("samples").await?);
+            return Ok(self.ctx.table_provider("samples").await?);
         }
         let pruning = self
             .ctx
@@ -305,7 +344,7 @@ impl Planner {
                     "the session has no PruningSamples".into(),
                 )
             })?;
-        Ok(self.ctx.read_table(pruning.0.clone())?)
+        Ok(pruning.0.clone())
     }
 
     fn node(op: PromOp, input: LogicalPlan) -> Result<LogicalPlan> {

@@ -16,9 +16,46 @@ use crate::plan::{Planned, Planner};
 use crate::value::{InstantSample, QueryValue, RangeSeries};
 use crate::{PromqlError, QueryOptions, QueryResult, Result};
 
-/// Marks a session built by [`prom_session`] (a config extension).
-#[derive(Debug)]
-struct PromPlanner;
+/// Marks a session built by [`prom_session`] (a config extension), and holds its
+/// one-partition twin.
+struct PromPlanner {
+    /// The same session with one target partition (`None` in that twin itself).
+    one_partition: Option<SessionContext>,
+}
+
+impl std::fmt::Debug for PromPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromPlanner")
+            .field("one_partition", &self.one_partition.is_some())
+            .finish()
+    }
+}
+
+/// Estimated rows (see [`Planner::est_rows`]; the output steps are added) up to which a
+/// PromQL plan runs in one partition. On the bench's data (2 cores, `benches/README.md`)
+/// one partition answered 1 series over 1 h (about 370 rows) 0.3 ms (18%) faster, and 8
+/// series over 12 h (35,000 rows) as fast as two: below that size, DataFusion's
+/// repartitioning, two-phase aggregation and thread hand-offs cost more than the second
+/// thread gives.
+pub const ONE_PARTITION_ROWS: usize = 16_384;
+
+/// The session to run a plan in: `ctx`'s one-partition twin when the plan is estimated
+/// to read at most [`ONE_PARTITION_ROWS`] rows, else `ctx`.
+fn session_for(ctx: &SessionContext, planner: &Planner, steps: usize) -> SessionContext {
+    let rows = planner
+        .est_rows
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_add(steps);
+    if rows > ONE_PARTITION_ROWS {
+        return ctx.clone();
+    }
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<PromPlanner>()
+        .and_then(|p| p.one_partition.clone())
+        .unwrap_or_else(|| ctx.clone())
+}
 
 /// The session for PromQL plans: `ctx`'s catalog, functions and configuration with a
 /// query planner that also knows PromQL's plan nodes (SQL plans as before). `ctx` itself
@@ -38,40 +75,66 @@ pub fn prom_session(ctx: &SessionContext) -> SessionContext {
         return ctx.clone();
     }
     let state = ctx.state();
-    let mut config = state.config().clone().with_extension(Arc::new(PromPlanner));
+    let mut config = state.config().clone();
     config.options_mut().optimizer.max_passes = 1;
-    let rules = state
+    let rules: Vec<_> = state
         .optimizers()
         .iter()
-        .filter(|r| !SKIPPED_RULES.contains(&r.name()))
+        .filter(|r| KEPT_RULES.contains(&r.name()))
         .cloned()
         .collect();
-    let state = SessionStateBuilder::new_from_existing(state)
-        .with_config(config)
-        .with_optimizer_rules(rules)
-        .with_query_planner(Arc::new(PromQueryPlanner))
-        .build();
-    SessionContext::new_with_state(state)
+    let physical: Vec<_> = state
+        .physical_optimizers()
+        .iter()
+        .filter(|r| !SKIPPED_PHYSICAL_RULES.contains(&r.name()))
+        .cloned()
+        .collect();
+    let build = |config: datafusion::prelude::SessionConfig| {
+        SessionContext::new_with_state(
+            SessionStateBuilder::new_from_existing(state.clone())
+                .with_config(config)
+                .with_optimizer_rules(rules.clone())
+                .with_physical_optimizer_rules(physical.clone())
+                .with_query_planner(Arc::new(PromQueryPlanner))
+                .build(),
+        )
+    };
+    let mut one = config.clone().with_extension(Arc::new(PromPlanner {
+        one_partition: None,
+    }));
+    one.options_mut().execution.target_partitions = 1;
+    let one_partition = Some(build(one));
+    build(config.with_extension(Arc::new(PromPlanner { one_partition })))
 }
 
-/// DataFusion's logical optimizer rules that PromQL plans give nothing to do: the planner
-/// ([`crate::plan`]) writes no subqueries, limits, cross or outer joins, or distinct
-/// aggregates. PromQL plans also get one optimizer pass, not DataFusion's default 3: the
-/// filters and projections the planner writes reach the scans in one (the logical
-/// optimizer was 12% of a small query's CPU in a `perf` profile).
-const SKIPPED_RULES: &[&str] = &[
-    "rewrite_set_comparison",
-    "decorrelate_predicate_subquery",
-    "scalar_subquery_to_join",
-    "decorrelate_lateral_join",
-    "eliminate_cross_join",
-    "eliminate_limit",
-    "eliminate_outer_join",
-    "push_down_limit",
-    "single_distinct_aggregation_to_group_by",
-    "unions_to_filter",
-    "extract_leaf_expressions",
-    "push_down_leaf_projections",
+/// The only logical optimizer rules PromQL sessions run, in one pass (DataFusion runs
+/// about 25, up to 3 passes, and they were 12% of a one-series query's CPU in a `perf`
+/// profile). The planner ([`crate::plan`]) already writes each scan with its filters and
+/// columns and no subqueries, limits, cross or outer joins, or unions; what is left is
+/// needed by other plans run in these sessions (the series lookups of
+/// [`crate::selector`]): turning `DISTINCT` into an aggregate, which the physical planner
+/// requires, join keys out of join filters, and filters and projections pushed into scans.
+const KEPT_RULES: &[&str] = &[
+    "replace_distinct_aggregate",
+    "extract_equijoin_predicate",
+    "push_down_filter",
+    "optimize_projections",
+];
+
+/// DataFusion's physical optimizer rules that PromQL plans give nothing to do: they have
+/// no limits, windows, sorts to push into scans, or `COUNT(*)` that statistics answer.
+/// `SanityCheckPlan` only checks a plan that the rules kept above already satisfy. (The
+/// physical optimizer was 10% of a small query's CPU in a `perf` profile.)
+const SKIPPED_PHYSICAL_RULES: &[&str] = &[
+    "aggregate_statistics",
+    "LimitedDistinctAggregation",
+    "WindowTopN",
+    "LimitAggregation",
+    "LimitPushPastWindows",
+    "LimitPushdown",
+    "TopKRepartition",
+    "PushdownSort",
+    "SanityCheckPlan",
 ];
 
 /// How many parsed queries [`parse`] keeps.
@@ -179,6 +242,7 @@ fn planner(
         step,
         query: query.to_string(),
         notes: Default::default(),
+        est_rows: Default::default(),
     }
 }
 
@@ -310,7 +374,9 @@ pub async fn instant_query(
         end: t_ms,
         step: 1,
     };
-    let value = match planner.plan(&expr, steps).await? {
+    let planned = planner.plan(&expr, steps).await?;
+    let ctx = session_for(&ctx, &planner, 1);
+    let value = match planned {
         Planned::Const(v) => QueryValue::Scalar { t_ms, v },
         Planned::Str(s) => QueryValue::String { t_ms, s },
         Planned::Scalar(p) => {
@@ -383,7 +449,10 @@ pub async fn range_query(
         end: end_ms,
         step: step_ms,
     };
-    let series = match planner.plan(&expr, steps).await? {
+    let planned = planner.plan(&expr, steps).await?;
+    let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
+    let ctx = session_for(&ctx, &planner, points.saturating_add(1));
+    let series = match planned {
         Planned::Const(v) => vec![RangeSeries {
             labels: vec![],
             points: steps.iter().map(|t| (t, v)).collect(),
@@ -440,6 +509,8 @@ pub async fn explain(
         Planned::Str(s) => return Ok(format!("string {s:?}")),
     };
     let planning = started.elapsed();
+    let points = usize::try_from((end_ms - start_ms) / step_ms.max(1)).unwrap_or(usize::MAX);
+    let ctx = session_for(&ctx, &planner, points.saturating_add(1));
     let df = ctx
         .execute_logical_plan(plan)
         .await?
@@ -461,7 +532,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_skipped_optimizer_rule_is_one_of_datafusions() {
+    fn every_kept_or_skipped_optimizer_rule_is_one_of_datafusions() {
         // A rule renamed in a DataFusion upgrade would silently stay in PromQL's plans.
         let ctx = SessionContext::new();
         let names: Vec<String> = ctx
@@ -470,12 +541,24 @@ mod tests {
             .iter()
             .map(|r| r.name().to_string())
             .collect();
-        for rule in SKIPPED_RULES {
-            assert!(names.iter().any(|n| n == rule), "{rule} not in {names:?}");
-        }
         let prom = prom_session(&ctx);
-        let left = prom.state().optimizers().len();
-        assert_eq!(left, names.len() - SKIPPED_RULES.len());
+        let state = prom.state();
+        let kept: Vec<&str> = state.optimizers().iter().map(|r| r.name()).collect();
+        assert_eq!(kept, KEPT_RULES, "DataFusion's rules: {names:?}");
+        let physical: Vec<String> = ctx
+            .state()
+            .physical_optimizers()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        for rule in SKIPPED_PHYSICAL_RULES {
+            assert!(
+                physical.iter().any(|n| n == rule),
+                "{rule} not in {physical:?}"
+            );
+        }
+        let left = prom.state().physical_optimizers().len();
+        assert_eq!(left, physical.len() - SKIPPED_PHYSICAL_RULES.len());
     }
 
     #[test]

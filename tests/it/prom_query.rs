@@ -284,7 +284,8 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
 /// series' rows: the file's series runs give the reader an exact row selection (page
 /// statistics alone would decode the whole page, all three series here).
 /// A scan that selects many rows of one file reads them on two threads (the file's row
-/// selection split in two, each part read by its own partition), and each row once.
+/// selection split in two, each part read by its own partition), and each row once; a
+/// plan estimated small runs in one partition.
 #[tokio::test]
 async fn a_large_selection_of_one_file_is_split_and_read_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,25 +299,44 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
     let addr = srv.http_addr;
     let time = format!("{}", (t0 + 9_999_000) as f64 / 1000.0);
     let at = |path: &str, q: &str| format!("/api/v1/{path}?{}&time={time}", enc(q));
-    // Over 3 h, every sample: 10,000 of them, summing to 9999 * 10000 / 2.
+    // Over 3 h (and 2 d), every sample: 10,000 of them, summing to 9999 * 10000 / 2.
     for (q, want) in [
         ("count_over_time(split_x[3h])", "10000"),
         ("sum_over_time(split_x[3h])", "49995000"),
+        ("count_over_time(split_x[2d])", "10000"),
+        ("sum_over_time(split_x[2d])", "49995000"),
     ] {
         let (s, v) = get(addr, &at("query", q)).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["data"]["result"][0]["value"][1], want, "{q}: {v}");
     }
-    let explain = at("query_explain", "count_over_time(split_x[3h])") + "&analyze=true";
-    let (s, v) = get(addr, &explain).await;
-    assert_eq!(s, 200, "{v}");
-    let text = v["data"].as_str().unwrap();
-    let scan = text
-        .lines()
-        .find(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
-        .unwrap_or_else(|| panic!("{text}"));
+    let explain = |q: &str| {
+        let url = at("query_explain", q) + "&analyze=true";
+        async move {
+            let (s, v) = get(addr, &url).await;
+            assert_eq!(s, 200, "{v}");
+            v["data"].as_str().unwrap().to_string()
+        }
+    };
+    let scan_of = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    // 2 d is estimated at 17,281 samples (one per 10 s), over `ONE_PARTITION_ROWS`: the
+    // file's selection is read as two groups, each row once.
+    let text = explain("count_over_time(split_x[2d])").await;
+    let scan = scan_of(&text);
     assert!(scan.contains("file_groups={2 groups"), "{scan}");
     assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
+    // 3 h is estimated at 1,081: one partition, nothing repartitioned or merged.
+    let text = explain("count_over_time(split_x[3h])").await;
+    let scan = scan_of(&text);
+    assert!(scan.contains("file_groups={1 group"), "{scan}");
+    assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
+    assert!(!text.contains("RepartitionExec"), "{text}");
+    assert!(!text.contains("CoalescePartitionsExec"), "{text}");
     srv.shutdown().await;
 }
 
