@@ -604,6 +604,8 @@ struct Out {
     rows: usize,
     done: Vec<RecordBatch>,
     schema: SchemaRef,
+    /// Rows and label bytes still expected after the current batch's builders.
+    hint: (usize, usize),
 }
 
 const BATCH_ROWS: usize = 1 << 16;
@@ -617,7 +619,30 @@ impl Out {
             rows: 0,
             done: vec![],
             schema: schema.clone(),
+            hint: (0, 0),
         }
+    }
+    /// An output expected to get about `rows` rows of `label_bytes` label bytes in all:
+    /// each batch's builders are made that large at once (up to a batch), so that they do
+    /// not grow (and copy their data) as rows are pushed.
+    fn with_hint(schema: &SchemaRef, rows: usize, label_bytes: usize) -> Self {
+        let mut out = Out::new(schema);
+        out.hint = (rows, label_bytes);
+        out.size_builders();
+        out
+    }
+    fn size_builders(&mut self) {
+        let (rows, bytes) = self.hint;
+        if rows == 0 {
+            return;
+        }
+        let batch = rows.min(BATCH_ROWS);
+        // At most 8 MiB of labels at once: a sparse series' steps may come out empty.
+        let batch_bytes = (bytes / rows).saturating_mul(batch).min(8 << 20);
+        self.labels = BinaryBuilder::with_capacity(batch, batch_bytes);
+        self.ts = Int64Builder::with_capacity(batch);
+        self.value = Float64Builder::with_capacity(batch);
+        self.hint = (rows - batch, bytes.saturating_sub(batch_bytes));
     }
     fn push(&mut self, l: &[u8], t: i64, v: f64) -> Result<()> {
         self.labels.append_value(l);
@@ -639,6 +664,7 @@ impl Out {
             ],
         )?);
         self.rows = 0;
+        self.size_builders();
         Ok(())
     }
     fn finish(mut self) -> Result<Vec<RecordBatch>> {
@@ -770,6 +796,13 @@ fn run_series(
             ..
         } => {
             let mut points: SeriesRows = vec![];
+            let per_series = steps.iter().count();
+            let label_bytes: usize = range.clone().map(|k| g.series[k].0.len()).sum();
+            out = Out::with_hint(
+                schema,
+                range.len().saturating_mul(per_series),
+                label_bytes.saturating_mul(per_series),
+            );
             for k in range {
                 g.fill(k, &mut buf, &mut order);
                 let l = g.series[k].0;

@@ -297,7 +297,13 @@ impl ScalarUDFImpl for LabelUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Each argument as an array of the batch's rows: `values_to_arrays` makes arrays
+        // of one row when every argument is a scalar (a literal label set, say).
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<Result<Vec<_>>>()?;
         let Some(labels) = arrays[0].as_binary_opt::<i32>() else {
             return exec_err!(
                 "prom_labels expects Binary labels, got {}",
@@ -347,6 +353,34 @@ mod tests {
             .collect();
         v.sort();
         encode(&v)
+    }
+
+    #[test]
+    fn a_literal_label_set_is_rewritten_once_per_row() {
+        // All arguments scalar, over a batch of 3 rows (a literal label column after
+        // projection push-down): 3 rewritten sets, not one.
+        use datafusion::arrow::datatypes::Field;
+        let set = ls(&[("__name__", "up"), ("job", "a")]);
+        let udf = LabelUdf::new(LabelOp::Drop(vec![NAME.into()]));
+        let field = Arc::new(Field::new("labels", DataType::Binary, true));
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::Binary(Some(set)),
+                )],
+                arg_fields: vec![field.clone()],
+                number_rows: 3,
+                return_field: field,
+                config_options: Default::default(),
+            })
+            .unwrap()
+            .to_array(3)
+            .unwrap();
+        let out = out.as_binary::<i32>();
+        assert_eq!(out.len(), 3);
+        for i in 0..3 {
+            assert_eq!(decode(out.value(i)), vec![("job".into(), "a".into())]);
+        }
     }
 
     fn run(op: LabelOp, b: &[u8], other: Option<&[u8]>) -> LabelSet {

@@ -853,6 +853,15 @@ impl Planner {
             _ => None,
         };
         let group = |f: Expr, v: LogicalPlan, key: LabelOp| -> Result<LogicalPlan> {
+            if matches!(&key, LabelOp::Keep(k) if k.is_empty()) {
+                // One group per step, all with the empty label set: grouping by the
+                // label column too would rewrite and hash every row's labels.
+                let empty = lit(ScalarValue::Binary(Some(crate::labels::encode(&[]))));
+                return Ok(LogicalPlanBuilder::from(v)
+                    .aggregate(vec![col("ts")], vec![f.alias("value")])?
+                    .project(vec![empty.alias("labels"), col("ts"), col("value")])?
+                    .build()?);
+            }
             Ok(LogicalPlanBuilder::from(v)
                 .aggregate(
                     vec![key.call(vec![col("labels")]).alias("labels"), col("ts")],

@@ -137,7 +137,13 @@ impl ScalarUDFImpl for ValueUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Each argument as an array of the batch's rows: `values_to_arrays` makes arrays
+        // of one row when every argument is a scalar (a literal label set, say).
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<Result<Vec<_>>>()?;
         let mut out = Float64Builder::with_capacity(n);
         let f64s = |i: usize| -> Result<&Float64Array> {
             match arrays
