@@ -259,51 +259,72 @@ pub fn promql_cases() -> Vec<QueryCase> {
     ]
 }
 
-/// Runs `q` against the Prometheus API at `base` (`http://host:port`) `warmup` times
-/// unmeasured, then `repeat` times,
-/// range ending at `end_s` (Unix seconds); returns the median latency in ms and the
-/// number of series in the answer.
+/// Runs `q` against the Prometheus API at each of `bases` (`http://host:port`),
+/// interleaved: `warmup` unmeasured rounds, then `repeat` measured ones, each round one
+/// request to every base in turn (so that a slow spell of the shared machine, such as
+/// another system's background compaction, falls on all of them alike). The range ends
+/// at `end_s` (Unix seconds). Returns, per base, the median latency in ms and the number
+/// of series in the answer, or the first error.
 ///
 /// # Errors
-/// A non-2xx answer or a transport error.
-pub async fn time_query(
-    base: &str,
+/// Per base: a non-2xx answer or a transport error.
+pub async fn time_queries(
+    bases: &[&str],
     q: &QueryCase,
     end_s: i64,
     repeat: usize,
     warmup: usize,
-) -> Result<(f64, usize), String> {
+) -> Vec<Result<(f64, usize), String>> {
     let client = reqwest::Client::new();
-    let mut times = vec![];
-    let mut series = 0;
-    for _ in 0..warmup + repeat.max(1) {
-        let params = [
-            ("query", q.query.clone()),
-            ("start", (end_s - q.range_s).to_string()),
-            ("end", end_s.to_string()),
-            ("step", q.step_s.to_string()),
-            ("timeout", "60s".to_string()),
-        ];
-        let t = Instant::now();
-        let r = client
-            .post(format!("{base}/api/v1/query_range"))
-            .form(&params)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
-        if !status.is_success() {
-            return Err(format!("{base}: {}: {status} {body}", q.name));
+    let params = [
+        ("query", q.query.clone()),
+        ("start", (end_s - q.range_s).to_string()),
+        ("end", end_s.to_string()),
+        ("step", q.step_s.to_string()),
+        ("timeout", "60s".to_string()),
+    ];
+    let mut out: Vec<Result<(Vec<f64>, usize), String>> =
+        bases.iter().map(|_| Ok((vec![], 0))).collect();
+    for round in 0..warmup + repeat.max(1) {
+        for (base, slot) in bases.iter().zip(out.iter_mut()) {
+            let Ok((times, series)) = slot else { continue };
+            let t = Instant::now();
+            let answer = async {
+                let r = client
+                    .post(format!("{base}/api/v1/query_range"))
+                    .form(&params)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                if !status.is_success() {
+                    return Err(format!("{base}: {}: {status} {body}", q.name));
+                }
+                Ok(body)
+            }
+            .await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            match answer {
+                Ok(body) => {
+                    *series = body["data"]["result"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(0);
+                    if round >= warmup {
+                        times.push(ms);
+                    }
+                }
+                Err(e) => *slot = Err(e),
+            }
         }
-        series = body["data"]["result"]
-            .as_array()
-            .map(|a| a.len())
-            .unwrap_or(0);
-        times.push(ms);
     }
-    let times = &mut times[warmup..];
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok((times[times.len() / 2], series))
+    out.into_iter()
+        .map(|r| {
+            r.map(|(mut times, series)| {
+                times.sort_by(|a, b| a.total_cmp(b));
+                (times[times.len() / 2], series)
+            })
+        })
+        .collect()
 }

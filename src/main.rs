@@ -81,7 +81,8 @@ enum Command {
         concurrency: usize,
     },
     /// PromQL bench: range queries over TSBS cpu data (loaded with bench-load) against each
-    /// Prometheus-API base URL in turn; prints each query's median latency and the ratio
+    /// Prometheus-API base URL, the targets taking turns request by request; prints each
+    /// query's median latency and the ratio
     /// to the first target (see benches/README.md; benches/promql.sh runs it against
     /// Strata, VictoriaMetrics and Prometheus).
     BenchPromql {
@@ -260,8 +261,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             for q in strata::bench::promql_cases() {
                 let mut first: Option<f64> = None;
                 let mut cells = vec![];
-                for (_, url) in &parsed {
-                    match strata::bench::time_query(url, &q, end, repeat, warmup).await {
+                let urls: Vec<&str> = parsed.iter().map(|(_, url)| *url).collect();
+                for timed in strata::bench::time_queries(&urls, &q, end, repeat, warmup).await {
+                    match timed {
                         Ok((ms, series)) => {
                             let ratio = first.map(|f| ms / f).unwrap_or(1.0);
                             first.get_or_insert(ms);

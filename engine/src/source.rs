@@ -1,6 +1,7 @@
 //! Where the engine's tables get their data: the running write path (head + Delta), or the
 //! Delta tables alone (reading a data directory without a server).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
@@ -12,9 +13,9 @@ pub use strata_ingest::head::HeadSamples;
 
 /// A consistent view of Strata's data for one scan.
 pub trait Source: Send + Sync + std::fmt::Debug {
-    /// The samples: the Delta table as of now and the head's samples of the series `keep`
-    /// accepts, with no sample in both.
-    fn samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples);
+    /// The samples: the Delta table as of now and the head's samples of the series whose
+    /// metric name is in `names` (all series with `None`), with no sample in both.
+    fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples);
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
 }
@@ -29,8 +30,8 @@ impl std::fmt::Debug for IngesterSource {
 }
 
 impl Source for IngesterSource {
-    fn samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
-        self.0.read_samples(keep)
+    fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples) {
+        self.0.read_samples(names)
     }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series()
@@ -58,7 +59,7 @@ impl StaticSource {
 }
 
 impl Source for StaticSource {
-    fn samples(&self, _keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
+    fn samples(&self, _names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples) {
         (self.samples.clone(), vec![])
     }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {

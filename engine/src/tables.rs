@@ -353,7 +353,7 @@ impl HeadDeltaTable {
     /// Delta errors reading the table's schema.
     pub fn new(source: Arc<dyn Source>, kind: Kind) -> Result<HeadDeltaTable> {
         let table = match kind {
-            Kind::Samples => source.samples(&|_| false).0,
+            Kind::Samples => source.samples(Some(&HashSet::new())).0,
             Kind::Series => source.series().0,
         };
         let snapshot = table.snapshot().map_err(|e| external(e.into()))?;
@@ -482,11 +482,7 @@ impl TableProvider for HeadDeltaTable {
         let (table, head) = match self.kind {
             Kind::Samples => {
                 let names = metric_names(filters);
-                let (table, head) = self.source.samples(&|m| {
-                    names
-                        .as_ref()
-                        .is_none_or(|n| n.contains(m.labels.metric_name()))
-                });
+                let (table, head) = self.source.samples(names.as_ref());
                 let batch = (!head.is_empty())
                     .then(|| storage::samples_batch(&self.schema, &head.iter().collect::<Vec<_>>()))
                     .transpose()

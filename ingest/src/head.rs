@@ -9,9 +9,9 @@
 //! Persistence ([`crate::persist`]) *freezes* the head: the samples written so far move to a
 //! frozen part, still visible to queries, until their Delta commit is visible too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -45,6 +45,31 @@ struct Entry {
 #[derive(Default)]
 struct Shard {
     series: rustc_hash::FxHashMap<u64, (Arc<SeriesMeta>, Entry)>,
+    /// The fingerprints of `series` by metric name, so that a scan of some metrics visits
+    /// only their series (the head holds every active series).
+    by_name: rustc_hash::FxHashMap<Arc<str>, rustc_hash::FxHashSet<u64>>,
+}
+
+impl Shard {
+    fn index(&mut self, m: &SeriesMeta) {
+        self.by_name
+            .entry(Arc::from(m.labels.metric_name()))
+            .or_default()
+            .insert(m.id);
+    }
+}
+
+/// Removes `m` from a shard's name index.
+fn unindex(
+    by_name: &mut rustc_hash::FxHashMap<Arc<str>, rustc_hash::FxHashSet<u64>>,
+    m: &SeriesMeta,
+) {
+    if let Some(ids) = by_name.get_mut(m.labels.metric_name()) {
+        ids.remove(&m.id);
+        if ids.is_empty() {
+            by_name.remove(m.labels.metric_name());
+        }
+    }
 }
 
 /// Series with their samples (each ascending by time, unique timestamps), as the head
@@ -57,6 +82,8 @@ pub type HeadSamples = Vec<(Arc<SeriesMeta>, Vec<Sample>)>;
 pub struct Frozen {
     /// Each series with its samples, ascending by timestamp, unique timestamps.
     pub series: HeadSamples,
+    /// Indexes of `series` by metric name.
+    by_name: HashMap<Arc<str>, Vec<usize>>,
 }
 
 impl Frozen {
@@ -73,6 +100,8 @@ pub struct Head {
     interner: Mutex<HashSet<Arc<str>>>,
     catalog_ids: Mutex<HashSet<u64>>,
     samples: AtomicU64,
+    /// Series in the head not yet in the Delta catalog.
+    uncataloged: AtomicUsize,
 }
 
 /// Sorts by timestamp (stable) and keeps the last written sample of each timestamp.
@@ -98,6 +127,7 @@ impl Head {
             interner: Mutex::new(HashSet::new()),
             catalog_ids: Mutex::new(catalog_ids),
             samples: AtomicU64::new(0),
+            uncataloged: AtomicUsize::new(0),
         }
     }
 
@@ -129,20 +159,30 @@ impl Head {
             if items.is_empty() {
                 continue;
             }
-            let mut shard = self.shards[i].lock();
+            let mut guard = self.shards[i].lock();
+            let shard = &mut *guard;
             for (id, s) in items {
                 let (_, e) = shard.series.entry(id).or_insert_with(|| {
                     created += 1;
                     let labels = self.intern(&s.labels);
                     let family: Arc<str> = metric_family(labels.metric_name()).into();
                     let in_catalog = self.catalog_ids.lock().contains(&id);
+                    if !in_catalog {
+                        self.uncataloged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let meta = Arc::new(SeriesMeta {
+                        id,
+                        labels,
+                        family,
+                        in_catalog: AtomicBool::new(in_catalog),
+                    });
+                    shard
+                        .by_name
+                        .entry(Arc::from(meta.labels.metric_name()))
+                        .or_default()
+                        .insert(id);
                     (
-                        Arc::new(SeriesMeta {
-                            id,
-                            labels,
-                            family,
-                            in_catalog: AtomicBool::new(in_catalog),
-                        }),
+                        meta,
                         Entry {
                             sorted: true,
                             ..Default::default()
@@ -196,13 +236,18 @@ impl Head {
         let mut out = Frozen::default();
         let mut taken = 0u64;
         for shard in &self.shards {
-            let mut shard = shard.lock();
-            shard.series.retain(|_, (meta, e)| {
+            let mut guard = shard.lock();
+            let Shard { series, by_name } = &mut *guard;
+            series.retain(|_, (meta, e)| {
                 if e.samples.is_empty() {
                     e.idle_cycles = e.idle_cycles.saturating_add(1);
                     // Series idle for two persist cycles leave the head (they are in the
                     // catalog by then).
-                    return e.idle_cycles < 2 || !meta.in_catalog.load(Ordering::Relaxed);
+                    let stays = e.idle_cycles < 2 || !meta.in_catalog.load(Ordering::Relaxed);
+                    if !stays {
+                        unindex(by_name, meta);
+                    }
+                    return stays;
                 }
                 let mut v = std::mem::take(&mut e.samples);
                 taken += v.len() as u64;
@@ -225,6 +270,12 @@ impl Head {
             });
         }
         self.samples.fetch_sub(taken, Ordering::Relaxed);
+        for (i, (m, _)) in out.series.iter().enumerate() {
+            out.by_name
+                .entry(Arc::from(m.labels.metric_name()))
+                .or_default()
+                .push(i);
+        }
         let out = Arc::new(out);
         *frozen = Some(out.clone());
         Some(out)
@@ -237,7 +288,9 @@ impl Head {
         if let Some(f) = f {
             let mut ids = self.catalog_ids.lock();
             for (m, _) in &f.series {
-                m.in_catalog.store(true, Ordering::Relaxed);
+                if !m.in_catalog.swap(true, Ordering::Relaxed) {
+                    self.uncataloged.fetch_sub(1, Ordering::Relaxed);
+                }
                 ids.insert(m.id);
             }
         }
@@ -250,11 +303,16 @@ impl Head {
         if let Some(f) = f {
             let f = Arc::try_unwrap(f).unwrap_or_else(|a| Frozen {
                 series: a.series.clone(),
+                by_name: HashMap::new(),
             });
             let mut n = 0;
             for (meta, samples) in f.series {
                 n += samples.len();
-                let mut shard = self.shards[(meta.id % SHARDS as u64) as usize].lock();
+                let mut guard = self.shards[(meta.id % SHARDS as u64) as usize].lock();
+                let shard = &mut *guard;
+                if !shard.series.contains_key(&meta.id) {
+                    shard.index(&meta);
+                }
                 let (_, e) = shard.series.entry(meta.id).or_insert_with(|| {
                     (
                         meta.clone(),
@@ -273,29 +331,47 @@ impl Head {
         }
     }
 
-    /// A consistent copy of every sample in the head (frozen part first, then the active
-    /// one), per series sorted by time with unique timestamps. `keep` filters series before
-    /// their samples are copied.
-    pub fn snapshot(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> HeadSamples {
+    /// A consistent copy of the samples in the head (frozen part first, then the active
+    /// one) of the series whose metric name is in `names` (every series with `None`), per
+    /// series sorted by time with unique timestamps. Only those series are visited (an
+    /// index by metric name), not every series of the head.
+    pub fn snapshot(&self, names: Option<&HashSet<String>>) -> HeadSamples {
         let mut out = vec![];
         if let Some(f) = self.frozen.read().as_ref() {
-            for (m, s) in &f.series {
-                if keep(m) {
-                    out.push((m.clone(), s.clone()));
+            match names {
+                None => out.extend(f.series.iter().cloned()),
+                Some(names) => {
+                    for n in names {
+                        for i in f.by_name.get(n.as_str()).into_iter().flatten() {
+                            out.push(f.series[*i].clone());
+                        }
+                    }
                 }
             }
         }
         for shard in &self.shards {
             let shard = shard.lock();
-            for (m, e) in shard.series.values() {
-                if e.samples.is_empty() || !keep(m) {
-                    continue;
+            let mut take = |m: &Arc<SeriesMeta>, e: &Entry| {
+                if e.samples.is_empty() {
+                    return;
                 }
                 let mut v = e.samples.clone();
                 if !e.sorted {
                     sort_dedup(&mut v);
                 }
                 out.push((m.clone(), v));
+            };
+            match names {
+                None => shard.series.values().for_each(|(m, e)| take(m, e)),
+                Some(names) => {
+                    for n in names {
+                        for id in shard.by_name.get(n.as_str()).into_iter().flatten() {
+                            if let Some((m, e)) = shard.series.get(id) {
+                                take(m, e);
+                            }
+                        }
+                    }
+                }
             }
         }
         out
@@ -303,6 +379,10 @@ impl Head {
 
     /// Series not yet in the Delta catalog (active and frozen parts).
     pub fn uncataloged_series(&self) -> Vec<Arc<SeriesMeta>> {
+        // Usually none: then no series is visited.
+        if self.uncataloged.load(Ordering::Relaxed) == 0 {
+            return vec![];
+        }
         let mut seen = HashSet::new();
         let mut out = vec![];
         let mut take = |m: &Arc<SeriesMeta>| {
@@ -352,7 +432,7 @@ mod tests {
         let h = Head::new(HashSet::new());
         assert_eq!(h.append(vec![ss("a", &[(3, 3.0), (1, 1.0)])]), 1);
         assert_eq!(h.append(vec![ss("a", &[(2, 2.0), (3, 30.0)])]), 0);
-        let snap = h.snapshot(&|_| true);
+        let snap = h.snapshot(None);
         let ts: Vec<_> = snap[0]
             .1
             .iter()
@@ -363,11 +443,56 @@ mod tests {
         assert_eq!(f.sample_count(), 3);
         assert_eq!(h.active_samples(), 0);
         // Frozen samples stay visible until released.
-        assert_eq!(h.snapshot(&|_| true)[0].1.len(), 3);
+        assert_eq!(h.snapshot(None)[0].1.len(), 3);
         assert_eq!(h.uncataloged_series().len(), 1);
         h.release_frozen();
-        assert!(h.snapshot(&|_| true).is_empty());
+        assert!(h.snapshot(None).is_empty());
         assert!(h.uncataloged_series().is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_of_some_metrics_gets_only_their_series() {
+        let h = Head::new(HashSet::new());
+        h.append(vec![ss("a", &[(1, 1.0)]), ss("b", &[(2, 2.0)])]);
+        let names = |n: &[&str]| -> HashSet<String> { n.iter().map(|x| x.to_string()).collect() };
+        let got = |snap: HeadSamples| -> Vec<(String, usize)> {
+            let mut v: Vec<_> = snap
+                .iter()
+                .map(|(m, s)| (m.labels.metric_name().to_string(), s.len()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(got(h.snapshot(Some(&names(&["a"])))), [("a".into(), 1)]);
+        assert!(h.snapshot(Some(&names(&["c"]))).is_empty());
+        assert_eq!(got(h.snapshot(None)).len(), 2);
+        // Frozen samples are found by name too.
+        h.freeze().unwrap();
+        assert_eq!(got(h.snapshot(Some(&names(&["b"])))), [("b".into(), 1)]);
+        assert_eq!(h.uncataloged_series().len(), 2);
+        h.release_frozen();
+        assert!(h.uncataloged_series().is_empty());
+        assert!(h.snapshot(Some(&names(&["a", "b"]))).is_empty());
+        // Idle for two persist cycles, the series leave the head; back, they are found once.
+        for _ in 0..2 {
+            h.freeze().unwrap();
+            h.release_frozen();
+        }
+        assert_eq!(h.series_count(), 0);
+        h.append(vec![ss("a", &[(3, 3.0)])]);
+        assert_eq!(got(h.snapshot(Some(&names(&["a"])))), [("a".into(), 1)]);
+        // A series put back by a failed persist is found by name.
+        h.freeze().unwrap();
+        h.release_frozen();
+        h.freeze().unwrap();
+        h.release_frozen();
+        h.freeze().unwrap();
+        h.release_frozen();
+        assert_eq!(h.series_count(), 0);
+        h.append(vec![ss("b", &[(4, 4.0)])]);
+        h.freeze().unwrap();
+        h.unfreeze();
+        assert_eq!(got(h.snapshot(Some(&names(&["b"])))), [("b".into(), 1)]);
     }
 
     #[test]
@@ -377,7 +502,7 @@ mod tests {
         h.freeze().unwrap();
         h.append(vec![ss("a", &[(2, 2.0)])]);
         h.unfreeze();
-        let snap = h.snapshot(&|_| true);
+        let snap = h.snapshot(None);
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].1.len(), 2);
         assert_eq!(h.active_samples(), 2);

@@ -400,10 +400,14 @@ impl Ingester {
     }
 
     /// A consistent view for queries of the samples: the Delta table as of now and a copy
-    /// of the head's samples for the series `keep` accepts.
-    pub fn read_samples(&self, keep: &dyn Fn(&SeriesMeta) -> bool) -> (DeltaTable, HeadSamples) {
+    /// of the head's samples of the series whose metric name is in `names` (all series
+    /// with `None`).
+    pub fn read_samples(
+        &self,
+        names: Option<&std::collections::HashSet<String>>,
+    ) -> (DeltaTable, HeadSamples) {
         let t = self.tables.read();
-        (t.samples.clone(), self.head.snapshot(keep))
+        (t.samples.clone(), self.head.snapshot(names))
     }
 
     /// A consistent view of the series catalog: the Delta table and the head's series not

@@ -313,7 +313,7 @@ async fn compaction_keeps_files_sorted_by_metric_window_series_and_time() {
     }
     // One partition: one date, and family `sorted` (the name up to its first `_`).
     assert_eq!(srv.ingester.compact().await.unwrap(), 4);
-    let (table, _) = srv.ingester.read_samples(&|_| false);
+    let (table, _) = srv.ingester.read_samples(Some(&Default::default()));
     let files: Vec<String> = table
         .snapshot()
         .unwrap()
