@@ -34,6 +34,7 @@ use datafusion::logical_expr::{
     Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::{PhysicalOptimizerContext, PhysicalOptimizerRule};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -948,8 +949,51 @@ impl ExtensionPlanner for PromExtensionPlanner {
 }
 
 /// A query planner that knows [`PromNode`].
+///
+/// In a session without physical optimizer rules (`crate::query`'s one-partition twin
+/// for small plans), it runs `rules` itself only when the plan as first built cannot run
+/// as it is: when some operator has more than one partition (the head's rows unioned with
+/// a file scan, say; an operator reading only its first partition would lose rows) or
+/// requires an input order, or the plan joins. Otherwise the session's own rules apply.
 #[derive(Debug)]
-pub struct PromQueryPlanner;
+pub struct PromQueryPlanner {
+    /// DataFusion's physical optimizer rules PromQL sessions keep, in order.
+    pub rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+}
+
+/// The physical optimizer's view of a session (as DataFusion's own planner gives it).
+struct RulesContext<'a>(&'a dyn datafusion::catalog::Session);
+
+impl PhysicalOptimizerContext for RulesContext<'_> {
+    fn config_options(&self) -> &datafusion::config::ConfigOptions {
+        self.0.config_options()
+    }
+    fn statistics_registry(
+        &self,
+    ) -> Option<&datafusion::physical_plan::operator_statistics::StatisticsRegistry> {
+        self.0.statistics_registry()
+    }
+}
+
+/// Whether `plan` runs correctly without the physical optimizer: one partition
+/// everywhere, no required input order, no join (whose partition mode the optimizer
+/// picks).
+fn runs_as_built(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    let mut ok = true;
+    let _ = plan.apply(|n| {
+        let fine = n.output_partitioning().partition_count() == 1
+            && n.required_input_ordering().iter().all(|o| o.is_none())
+            && !n.name().contains("Join");
+        if !fine {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok
+}
 
 #[async_trait]
 impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
@@ -958,9 +1002,19 @@ impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PromExtensionPlanner)])
-            .create_physical_plan(logical_plan, session_state)
-            .await
+        let mut plan =
+            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PromExtensionPlanner)])
+                .create_physical_plan(logical_plan, session_state)
+                .await?;
+        if session_state.physical_optimizers().is_empty() && !runs_as_built(&plan) {
+            let context = RulesContext(session_state);
+            for rule in &self.rules {
+                plan = rule
+                    .optimize_with_context(plan, &context)
+                    .map_err(|e| DataFusionError::Context(rule.name().to_string(), Box::new(e)))?;
+            }
+        }
+        Ok(plan)
     }
 }
 

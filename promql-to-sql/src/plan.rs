@@ -54,6 +54,16 @@ pub enum Planned {
     Matrix(LogicalPlan),
 }
 
+impl Planned {
+    /// The plan to run, `None` for a constant or a string.
+    pub fn plan(&self) -> Option<&LogicalPlan> {
+        match self {
+            Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => Some(p),
+            Planned::Const(_) | Planned::Str(_) => None,
+        }
+    }
+}
+
 /// Plans one query.
 pub struct Planner {
     /// The engine's session (tables `samples`, `series`).

@@ -337,6 +337,24 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
     assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
     assert!(!text.contains("RepartitionExec"), "{text}");
     assert!(!text.contains("CoalescePartitionsExec"), "{text}");
+    // 10 more samples, in the head: the small plan now reads the file and the head (two
+    // partitions, merged for the range function) and counts both.
+    let more: Vec<(i64, f64)> = (10_000..10_010)
+        .map(|i| (t0 + i * 1000, i as f64))
+        .collect();
+    let body = request(&[(&[("__name__", "split_x"), ("job", "a")][..], &more[..])]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    let time = format!("{}", (t0 + 10_009_000) as f64 / 1000.0);
+    for (q, want) in [
+        ("count_over_time(split_x[3h])", "10010"),
+        // 49995000 + (10000 + ... + 10009).
+        ("sum_over_time(split_x[3h])", "50095045"),
+    ] {
+        let url = format!("/api/v1/query?{}&time={time}", enc(q));
+        let (s, v) = get(addr, &url).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["data"]["result"][0]["value"][1], want, "{q}: {v}");
+    }
     srv.shutdown().await;
 }
 
