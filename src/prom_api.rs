@@ -228,43 +228,141 @@ fn fmt_value(v: f64) -> String {
 }
 
 /// A timestamp in ms as the API's float seconds.
-fn ts_json(t_ms: i64) -> Value {
-    json!(t_ms as f64 / 1000.0)
+fn ts_json(t_ms: i64) -> f64 {
+    t_ms as f64 / 1000.0
 }
 
-fn metric_json(labels: &[(String, String)]) -> Value {
-    Value::Object(
-        labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+/// A query answer's JSON (`{"data": {"result": ..., "resultType": ...}, "status":
+/// "success"}`, with `infos` and `warnings` when there are some), written straight from
+/// the result: no `serde_json::Value` tree per point. Keys are in the order a
+/// `serde_json::Value` object (sorted) gives them.
+struct Answer<'a> {
+    r: &'a strata_promql::QueryResult,
+    /// Most series to give.
+    limit: usize,
 }
 
-/// The `data` object of a query answer (`resultType`, `result`), at most `limit` series.
-pub fn result_json(v: &QueryValue, limit: Option<usize>) -> Value {
-    let limit = limit.unwrap_or(usize::MAX);
-    match v {
-        QueryValue::Scalar { t_ms, v } => {
-            json!({"resultType": "scalar", "result": [ts_json(*t_ms), fmt_value(*v)]})
+/// A `[timestamp, "value"]` pair.
+struct Point(i64, f64);
+
+/// A label set as a JSON object, sorted by name.
+struct Metric<'a>(&'a [(String, String)]);
+
+/// The `result` of an answer.
+struct ResultJson<'a>(&'a QueryValue, usize);
+
+/// One series of a vector (`value`) or matrix (`values`).
+struct Series<'a> {
+    labels: &'a [(String, String)],
+    value: Option<Point>,
+    values: &'a [(i64, f64)],
+}
+
+impl serde::Serialize for Point {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&ts_json(self.0))?;
+        t.serialize_element(&fmt_value(self.1))?;
+        t.end()
+    }
+}
+
+impl serde::Serialize for Metric<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut sorted: Vec<&(String, String)> = self.0.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut m = s.serialize_map(Some(sorted.len()))?;
+        for (k, v) in sorted {
+            m.serialize_entry(k, v)?;
         }
-        QueryValue::String { t_ms, s } => {
-            json!({"resultType": "string", "result": [ts_json(*t_ms), s]})
+        m.end()
+    }
+}
+
+impl serde::Serialize for Series<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("metric", &Metric(self.labels))?;
+        match &self.value {
+            Some(p) => m.serialize_entry("value", p)?,
+            None => m.serialize_entry(
+                "values",
+                &serde_iter(self.values.iter().map(|(t, v)| Point(*t, *v))),
+            )?,
         }
-        QueryValue::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().take(limit).map(|s| json!({
-                "metric": metric_json(&s.labels),
-                "value": [ts_json(s.t_ms), fmt_value(s.v)],
-            })).collect::<Vec<_>>(),
-        }),
-        QueryValue::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().take(limit).map(|s| json!({
-                "metric": metric_json(&s.labels),
-                "values": s.points.iter().map(|(t, v)| json!([ts_json(*t), fmt_value(*v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
+        m.end()
+    }
+}
+
+/// Serializes an iterator's items as a JSON array.
+fn serde_iter<T: serde::Serialize, I: Iterator<Item = T> + Clone>(it: I) -> impl serde::Serialize {
+    struct Seq<I>(I);
+    impl<T: serde::Serialize, I: Iterator<Item = T> + Clone> serde::Serialize for Seq<I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.clone())
+        }
+    }
+    Seq(it)
+}
+
+impl serde::Serialize for ResultJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let limit = self.1;
+        match self.0 {
+            QueryValue::Scalar { t_ms, v } => Point(*t_ms, *v).serialize(s),
+            QueryValue::String { t_ms, s: text } => (ts_json(*t_ms), text).serialize(s),
+            QueryValue::Vector(samples) => {
+                s.collect_seq(samples.iter().take(limit).map(|x| Series {
+                    labels: &x.labels,
+                    value: Some(Point(x.t_ms, x.v)),
+                    values: &[],
+                }))
+            }
+            QueryValue::Matrix(series) => {
+                s.collect_seq(series.iter().take(limit).map(|x| Series {
+                    labels: &x.labels,
+                    value: None,
+                    values: &x.points,
+                }))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Answer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Data<'a>(&'a QueryValue, usize);
+        impl serde::Serialize for Data<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let kind = match self.0 {
+                    QueryValue::Scalar { .. } => "scalar",
+                    QueryValue::String { .. } => "string",
+                    QueryValue::Vector(_) => "vector",
+                    QueryValue::Matrix(_) => "matrix",
+                };
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("result", &ResultJson(self.0, self.1))?;
+                m.serialize_entry("resultType", kind)?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("data", &Data(&self.r.value, self.limit))?;
+        if !self.r.infos.is_empty() {
+            m.serialize_entry("infos", &self.r.infos)?;
+        }
+        m.serialize_entry("status", "success")?;
+        if !self.r.warnings.is_empty() {
+            m.serialize_entry("warnings", &self.r.warnings)?;
+        }
+        m.end()
     }
 }
 
@@ -319,14 +417,18 @@ fn query_param(p: &[(String, String)]) -> Result<&str, ApiError> {
 fn answer(r: Result<strata_promql::QueryResult, PromqlError>, limit: Option<usize>) -> Response {
     match r {
         Ok(r) => {
-            let mut body = json!({"status": "success", "data": result_json(&r.value, limit)});
-            if !r.warnings.is_empty() {
-                body["warnings"] = json!(r.warnings);
+            let body = Answer {
+                r: &r,
+                limit: limit.unwrap_or(usize::MAX),
+            };
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
             }
-            if !r.infos.is_empty() {
-                body["infos"] = json!(r.infos);
-            }
-            axum::Json(body).into_response()
         }
         Err(e) => from_promql(e).into_response(),
     }

@@ -260,10 +260,50 @@ fn rows(batches: &[RecordBatch]) -> Rows {
     out
 }
 
-fn matrix(rows: Rows) -> Vec<RangeSeries> {
-    let mut m: BTreeMap<crate::value::LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
-    for (l, t, v) in rows {
-        m.entry(crate::labels::decode(&l)).or_default().push((t, v));
+/// `(timestamp ms, value)` points.
+type Points = Vec<(i64, f64)>;
+
+/// The rows of `batches` (`labels, ts, value`; null values and those `keep` refuses
+/// dropped) as series sorted by labels, each series' points sorted by time. Each distinct
+/// label set is decoded once, not once per row.
+fn matrix(batches: &[RecordBatch], keep: impl Fn(f64) -> bool) -> Vec<RangeSeries> {
+    let mut index: std::collections::HashMap<&[u8], usize> = Default::default();
+    let mut series: Vec<(&[u8], Points)> = vec![];
+    for b in batches {
+        let l = b.column(0).as_binary::<i32>();
+        let t = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ts is Int64");
+        let v = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("value is Float64");
+        // Rows come series by series: the previous row's series is checked first.
+        let mut last: Option<(&[u8], usize)> = None;
+        for i in 0..b.num_rows() {
+            if v.is_null(i) || !keep(v.value(i)) {
+                continue;
+            }
+            let labels = l.value(i);
+            let k = match last {
+                Some((prev, k)) if prev == labels => k,
+                _ => *index.entry(labels).or_insert_with(|| {
+                    series.push((labels, vec![]));
+                    series.len() - 1
+                }),
+            };
+            last = Some((labels, k));
+            series[k].1.push((t.value(i), v.value(i)));
+        }
+    }
+    let mut m: BTreeMap<crate::value::LabelSet, Points> = BTreeMap::new();
+    for (labels, points) in series {
+        m.entry(crate::labels::decode(labels))
+            .or_default()
+            .extend(points);
     }
     m.into_iter()
         .map(|(labels, mut points)| {
@@ -449,11 +489,9 @@ pub async fn instant_query(
             sort_vector(&mut v, &expr);
             QueryValue::Vector(v)
         }
-        Planned::Matrix(p) => {
-            let mut r = rows(&collect(&ctx, p, opts).await?);
-            r.retain(|x| !crate::exec::is_stale(x.2));
-            QueryValue::Matrix(matrix(r))
-        }
+        Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&ctx, p, opts).await?, |v| {
+            !crate::exec::is_stale(v)
+        })),
     };
     let (warnings, infos) = take_notes(&planner.notes);
     Ok(QueryResult {
@@ -508,7 +546,7 @@ pub async fn range_query(
             labels: vec![],
             points: steps.iter().map(|t| (t, v)).collect(),
         }],
-        Planned::Scalar(p) | Planned::Vector(p) => matrix(rows(&collect(&ctx, p, opts).await?)),
+        Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&ctx, p, opts).await?, |_| true),
         Planned::Str(_) => {
             return Err(PromqlError::BadData(
                 "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
