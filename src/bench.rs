@@ -262,8 +262,7 @@ pub fn promql_cases() -> Vec<QueryCase> {
 /// Runs `q` against the Prometheus API at each of `bases` (`http://host:port`),
 /// interleaved: `warmup` unmeasured rounds, then `repeat` measured ones, each round one
 /// request to every base in turn (so that a slow spell of the shared machine, such as
-/// another system's background compaction, falls on all of them alike), each request
-/// followed by a pause as long as it took (at least 20 ms). The range ends
+/// another system's background compaction, falls on all of them alike). The range ends
 /// at `end_s` (Unix seconds). Returns, per base, the median latency in ms and the number
 /// of series in the answer, or the first error.
 ///
@@ -305,12 +304,7 @@ pub async fn time_queries(
                 Ok(body)
             }
             .await;
-            let took = t.elapsed();
-            let ms = took.as_secs_f64() * 1000.0;
-            // A pause as long as the request (at least 20 ms) before the next system's:
-            // work a system does after answering (Go's garbage collector in Prometheus
-            // and VictoriaMetrics, say) then does not land on the next request measured.
-            tokio::time::sleep(took.max(std::time::Duration::from_millis(20))).await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
             match answer {
                 Ok(body) => {
                     *series = body["data"]["result"]
