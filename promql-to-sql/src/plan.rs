@@ -295,7 +295,7 @@ impl Planner {
             );
         }
         // The scan, with its filters and columns, as the optimizer would push them down
-        // (PromQL plans are not optimized further: see `crate::query::prom_session`). The
+        // (PromQL sessions run few optimizer rules: `KEPT_RULES` in `crate::query`). The
         // exact `samples` table may return rows its filters do not match: they are
         // filtered again above it.
         let provider = self.samples_provider(exact).await?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::array::{Array, AsArray, BinaryArray, Float64Array, Int64Array};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -16,8 +16,8 @@ use crate::plan::{Planned, Planner};
 use crate::value::{InstantSample, QueryValue, RangeSeries};
 use crate::{PromqlError, QueryOptions, QueryResult, Result};
 
-/// Marks a session built by [`prom_session`] (a config extension), and holds its
-/// one-partition twin.
+/// Marks a session built by [`prom_session`] (a config extension), and holds its two
+/// one-partition twins.
 struct PromPlanner {
     /// The same session with one target partition (`None` in the twins themselves).
     one_partition: Option<SessionContext>,
@@ -45,10 +45,11 @@ pub const ONE_PARTITION_ROWS: usize = 16_384;
 /// The session to run `plan` in: `ctx`'s one-partition twin when the plan is estimated
 /// to read at most [`ONE_PARTITION_ROWS`] rows, else `ctx`.
 ///
-/// With `bare`, a small plan without joins, windows, unions or limits gets the twin that
-/// has no physical optimizer rules: [`PromQueryPlanner`] then runs them only when the
-/// plan as first built cannot run as it is (more than one partition somewhere, an input
-/// ordering required). On a one-series query the physical optimizer was 12% of the CPU.
+/// When `plan` is given and has no joins, windows, unions or limits, a small plan gets the
+/// twin without physical optimizer rules: [`PromQueryPlanner`] then runs them only when
+/// the plan as first built cannot run as it is (more than one partition somewhere, an
+/// input order required). On a one-series query the physical optimizer was 12% of the
+/// CPU.
 fn session_for(
     ctx: &SessionContext,
     planner: &Planner,
@@ -105,9 +106,10 @@ fn without_exchanges(plan: &LogicalPlan) -> bool {
 /// query planner that also knows PromQL's plan nodes (SQL plans as before). `ctx` itself
 /// when it already is one.
 ///
-/// Building it copies the session's state (its function registries, configuration):
-/// whatever runs many PromQL queries (the HTTP API) builds it once and passes it to
-/// [`instant_query`] and [`range_query`], which otherwise build it per query.
+/// Building it copies the session's state (its function registries, configuration) three
+/// times (the session and its two one-partition twins): whatever runs many PromQL queries
+/// (the HTTP API) builds it once and passes it to [`instant_query`] and [`range_query`],
+/// which otherwise build it per query.
 pub fn prom_session(ctx: &SessionContext) -> SessionContext {
     if ctx
         .state_ref()
@@ -237,20 +239,26 @@ async fn collect(
 
 type Rows = Vec<(Vec<u8>, i64, f64)>;
 
+/// A PromQL plan's output batch as its `labels`, `ts` and `value` columns.
+fn columns(b: &RecordBatch) -> (&BinaryArray, &Int64Array, &Float64Array) {
+    let l = b.column(0).as_binary::<i32>();
+    let t = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("ts is Int64");
+    let v = b
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("value is Float64");
+    (l, t, v)
+}
+
 fn rows(batches: &[RecordBatch]) -> Rows {
     let mut out = vec![];
     for b in batches {
-        let l = b.column(0).as_binary::<i32>();
-        let t = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("ts is Int64");
-        let v = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("value is Float64");
+        let (l, t, v) = columns(b);
         for i in 0..b.num_rows() {
             if !v.is_null(i) {
                 out.push((l.value(i).to_vec(), t.value(i), v.value(i)));
@@ -270,17 +278,7 @@ fn matrix(batches: &[RecordBatch], keep: impl Fn(f64) -> bool) -> Vec<RangeSerie
     let mut index: std::collections::HashMap<&[u8], usize> = Default::default();
     let mut series: Vec<(&[u8], Points)> = vec![];
     for b in batches {
-        let l = b.column(0).as_binary::<i32>();
-        let t = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("ts is Int64");
-        let v = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("value is Float64");
+        let (l, t, v) = columns(b);
         // Rows come series by series: the previous row's series is checked first.
         let mut last: Option<(&[u8], usize)> = None;
         for i in 0..b.num_rows() {
