@@ -53,7 +53,7 @@ struct Shard {
 impl Shard {
     fn index(&mut self, m: &SeriesMeta) {
         self.by_name
-            .entry(Arc::from(m.labels.metric_name()))
+            .entry(m.labels.metric_name_shared())
             .or_default()
             .insert(m.id);
     }
@@ -178,7 +178,7 @@ impl Head {
                     });
                     shard
                         .by_name
-                        .entry(Arc::from(meta.labels.metric_name()))
+                        .entry(meta.labels.metric_name_shared())
                         .or_default()
                         .insert(id);
                     (
@@ -272,7 +272,7 @@ impl Head {
         self.samples.fetch_sub(taken, Ordering::Relaxed);
         for (i, (m, _)) in out.series.iter().enumerate() {
             out.by_name
-                .entry(Arc::from(m.labels.metric_name()))
+                .entry(m.labels.metric_name_shared())
                 .or_default()
                 .push(i);
         }

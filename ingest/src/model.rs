@@ -65,6 +65,14 @@ impl Labels {
         self.get(METRIC_NAME_LABEL).unwrap_or("")
     }
 
+    /// The metric name as the label set holds it (shared, not copied), or `""`.
+    pub fn metric_name_shared(&self) -> Arc<str> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_ref().cmp(METRIC_NAME_LABEL))
+            .map(|i| self.0[i].1.clone())
+            .unwrap_or_else(|_| Arc::from(""))
+    }
+
     /// The series fingerprint: XXH64 (seed 0) over `name 0xff value 0xff` for every label in
     /// name order, `__name__` included. This is exactly Prometheus's `labels.Labels.Hash()`
     /// (`model/labels/labels_slicelabels.go`), so a series has the same fingerprint in Strata
@@ -344,6 +352,18 @@ pub struct SeriesSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_metric_name_is_the_label_sets_own() {
+        let l = Labels::from_pairs([("job", "a"), ("__name__", "up")]);
+        assert_eq!(&*l.metric_name_shared(), "up");
+        let again = l.metric_name_shared();
+        assert!(Arc::ptr_eq(&again, &l.metric_name_shared()));
+        assert_eq!(
+            &*Labels::from_pairs([("job", "a")]).metric_name_shared(),
+            ""
+        );
+    }
 
     #[test]
     fn fingerprint_matches_prometheus_labels_hash() {
