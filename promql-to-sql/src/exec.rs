@@ -797,6 +797,10 @@ fn run_series(
             ..
         } => {
             let mut points: SeriesRows = vec![];
+            // For rate and increase: each series' resets counted once, `resets[i]` those
+            // among its first `i + 1` samples, so a window without one skips the scan.
+            let counter = matches!(func, RangeFn::Rate | RangeFn::Increase);
+            let mut resets: Vec<u32> = vec![];
             let per_series = steps.iter().count();
             let label_bytes: usize = range.clone().map(|k| g.series[k].0.len()).sum();
             out = Out::with_hint(
@@ -819,15 +823,33 @@ fn run_series(
                     None => &mut buf,
                 };
                 rows.retain(|r| !is_stale(r.1));
+                if counter {
+                    resets.clear();
+                    let mut n = 0u32;
+                    resets.push(0);
+                    for w in rows.windows(2) {
+                        n += u32::from(w[1].1 < w[0].1);
+                        resets.push(n);
+                    }
+                }
                 for t in steps.iter() {
                     let e = at.eval_time(t);
                     let lo = rows.partition_point(|r| r.0 <= e - window);
                     let hi = rows.partition_point(|r| r.0 <= e);
                     // predict_linear's intercept is at the step (Prometheus marks it unsafe for `@`).
                     let eval_ts = t;
-                    if let Some(v) =
-                        kernels::eval_range(*func, &rows[lo..hi], e - window, e, eval_ts, params)
-                    {
+                    let window_rows = &rows[lo..hi];
+                    let value = if counter && hi > lo && resets[hi - 1] == resets[lo] {
+                        kernels::counter_increase_without_resets(
+                            window_rows,
+                            e - window,
+                            e,
+                            *func == RangeFn::Rate,
+                        )
+                    } else {
+                        kernels::eval_range(*func, window_rows, e - window, e, eval_ts, params)
+                    };
+                    if let Some(v) = value {
                         out.push(l, t, v)?;
                     }
                 }
