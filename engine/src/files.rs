@@ -107,59 +107,49 @@ impl SelectorFilters {
     fn from_filters(filters: &[Expr]) -> Option<SelectorFilters> {
         use datafusion::logical_expr::{BinaryExpr, Operator};
         let named = |e: &Expr, n: &str| matches!(e, Expr::Column(c) if c.name == n);
-        let name_lit = |e: &Expr| match e {
-            Expr::Literal(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)),
-                _,
-            ) => Some(s.clone()),
-            _ => None,
-        };
-        let id_lit = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Int64(Some(_)), _));
-        let mut out = SelectorFilters::default();
+        let lit_of =
+            |e: &Expr, ok: &dyn Fn(&ScalarValue) -> bool| matches!(e, Expr::Literal(v, _) if ok(v));
+        let name = |v: &ScalarValue| crate::tables::scalar_str(v).is_some();
+        let id = |v: &ScalarValue| matches!(v, ScalarValue::Int64(Some(_)));
+        let us = |v: &ScalarValue| matches!(v, ScalarValue::TimestampMicrosecond(Some(_), _));
+        let mut name_filters = 0;
         for f in filters {
-            match f {
+            let understood = match f {
                 Expr::InList(l) if !l.negated && named(&l.expr, "metric_name") => {
-                    let names: Option<Vec<String>> = l.list.iter().map(name_lit).collect();
-                    if out.names.replace(names?).is_some() {
-                        return None;
-                    }
+                    name_filters += 1;
+                    l.list.iter().all(|e| lit_of(e, &name))
                 }
-                Expr::InList(l)
-                    if !l.negated && named(&l.expr, "series_id") && l.list.iter().all(id_lit) => {}
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => match (op, right.as_ref()) {
-                    (Operator::Eq, r) if named(left, "metric_name") => {
-                        if out.names.replace(vec![name_lit(r)?]).is_some() {
-                            return None;
-                        }
+                Expr::InList(l) if !l.negated && named(&l.expr, "series_id") => {
+                    l.list.iter().all(|e| lit_of(e, &id))
+                }
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                    Operator::Eq if named(left, "metric_name") => {
+                        name_filters += 1;
+                        lit_of(right, &name)
                     }
-                    (Operator::Eq, r) if named(left, "series_id") && id_lit(r) => {}
-                    (op, Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _))
-                        if named(left, "timestamp") =>
-                    {
-                        let v = *v;
-                        match op {
-                            Operator::Gt => out.from_us = out.from_us.max(v.checked_add(1)),
-                            Operator::GtEq => out.from_us = out.from_us.max(Some(v)),
-                            Operator::Lt => {
-                                out.to_us = Some(out.to_us.unwrap_or(i64::MAX).min(v - 1))
-                            }
-                            Operator::LtEq => {
-                                out.to_us = Some(out.to_us.unwrap_or(i64::MAX).min(v))
-                            }
-                            _ => return None,
-                        }
+                    Operator::Eq => named(left, "series_id") && lit_of(right, &id),
+                    Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq => {
+                        named(left, "timestamp") && lit_of(right, &us)
                     }
-                    _ => return None,
+                    _ => false,
                 },
-                _ => return None,
+                _ => false,
+            };
+            if !understood || name_filters > 1 {
+                return None;
             }
         }
-        if let Some(n) = out.names.as_mut() {
+        let mut names =
+            crate::tables::pinned_values(filters, "metric_name", crate::tables::scalar_str);
+        if let Some(n) = names.as_mut() {
             n.sort_unstable();
         }
-        Some(out)
+        let (from_us, to_us) = crate::runs::time_bounds(filters);
+        Some(SelectorFilters {
+            names,
+            from_us,
+            to_us,
+        })
     }
 
     /// Whether a file with bounds `b` may hold rows these filters match.

@@ -128,34 +128,42 @@ impl SeriesFilter {
                 Wanted::Metrics(names)
             }
         };
-        let mut from_us: Option<i64> = None;
-        let mut to_us: Option<i64> = None;
-        for f in filters {
-            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = f else {
-                continue;
-            };
-            let (Expr::Column(c), Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _)) =
-                (left.as_ref(), right.as_ref())
-            else {
-                continue;
-            };
-            if c.name != "timestamp" {
-                continue;
-            }
-            match op {
-                Operator::Gt => from_us = max_opt(from_us, v.checked_add(1)),
-                Operator::GtEq => from_us = max_opt(from_us, Some(*v)),
-                Operator::Lt => to_us = min_opt(to_us, v.checked_sub(1)),
-                Operator::LtEq => to_us = min_opt(to_us, Some(*v)),
-                _ => {}
-            }
-        }
+        let (from_us, to_us) = time_bounds(filters);
         Some(SeriesFilter {
             wanted,
             from_us,
             to_us,
         })
     }
+}
+
+/// The timestamps (µs since the epoch, UTC, both bounds inclusive; `None`: unbounded)
+/// that `filters` (a conjunction) allow by comparing `timestamp` (`>`, `>=`, `<`, `<=`)
+/// with microsecond timestamp literals; other filters are ignored.
+pub(crate) fn time_bounds(filters: &[Expr]) -> (Option<i64>, Option<i64>) {
+    let mut from_us: Option<i64> = None;
+    let mut to_us: Option<i64> = None;
+    for f in filters {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = f else {
+            continue;
+        };
+        let (Expr::Column(c), Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _)) =
+            (left.as_ref(), right.as_ref())
+        else {
+            continue;
+        };
+        if c.name != "timestamp" {
+            continue;
+        }
+        match op {
+            Operator::Gt => from_us = max_opt(from_us, v.checked_add(1)),
+            Operator::GtEq => from_us = max_opt(from_us, Some(*v)),
+            Operator::Lt => to_us = min_opt(to_us, v.checked_sub(1)),
+            Operator::LtEq => to_us = min_opt(to_us, Some(*v)),
+            _ => {}
+        }
+    }
+    (from_us, to_us)
 }
 
 fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {

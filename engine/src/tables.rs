@@ -66,7 +66,7 @@ pub(crate) fn pinned_values<T>(
     })
 }
 
-fn scalar_str(v: &ScalarValue) -> Option<String> {
+pub(crate) fn scalar_str(v: &ScalarValue) -> Option<String> {
     match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
