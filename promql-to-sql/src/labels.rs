@@ -20,6 +20,16 @@ use crate::value::LabelSet;
 
 /// The label holding the metric name.
 pub const NAME: &str = "__name__";
+
+/// The metadata labels: the metric name and the type and unit labels of Prometheus's
+/// type-and-unit proposal (PROM-39). Operations that drop the metric name drop all
+/// three, as Prometheus's `Labels.DropReserved(schema.IsMetadataLabel)` does.
+pub const METADATA: [&str; 3] = [NAME, "__type__", "__unit__"];
+
+/// Whether `name` is one of the [`METADATA`] labels.
+pub fn is_metadata(name: &str) -> bool {
+    METADATA.contains(&name)
+}
 const SEP: u8 = 0xFF;
 
 /// Encodes sorted pairs (empty values skipped).
@@ -145,7 +155,7 @@ impl LabelOp {
         let mut v: Vec<(&str, String)>;
         let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> { decode(b) };
         match self {
-            LabelOp::DropName => encode_into(pairs(b).filter(|(n, _)| *n != NAME), out),
+            LabelOp::DropName => encode_into(pairs(b).filter(|(n, _)| !is_metadata(n)), out),
             LabelOp::Keep(names) => {
                 encode_into(pairs(b).filter(|(n, _)| names.iter().any(|k| k == n)), out)
             }

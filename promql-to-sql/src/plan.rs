@@ -1407,6 +1407,13 @@ fn match_key(matching: Option<&LabelModifier>) -> LabelOp {
     }
 }
 
+/// `a` where it is not null, else `b`: `coalesce` as a `CASE`, which needs no simplifier
+/// pass (PromQL sessions run without DataFusion's expression simplifier, and
+/// DataFusion's `coalesce` UDF expects it to have been rewritten).
+fn coalesce2(a: Expr, b: Expr) -> Result<Expr> {
+    Ok(when(a.clone().is_not_null(), a).otherwise(b)?)
+}
+
 fn keyed(p: LogicalPlan, key: &LabelOp, prefix: &str) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(p)
         .project(vec![
@@ -1529,7 +1536,35 @@ fn vector_binop(
         (check(lk)?, rk)
     };
     let (lc, rc) = on("l_", "r_");
-    let mut labels = col(format!("{many}labels"));
+    // Fill modifiers (`fill`, `fill_left`, `fill_right`): a match group missing on one
+    // side gets a sample of the fill value there. As in Prometheus's `VectorBinop`, the
+    // values name the sides after `group_right` swaps them: the left value fills the
+    // "many" side, the right value the "one" side. A filled "many" series has the match
+    // group's labels (the other side's matching key).
+    let fill = modifier.map(|m| m.fill_values.clone()).unwrap_or_default();
+    let (fill_many, fill_one) = (fill.lhs, fill.rhs);
+    let join_type = match (fill_many.is_some(), fill_one.is_some(), many == "l_") {
+        (false, false, _) => JoinType::Inner,
+        (true, true, _) => JoinType::Full,
+        // Rows of the "many" side without a match are kept when the "one" side is filled.
+        (false, true, true) | (true, false, false) => JoinType::Left,
+        (false, true, false) | (true, false, true) => JoinType::Right,
+    };
+    let filled = |side: &str, what: &str, other: &str, fill: Option<f64>| -> Result<Expr> {
+        let c = col(format!("{side}{what}"));
+        match (join_type, fill) {
+            (JoinType::Inner, _) | (_, None) => Ok(c),
+            (_, Some(v)) if what == "value" => coalesce2(c, lit(v)),
+            _ => coalesce2(c, col(other)),
+        }
+    };
+    let (fill_l, fill_r) = if many == "l_" {
+        (fill_many, fill_one)
+    } else {
+        (fill_one, fill_many)
+    };
+    let other_key = |side: &str| if side == "l_" { "r_key" } else { "l_key" };
+    let mut labels = filled(many, "labels", other_key(many), fill_many)?;
     if !op.is_comparison() || return_bool {
         labels = LabelOp::DropName.call(vec![labels]);
     }
@@ -1542,26 +1577,40 @@ fn vector_binop(
         };
     }
     if !include.is_empty() {
-        labels = LabelOp::Include(include).call(vec![labels, col(format!("{one}labels"))]);
+        let one_labels = filled(one, "labels", other_key(one), fill_one)?;
+        labels = LabelOp::Include(include).call(vec![labels, one_labels]);
     }
     let f = ValueFn::Bin {
         op,
         bool_: return_bool,
         keep_rhs: false,
     };
+    let ts = match join_type {
+        JoinType::Inner | JoinType::Left => col("l_ts"),
+        JoinType::Right => col("r_ts"),
+        _ => coalesce2(col("l_ts"), col("r_ts"))?,
+    };
+    let many_key = match join_type {
+        JoinType::Inner => col(format!("{many}key")),
+        _ => coalesce2(col(format!("{many}key")), col(format!("{one}key")))?,
+    };
     let joined = LogicalPlanBuilder::from(lk)
         .join_detailed(
             rk,
-            JoinType::Inner,
+            join_type,
             (lc, rc),
             None,
             NullEquality::NullEqualsNothing,
         )?
         .project(vec![
             labels.alias("labels"),
-            col("l_ts").alias("ts"),
-            f.call(vec![col("l_value"), col("r_value")]).alias("value"),
-            col(format!("{many}key")).alias("m_key"),
+            ts.alias("ts"),
+            f.call(vec![
+                filled("l_", "value", "", fill_l)?,
+                filled("r_", "value", "", fill_r)?,
+            ])
+            .alias("value"),
+            many_key.alias("m_key"),
         ])?
         .build()?;
     let checked = if matches!(card, VectorMatchCardinality::OneToOne) {
