@@ -30,6 +30,27 @@ pub const METADATA: [&str; 3] = [NAME, "__type__", "__unit__"];
 pub fn is_metadata(name: &str) -> bool {
     METADATA.contains(&name)
 }
+
+/// The label that marks a label set's metric name for removal at the end of the query
+/// (Prometheus's delayed `__name__` removal, the `DropName` flag of a sample in
+/// `engine.go`): operations that drop the name keep it, and the metadata labels, while
+/// the query is evaluated, so that `label_replace(rate(x[5m]), "n", "$1", "__name__",
+/// "(.*)")` and `sum by (__name__) (rate(...))` can still read it, and two series become
+/// equal only in the final answer ([`LabelOp::Finalize`]). Its name starts with byte
+/// 0x01, which no ingested label name has (`[a-zA-Z_][a-zA-Z0-9_]*`), so it sorts first.
+pub const DROP_MARK: &str = "\u{1}drop_name";
+
+/// The marker pair as it is encoded at the front of a marked label set.
+const MARK_BYTES: &[u8] = b"\x01drop_name\xff1\xff";
+
+/// The name of the UDF that marks names for removal ([`LabelOp::DropName`]); other
+/// label rewrites are `prom_labels`.
+pub const MARK_UDF: &str = "prom_drop_name";
+
+/// Whether an encoded label set is marked for name removal ([`DROP_MARK`]).
+pub fn is_marked(b: &[u8]) -> bool {
+    b.starts_with(MARK_BYTES)
+}
 const SEP: u8 = 0xFF;
 
 /// Encodes sorted pairs (empty values skipped).
@@ -74,6 +95,7 @@ pub fn pairs(b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
 /// Decodes an encoded label set.
 pub fn decode(b: &[u8]) -> LabelSet {
     pairs(b)
+        .filter(|(n, _)| *n != DROP_MARK)
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
 }
@@ -105,11 +127,15 @@ pub fn format_value(v: f64) -> String {
 /// A rewrite of label sets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LabelOp {
-    /// Remove `__name__`.
+    /// Mark the metric name for removal at the end of the query ([`DROP_MARK`]); a set
+    /// without metadata labels is left as it is.
     DropName,
-    /// Keep only these labels (`by`, `on`).
+    /// At the end of a query: drop the metadata labels of marked sets, and the mark.
+    Finalize,
+    /// Keep only these labels (`by`, `on`); the mark too when `__name__` is kept.
     Keep(Vec<String>),
-    /// Remove these labels (`without`, `ignoring`; the planner adds `__name__`).
+    /// Remove these labels (`without`, `ignoring`; the planner adds `__name__`); the
+    /// mark too when `__name__` is removed.
     Drop(Vec<String>),
     /// Two arguments `(labels, one_side_labels)`: copy these labels from the second set
     /// (or delete them when it lacks them), as `group_left(...)`/`group_right(...)` do.
@@ -153,14 +179,42 @@ impl LabelOp {
         out: &mut Vec<u8>,
     ) {
         let mut v: Vec<(&str, String)>;
-        let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> { decode(b) };
+        // Every pair, the mark included (`decode` leaves the mark out).
+        let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> {
+            pairs(b)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
         match self {
-            LabelOp::DropName => encode_into(pairs(b).filter(|(n, _)| !is_metadata(n)), out),
+            LabelOp::DropName => {
+                if !is_marked(b) && pairs(b).any(|(n, _)| is_metadata(n)) {
+                    out.extend_from_slice(MARK_BYTES);
+                }
+                out.extend_from_slice(b);
+            }
+            LabelOp::Finalize => {
+                if is_marked(b) {
+                    encode_into(
+                        pairs(&b[MARK_BYTES.len()..]).filter(|(n, _)| !is_metadata(n)),
+                        out,
+                    )
+                } else {
+                    out.extend_from_slice(b)
+                }
+            }
             LabelOp::Keep(names) => {
-                encode_into(pairs(b).filter(|(n, _)| names.iter().any(|k| k == n)), out)
+                let keeps = |n: &str| {
+                    names.iter().any(|k| k == n)
+                        || (n == DROP_MARK && names.iter().any(|k| k == NAME))
+                };
+                encode_into(pairs(b).filter(|(n, _)| keeps(n)), out)
             }
             LabelOp::Drop(names) => {
-                encode_into(pairs(b).filter(|(n, _)| !names.iter().any(|k| k == n)), out)
+                let drops = |n: &str| {
+                    names.iter().any(|k| k == n)
+                        || (n == DROP_MARK && names.iter().any(|k| k == NAME))
+                };
+                encode_into(pairs(b).filter(|(n, _)| !drops(n)), out)
             }
             LabelOp::Include(names) => {
                 let o = other.unwrap_or(&[]);
@@ -190,12 +244,16 @@ impl LabelOp {
                     let mut res = String::new();
                     caps.expand(replacement, &mut res);
                     let mut set = pairs_owned(b);
-                    set.retain(|(k, _)| k != dst);
+                    set.retain(|(k, _)| k != dst && !(dst == NAME && k == DROP_MARK));
                     if !res.is_empty() {
                         set.push((dst.clone(), res));
                     }
                     set.sort();
                     out.extend_from_slice(&encode(&set));
+                } else if dst == NAME && is_marked(b) {
+                    // Naming `__name__` as the destination keeps the name, matched or not
+                    // (Prometheus: `DropName = false` when `dst` is the metric name).
+                    out.extend_from_slice(&b[MARK_BYTES.len()..]);
                 } else {
                     out.extend_from_slice(b);
                 }
@@ -203,7 +261,7 @@ impl LabelOp {
             LabelOp::Join { dst, sep, srcs } => {
                 let joined = srcs.iter().map(|s| get(b, s)).collect::<Vec<_>>().join(sep);
                 let mut set = pairs_owned(b);
-                set.retain(|(k, _)| k != dst);
+                set.retain(|(k, _)| k != dst && !(dst == NAME && k == DROP_MARK));
                 if !joined.is_empty() {
                     set.push((dst.clone(), joined));
                 }
@@ -297,7 +355,10 @@ impl LabelUdf {
 
 impl ScalarUDFImpl for LabelUdf {
     fn name(&self) -> &str {
-        "prom_labels"
+        match self.op {
+            LabelOp::DropName => MARK_UDF,
+            _ => "prom_labels",
+        }
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -406,12 +467,85 @@ mod tests {
     }
 
     #[test]
+    fn a_marked_name_is_read_until_the_end_and_then_dropped_with_type_and_unit() {
+        let raw = |op: LabelOp, b: &[u8], re: Option<&regex::Regex>| {
+            let mut out = vec![];
+            op.apply(b, None, None, re, &mut out);
+            out
+        };
+        let a = ls(&[
+            ("__name__", "http_requests_total"),
+            ("__type__", "counter"),
+            ("__unit__", "requests"),
+            ("job", "api"),
+        ]);
+        let m = raw(LabelOp::DropName, &a, None);
+        // Marking twice is marking once; a set without metadata labels is left alone.
+        assert_eq!(raw(LabelOp::DropName, &m, None), m);
+        let plain = ls(&[("job", "api")]);
+        assert_eq!(raw(LabelOp::DropName, &plain, None), plain);
+        // Finalize drops the three metadata labels of a marked set, nothing of others.
+        assert_eq!(raw(LabelOp::Finalize, &m, None), plain);
+        assert_eq!(raw(LabelOp::Finalize, &a, None), a);
+        // by/on keep the mark only with the name; without/ignoring drop it with the name.
+        assert!(!is_marked(&raw(
+            LabelOp::Keep(vec!["job".into()]),
+            &m,
+            None
+        )));
+        assert!(is_marked(&raw(
+            LabelOp::Keep(vec![NAME.into(), "job".into()]),
+            &m,
+            None
+        )));
+        assert!(!is_marked(&raw(LabelOp::Drop(vec![NAME.into()]), &m, None)));
+        assert!(is_marked(&raw(LabelOp::Drop(vec!["job".into()]), &m, None)));
+        // label_replace reads the marked name; writing __name__ keeps the name.
+        let to_n = LabelOp::Replace {
+            dst: "n".into(),
+            replacement: "rate_$1".into(),
+            src: NAME.into(),
+            regex: "(.+)".into(),
+        };
+        let re = regex::Regex::new("^(?s:(.+))$").unwrap();
+        let r = raw(to_n, &m, Some(&re));
+        assert!(is_marked(&r));
+        assert_eq!(
+            decode(&raw(LabelOp::Finalize, &r, None)),
+            vec![
+                ("job".to_string(), "api".to_string()),
+                ("n".to_string(), "rate_http_requests_total".to_string())
+            ]
+        );
+        let to_name = LabelOp::Replace {
+            dst: NAME.into(),
+            replacement: "x_$1".into(),
+            src: "job".into(),
+            regex: "(.+)".into(),
+        };
+        let r = raw(to_name, &m, Some(&re));
+        assert!(!is_marked(&r));
+        assert_eq!(get(&raw(LabelOp::Finalize, &r, None), NAME), "x_api");
+        // The mark never reaches an answer's labels.
+        assert_eq!(decode(&m).len(), 4);
+    }
+
+    #[test]
     fn round_trip_and_ops() {
         let a = ls(&[("__name__", "up"), ("job", "node"), ("instance", "a")]);
         assert_eq!(get(&a, "job"), "node");
         assert_eq!(get(&a, "nope"), "");
         assert_eq!(decode(&a).len(), 3);
-        assert_eq!(run(LabelOp::DropName, &a, None).len(), 2);
+        // The name is only marked: it goes at the end (Finalize).
+        let raw = |op: LabelOp, b: &[u8]| {
+            let mut out = vec![];
+            op.apply(b, None, None, None, &mut out);
+            out
+        };
+        let marked = raw(LabelOp::DropName, &a);
+        assert!(is_marked(&marked));
+        assert_eq!(run(LabelOp::DropName, &a, None).len(), 3);
+        assert_eq!(run(LabelOp::Finalize, &marked, None).len(), 2);
         assert_eq!(
             run(LabelOp::Keep(vec!["job".into()]), &a, None),
             vec![("job".to_string(), "node".to_string())]

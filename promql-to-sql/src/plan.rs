@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Column, JoinType, NullEquality, ScalarValue};
 use datafusion::functions::math::expr_fn::isnan;
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit, when,
@@ -36,7 +36,7 @@ use promql_parser::parser::{
 
 use crate::exec::{At, InnerSelect, PromNode, PromOp, SeriesMap, Steps, prom_schema};
 use crate::kernels::RangeFn;
-use crate::labels::{LabelOp, NAME};
+use crate::labels::{DROP_MARK, LabelOp, NAME};
 use crate::udf::{AggFn, BinOp, SimpleAgg, ValueFn};
 use crate::{PromqlError, Result};
 
@@ -86,6 +86,9 @@ pub struct Planner {
     /// time range (ms) over [`ASSUMED_INTERVAL_MS`], plus one per series (decides whether
     /// the plan runs in one partition: `crate::query::session_for`).
     pub est_rows: std::sync::atomic::AtomicUsize,
+    /// Whether some series' names were marked for removal at plan time (see
+    /// [`Planner::finish`]).
+    pub marked: std::sync::atomic::AtomicBool,
 }
 
 /// The sample interval, ms, [`Planner::est_rows`] assumes: Prometheus's default scrape
@@ -361,6 +364,34 @@ impl Planner {
         Ok(PromNode::new(op, input)?.into_plan())
     }
 
+    /// Plans query `e` evaluated at `steps`: [`Planner::plan`], then the end of
+    /// Prometheus's delayed name removal (`engine.go` `cleanupMetricLabels`): the
+    /// metadata labels of series whose names were marked for removal are dropped, and
+    /// two series that became equal at one step fail the query ("vector cannot contain
+    /// metrics with the same labelset"). Skipped when nothing was marked or the
+    /// expression's own labels cannot carry a mark (an aggregation that drops the name).
+    ///
+    /// # Errors
+    /// As [`Planner::plan`].
+    pub async fn plan_query(&self, e: &P, steps: Steps) -> Result<Planned> {
+        let planned = self.plan(e, steps).await?;
+        let p = match &planned {
+            Planned::Vector(p) => p,
+            Planned::Matrix(p) if matches!(unwrap_paren(e), P::Subquery(_)) => p,
+            _ => return Ok(planned),
+        };
+        if drops_name(e)
+            || !(self.marked.load(std::sync::atomic::Ordering::Relaxed) || has_mark_op(p))
+        {
+            return Ok(planned);
+        }
+        let fin = check_unique_labels(relabel(p.clone(), LabelOp::Finalize)?)?;
+        Ok(match planned {
+            Planned::Matrix(_) => Planned::Matrix(fin),
+            _ => Planned::Vector(fin),
+        })
+    }
+
     /// Plans `e` evaluated at `steps`.
     pub fn plan<'a>(&'a self, e: &'a P, steps: Steps) -> BoxFuture<'a, Result<Planned>> {
         Box::pin(async move {
@@ -371,11 +402,7 @@ impl Planner {
                 P::Unary(u) => match self.plan(&u.expr, steps).await? {
                     Planned::Const(v) => Ok(Planned::Const(-v)),
                     Planned::Scalar(p) => Ok(Planned::Scalar(map_value(p, |v| -v, false)?)),
-                    Planned::Vector(p) => Ok(Planned::Vector(check_unique_labels(map_value(
-                        p,
-                        |v| -v,
-                        true,
-                    )?)?)),
+                    Planned::Vector(p) => Ok(Planned::Vector(map_value(p, |v| -v, true)?)),
                     _ => Err(bad(
                         "unary minus applies to scalars and instant vectors only",
                     )),
@@ -614,10 +641,15 @@ impl Planner {
                 return Ok(Planned::Vector(absent_plan(&self.ctx, steps, present, vs)?));
             }
             let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
-            // Known series: drop their names at plan time unless that makes two equal.
+            // Known series: mark their names for removal at plan time (marked sets stay
+            // distinct: the names are still there).
             let (series, named) = match series {
                 Some(s) if !keep_name => match relabelled(&s, &LabelOp::DropName)? {
-                    Some(unnamed) => (Some(unnamed), false),
+                    Some(unnamed) => {
+                        self.marked
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        (Some(unnamed), false)
+                    }
                     None => (Some(s), true),
                 },
                 s => (s, true),
@@ -863,6 +895,27 @@ impl Planner {
             _ => None,
         };
         let group = |f: Expr, v: LogicalPlan, key: LabelOp| -> Result<LogicalPlan> {
+            if matches!(&key, LabelOp::Keep(k) if k.iter().any(|n| n == NAME)) {
+                // `by (__name__)`: series with the same name form one group whether or
+                // not their names are marked for removal, and the group's name is marked
+                // when any of its series' is (Prometheus's delayed name removal).
+                let unmarked =
+                    LabelOp::Drop(vec![DROP_MARK.into()]).call(vec![key.call(vec![col("labels")])]);
+                let mark = LabelOp::Keep(vec![DROP_MARK.into()]).call(vec![col("labels")]);
+                let empty = lit(ScalarValue::Binary(Some(vec![])));
+                return Ok(LogicalPlanBuilder::from(v)
+                    .aggregate(
+                        vec![unmarked.alias("labels"), col("ts")],
+                        vec![f.alias("value"), max(mark).alias("mark")],
+                    )?
+                    .project(out_cols(
+                        when(col("mark").eq(empty), col("labels"))
+                            .otherwise(LabelOp::DropName.call(vec![col("labels")]))?,
+                        col("ts"),
+                        col("value"),
+                    ))?
+                    .build()?);
+            }
             if matches!(&key, LabelOp::Keep(k) if k.is_empty()) {
                 // One group per step, all with the empty label set: grouping by the
                 // label column too would rewrite and hash every row's labels.
@@ -1144,10 +1197,42 @@ fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<Log
         .build()?)
 }
 
-/// Drops `__name__`, failing when that makes two series equal (Prometheus: "vector
-/// cannot contain metrics with the same labelset").
+/// Marks `__name__` for removal at the end of the query ([`LabelOp::DropName`]): two
+/// series that become equal then fail there ([`Planner::finish`]), not here.
 fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
-    check_unique_labels(map_value(p, |v| v, true)?)
+    map_value(p, |v| v, true)
+}
+
+/// Whether an expression's result has no metric name in any case: an aggregation
+/// that keeps only some labels (not `__name__`) or drops some (and the name).
+fn drops_name(e: &P) -> bool {
+    match unwrap_paren(e) {
+        P::Aggregate(a) => {
+            let op = a.op.to_string();
+            if matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio") {
+                return false;
+            }
+            match &a.modifier {
+                None | Some(LabelModifier::Exclude(_)) => true,
+                Some(LabelModifier::Include(l)) => !l.labels.iter().any(|n| n == NAME),
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a plan marks names for removal at run time (a [`LabelOp::DropName`] UDF).
+fn has_mark_op(p: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    p.exists(|node| {
+        Ok(node.expressions().iter().any(|e| {
+            e.exists(|x| {
+                Ok(matches!(x, Expr::ScalarFunction(f) if f.func.name() == crate::labels::MARK_UDF))
+            })
+            .unwrap_or(false)
+        }))
+    })
+    .unwrap_or(true)
 }
 
 /// The [`LabelOp`] of a `label_replace(v, dst, replacement, src, regex)` or

@@ -332,6 +332,7 @@ fn planner(
         query: query.to_string(),
         notes: Default::default(),
         est_rows: Default::default(),
+        marked: Default::default(),
     }
 }
 
@@ -463,7 +464,7 @@ pub async fn instant_query(
         end: t_ms,
         step: 1,
     };
-    let planned = planner.plan(&expr, steps).await?;
+    let planned = planner.plan_query(&expr, steps).await?;
     let ctx = session_for(&ctx, &planner, 1, planned.plan());
     let value = match planned {
         Planned::Const(v) => QueryValue::Scalar { t_ms, v },
@@ -536,7 +537,7 @@ pub async fn range_query(
         end: end_ms,
         step: step_ms,
     };
-    let planned = planner.plan(&expr, steps).await?;
+    let planned = planner.plan_query(&expr, steps).await?;
     let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
     let ctx = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
     let series = match planned {
@@ -590,7 +591,7 @@ pub async fn explain(
         end: end_ms,
         step: step_ms.max(1),
     };
-    let plan = match planner.plan(&expr, steps).await? {
+    let plan = match planner.plan_query(&expr, steps).await? {
         Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,
         Planned::Const(v) => return Ok(format!("constant {v}")),
         Planned::Str(s) => return Ok(format!("string {s:?}")),
