@@ -153,6 +153,9 @@ pub enum PromOp {
         at: At,
         /// Scalar arguments (e.g. `quantile_over_time`'s φ).
         params: Vec<f64>,
+        /// Scalar arguments that vary by step: `(index into params, value at each step)`,
+        /// in place of `params[index]` (`quantile_over_time(scalar(x), v[r])`).
+        step_params: Vec<(usize, Vec<f64>)>,
         /// With `Some`, the input is `(series_id, ts, value)` and labels come from here.
         series: Option<SeriesMap>,
         /// With `Some`, the range is a subquery over a selector (`sel[range:step]`, perhaps
@@ -793,10 +796,12 @@ fn run_series(
             range: window,
             at,
             params,
+            step_params,
             inner,
             ..
         } => {
             let mut points: SeriesRows = vec![];
+            let mut step_ps = params.clone();
             // For rate and increase: each series' resets counted once, `resets[i]` those
             // among its first `i + 1` samples, so a window without one skips the scan.
             let counter = matches!(func, RangeFn::Rate | RangeFn::Increase);
@@ -832,7 +837,10 @@ fn run_series(
                         resets.push(n);
                     }
                 }
-                for t in steps.iter() {
+                for (i, t) in steps.iter().enumerate() {
+                    for (j, vals) in step_params {
+                        step_ps[*j] = vals.get(i).copied().unwrap_or(f64::NAN);
+                    }
                     let e = at.eval_time(t);
                     let lo = rows.partition_point(|r| r.0 <= e - window);
                     let hi = rows.partition_point(|r| r.0 <= e);
@@ -847,7 +855,7 @@ fn run_series(
                             *func == RangeFn::Rate,
                         )
                     } else {
-                        kernels::eval_range(*func, window_rows, e - window, e, eval_ts, params)
+                        kernels::eval_range(*func, window_rows, e - window, e, eval_ts, &step_ps)
                     };
                     if let Some(v) = value {
                         out.push(l, t, v)?;
@@ -1167,6 +1175,7 @@ mod tests {
                 at: None,
             },
             params: vec![],
+            step_params: vec![],
             series: Some(map),
             inner: None,
         };

@@ -581,6 +581,34 @@ impl Planner {
         }
     }
 
+    /// A scalar's value at each of `steps` (NaN where it has none), by running its plan.
+    ///
+    /// # Errors
+    /// The plan fails.
+    async fn scalar_at_steps(&self, p: LogicalPlan, steps: Steps) -> Result<Vec<f64>> {
+        let batches = self.ctx.execute_logical_plan(p).await?.collect().await?;
+        let mut vals = vec![f64::NAN; steps.iter().count()];
+        for b in &batches {
+            let (Some(ts), Some(v)) = (
+                b.column_by_name("ts")
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+                b.column_by_name("value")
+                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>()),
+            ) else {
+                return Err(bad("a scalar plan without ts and value columns"));
+            };
+            for i in 0..b.num_rows() {
+                let off = ts.value(i) - steps.start;
+                if off >= 0 && off % steps.step == 0 {
+                    if let Some(x) = vals.get_mut((off / steps.step) as usize) {
+                        *x = v.value(i);
+                    }
+                }
+            }
+        }
+        Ok(vals)
+    }
+
     async fn const_arg(&self, e: &P, steps: Steps, what: &str) -> Result<f64> {
         match self.plan(e, steps).await? {
             Planned::Const(v) => Ok(v),
@@ -607,11 +635,29 @@ impl Planner {
                 _ => (0, (1..args.len()).collect()),
             };
             let mut ps = vec![];
+            let mut step_params = vec![];
             for i in params {
-                ps.push(self.const_arg(args[i], steps, name).await?);
+                match self.plan(args[i], steps).await? {
+                    Planned::Const(v) => ps.push(v),
+                    // A scalar that varies by step is evaluated first, as a scalar
+                    // subquery would be; the function reads its value at each step.
+                    Planned::Scalar(p) if f == RangeFn::QuantileOverTime => {
+                        let vals = self.scalar_at_steps(p, steps).await?;
+                        if let Some(bad_phi) = vals.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                            self.check_quantile(*bad_phi, name, args[i]);
+                        }
+                        step_params.push((ps.len(), vals));
+                        ps.push(f64::NAN);
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "{name}: only a constant number is supported as this argument"
+                        )));
+                    }
+                }
             }
             f.validate_params(&ps).map_err(bad)?;
-            if f == RangeFn::QuantileOverTime {
+            if f == RangeFn::QuantileOverTime && step_params.is_empty() {
                 self.check_quantile(ps[0], name, args[0]);
             }
             let RangeInput {
@@ -629,6 +675,7 @@ impl Planner {
                         range,
                         at,
                         params: ps,
+                        step_params,
                         series: series.map(SeriesMap::new),
                         inner,
                     },
@@ -661,6 +708,7 @@ impl Planner {
                     range,
                     at,
                     params: ps,
+                    step_params,
                     series: series.map(SeriesMap::new),
                     inner,
                 },
