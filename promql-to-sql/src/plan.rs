@@ -599,10 +599,11 @@ impl Planner {
             };
             for i in 0..b.num_rows() {
                 let off = ts.value(i) - steps.start;
-                if off >= 0 && off % steps.step == 0 {
-                    if let Some(x) = vals.get_mut((off / steps.step) as usize) {
-                        *x = v.value(i);
-                    }
+                if off >= 0
+                    && off % steps.step == 0
+                    && let Some(x) = vals.get_mut((off / steps.step) as usize)
+                {
+                    *x = v.value(i);
                 }
             }
         }
