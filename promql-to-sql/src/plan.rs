@@ -89,6 +89,10 @@ pub struct Planner {
     /// Whether some series' names were marked for removal at plan time (see
     /// [`Planner::finish`]).
     pub marked: std::sync::atomic::AtomicBool,
+    /// The query's expression when it is a function call (set by
+    /// [`Planner::plan_query`]; compared by address only): a range function that is the
+    /// whole query drops its known series' names at plan time instead of marking them.
+    pub root_call: std::sync::atomic::AtomicPtr<Call>,
 }
 
 /// The sample interval, ms, [`Planner::est_rows`] assumes: Prometheus's default scrape
@@ -374,6 +378,12 @@ impl Planner {
     /// # Errors
     /// As [`Planner::plan`].
     pub async fn plan_query(&self, e: &P, steps: Steps) -> Result<Planned> {
+        if let P::Call(c) = unwrap_paren(e) {
+            self.root_call.store(
+                std::ptr::from_ref(c).cast_mut(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let planned = self.plan(e, steps).await?;
         let p = match &planned {
             Planned::Vector(p) => p,
@@ -478,7 +488,7 @@ impl Planner {
             return Ok(Some(None));
         };
         for op in &sel.ops {
-            match relabelled(&series, op)? {
+            match relabelled(&series, std::slice::from_ref(op))? {
                 Some(s) => series = s,
                 None => return Ok(None),
             }
@@ -690,9 +700,18 @@ impl Planner {
             }
             let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
             // Known series: mark their names for removal at plan time (marked sets stay
-            // distinct: the names are still there).
+            // distinct: the names are still there). When this call is the whole query,
+            // nothing can read the names later: they are dropped now, unless that makes
+            // two series equal (then the query's end finds where, see `plan_query`).
+            let root = std::ptr::eq(c, self.root_call.load(std::sync::atomic::Ordering::Relaxed));
             let (series, named) = match series {
-                Some(s) if !keep_name => match relabelled(&s, &LabelOp::DropName)? {
+                Some(s) if root && !keep_name => {
+                    match relabelled(&s, &[LabelOp::DropName, LabelOp::Finalize])? {
+                        Some(unnamed) => (Some(unnamed), false),
+                        None => (Some(s), true),
+                    }
+                }
+                Some(s) if !keep_name => match relabelled(&s, &[LabelOp::DropName])? {
                     Some(unnamed) => {
                         self.marked
                             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1333,9 +1352,11 @@ fn label_op(name: &str, args: &[&P]) -> Result<LabelOp> {
 
 /// `series` with `op` applied to their labels, or `None` when two of them end up with
 /// the same label set.
-fn relabelled(series: &[(i64, Vec<u8>)], op: &LabelOp) -> Result<Option<Selected>> {
+fn relabelled(series: &[(i64, Vec<u8>)], ops: &[LabelOp]) -> Result<Option<Selected>> {
     let mut sets: Vec<Vec<u8>> = series.iter().map(|s| s.1.clone()).collect();
-    op.apply_all(&mut sets)?;
+    for op in ops {
+        op.apply_all(&mut sets)?;
+    }
     let mut sorted: Vec<&[u8]> = sets.iter().map(Vec::as_slice).collect();
     sorted.sort_unstable();
     if sorted.windows(2).any(|w| w[0] == w[1]) {

@@ -333,6 +333,7 @@ fn planner(
         notes: Default::default(),
         est_rows: Default::default(),
         marked: Default::default(),
+        root_call: Default::default(),
     }
 }
 
