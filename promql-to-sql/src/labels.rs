@@ -413,6 +413,124 @@ impl ScalarUDFImpl for LabelUdf {
     }
 }
 
+/// The identifying labels `info()` matches base series and info series on (Prometheus
+/// `info.go`: `instance` and `job`).
+pub const INFO_ID_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `(encoded identifying labels, step ms)`: where [`InfoTable::data`] is looked up.
+pub type InfoKey = (Vec<u8>, i64);
+
+/// What `info(v, selector)` adds to each base series: the info series found at each step,
+/// by identifying labels (see [`InfoUdf`]).
+#[derive(Debug, Default)]
+pub struct InfoTable {
+    /// `(encoded identifying labels, step ms)` → the data labels of the info series there
+    /// (already restricted to the selector's data labels when it names some).
+    pub data: std::collections::HashMap<InfoKey, Vec<(String, String)>>,
+    /// Matchers on `__name__` choosing the info metrics: base series that are info series
+    /// themselves pass through unchanged.
+    pub name_matchers: Vec<promql_parser::label::Matcher>,
+    /// The selector's other matchers: each must match the enriched series' label (an
+    /// empty value when it has none), else the series is dropped.
+    pub data_matchers: Vec<promql_parser::label::Matcher>,
+}
+
+/// The scalar UDF `prom_info(labels, ts)` of PromQL's `info()` (Prometheus `info.go`,
+/// `combineWithInfoVector`): a base series' labels with the data labels of the info series
+/// that share its identifying labels ([`INFO_ID_LABELS`]) at that step added (a label the
+/// base series already has is kept), or null when a data matcher then fails (the row is
+/// dropped).
+#[derive(Debug)]
+pub struct InfoUdf {
+    table: Arc<InfoTable>,
+    signature: Signature,
+}
+
+impl InfoUdf {
+    /// A UDF over `table`.
+    pub fn new(table: InfoTable) -> Self {
+        InfoUdf {
+            table: Arc::new(table),
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+
+    /// `labels` with the info labels at `ts`, `None` when the series is dropped.
+    fn enrich(&self, b: &[u8], ts: i64) -> Option<Vec<u8>> {
+        let t = &self.table;
+        if t.name_matchers.iter().any(|m| m.is_match(get(b, NAME))) {
+            return Some(b.to_vec());
+        }
+        let mut key = vec![];
+        LabelOp::Keep(INFO_ID_LABELS.iter().map(|s| s.to_string()).collect())
+            .apply(b, None, None, None, &mut key);
+        let mut set: Vec<(String, String)> = pairs(b)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if let Some(data) = t.data.get(&(key, ts)) {
+            for (n, v) in data {
+                if get(b, n).is_empty() {
+                    set.push((n.clone(), v.clone()));
+                }
+            }
+        }
+        set.sort();
+        let out = encode(&set);
+        t.data_matchers
+            .iter()
+            .all(|m| m.is_match(get(&out, &m.name)))
+            .then_some(out)
+    }
+}
+
+impl PartialEq for InfoUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
+    }
+}
+
+impl Eq for InfoUdf {}
+
+impl std::hash::Hash for InfoUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.table), state);
+    }
+}
+
+impl ScalarUDFImpl for InfoUdf {
+    fn name(&self) -> &str {
+        "prom_info"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<Result<Vec<_>>>()?;
+        let (Some(labels), Some(ts)) = (
+            arrays[0].as_binary_opt::<i32>(),
+            arrays[1].as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>(),
+        ) else {
+            return exec_err!("prom_info expects (Binary labels, Int64 ts)");
+        };
+        let mut b = BinaryBuilder::with_capacity(n, labels.value_data().len());
+        for i in 0..n {
+            match self.enrich(labels.value(i), ts.value(i)) {
+                Some(v) => b.append_value(v),
+                None => b.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish()) as ArrayRef))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -591,6 +591,116 @@ impl Planner {
         }
     }
 
+    /// `info(v, selector)` (Prometheus `info.go`): the info series the selector picks
+    /// (by default `target_info`) are selected at the query's steps first, with their
+    /// sample times; at each step, of several with the same name and identifying labels
+    /// the one with the latest sample wins. `v`'s rows then get their data labels through
+    /// the [`InfoUdf`].
+    ///
+    /// # Errors
+    /// A second argument that is not a vector selector; a failing plan.
+    async fn info(&self, args: &[&P], steps: Steps) -> Result<LogicalPlan> {
+        use promql_parser::label::{Matcher, Matchers};
+        let base = self.vector_arg(args[0], steps).await?;
+        // The info series are read at the `@` and offset of the selector's own, else of
+        // the first selector in `v` (Prometheus `infoSelectHints`).
+        let mut when = first_selector(args[0]).map(|vs| (vs.at.clone(), vs.offset.clone()));
+        let mut matchers = match args.get(1).map(|a| unwrap_paren(a)) {
+            None => vec![],
+            Some(P::VectorSelector(vs)) => {
+                let mut ms = vs.matchers.matchers.clone();
+                if let Some(n) = &vs.name {
+                    ms.push(Matcher::new(MatchOp::Equal, NAME, n));
+                }
+                if vs.at.is_some() || vs.offset.is_some() {
+                    when = Some((vs.at.clone(), vs.offset.clone()));
+                }
+                ms
+            }
+            Some(_) => return Err(bad("info: the second argument must be a vector selector")),
+        };
+        if !matchers.iter().any(|m| m.name == NAME) {
+            matchers.push(Matcher::new(MatchOp::Equal, NAME, "target_info"));
+        }
+        let (name_matchers, data_matchers): (Vec<Matcher>, Vec<Matcher>) =
+            matchers.iter().cloned().partition(|m| m.name == NAME);
+        let mut info_vs = VectorSelector::new(None, Matchers::new(matchers));
+        if let Some((at, offset)) = when {
+            info_vs.at = at;
+            info_vs.offset = offset;
+        }
+        let infos = self.instant_select(&info_vs, steps, true).await?;
+        let batches = self
+            .ctx
+            .execute_logical_plan(infos)
+            .await?
+            .collect()
+            .await?;
+        // (identifying labels, step) → name → (sample time, labels): the latest sample wins.
+        type Found = std::collections::BTreeMap<String, (f64, Vec<u8>)>;
+        let mut found: std::collections::HashMap<(Vec<u8>, i64), Found> = Default::default();
+        let id_key = LabelOp::Keep(
+            crate::labels::INFO_ID_LABELS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        for b in &batches {
+            let (Some(l), Some(ts), Some(v)) = (
+                b.column_by_name("labels")
+                    .and_then(|c| c.as_any().downcast_ref::<BinaryArray>()),
+                b.column_by_name("ts")
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+                b.column_by_name("value")
+                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>()),
+            ) else {
+                return Err(bad(
+                    "info: the info series' plan has no labels, ts and value",
+                ));
+            };
+            for i in 0..b.num_rows() {
+                let mut key = vec![l.value(i).to_vec()];
+                id_key.apply_all(&mut key)?;
+                let name = crate::labels::get(l.value(i), NAME).to_string();
+                let slot = found.entry((key.remove(0), ts.value(i))).or_default();
+                let newer = slot.get(&name).is_none_or(|(t, _)| v.value(i) > *t);
+                if newer {
+                    slot.insert(name, (v.value(i), l.value(i).to_vec()));
+                }
+            }
+        }
+        let wanted: Vec<&str> = data_matchers.iter().map(|m| m.name.as_str()).collect();
+        let mut table = crate::labels::InfoTable {
+            name_matchers,
+            data_matchers: data_matchers.clone(),
+            ..Default::default()
+        };
+        for (k, by_name) in found {
+            let mut data: Vec<(String, String)> = vec![];
+            for (_, labels) in by_name.values() {
+                for (n, v) in crate::labels::pairs(labels) {
+                    let skip = n == NAME
+                        || crate::labels::INFO_ID_LABELS.contains(&n)
+                        || (!wanted.is_empty() && !wanted.contains(&n))
+                        || data.iter().any(|(d, _)| d == n);
+                    if !skip {
+                        data.push((n.to_string(), v.to_string()));
+                    }
+                }
+            }
+            table.data.insert(k, data);
+        }
+        let udf = datafusion::logical_expr::ScalarUDF::from(crate::labels::InfoUdf::new(table));
+        Ok(LogicalPlanBuilder::from(base)
+            .project(out_cols(
+                udf.call(vec![col("labels"), col("ts")]),
+                col("ts"),
+                col("value"),
+            ))?
+            .filter(col("labels").is_not_null())?
+            .build()?)
+    }
+
     /// A scalar's value at each of `steps` (NaN where it has none), by running its plan.
     ///
     /// # Errors
@@ -800,6 +910,7 @@ impl Planner {
                 // Ordering is applied to the query's result (see `crate::query`).
                 Ok(Planned::Vector(self.vector_arg(args[0], steps).await?))
             }
+            "info" => Ok(Planned::Vector(self.info(&args, steps).await?)),
             "label_replace" | "label_join" => {
                 let op = label_op(name, &args)?;
                 if let Some(mut sel) = Selection::of(args[0]) {
@@ -1269,6 +1380,21 @@ fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<Log
 /// series that become equal then fail there ([`Planner::finish`]), not here.
 fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
     map_value(p, |v| v, true)
+}
+
+/// The first vector selector in `e` (depth first, left to right), if any.
+fn first_selector(e: &P) -> Option<&VectorSelector> {
+    match e {
+        P::VectorSelector(vs) => Some(vs),
+        P::MatrixSelector(m) => Some(&m.vs),
+        P::Paren(p) => first_selector(&p.expr),
+        P::Unary(u) => first_selector(&u.expr),
+        P::Subquery(sq) => first_selector(&sq.expr),
+        P::Aggregate(a) => first_selector(&a.expr),
+        P::Binary(b) => first_selector(&b.lhs).or_else(|| first_selector(&b.rhs)),
+        P::Call(c) => c.args.args.iter().find_map(|a| first_selector(a)),
+        _ => None,
+    }
 }
 
 /// Whether an expression's result has no metric name in any case: an aggregation
