@@ -87,7 +87,7 @@ pub struct Planner {
     /// the plan runs in one partition: `crate::query::session_for`).
     pub est_rows: std::sync::atomic::AtomicUsize,
     /// Whether some series' names were marked for removal at plan time (see
-    /// [`Planner::finish`]).
+    /// [`Planner::plan_query`]).
     pub marked: std::sync::atomic::AtomicBool,
     /// The query's expression when it is a function call (set by
     /// [`Planner::plan_query`]; compared by address only): a range function that is the
@@ -1377,7 +1377,7 @@ fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<Log
 }
 
 /// Marks `__name__` for removal at the end of the query ([`LabelOp::DropName`]): two
-/// series that become equal then fail there ([`Planner::finish`]), not here.
+/// series that become equal then fail there ([`Planner::plan_query`]), not here.
 fn drop_name(p: LogicalPlan) -> Result<LogicalPlan> {
     map_value(p, |v| v, true)
 }

@@ -195,7 +195,7 @@ const PARSED_QUERIES: usize = 1024;
 
 /// Parses a query, mapping parse errors to `bad_data` with the parser's message.
 ///
-/// The last [`PARSED_QUERIES`] distinct query texts that parsed are kept (least recently
+/// The last 1,024 (`PARSED_QUERIES`) distinct query texts that parsed are kept (least recently
 /// used out first), as VictoriaMetrics keeps parsed queries (`parseCache` in
 /// `app/vmselect/promql/parser.go`): a dashboard sends the same texts on every refresh,
 /// and parsing compiles each regular expression matcher anew.
