@@ -100,6 +100,14 @@ pub fn decode(b: &[u8]) -> LabelSet {
         .collect()
 }
 
+/// Every pair of an encoded label set, the [`DROP_MARK`] included ([`decode`] leaves it
+/// out).
+fn decode_all(b: &[u8]) -> LabelSet {
+    pairs(b)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The value of label `name` in an encoded set, or `""`.
 pub fn get<'a>(b: &'a [u8], name: &str) -> &'a str {
     pairs(b)
@@ -179,12 +187,7 @@ impl LabelOp {
         out: &mut Vec<u8>,
     ) {
         let mut v: Vec<(&str, String)>;
-        // Every pair, the mark included (`decode` leaves the mark out).
-        let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> {
-            pairs(b)
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect()
-        };
+        let pairs_owned = |b: &'_ [u8]| -> Vec<(String, String)> { decode_all(b) };
         match self {
             LabelOp::DropName => {
                 if !is_marked(b) && pairs(b).any(|(n, _)| is_metadata(n)) {
@@ -368,13 +371,7 @@ impl ScalarUDFImpl for LabelUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        // Each argument as an array of the batch's rows: `values_to_arrays` makes arrays
-        // of one row when every argument is a scalar (a literal label set, say).
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = crate::udf::arg_arrays(&args)?;
         let Some(labels) = arrays[0].as_binary_opt::<i32>() else {
             return exec_err!(
                 "prom_labels expects Binary labels, got {}",
@@ -422,17 +419,68 @@ pub type InfoKey = (Vec<u8>, i64);
 
 /// What `info(v, selector)` adds to each base series: the info series found at each step,
 /// by identifying labels (see [`InfoUdf`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InfoTable {
     /// `(encoded identifying labels, step ms)` → the data labels of the info series there
     /// (already restricted to the selector's data labels when it names some).
-    pub data: std::collections::HashMap<InfoKey, Vec<(String, String)>>,
+    data: std::collections::HashMap<InfoKey, Vec<(String, String)>>,
     /// Matchers on `__name__` choosing the info metrics: base series that are info series
     /// themselves pass through unchanged.
-    pub name_matchers: Vec<promql_parser::label::Matcher>,
+    name_matchers: Vec<promql_parser::label::Matcher>,
     /// The selector's other matchers: each must match the enriched series' label (an
     /// empty value when it has none), else the series is dropped.
-    pub data_matchers: Vec<promql_parser::label::Matcher>,
+    data_matchers: Vec<promql_parser::label::Matcher>,
+    /// Keeps the [`INFO_ID_LABELS`] of a label set.
+    id_key: LabelOp,
+}
+
+impl InfoTable {
+    /// The table of the info series' rows `(labels, step ms, sample time)` at the query's
+    /// steps: at each step, of several info series with the same name and identifying
+    /// labels the one with the latest sample wins; their data labels (all but `__name__`
+    /// and the identifying ones, or only those `data_matchers` name) are merged, the
+    /// first name in order giving a label that several have.
+    pub fn new(
+        rows: &[(Vec<u8>, i64, f64)],
+        name_matchers: Vec<promql_parser::label::Matcher>,
+        data_matchers: Vec<promql_parser::label::Matcher>,
+    ) -> Self {
+        type ByName<'a> = std::collections::BTreeMap<&'a str, (f64, &'a [u8])>;
+        let id_key = LabelOp::Keep(INFO_ID_LABELS.iter().map(|s| s.to_string()).collect());
+        let mut found: std::collections::HashMap<InfoKey, ByName> = Default::default();
+        for (labels, ts, sample_t) in rows {
+            let mut key = vec![];
+            id_key.apply(labels, None, None, None, &mut key);
+            let slot = found.entry((key, *ts)).or_default();
+            let name = get(labels, NAME);
+            if slot.get(name).is_none_or(|(t, _)| sample_t > t) {
+                slot.insert(name, (*sample_t, labels));
+            }
+        }
+        let wanted: Vec<&str> = data_matchers.iter().map(|m| m.name.as_str()).collect();
+        let data = found
+            .into_iter()
+            .map(|(k, by_name)| {
+                let mut data: Vec<(String, String)> = vec![];
+                for (n, v) in by_name.values().flat_map(|(_, labels)| pairs(labels)) {
+                    let skip = n == NAME
+                        || INFO_ID_LABELS.contains(&n)
+                        || (!wanted.is_empty() && !wanted.contains(&n))
+                        || data.iter().any(|(d, _)| d == n);
+                    if !skip {
+                        data.push((n.to_string(), v.to_string()));
+                    }
+                }
+                (k, data)
+            })
+            .collect();
+        InfoTable {
+            data,
+            name_matchers,
+            data_matchers,
+            id_key,
+        }
+    }
 }
 
 /// The scalar UDF `prom_info(labels, ts)` of PromQL's `info()` (Prometheus `info.go`,
@@ -462,20 +510,16 @@ impl InfoUdf {
             return Some(b.to_vec());
         }
         let mut key = vec![];
-        LabelOp::Keep(INFO_ID_LABELS.iter().map(|s| s.to_string()).collect())
-            .apply(b, None, None, None, &mut key);
-        let mut set: Vec<(String, String)> = pairs(b)
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        if let Some(data) = t.data.get(&(key, ts)) {
-            for (n, v) in data {
-                if get(b, n).is_empty() {
-                    set.push((n.clone(), v.clone()));
-                }
+        t.id_key.apply(b, None, None, None, &mut key);
+        let out = match t.data.get(&(key, ts)) {
+            Some(data) => {
+                let mut set = decode_all(b);
+                set.extend(data.iter().filter(|(n, _)| get(b, n).is_empty()).cloned());
+                set.sort();
+                encode(&set)
             }
-        }
-        set.sort();
-        let out = encode(&set);
+            None => b.to_vec(),
+        };
         t.data_matchers
             .iter()
             .all(|m| m.is_match(get(&out, &m.name)))
@@ -509,11 +553,7 @@ impl ScalarUDFImpl for InfoUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = crate::udf::arg_arrays(&args)?;
         let (Some(labels), Some(ts)) = (
             arrays[0].as_binary_opt::<i32>(),
             arrays[1].as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>(),

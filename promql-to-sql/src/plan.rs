@@ -630,66 +630,8 @@ impl Planner {
             info_vs.offset = offset;
         }
         let infos = self.instant_select(&info_vs, steps, true).await?;
-        let batches = self
-            .ctx
-            .execute_logical_plan(infos)
-            .await?
-            .collect()
-            .await?;
-        // (identifying labels, step) → name → (sample time, labels): the latest sample wins.
-        type Found = std::collections::BTreeMap<String, (f64, Vec<u8>)>;
-        let mut found: std::collections::HashMap<(Vec<u8>, i64), Found> = Default::default();
-        let id_key = LabelOp::Keep(
-            crate::labels::INFO_ID_LABELS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
-        for b in &batches {
-            let (Some(l), Some(ts), Some(v)) = (
-                b.column_by_name("labels")
-                    .and_then(|c| c.as_any().downcast_ref::<BinaryArray>()),
-                b.column_by_name("ts")
-                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
-                b.column_by_name("value")
-                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>()),
-            ) else {
-                return Err(bad(
-                    "info: the info series' plan has no labels, ts and value",
-                ));
-            };
-            for i in 0..b.num_rows() {
-                let mut key = vec![l.value(i).to_vec()];
-                id_key.apply_all(&mut key)?;
-                let name = crate::labels::get(l.value(i), NAME).to_string();
-                let slot = found.entry((key.remove(0), ts.value(i))).or_default();
-                let newer = slot.get(&name).is_none_or(|(t, _)| v.value(i) > *t);
-                if newer {
-                    slot.insert(name, (v.value(i), l.value(i).to_vec()));
-                }
-            }
-        }
-        let wanted: Vec<&str> = data_matchers.iter().map(|m| m.name.as_str()).collect();
-        let mut table = crate::labels::InfoTable {
-            name_matchers,
-            data_matchers: data_matchers.clone(),
-            ..Default::default()
-        };
-        for (k, by_name) in found {
-            let mut data: Vec<(String, String)> = vec![];
-            for (_, labels) in by_name.values() {
-                for (n, v) in crate::labels::pairs(labels) {
-                    let skip = n == NAME
-                        || crate::labels::INFO_ID_LABELS.contains(&n)
-                        || (!wanted.is_empty() && !wanted.contains(&n))
-                        || data.iter().any(|(d, _)| d == n);
-                    if !skip {
-                        data.push((n.to_string(), v.to_string()));
-                    }
-                }
-            }
-            table.data.insert(k, data);
-        }
+        let infos = self.run_now(infos).await?;
+        let table = crate::labels::InfoTable::new(&infos, name_matchers, data_matchers);
         let udf = datafusion::logical_expr::ScalarUDF::from(crate::labels::InfoUdf::new(table));
         Ok(LogicalPlanBuilder::from(base)
             .project(out_cols(
@@ -701,30 +643,29 @@ impl Planner {
             .build()?)
     }
 
+    /// Runs `p` while planning (a scalar argument or the info series that the rest of
+    /// the plan reads as constants) and returns its rows.
+    ///
+    /// # Errors
+    /// The plan fails.
+    async fn run_now(&self, p: LogicalPlan) -> Result<crate::query::Rows> {
+        let batches = self.ctx.execute_logical_plan(p).await?.collect().await?;
+        Ok(crate::query::rows(&batches))
+    }
+
     /// A scalar's value at each of `steps` (NaN where it has none), by running its plan.
     ///
     /// # Errors
     /// The plan fails.
     async fn scalar_at_steps(&self, p: LogicalPlan, steps: Steps) -> Result<Vec<f64>> {
-        let batches = self.ctx.execute_logical_plan(p).await?.collect().await?;
         let mut vals = vec![f64::NAN; steps.iter().count()];
-        for b in &batches {
-            let (Some(ts), Some(v)) = (
-                b.column_by_name("ts")
-                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
-                b.column_by_name("value")
-                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>()),
-            ) else {
-                return Err(bad("a scalar plan without ts and value columns"));
-            };
-            for i in 0..b.num_rows() {
-                let off = ts.value(i) - steps.start;
-                if off >= 0
-                    && off % steps.step == 0
-                    && let Some(x) = vals.get_mut((off / steps.step) as usize)
-                {
-                    *x = v.value(i);
-                }
+        for (_, ts, v) in self.run_now(p).await? {
+            let off = ts - steps.start;
+            if off >= 0
+                && off % steps.step == 0
+                && let Some(x) = vals.get_mut((off / steps.step) as usize)
+            {
+                *x = v;
             }
         }
         Ok(vals)
@@ -1831,21 +1772,23 @@ fn vector_binop(
         (false, true, true) | (true, false, false) => JoinType::Left,
         (false, true, false) | (true, false, true) => JoinType::Right,
     };
-    let filled = |side: &str, what: &str, other: &str, fill: Option<f64>| -> Result<Expr> {
-        let c = col(format!("{side}{what}"));
-        match (join_type, fill) {
-            (JoinType::Inner, _) | (_, None) => Ok(c),
-            (_, Some(v)) if what == "value" => coalesce2(c, lit(v)),
-            _ => coalesce2(c, col(other)),
-        }
+    // A side that has a fill value may be missing (null after the outer join): its value
+    // is then the fill value and its labels the other side's matching key.
+    let value = |side: &str, fill: Option<f64>| -> Result<Expr> {
+        let c = col(format!("{side}value"));
+        fill.map_or(Ok(c.clone()), |v| coalesce2(c, lit(v)))
+    };
+    let labels_of = |side: &str, fill: Option<f64>| -> Result<Expr> {
+        let c = col(format!("{side}labels"));
+        let other_key = if side == "l_" { "r_key" } else { "l_key" };
+        fill.map_or(Ok(c.clone()), |_| coalesce2(c, col(other_key)))
     };
     let (fill_l, fill_r) = if many == "l_" {
         (fill_many, fill_one)
     } else {
         (fill_one, fill_many)
     };
-    let other_key = |side: &str| if side == "l_" { "r_key" } else { "l_key" };
-    let mut labels = filled(many, "labels", other_key(many), fill_many)?;
+    let mut labels = labels_of(many, fill_many)?;
     if !op.is_comparison() || return_bool {
         labels = LabelOp::DropName.call(vec![labels]);
     }
@@ -1858,7 +1801,7 @@ fn vector_binop(
         };
     }
     if !include.is_empty() {
-        let one_labels = filled(one, "labels", other_key(one), fill_one)?;
+        let one_labels = labels_of(one, fill_one)?;
         labels = LabelOp::Include(include).call(vec![labels, one_labels]);
     }
     let f = ValueFn::Bin {
@@ -1886,11 +1829,8 @@ fn vector_binop(
         .project(vec![
             labels.alias("labels"),
             ts.alias("ts"),
-            f.call(vec![
-                filled("l_", "value", "", fill_l)?,
-                filled("r_", "value", "", fill_r)?,
-            ])
-            .alias("value"),
+            f.call(vec![value("l_", fill_l)?, value("r_", fill_r)?])
+                .alias("value"),
             many_key.alias("m_key"),
         ])?
         .build()?;

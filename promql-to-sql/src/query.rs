@@ -237,7 +237,8 @@ async fn collect(
     Ok(batches)
 }
 
-type Rows = Vec<(Vec<u8>, i64, f64)>;
+/// A PromQL plan's output rows: `(encoded labels, ts ms, value)`.
+pub(crate) type Rows = Vec<(Vec<u8>, i64, f64)>;
 
 /// A PromQL plan's output batch as its `labels`, `ts` and `value` columns.
 fn columns(b: &RecordBatch) -> (&BinaryArray, &Int64Array, &Float64Array) {
@@ -255,7 +256,8 @@ fn columns(b: &RecordBatch) -> (&BinaryArray, &Int64Array, &Float64Array) {
     (l, t, v)
 }
 
-fn rows(batches: &[RecordBatch]) -> Rows {
+/// The rows of a PromQL plan's output batches, rows with a null value left out.
+pub(crate) fn rows(batches: &[RecordBatch]) -> Rows {
     let mut out = vec![];
     for b in batches {
         let (l, t, v) = columns(b);

@@ -125,6 +125,19 @@ impl ValueFn {
     }
 }
 
+/// A scalar UDF's arguments, each as an array of the batch's rows (scalars expanded:
+/// `ColumnarValue::values_to_arrays` makes arrays of one row when every argument is a
+/// scalar, a literal label set say).
+///
+/// # Errors
+/// An argument cannot be expanded.
+pub(crate) fn arg_arrays(args: &ScalarFunctionArgs) -> Result<Vec<ArrayRef>> {
+    args.args
+        .iter()
+        .map(|a| a.to_array(args.number_rows))
+        .collect()
+}
+
 impl ScalarUDFImpl for ValueUdf {
     fn name(&self) -> &str {
         "prom_value"
@@ -137,13 +150,7 @@ impl ScalarUDFImpl for ValueUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        // Each argument as an array of the batch's rows: `values_to_arrays` makes arrays
-        // of one row when every argument is a scalar (a literal label set, say).
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = arg_arrays(&args)?;
         let mut out = Float64Builder::with_capacity(n);
         let f64s = |i: usize| -> Result<&Float64Array> {
             match arrays
