@@ -20,6 +20,9 @@ use strata_ingest::{Limits, PersistConfig};
 /// max_labels_per_series = 30
 /// max_label_value_length = 2048
 ///
+/// [query]
+/// file_cache_bytes = 1073741824  # the samples table's files kept in memory for PromQL
+///
 /// [persist]
 /// interval = "5m"
 /// max_head_samples = 20000000
@@ -51,6 +54,8 @@ pub struct Config {
     pub limits: Limits,
     /// Persistence schedule.
     pub persist: PersistConfig,
+    /// Query settings.
+    pub query: QueryConfig,
     /// Scrape jobs.
     pub scrape_configs: Vec<ScrapeConfig>,
 }
@@ -65,7 +70,25 @@ impl Default for Config {
             max_request_bytes: 32 << 20,
             limits: Limits::default(),
             persist: PersistConfig::default(),
+            query: QueryConfig::default(),
             scrape_configs: vec![],
+        }
+    }
+}
+
+/// The `[query]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Bytes of the `samples` table's Parquet files PromQL keeps in memory, least recently
+    /// used evicted first (`strata_engine::file_cache`); 0 keeps none. Default 1 GiB.
+    pub file_cache_bytes: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            file_cache_bytes: strata_engine::file_cache::FILE_CACHE_BYTES,
         }
     }
 }

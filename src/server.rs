@@ -201,7 +201,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     )
     .await
     .map_err(|e| format!("opening storage: {e}"))?;
-    let engine = Engine::new(Arc::new(IngesterSource(ingester.clone())))
+    let source = Arc::new(IngesterSource(ingester.clone()));
+    let engine = Engine::with_file_cache(source, cfg.query.file_cache_bytes)
         .await
         .map_err(|e| format!("starting the engine: {e}"))?;
     // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).

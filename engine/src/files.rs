@@ -44,6 +44,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use deltalake::DeltaTable;
 
+use crate::file_cache::FileCache;
 use crate::runs::{BUILD_INLINE_BYTES, RunsCache, SeriesFilter};
 use crate::tables::PageIndexCaching;
 
@@ -328,6 +329,7 @@ pub async fn scan(
     filters: &[Expr],
     limit: Option<usize>,
     runs: &Arc<RunsCache>,
+    file_cache: &Arc<FileCache>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let log_store = table.log_store();
     let url: ObjectStoreUrl = log_store.object_store_url();
@@ -376,7 +378,7 @@ pub async fn scan(
     };
     let cache = runtime.cache_manager.get_file_metadata_cache();
     let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
-        CachedParquetFileReaderFactory::new(store, cache),
+        CachedParquetFileReaderFactory::new(file_cache.store(store), cache),
     )));
     let series = SeriesFilter::from_filters(filters);
     let mut by_runs: Vec<(&PartitionedFile, RowSelection)> = vec![];

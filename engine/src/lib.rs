@@ -19,6 +19,7 @@
 //! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
 //! Data enters through a [`Source`] and leaves as Arrow record batches.
 
+pub mod file_cache;
 pub mod files;
 pub mod runs;
 pub mod series_index;
@@ -67,11 +68,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the session and registers the tables and views over `source`.
+    /// Builds the session and registers the tables and views over `source`, with a
+    /// [`file_cache::FILE_CACHE_BYTES`] file cache.
     ///
     /// # Errors
     /// DataFusion errors registering the view (a broken invariant).
     pub async fn new(source: Arc<dyn Source>) -> Result<Engine> {
+        Engine::with_file_cache(source, file_cache::FILE_CACHE_BYTES).await
+    }
+
+    /// As [`Engine::new`], with PromQL's scans keeping up to `file_cache_bytes` bytes of
+    /// the `samples` table's files in memory (see [`file_cache`]; 0 keeps none).
+    ///
+    /// # Errors
+    /// DataFusion errors registering the view (a broken invariant).
+    pub async fn with_file_cache(
+        source: Arc<dyn Source>,
+        file_cache_bytes: usize,
+    ) -> Result<Engine> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_information_schema(true)
@@ -86,7 +100,7 @@ impl Engine {
             )
             .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())))
             .with_extension(Arc::new(tables::PruningSamples(Arc::new(
-                tables::HeadDeltaTable::pruning_samples(source.clone())?,
+                tables::HeadDeltaTable::pruning_samples(source.clone(), file_cache_bytes)?,
             ))));
         let ctx = SessionContext::new_with_config(config);
         let catalog = Arc::new(MemoryCatalogProvider::new());

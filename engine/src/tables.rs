@@ -32,6 +32,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use strata_ingest::storage;
 
+use crate::file_cache::FileCache;
 use crate::files;
 use crate::runs::RunsCache;
 use crate::source::Source;
@@ -344,6 +345,8 @@ pub struct HeadDeltaTable {
     files: parking_lot::Mutex<Option<Listed>>,
     /// The series runs of the pruning variant's files (see [`crate::runs`]).
     runs: Arc<RunsCache>,
+    /// The pruning variant's files in memory (see [`crate::file_cache`]).
+    file_cache: Arc<FileCache>,
 }
 
 impl HeadDeltaTable {
@@ -375,18 +378,25 @@ impl HeadDeltaTable {
             file_schema,
             files: Default::default(),
             runs: Default::default(),
+            file_cache: Default::default(),
         })
     }
 
     /// The `samples` table whose filters only prune (see the type's doc). Filters are
     /// reported `Exact` to DataFusion so that no `FilterExec` re-applies them: give it only
-    /// to consumers that drop rows of unselected series and bound time themselves.
+    /// to consumers that drop rows of unselected series and bound time themselves. Its
+    /// scans keep up to `file_cache_bytes` bytes of files in memory
+    /// ([`crate::file_cache`]).
     ///
     /// # Errors
     /// Delta errors reading the table's schema.
-    pub fn pruning_samples(source: Arc<dyn Source>) -> Result<HeadDeltaTable> {
+    pub fn pruning_samples(
+        source: Arc<dyn Source>,
+        file_cache_bytes: usize,
+    ) -> Result<HeadDeltaTable> {
         Ok(HeadDeltaTable {
             pruning: true,
+            file_cache: Arc::new(FileCache::new(file_cache_bytes)),
             ..HeadDeltaTable::new(source, Kind::Samples)?
         })
     }
@@ -404,7 +414,9 @@ impl HeadDeltaTable {
             .map_err(|e| external(e.into()))?
             .map(Arc::new);
         if let Some(list) = &list {
-            self.runs.retain(&list.paths());
+            let paths = list.paths();
+            self.runs.retain(&paths);
+            self.file_cache.retain(&paths);
         }
         *cached = Some((version, list.clone()));
         Ok(list)
@@ -441,6 +453,7 @@ impl HeadDeltaTable {
             filters,
             limit,
             &self.runs,
+            &self.file_cache,
         )
         .await?;
         let plan = prune_only(plan)?;
