@@ -649,8 +649,7 @@ impl Planner {
     /// # Errors
     /// The plan fails.
     async fn run_now(&self, p: LogicalPlan) -> Result<crate::query::Rows> {
-        let batches = self.ctx.execute_logical_plan(p).await?.collect().await?;
-        Ok(crate::query::rows(&batches))
+        Ok(crate::query::rows(&crate::query::run_plan(&self.ctx, p).await?))
     }
 
     /// A scalar's value at each of `steps` (NaN where it has none), by running its plan.
@@ -1594,8 +1593,7 @@ fn absent_plan(
     labels.sort();
     let enc = crate::labels::encode(&labels);
     let present = LogicalPlanBuilder::from(v)
-        .project(vec![col("ts").alias("p_ts")])?
-        .distinct()?
+        .aggregate(vec![col("ts").alias("p_ts")], Vec::<Expr>::new())?
         .build()?;
     Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 1.0)?)
         .join(

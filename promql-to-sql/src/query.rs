@@ -8,6 +8,7 @@ use datafusion::arrow::array::{Array, AsArray, BinaryArray, Float64Array, Int64A
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::prelude::SessionContext;
 use promql_parser::parser::Expr as P;
 
@@ -219,21 +220,70 @@ pub fn parse(query: &str) -> Result<P> {
     Ok(e)
 }
 
+/// Runs a PromQL plan as [`crate::plan`] wrote it, without DataFusion's analyzer and
+/// logical optimizer.
+///
+/// The planner writes every expression with its final types, each scan with its filters
+/// and columns, and no nodes those passes rewrite (no `DISTINCT`, subqueries, limits,
+/// outer joins or unions of scans); the passes still walked and rebuilt the whole plan,
+/// 11% of a one-series query's CPU in a `perf` profile (`benches/README.md`). The task
+/// context carries the session's configuration and runtime but not its function
+/// registries (copying them was another 2%): physical operators hold their functions.
+/// The series lookups of [`crate::selector`] are SQL-shaped plans and still go through
+/// the session's optimizer.
+///
+/// # Errors
+/// Physical planning or execution errors.
+pub(crate) async fn run_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+    Ok(datafusion::physical_plan::collect(
+        physical_plan(ctx, &plan).await?,
+        task_context(ctx),
+    )
+    .await?)
+}
+
+/// `plan`'s physical plan in `ctx` as [`run_plan`] runs it.
+async fn physical_plan(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let state = ctx.state();
+    Ok(state
+        .query_planner()
+        .create_physical_plan(plan, &state)
+        .await?)
+}
+
+/// A task context for `ctx`'s plans without its function registries (see [`run_plan`]).
+fn task_context(ctx: &SessionContext) -> Arc<datafusion::execution::TaskContext> {
+    let state = ctx.state_ref();
+    let state = state.read();
+    Arc::new(datafusion::execution::TaskContext::new(
+        None,
+        state.session_id().to_string(),
+        state.config().clone(),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        state.runtime_env().clone(),
+    ))
+}
+
 async fn collect(
     ctx: &SessionContext,
     plan: LogicalPlan,
     opts: &QueryOptions,
 ) -> Result<Vec<RecordBatch>> {
-    let df = ctx.execute_logical_plan(plan).await?;
-    let fut = df.collect();
+    let fut = run_plan(ctx, plan);
     let batches = match opts.timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             PromqlError::Timeout(format!(
                 "query timed out in expression evaluation (timeout {t:?})"
             ))
-        })??,
-        None => fut.await?,
-    };
+        })?,
+        None => fut.await,
+    }?;
     Ok(batches)
 }
 
@@ -569,10 +619,11 @@ pub async fn range_query(
 }
 
 /// The logical and physical plan of a query evaluated at the steps `start_ms..=end_ms`
-/// every `step_ms` (ms since the epoch, UTC; an instant query is `start = end`), as
-/// DataFusion's `EXPLAIN` prints them (for debugging). With `analyze`, the plan is also run
-/// and printed as `EXPLAIN ANALYZE` does, with each operator's rows and compute time, and
-/// a first line gives the PromQL planning time (series selection included) in ms.
+/// every `step_ms` (ms since the epoch, UTC; an instant query is `start = end`), as the
+/// query runs them (see [`run_plan`]), printed as DataFusion's `EXPLAIN` indents plans
+/// (for debugging). With `analyze`, the plan is also run and printed as `EXPLAIN ANALYZE`
+/// does, with each operator's rows and compute time, and a first line gives the PromQL
+/// planning time (series selection included) in ms.
 ///
 /// # Errors
 /// As [`instant_query`].
@@ -601,27 +652,22 @@ pub async fn explain(
     };
     let planning = started.elapsed();
     let points = usize::try_from((end_ms - start_ms) / step_ms.max(1)).unwrap_or(usize::MAX);
-    // EXPLAIN without ANALYZE shows the plan with every physical rule applied (what a
-    // plan that needs them runs); with ANALYZE, the plan that ran.
-    let ctx = session_for(
-        &ctx,
-        &planner,
-        points.saturating_add(1),
-        analyze.then_some(&plan),
-    );
-    let df = ctx
-        .execute_logical_plan(plan)
-        .await?
-        .explain(false, analyze)?;
-    let batches = df.collect().await?;
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    // The plans as a query runs them (`run_plan`): the logical plan as planned, and the
+    // physical plan of the session the query would run in.
+    let ctx = session_for(&ctx, &planner, points.saturating_add(1), Some(&plan));
+    let physical = physical_plan(&ctx, &plan).await?;
+    let logical = plan.display_indent();
     Ok(if analyze {
+        datafusion::physical_plan::collect(physical.clone(), task_context(&ctx)).await?;
+        let shown = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(false);
         format!(
-            "PromQL planning (series selection included): {:.3} ms\n{text}",
+            "PromQL planning (series selection included): {:.3} ms\n\
+             logical plan:\n{logical}\nphysical plan with metrics:\n{shown}",
             planning.as_secs_f64() * 1e3
         )
     } else {
-        text
+        let shown = DisplayableExecutionPlan::new(physical.as_ref()).indent(false);
+        format!("logical plan:\n{logical}\nphysical plan:\n{shown}")
     })
 }
 
