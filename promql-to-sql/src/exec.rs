@@ -116,6 +116,31 @@ impl SeriesMap {
     fn get(&self, id: i64) -> Option<&Vec<u8>> {
         self.map.get(&id)
     }
+
+    /// The same series, each with the empty label set: for an operator whose output's
+    /// labels nothing reads (`sum(rate(x[5m]))`), so that it copies no label bytes per
+    /// output row.
+    pub fn without_labels(&self) -> SeriesMap {
+        SeriesMap {
+            map: Arc::new(self.map.keys().map(|k| (*k, vec![])).collect()),
+            digest: !self.digest,
+        }
+    }
+}
+
+impl PromOp {
+    /// This operator with empty output label sets, when it takes its labels from a
+    /// [`SeriesMap`] (see [`SeriesMap::without_labels`]); `None` otherwise.
+    pub fn without_labels(&self) -> Option<PromOp> {
+        let mut op = self.clone();
+        match &mut op {
+            PromOp::InstantSelect { series, .. } | PromOp::RangeFunc { series, .. } => {
+                *series = Some(series.as_ref()?.without_labels());
+                Some(op)
+            }
+            PromOp::CheckUnique { .. } => None,
+        }
+    }
 }
 
 impl fmt::Debug for SeriesMap {
@@ -1036,8 +1061,15 @@ impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
             DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PromExtensionPlanner)])
                 .create_physical_plan(logical_plan, session_state)
                 .await?;
-        if session_state.physical_optimizers().is_empty() && !runs_as_built(&plan) {
+        if session_state.physical_optimizers().is_empty() {
             let context = RulesContext(session_state);
+            if runs_as_built(&plan) {
+                // One partition: an aggregate's partial and final phases are one (the
+                // planner always writes two), as DataFusion's rule of that name makes them.
+                use datafusion::physical_optimizer::PhysicalOptimizerRule;
+                let combine = datafusion::physical_optimizer::combine_partial_final_agg::CombinePartialFinalAggregate::new();
+                return combine.optimize_with_context(plan, &context);
+            }
             for rule in &self.rules {
                 plan = rule
                     .optimize_with_context(plan, &context)

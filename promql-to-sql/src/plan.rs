@@ -1039,7 +1039,7 @@ impl Planner {
                 // One group per step, all with the empty label set: grouping by the
                 // label column too would rewrite and hash every row's labels.
                 let empty = lit(ScalarValue::Binary(Some(crate::labels::encode(&[]))));
-                return Ok(LogicalPlanBuilder::from(v)
+                return Ok(LogicalPlanBuilder::from(labels_unread(v)?)
                     .aggregate(vec![col("ts")], vec![f.alias("value")])?
                     .project(vec![empty.alias("labels"), col("ts"), col("value")])?
                     .build()?);
@@ -1865,4 +1865,36 @@ fn vector_binop(
         .filter(col("value").is_not_null())?
         .project(vec![col("labels"), col("ts"), col("value")])?
         .build()?)
+}
+
+/// `v` (columns `labels, ts, value`) for a consumer that reads only `ts` and `value`:
+/// projections on top that only rewrite labels (the name's removal, `label_replace`) are
+/// left out, and a per-series operator below them gives every series the empty label set
+/// ([`PromOp::without_labels`]). DataFusion's `optimize_projections` would prune the
+/// label rewrites; PromQL plans run without it ([`crate::query`]'s `run_plan`).
+///
+/// # Errors
+/// Rebuilding the operator's node fails (a broken invariant).
+fn labels_unread(v: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::Projection;
+    let plain = |e: &Expr, name: &str| matches!(e.clone().unalias(), Expr::Column(c) if c.name == name);
+    match &v {
+        LogicalPlan::Projection(Projection { expr, input, .. })
+            if expr.len() == 3
+                && v.schema().field_names() == ["labels", "ts", "value"]
+                && plain(&expr[1], "ts")
+                && plain(&expr[2], "value")
+                && input.schema().field_names() == ["labels", "ts", "value"] =>
+        {
+            labels_unread(input.as_ref().clone())
+        }
+        LogicalPlan::Extension(e) => {
+            let node = e.node.as_any().downcast_ref::<PromNode>();
+            match node.and_then(|n| Some((n.op.without_labels()?, n.input.clone()))) {
+                Some((op, input)) => Ok(PromNode::new(op, input)?.into_plan()),
+                None => Ok(v),
+            }
+        }
+        _ => Ok(v),
+    }
 }
