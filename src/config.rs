@@ -116,3 +116,19 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_section_sets_the_file_cache_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("[query]\nfile_cache_bytes = 1048576\n").unwrap();
+        assert_eq!(c.query.file_cache_bytes, 1 << 20);
+        // Absent, it is 1 GiB.
+        let c: Config = toml::from_str("data_dir = \"./d\"\n").unwrap();
+        assert_eq!(c.query.file_cache_bytes, 1 << 30);
+        let e = toml::from_str::<Config>("[query]\nfile_cache = 1\n").unwrap_err();
+        assert!(e.to_string().contains("file_cache"), "{e}");
+    }
+}

@@ -165,10 +165,7 @@ fn slice(file: &Cached, location: &Path, range: &Range<u64>) -> Result<Bytes> {
     if range.start > range.end || range.end > len {
         return Err(Error::Generic {
             store: "FileCache",
-            source: format!(
-                "range {range:?} out of bounds of {location} ({len} bytes)"
-            )
-            .into(),
+            source: format!("range {range:?} out of bounds of {location} ({len} bytes)").into(),
         });
     }
     Ok(file.bytes.slice(range.start as usize..range.end as usize))
@@ -268,8 +265,14 @@ mod tests {
     async fn reads_are_answered_from_memory_after_the_first() {
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (a, b) = (Path::from("a.parquet"), Path::from("b.parquet"));
-        inner.put(&a, Bytes::from_static(b"0123456789").into()).await.unwrap();
-        inner.put(&b, Bytes::from(vec![7u8; 30]).into()).await.unwrap();
+        inner
+            .put(&a, Bytes::from_static(b"0123456789").into())
+            .await
+            .unwrap();
+        inner
+            .put(&b, Bytes::from(vec![7u8; 30]).into())
+            .await
+            .unwrap();
         // Room for 40 bytes: files of up to 10 bytes are cached.
         let cache = Arc::new(FileCache::new(40));
         let store = cache.store(inner.clone());
@@ -278,8 +281,14 @@ mod tests {
         // The file is served from memory: deleting it underneath changes nothing.
         inner.delete(&a).await.unwrap();
         let got = store.get_ranges(&a, &[0..1, 8..10]).await.unwrap();
-        assert_eq!(got, vec![Bytes::from_static(b"0"), Bytes::from_static(b"89")]);
-        assert_eq!(store.get(&a).await.unwrap().bytes().await.unwrap(), &b"0123456789"[..]);
+        assert_eq!(
+            got,
+            vec![Bytes::from_static(b"0"), Bytes::from_static(b"89")]
+        );
+        assert_eq!(
+            store.get(&a).await.unwrap().bytes().await.unwrap(),
+            &b"0123456789"[..]
+        );
         // A range past the end is an error, as from the file system.
         assert!(store.get_ranges(&a, &[5..11]).await.is_err());
         // A file over a quarter of the cache is read from the store each time.
@@ -297,7 +306,10 @@ mod tests {
         let cache = Arc::new(FileCache::new(40));
         let store = cache.store(inner.clone());
         for name in ["a", "b", "c", "d", "e"] {
-            inner.put(&Path::from(name), Bytes::from(vec![1u8; 10]).into()).await.unwrap();
+            inner
+                .put(&Path::from(name), Bytes::from(vec![1u8; 10]).into())
+                .await
+                .unwrap();
         }
         for name in ["a", "b", "c", "d", "a", "e"] {
             store.get_range(&Path::from(name), 0..1).await.unwrap();

@@ -649,7 +649,9 @@ impl Planner {
     /// # Errors
     /// The plan fails.
     async fn run_now(&self, p: LogicalPlan) -> Result<crate::query::Rows> {
-        Ok(crate::query::rows(&crate::query::run_plan(&self.ctx, p).await?))
+        Ok(crate::query::rows(
+            &crate::query::run_plan(&self.ctx, p).await?,
+        ))
     }
 
     /// A scalar's value at each of `steps` (NaN where it has none), by running its plan.
@@ -1877,7 +1879,8 @@ fn vector_binop(
 /// Rebuilding the operator's node fails (a broken invariant).
 fn labels_unread(v: LogicalPlan) -> Result<LogicalPlan> {
     use datafusion::logical_expr::Projection;
-    let plain = |e: &Expr, name: &str| matches!(e.clone().unalias(), Expr::Column(c) if c.name == name);
+    let plain =
+        |e: &Expr, name: &str| matches!(e.clone().unalias(), Expr::Column(c) if c.name == name);
     match &v {
         LogicalPlan::Projection(Projection { expr, input, .. })
             if expr.len() == 3

@@ -235,11 +235,10 @@ pub fn parse(query: &str) -> Result<P> {
 /// # Errors
 /// Physical planning or execution errors.
 pub(crate) async fn run_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-    Ok(datafusion::physical_plan::collect(
-        physical_plan(ctx, &plan).await?,
-        task_context(ctx),
+    Ok(
+        datafusion::physical_plan::collect(physical_plan(ctx, &plan).await?, task_context(ctx))
+            .await?,
     )
-    .await?)
 }
 
 /// `plan`'s physical plan in `ctx` as [`run_plan`] runs it.
