@@ -187,7 +187,7 @@ async fn instant_and_range_queries() {
     assert!(text.starts_with("PromQL planning"), "{text}");
     let line = text
         .lines()
-        .find(|l| l.contains("PromRangeFunc: rate"))
+        .find(|l| l.contains("PromRangeFunc: rate") && l.contains("metrics="))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("output_rows=2,"), "{line}");
 }
