@@ -726,6 +726,51 @@ fn select_at_steps(
     })
 }
 
+/// A position in one series' rows (sorted by time) for times that mostly increase, as a
+/// range function's window edges do from step to step.
+struct Cursor {
+    /// The last answer and the time it was for.
+    at: usize,
+    t: i64,
+}
+
+impl Cursor {
+    fn new() -> Cursor {
+        Cursor { at: 0, t: i64::MIN }
+    }
+
+    /// The number of rows at or before `t` (`rows.partition_point(|r| r.0 <= t)`). From
+    /// the last answer when `t` did not decrease, by galloping (exponential) search:
+    /// O(log d) for a move of d rows, where a binary search over the whole series took
+    /// a cache miss per halving (6% of the CPU of the bench's 8-series, 12-hour query).
+    fn after(&mut self, rows: &[(i64, f64)], t: i64) -> usize {
+        let le = |r: &(i64, f64)| r.0 <= t;
+        let at = if t < self.t || self.at > rows.len() {
+            rows.partition_point(le)
+        } else {
+            // rows[..known] are at or before the last time, so at or before `t`; probes
+            // go 1, 2, 4, ... rows past the last row known to be, until one is after `t`
+            // (or past the end): the answer is between.
+            let mut known = self.at;
+            let mut stride = 1;
+            let end = loop {
+                let probe = known + stride - 1;
+                if probe >= rows.len() {
+                    break rows.len();
+                }
+                if !le(&rows[probe]) {
+                    break probe;
+                }
+                known = probe + 1;
+                stride *= 2;
+            };
+            known + rows[known..end].partition_point(le)
+        };
+        *self = Cursor { at, t };
+        at
+    }
+}
+
 /// Input rows from which a per-series operator is split over threads: below it, spawning
 /// threads costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 200_000;
@@ -862,13 +907,14 @@ fn run_series(
                         resets.push(n);
                     }
                 }
+                let (mut lo_at, mut hi_at) = (Cursor::new(), Cursor::new());
                 for (i, t) in steps.iter().enumerate() {
                     for (j, vals) in step_params {
                         step_ps[*j] = vals.get(i).copied().unwrap_or(f64::NAN);
                     }
                     let e = at.eval_time(t);
-                    let lo = rows.partition_point(|r| r.0 <= e - window);
-                    let hi = rows.partition_point(|r| r.0 <= e);
+                    let lo = lo_at.after(rows, e - window);
+                    let hi = hi_at.after(rows, e);
                     // predict_linear's intercept is at the step (Prometheus marks it unsafe for `@`).
                     let eval_ts = t;
                     let window_rows = &rows[lo..hi];
@@ -1083,6 +1129,28 @@ impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_answers_as_a_binary_search_whichever_way_times_move() {
+        // Irregular timestamps with repeats (a series' rows with a duplicate kept).
+        let rows: Vec<(i64, f64)> = [0, 3, 3, 4, 10, 11, 25, 26, 27, 60, 61, 200]
+            .iter()
+            .map(|t| (*t, 0.0))
+            .collect();
+        let times = [
+            -5, -1, 0, 0, 2, 3, 9, 10, 30, 30, 60, 59, 61, 199, 200, 500, 3, 26, 1000,
+        ];
+        for rows in [&rows[..], &rows[..1], &[][..]] {
+            let mut c = Cursor::new();
+            for t in times {
+                assert_eq!(
+                    c.after(rows, t),
+                    rows.partition_point(|r| r.0 <= t),
+                    "t={t} rows={rows:?}"
+                );
+            }
+        }
+    }
     use datafusion::arrow::array::{Float64Array, Int64Array};
 
     /// 300 series x 1,000 samples at 10 s: series `k`'s value at sample `i` is `k`.
