@@ -55,12 +55,6 @@ struct Cached {
     meta: ObjectMeta,
 }
 
-impl Default for FileCache {
-    fn default() -> Self {
-        FileCache::new(FILE_CACHE_BYTES)
-    }
-}
-
 impl FileCache {
     /// A cache of at most `max_bytes` bytes (0: nothing is cached).
     pub fn new(max_bytes: usize) -> FileCache {
@@ -141,16 +135,15 @@ impl fmt::Display for CachingStore {
 
 impl CachingStore {
     /// The file at `location` from the cache, loaded whole on a miss; `None` when the file
-    /// is not cached (too large for the cache).
+    /// is not cached (too large for the cache: its body is then not read here).
     async fn file(&self, location: &Path) -> Result<Option<Arc<Cached>>> {
         if let Some(f) = self.cache.get(location) {
             return Ok(Some(f));
         }
-        let meta = self.inner.head(location).await?;
-        if !self.cache.admits(meta.size) {
+        let got = self.inner.get(location).await?;
+        if !self.cache.admits(got.meta.size) {
             return Ok(None);
         }
-        let got = self.inner.get(location).await?;
         let meta = got.meta.clone();
         let bytes = got.bytes().await?;
         let file = Arc::new(Cached { bytes, meta });

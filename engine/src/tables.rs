@@ -378,7 +378,9 @@ impl HeadDeltaTable {
             file_schema,
             files: Default::default(),
             runs: Default::default(),
-            file_cache: Default::default(),
+            // Only the pruning variant reads through the cache (SQL scans go through
+            // delta-rs).
+            file_cache: Arc::new(FileCache::new(0)),
         })
     }
 

@@ -745,7 +745,7 @@ impl Cursor {
     /// a cache miss per halving (6% of the CPU of the bench's 8-series, 12-hour query).
     fn after(&mut self, rows: &[(i64, f64)], t: i64) -> usize {
         let le = |r: &(i64, f64)| r.0 <= t;
-        let at = if t < self.t || self.at > rows.len() {
+        let at = if t < self.t {
             rows.partition_point(le)
         } else {
             // rows[..known] are at or before the last time, so at or before `t`; probes
@@ -1129,6 +1129,7 @@ impl datafusion::execution::context::QueryPlanner for PromQueryPlanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array};
 
     #[test]
     fn a_cursor_answers_as_a_binary_search_whichever_way_times_move() {
@@ -1151,7 +1152,6 @@ mod tests {
             }
         }
     }
-    use datafusion::arrow::array::{Float64Array, Int64Array};
 
     /// 300 series x 1,000 samples at 10 s: series `k`'s value at sample `i` is `k`.
     fn input() -> (Vec<RecordBatch>, SeriesMap) {

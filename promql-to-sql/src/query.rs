@@ -235,29 +235,25 @@ pub fn parse(query: &str) -> Result<P> {
 /// # Errors
 /// Physical planning or execution errors.
 pub(crate) async fn run_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-    Ok(
-        datafusion::physical_plan::collect(physical_plan(ctx, &plan).await?, task_context(ctx))
-            .await?,
-    )
+    let (physical, task) = physical_plan(ctx, &plan).await?;
+    Ok(datafusion::physical_plan::collect(physical, task).await?)
 }
 
-/// `plan`'s physical plan in `ctx` as [`run_plan`] runs it.
+/// `plan`'s physical plan in `ctx` as [`run_plan`] runs it, and the task context to run
+/// it with: the session's configuration and runtime without its function registries.
 async fn physical_plan(
     ctx: &SessionContext,
     plan: &LogicalPlan,
-) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+) -> Result<(
+    Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    Arc<datafusion::execution::TaskContext>,
+)> {
     let state = ctx.state();
-    Ok(state
+    let physical = state
         .query_planner()
         .create_physical_plan(plan, &state)
-        .await?)
-}
-
-/// A task context for `ctx`'s plans without its function registries (see [`run_plan`]).
-fn task_context(ctx: &SessionContext) -> Arc<datafusion::execution::TaskContext> {
-    let state = ctx.state_ref();
-    let state = state.read();
-    Arc::new(datafusion::execution::TaskContext::new(
+        .await?;
+    let task = datafusion::execution::TaskContext::new(
         None,
         state.session_id().to_string(),
         state.config().clone(),
@@ -266,7 +262,8 @@ fn task_context(ctx: &SessionContext) -> Arc<datafusion::execution::TaskContext>
         Default::default(),
         Default::default(),
         state.runtime_env().clone(),
-    ))
+    );
+    Ok((physical, Arc::new(task)))
 }
 
 async fn collect(
@@ -654,10 +651,10 @@ pub async fn explain(
     // The plans as a query runs them (`run_plan`): the logical plan as planned, and the
     // physical plan of the session the query would run in.
     let ctx = session_for(&ctx, &planner, points.saturating_add(1), Some(&plan));
-    let physical = physical_plan(&ctx, &plan).await?;
+    let (physical, task) = physical_plan(&ctx, &plan).await?;
     let logical = plan.display_indent();
     Ok(if analyze {
-        datafusion::physical_plan::collect(physical.clone(), task_context(&ctx)).await?;
+        datafusion::physical_plan::collect(physical.clone(), task).await?;
         let shown = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(false);
         format!(
             "PromQL planning (series selection included): {:.3} ms\n\
