@@ -290,8 +290,9 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
 async fn a_large_selection_of_one_file_is_split_and_read_once() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    // 10,000 samples at 1 s, values 0..=9999, ending within the last minute.
-    let t0 = (now_ms() - 10_060_000) / 1000 * 1000;
+    // 10,000 samples at 1 s, values 0..=9999, yesterday from 12:00 UTC: one date
+    // partition, so one file, whatever the time of day the test runs.
+    let t0 = now_ms() / 86_400_000 * 86_400_000 - 12 * 3_600_000;
     let samples: Vec<(i64, f64)> = (0..10_000).map(|i| (t0 + i * 1000, i as f64)).collect();
     let body = request(&[(&[("__name__", "split_x"), ("job", "a")][..], &samples[..])]);
     assert_eq!(post_write(srv.http_addr, body).await.0, 204);
@@ -362,8 +363,9 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
 async fn selectors_read_only_the_rows_of_their_series() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    // 360 samples at 10 s per series over the last hour, in whole seconds.
-    let t0 = (now_ms() - 3_600_000) / 1000 * 1000;
+    // 360 samples at 10 s per series over one hour, yesterday from 12:00 UTC, so that
+    // they fall in one date partition (the last hour crosses midnight at 00:30).
+    let t0 = now_ms() / 86_400_000 * 86_400_000 - 12 * 3_600_000;
     let samples = |base: f64| -> Vec<(i64, f64)> {
         (0..360)
             .map(|i| (t0 + i * 10_000, base + i as f64))
