@@ -22,6 +22,7 @@ use strata_ingest::{Limits, PersistConfig};
 ///
 /// [query]
 /// file_cache_bytes = 1073741824  # the samples table's files kept in memory for PromQL
+/// sample_cache_bytes = 268435456 # decoded samples of recently read series, for PromQL
 ///
 /// [persist]
 /// interval = "5m"
@@ -83,12 +84,28 @@ pub struct QueryConfig {
     /// Bytes of the `samples` table's Parquet files PromQL keeps in memory, least recently
     /// used evicted first (`strata_engine::file_cache`); 0 keeps none. Default 1 GiB.
     pub file_cache_bytes: usize,
+    /// Bytes of decoded samples (series runs of those files) PromQL keeps in memory, least
+    /// recently used evicted first (`strata_engine::sample_cache`); 0 keeps none. Default
+    /// 256 MiB.
+    pub sample_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
+        let sizes = strata_engine::CacheSizes::default();
         QueryConfig {
-            file_cache_bytes: strata_engine::file_cache::FILE_CACHE_BYTES,
+            file_cache_bytes: sizes.file_bytes,
+            sample_cache_bytes: sizes.sample_bytes,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The engine's cache sizes this section sets.
+    pub fn cache_sizes(&self) -> strata_engine::CacheSizes {
+        strata_engine::CacheSizes {
+            file_bytes: self.file_cache_bytes,
+            sample_bytes: self.sample_cache_bytes,
         }
     }
 }
@@ -122,12 +139,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_query_section_sets_the_file_cache_and_rejects_unknown_keys() {
+    fn the_query_section_sets_the_caches_and_rejects_unknown_keys() {
         let c: Config = toml::from_str("[query]\nfile_cache_bytes = 1048576\n").unwrap();
         assert_eq!(c.query.file_cache_bytes, 1 << 20);
-        // Absent, it is 1 GiB.
+        assert_eq!(c.query.sample_cache_bytes, 256 << 20);
+        let c: Config = toml::from_str("[query]\nsample_cache_bytes = 0\n").unwrap();
+        assert_eq!(c.query.cache_sizes().sample_bytes, 0);
+        assert_eq!(c.query.cache_sizes().file_bytes, 1 << 30);
+        // Absent, they are 1 GiB and 256 MiB.
         let c: Config = toml::from_str("data_dir = \"./d\"\n").unwrap();
         assert_eq!(c.query.file_cache_bytes, 1 << 30);
+        assert_eq!(c.query.sample_cache_bytes, 256 << 20);
         let e = toml::from_str::<Config>("[query]\nfile_cache = 1\n").unwrap_err();
         assert!(e.to_string().contains("file_cache"), "{e}");
     }

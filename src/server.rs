@@ -202,7 +202,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     .await
     .map_err(|e| format!("opening storage: {e}"))?;
     let source = Arc::new(IngesterSource(ingester.clone()));
-    let engine = Engine::with_file_cache(source, cfg.query.file_cache_bytes)
+    let engine = Engine::with_caches(source, cfg.query.cache_sizes())
         .await
         .map_err(|e| format!("starting the engine: {e}"))?;
     // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).

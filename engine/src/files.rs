@@ -45,7 +45,10 @@ use datafusion::physical_plan::union::UnionExec;
 use deltalake::DeltaTable;
 
 use crate::file_cache::FileCache;
-use crate::runs::{BUILD_INLINE_BYTES, RunsCache, SeriesFilter};
+use crate::runs::{BUILD_INLINE_BYTES, RunRef, RunsCache, SeriesFilter, SeriesRuns};
+use crate::sample_cache::{
+    CACHED_COLUMNS, CACHED_SCAN_ROWS, CachedRunsExec, FileRuns, SampleCache,
+};
 use crate::tables::PageIndexCaching;
 
 /// The data files of one version of a Delta table, with their statistics as DataFusion's
@@ -330,6 +333,7 @@ pub async fn scan(
     limit: Option<usize>,
     runs: &Arc<RunsCache>,
     file_cache: &Arc<FileCache>,
+    samples: &Arc<SampleCache>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let log_store = table.log_store();
     let url: ObjectStoreUrl = log_store.object_store_url();
@@ -381,7 +385,7 @@ pub async fn scan(
         CachedParquetFileReaderFactory::new(file_cache.store(store), cache),
     )));
     let series = SeriesFilter::from_filters(filters);
-    let mut by_runs: Vec<(&PartitionedFile, RowSelection)> = vec![];
+    let mut by_runs: Vec<(&PartitionedFile, Arc<SeriesRuns>, Vec<RunRef>)> = vec![];
     let mut by_stats: Vec<PartitionedFile> = vec![];
     let mut inline_left = BUILD_INLINE_BYTES;
     for (f, _) in list.files.iter().zip(keep).filter(|(_, k)| *k) {
@@ -397,13 +401,16 @@ pub async fn scan(
                         runs.get_or_build(&readers, f, inline).await
                     }
                 };
-                found.map(|r| r.select(s))
+                found.map(|r| {
+                    let runs = r.select_runs(s);
+                    (r, runs)
+                })
             }
             None => None,
         };
         match selection {
-            Some(Some(rows)) => by_runs.push((f, rows)),
-            Some(None) => {}
+            Some((r, runs)) if !runs.is_empty() => by_runs.push((f, r, runs)),
+            Some(_) => {}
             None => by_stats.push(f.clone()),
         }
     }
@@ -423,8 +430,41 @@ pub async fn scan(
         )
     };
     let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
-    if !by_runs.is_empty() {
-        let groups = spread(by_runs, state.config().target_partitions());
+    let selected: usize = by_runs
+        .iter()
+        .flat_map(|(_, _, runs)| runs)
+        .map(|r| r.rows as usize)
+        .sum();
+    let projected = Arc::new(file_schema.project(&projection)?);
+    let cached = samples.enabled()
+        && limit.is_none()
+        && selected <= CACHED_SCAN_ROWS
+        && projected
+            .fields()
+            .iter()
+            .all(|f| CACHED_COLUMNS.contains(&f.name().as_str()));
+    if !by_runs.is_empty() && cached {
+        let files = by_runs
+            .into_iter()
+            .map(|(f, r, runs)| FileRuns {
+                file: f.clone(),
+                runs,
+                total_rows: r.total_rows(),
+            })
+            .collect();
+        plans.push(Arc::new(CachedRunsExec::try_new(
+            files,
+            state.config().target_partitions(),
+            readers.clone(),
+            samples.clone(),
+            projected.clone(),
+        )?));
+    } else if !by_runs.is_empty() {
+        let files = by_runs
+            .into_iter()
+            .map(|(f, r, runs)| (f, selection(&runs, r.total_rows())))
+            .collect();
+        let groups = spread(files, state.config().target_partitions());
         plans.push(exec(groups, source())?);
     }
     if !by_stats.is_empty() {
@@ -435,13 +475,21 @@ pub async fn scan(
         plans.push(exec(vec![FileGroup::new(by_stats)], source)?);
     }
     match plans.len() {
-        0 => {
-            let projected = Arc::new(file_schema.project(&projection)?);
-            Ok(Arc::new(EmptyExec::new(projected)))
-        }
+        0 => Ok(Arc::new(EmptyExec::new(projected))),
         1 => Ok(plans.remove(0)),
         _ => UnionExec::try_new(plans),
     }
+}
+
+/// `runs` (sorted by first row) as a selection over all `total_rows` rows of their file.
+fn selection(runs: &[RunRef], total_rows: usize) -> RowSelection {
+    RowSelection::from_consecutive_ranges(
+        runs.iter().map(|r| {
+            let first = r.first_row as usize;
+            first..first + r.rows as usize
+        }),
+        total_rows,
+    )
 }
 
 /// Fewest selected rows worth a partition of their own in [`spread`].

@@ -14,7 +14,8 @@
 //! `samples` provider PromQL scans read through (filters prune files, row groups and pages
 //! but are not evaluated per row; it reads Strata's own tables through a per-version
 //! [`files::FileList`] rather than delta-rs's scan planning, and the rows of a few series
-//! by the files' [`runs::SeriesRuns`]).
+//! by the files' [`runs::SeriesRuns`], through caches of whole files
+//! ([`file_cache`]) and of decoded series runs ([`sample_cache`])).
 //!
 //! Not here: the write path (`strata-ingest`), PromQL (`promql-to-sql`), the wire protocols.
 //! Data enters through a [`Source`] and leaves as Arrow record batches.
@@ -22,6 +23,7 @@
 pub mod file_cache;
 pub mod files;
 pub mod runs;
+pub mod sample_cache;
 pub mod series_index;
 pub mod source;
 pub mod tables;
@@ -61,6 +63,27 @@ pub enum EngineError {
 /// Result alias for this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// The sizes of the caches PromQL's scans of the `samples` table read through (bytes;
+/// 0 turns a cache off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Whole Parquet files in memory ([`file_cache`]); default
+    /// [`file_cache::FILE_CACHE_BYTES`].
+    pub file_bytes: usize,
+    /// Decoded samples of series runs ([`sample_cache`]); default
+    /// [`sample_cache::SAMPLE_CACHE_BYTES`].
+    pub sample_bytes: usize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        CacheSizes {
+            file_bytes: file_cache::FILE_CACHE_BYTES,
+            sample_bytes: sample_cache::SAMPLE_CACHE_BYTES,
+        }
+    }
+}
+
 /// The query engine over a [`Source`].
 #[derive(Clone)]
 pub struct Engine {
@@ -68,24 +91,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the session and registers the tables and views over `source`, with a
-    /// [`file_cache::FILE_CACHE_BYTES`] file cache.
+    /// Builds the session and registers the tables and views over `source`, with PromQL's
+    /// caches at their default sizes ([`CacheSizes::default`]).
     ///
     /// # Errors
     /// DataFusion errors registering the view (a broken invariant).
     pub async fn new(source: Arc<dyn Source>) -> Result<Engine> {
-        Engine::with_file_cache(source, file_cache::FILE_CACHE_BYTES).await
+        Engine::with_caches(source, CacheSizes::default()).await
     }
 
-    /// As [`Engine::new`], with PromQL's scans keeping up to `file_cache_bytes` bytes of
-    /// the `samples` table's files in memory (see [`file_cache`]; 0 keeps none).
+    /// As [`Engine::new`], with PromQL's caches of the `samples` table's files and decoded
+    /// samples at `caches`' sizes.
     ///
     /// # Errors
     /// DataFusion errors registering the view (a broken invariant).
-    pub async fn with_file_cache(
-        source: Arc<dyn Source>,
-        file_cache_bytes: usize,
-    ) -> Result<Engine> {
+    pub async fn with_caches(source: Arc<dyn Source>, caches: CacheSizes) -> Result<Engine> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_information_schema(true)
@@ -100,7 +120,7 @@ impl Engine {
             )
             .with_extension(Arc::new(series_index::SeriesIndex::new(source.clone())))
             .with_extension(Arc::new(tables::PruningSamples(Arc::new(
-                tables::HeadDeltaTable::pruning_samples(source.clone(), file_cache_bytes)?,
+                tables::HeadDeltaTable::pruning_samples(source.clone(), caches)?,
             ))));
         let ctx = SessionContext::new_with_config(config);
         let catalog = Arc::new(MemoryCatalogProvider::new());

@@ -209,20 +209,50 @@ pub fn split_selection(sel: &RowSelection, rows: usize) -> (RowSelection, RowSel
     (head.into(), tail.into())
 }
 
+/// One run a selection reads: `rows` consecutive rows of series `series_id` from row
+/// `first_row` of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRef {
+    /// The run's series.
+    pub series_id: i64,
+    /// Its first row in the file (0-based).
+    pub first_row: u32,
+    /// Its number of rows (1 to [`MAX_RUN_ROWS`]).
+    pub rows: u32,
+}
+
 impl SeriesRuns {
     /// The rows of the file the filter's series have, in runs that overlap its time
     /// range, as a selection over all the file's rows; `None` when no row is wanted.
     /// Whole runs are selected: rows outside the time range may come out.
     pub fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
+        let runs = self.select_runs(filter);
+        if runs.is_empty() {
+            return None;
+        }
+        Some(RowSelection::from_consecutive_ranges(
+            runs.iter().map(|r| {
+                let first = r.first_row as usize;
+                first..first + r.rows as usize
+            }),
+            self.total_rows,
+        ))
+    }
+
+    /// The runs [`SeriesRuns::select`] selects, sorted by first row.
+    pub fn select_runs(&self, filter: &SeriesFilter) -> Vec<RunRef> {
         let from = filter.from_us.unwrap_or(i64::MIN);
         let to = filter.to_us.unwrap_or(i64::MAX);
-        let mut ranges: Vec<std::ops::Range<usize>> = vec![];
+        let mut ranges: Vec<RunRef> = vec![];
         let mut add = |id: i64| {
             let start = self.runs.partition_point(|r| r.series_id < id);
             for r in self.runs[start..].iter().take_while(|r| r.series_id == id) {
                 if r.max_us >= from && r.min_us <= to {
-                    let first = r.first_row as usize;
-                    ranges.push(first..first + r.rows as usize);
+                    ranges.push(RunRef {
+                        series_id: id,
+                        first_row: r.first_row,
+                        rows: r.rows,
+                    });
                 }
             }
         };
@@ -234,14 +264,13 @@ impl SeriesRuns {
                 .flatten()
                 .for_each(|id| add(*id)),
         }
-        if ranges.is_empty() {
-            return None;
-        }
-        ranges.sort_unstable_by_key(|r| r.start);
-        Some(RowSelection::from_consecutive_ranges(
-            ranges.into_iter(),
-            self.total_rows,
-        ))
+        ranges.sort_unstable_by_key(|r| r.first_row);
+        ranges
+    }
+
+    /// The file's number of rows.
+    pub fn total_rows(&self) -> usize {
+        self.total_rows
     }
 
     /// The memory the list takes (bytes).

@@ -35,6 +35,7 @@ use strata_ingest::storage;
 use crate::file_cache::FileCache;
 use crate::files;
 use crate::runs::RunsCache;
+use crate::sample_cache::SampleCache;
 use crate::source::Source;
 
 /// Metric names a filter list pins the scan to (`metric_name = 'x'` or
@@ -126,6 +127,14 @@ fn cast_to(
     wanted: &[usize],
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let out_schema = plan.schema();
+    let same = out_schema.fields().len() == wanted.len()
+        && wanted
+            .iter()
+            .enumerate()
+            .all(|(pos, i)| schema.field(*i) == out_schema.field(pos));
+    if same {
+        return Ok(plan);
+    }
     let exprs = wanted
         .iter()
         .enumerate()
@@ -347,6 +356,8 @@ pub struct HeadDeltaTable {
     runs: Arc<RunsCache>,
     /// The pruning variant's files in memory (see [`crate::file_cache`]).
     file_cache: Arc<FileCache>,
+    /// The pruning variant's decoded series runs (see [`crate::sample_cache`]).
+    sample_cache: Arc<SampleCache>,
 }
 
 impl HeadDeltaTable {
@@ -381,24 +392,26 @@ impl HeadDeltaTable {
             // Only the pruning variant reads through the cache (SQL scans go through
             // delta-rs).
             file_cache: Arc::new(FileCache::new(0)),
+            sample_cache: Arc::new(SampleCache::new(0)),
         })
     }
 
     /// The `samples` table whose filters only prune (see the type's doc). Filters are
     /// reported `Exact` to DataFusion so that no `FilterExec` re-applies them: give it only
     /// to consumers that drop rows of unselected series and bound time themselves. Its
-    /// scans keep up to `file_cache_bytes` bytes of files in memory
-    /// ([`crate::file_cache`]).
+    /// scans keep up to `caches.file_bytes` bytes of files ([`crate::file_cache`]) and
+    /// `caches.sample_bytes` bytes of decoded samples ([`crate::sample_cache`]) in memory.
     ///
     /// # Errors
     /// Delta errors reading the table's schema.
     pub fn pruning_samples(
         source: Arc<dyn Source>,
-        file_cache_bytes: usize,
+        caches: crate::CacheSizes,
     ) -> Result<HeadDeltaTable> {
         Ok(HeadDeltaTable {
             pruning: true,
-            file_cache: Arc::new(FileCache::new(file_cache_bytes)),
+            file_cache: Arc::new(FileCache::new(caches.file_bytes)),
+            sample_cache: Arc::new(SampleCache::new(caches.sample_bytes)),
             ..HeadDeltaTable::new(source, Kind::Samples)?
         })
     }
@@ -419,6 +432,7 @@ impl HeadDeltaTable {
             let paths = list.paths();
             self.runs.retain(&paths);
             self.file_cache.retain(&paths);
+            self.sample_cache.retain(&paths);
         }
         *cached = Some((version, list.clone()));
         Ok(list)
@@ -456,6 +470,7 @@ impl HeadDeltaTable {
             limit,
             &self.runs,
             &self.file_cache,
+            &self.sample_cache,
         )
         .await?;
         let plan = prune_only(plan)?;

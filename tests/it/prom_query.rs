@@ -283,9 +283,9 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
 /// A selector of one series reads that series' rows of a persisted file and no other
 /// series' rows: the file's series runs give the reader an exact row selection (page
 /// statistics alone would decode the whole page, all three series here).
-/// A scan that selects many rows of one file reads them on two threads (the file's row
-/// selection split in two, each part read by its own partition), and each row once; a
-/// plan estimated small runs in one partition.
+/// A scan that selects many rows of one file reads them on two threads (the file's runs
+/// split in two groups, each read by its own partition), and each row once; a plan
+/// estimated small runs in one partition.
 #[tokio::test]
 async fn a_large_selection_of_one_file_is_split_and_read_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,20 +321,20 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
     };
     let scan_of = |text: &str| {
         text.lines()
-            .find(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+            .find(|l| l.contains("CachedRunsExec") && l.contains(".parquet"))
             .unwrap_or_else(|| panic!("{text}"))
             .to_string()
     };
     // 2 d is estimated at 17,281 samples (one per 10 s), over `ONE_PARTITION_ROWS`: the
-    // file's selection is read as two groups, each row once.
+    // file's runs (20 of at most 512 rows) are read as two groups, each row once.
     let text = explain("count_over_time(split_x[2d])").await;
     let scan = scan_of(&text);
-    assert!(scan.contains("file_groups={2 groups"), "{scan}");
+    assert!(scan.contains("groups=2, runs=20, rows=10000,"), "{scan}");
     assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
     // 3 h is estimated at 1,081: one partition, nothing repartitioned or merged.
     let text = explain("count_over_time(split_x[3h])").await;
     let scan = scan_of(&text);
-    assert!(scan.contains("file_groups={1 group"), "{scan}");
+    assert!(scan.contains("groups=1,"), "{scan}");
     assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
     assert!(!text.contains("RepartitionExec"), "{text}");
     assert!(!text.contains("CoalescePartitionsExec"), "{text}");
@@ -420,22 +420,155 @@ async fn selectors_read_only_the_rows_of_their_series() {
         want.map(|(j, v)| (j.to_string(), v.to_string())),
         "{v}"
     );
-    // The file holds 1,440 rows (one page); the scan of it returns b's 360, and for the
-    // whole metric runs_x's 1,080 (as DataFusion prints them).
-    for (q, rows) in [(r#"runs_x{job="b"}"#, "360"), ("runs_x", "1.08 K")] {
+    // The file holds 1,440 rows (one page); the scan of it returns b's 360 (one run), and
+    // for the whole metric runs_x's 1,080 (three runs, as DataFusion prints them), from
+    // the sample cache: the queries above decoded those runs.
+    for (q, runs, rows) in [(r#"runs_x{job="b"}"#, 1, "360"), ("runs_x", 3, "1.08 K")] {
         let explain = at("query_explain", q) + "&analyze=true";
         let (s, v) = get(addr, &explain).await;
         assert_eq!(s, 200, "{v}");
         let text = v["data"].as_str().unwrap();
         let scans: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+            .filter(|l| l.contains("CachedRunsExec") && l.contains(".parquet"))
             .collect();
         assert_eq!(scans.len(), 1, "{text}");
-        assert!(
-            scans[0].contains(&format!("output_rows={rows},")),
-            "{q}: {text}"
-        );
+        for want in [
+            format!("runs={runs},"),
+            format!("output_rows={rows},"),
+            format!("runs_cached={runs},"),
+            "runs_decoded=0".into(),
+        ] {
+            assert!(scans[0].contains(&want), "{q}: {want}: {text}");
+        }
     }
     srv.shutdown().await;
+    // Without the sample cache, the Parquet scan reads the same rows.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| c.query.sample_cache_bytes = 0).await;
+    let body = request(&[
+        (&[("__name__", "runs_x"), ("job", "a")][..], &a[..]),
+        (&[("__name__", "runs_x"), ("job", "b")][..], &b[..]),
+    ]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let explain = format!(
+        "/api/v1/query_explain?{}&time={time}&analyze=true",
+        enc(r#"runs_x{job="b"}"#)
+    );
+    let (s, v) = get(srv.http_addr, &explain).await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["data"].as_str().unwrap();
+    assert!(!text.contains("CachedRunsExec"), "{text}");
+    let scan = text
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains(".parquet"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(scan.contains("output_rows=360,"), "{text}");
+    srv.shutdown().await;
+}
+
+/// The sample cache changes no answer: the same data and queries on a server with the
+/// default cache, one whose cache holds less than one run (every run decoded, stored and
+/// evicted at once), and one without it, give the same JSON; the counts and sums are
+/// also worked out by hand.
+#[tokio::test]
+async fn the_sample_cache_changes_no_answer() {
+    // Three series at 15 s for 6 hours, yesterday from 06:00 UTC (one date partition),
+    // each ending with a staleness marker; values i, 2i, and i % 7 (a counter with
+    // resets).
+    let t0 = now_ms() / 86_400_000 * 86_400_000 - 18 * 3_600_000;
+    let n = 1440;
+    let series = |f: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> {
+        let mut v: Vec<(i64, f64)> = (0..n).map(|i| (t0 + i * 15_000, f(i))).collect();
+        v.push((t0 + n * 15_000, f64::from_bits(0x7ff0_0000_0000_0002)));
+        v
+    };
+    let (a, b, c) = (
+        series(&|i| i as f64),
+        series(&|i| 2.0 * i as f64),
+        series(&|i| (i % 7) as f64),
+    );
+    let body = request(&[
+        (&[("__name__", "cache_x"), ("job", "a")][..], &a[..]),
+        (&[("__name__", "cache_x"), ("job", "b")][..], &b[..]),
+        (&[("__name__", "cache_y"), ("job", "c")][..], &c[..]),
+    ]);
+    let mut answers: Vec<Vec<Value>> = vec![];
+    let end = (t0 + (n - 1) * 15_000) / 1000;
+    let queries = [
+        format!(
+            "/api/v1/query?{}&time={end}",
+            enc("count_over_time(cache_x[6h])")
+        ),
+        format!(
+            "/api/v1/query?{}&time={end}",
+            enc("sum_over_time(cache_x[1h])")
+        ),
+        format!("/api/v1/query?{}&time={end}", enc(r#"cache_x{job="b"}"#)),
+        format!(
+            "/api/v1/query_range?{}&start={}&end={}&step=60",
+            enc("sum by (job) (rate(cache_x[5m]))"),
+            end - 7200,
+            end
+        ),
+        format!(
+            "/api/v1/query_range?{}&start={}&end={end}&step=300",
+            enc("resets(cache_y[30m])"),
+            end - 18_000,
+        ),
+    ];
+    for sample_cache_bytes in [256 << 20, 100, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server_with(dir.path(), |c| {
+            c.query.sample_cache_bytes = sample_cache_bytes
+        })
+        .await;
+        assert_eq!(post_write(srv.http_addr, body.clone()).await.0, 204);
+        srv.ingester.persist().await.unwrap();
+        let mut got = vec![];
+        // Twice: decoded, then (with the default cache) from memory.
+        for _ in 0..2 {
+            for q in &queries {
+                let (s, v) = get(srv.http_addr, q).await;
+                assert_eq!(s, 200, "{q}: {v}");
+                got.push(v["data"].clone());
+            }
+        }
+        srv.shutdown().await;
+        answers.push(got);
+    }
+    assert_eq!(answers[0], answers[2]);
+    assert_eq!(answers[1], answers[2]);
+    let first = &answers[0];
+    let by_job = |v: &Value, job: &str| -> Value {
+        v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"]["job"] == job)
+            .unwrap_or_else(|| panic!("{v}"))
+            .clone()
+    };
+    // Every sample: the last is 6 h - 15 s after the first.
+    assert_eq!(by_job(&first[0], "a")["value"][1], n.to_string());
+    // The last hour: the 240 samples 1200..=1439 of a: 240 * (1200 + 1439) / 2.
+    assert_eq!(by_job(&first[1], "a")["value"][1], "316680");
+    assert_eq!(by_job(&first[1], "b")["value"][1], "633360");
+    assert_eq!(
+        by_job(&first[2], "b")["value"][1],
+        (2 * (n - 1)).to_string()
+    );
+    // a grows 1 per 15 s: a rate of 1/15 per second at every step.
+    let rates = by_job(&first[3], "a")["values"].as_array().unwrap().clone();
+    assert_eq!(rates.len(), 121);
+    for r in &rates {
+        let v: f64 = r[1].as_str().unwrap().parse().unwrap();
+        assert!((v - 1.0 / 15.0).abs() < 1e-12, "{r}");
+    }
+    // c drops to 0 every 7 samples: a 30-minute window holds 120 samples, 119 steps
+    // between them, of which 119 / 7 = 17 are resets, at each of the 61 steps.
+    let resets = first[4]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(resets.len(), 61, "{resets:?}");
+    assert!(resets.iter().all(|r| r[1] == "17"), "{resets:?}");
 }

@@ -1,0 +1,532 @@
+//! Decoded samples of series runs kept in memory, so that a PromQL query that reads few
+//! series (a dashboard panel, an alert rule) decodes no Parquet page once they are cached.
+//!
+//! With its files in memory ([`crate::file_cache`]) and its rows picked by series runs
+//! ([`crate::runs`]), the bench's one-host, one-hour query still spent more of its time
+//! setting up Parquet readers than in PromQL: per file, the footer taken from the metadata
+//! cache, a page reader per column, a zstd context per column chunk, and
+//! DataFusion's scan planning and opening (about 0.45 ms of a 1 ms query for 431 rows, by
+//! `EXPLAIN ANALYZE`). GreptimeDB keeps decoded pages in a page cache and Prometheus keeps
+//! its head chunks decoded for the same reason.
+//!
+//! A [`SampleCache`] holds one entry per series run (up to [`crate::runs::MAX_RUN_ROWS`]
+//! consecutive rows of one series in one file): the run's `timestamp` and `value` columns
+//! as Arrow arrays, least recently used evicted first, at most a configured number of
+//! bytes together. Files never change once written, so an entry is valid for as long as
+//! its file is in the table.
+//!
+//! [`CachedRunsExec`] is the scan that reads through it: it returns the runs a scan
+//! selected, those in the cache from memory, the others read from their file with one
+//! Parquet row selection per file (then cached). [`crate::files::scan`] uses it for scans
+//! of at most [`CACHED_SCAN_ROWS`] selected rows that read no column but `series_id`,
+//! `timestamp` and `value`; larger scans read Parquet directly and leave the cache alone
+//! (a scan of every series would evict the working set of the dashboards).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::object_store::path::Path;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::runs::RunRef;
+
+/// The default size of a [`SampleCache`] (bytes): 256 MiB, about 16 million samples
+/// (16 bytes each: an i64 timestamp and an f64 value).
+pub const SAMPLE_CACHE_BYTES: usize = 256 << 20;
+
+/// Scans selecting at most this many rows (samples) read through the [`SampleCache`].
+pub const CACHED_SCAN_ROWS: usize = 1 << 20;
+
+/// The columns a [`CachedRunsExec`] can return.
+pub const CACHED_COLUMNS: [&str; 3] = ["series_id", "timestamp", "value"];
+
+/// What an entry costs beyond its samples (bytes): its key, two Arrow arrays' headers and
+/// the cache's bookkeeping, roughly.
+const ENTRY_OVERHEAD: usize = 320;
+
+/// One series run's samples: its `timestamp` and `value` arrays, in file row order.
+#[derive(Debug)]
+struct CachedRun {
+    timestamp: ArrayRef,
+    value: ArrayRef,
+}
+
+impl CachedRun {
+    fn bytes(&self) -> usize {
+        ENTRY_OVERHEAD + self.timestamp.get_array_memory_size() + self.value.get_array_memory_size()
+    }
+}
+
+/// Decoded series runs by (file path, first row), least recently used evicted first, at
+/// most `max_bytes` bytes together (see the module doc).
+#[derive(Debug)]
+pub struct SampleCache {
+    max_bytes: usize,
+    state: parking_lot::Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    runs: lru::LruCache<(Path, u32), Arc<CachedRun>>,
+    bytes: usize,
+}
+
+impl SampleCache {
+    /// A cache of at most `max_bytes` bytes (0: nothing is cached, and
+    /// [`crate::files::scan`] reads Parquet directly).
+    pub fn new(max_bytes: usize) -> SampleCache {
+        SampleCache {
+            max_bytes,
+            state: parking_lot::Mutex::new(State {
+                runs: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    /// Whether the cache holds anything at all (its size is not 0).
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+
+    /// The bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// The cached entries of `runs` of the file at `path`, in order (`None`: not cached).
+    fn get_all(&self, path: &Path, runs: &[RunRef]) -> Vec<Option<Arc<CachedRun>>> {
+        let mut s = self.state.lock();
+        let mut key = (path.clone(), 0);
+        runs.iter()
+            .map(|r| {
+                key.1 = r.first_row;
+                s.runs.get(&key).cloned()
+            })
+            .collect()
+    }
+
+    /// Adds entries of the file at `path`, then evicts the least recently used entries
+    /// until the cache is within its size.
+    fn put_all(&self, path: &Path, entries: Vec<(u32, Arc<CachedRun>)>) {
+        let mut s = self.state.lock();
+        for (first_row, run) in entries {
+            let bytes = run.bytes();
+            if let Some(old) = s.runs.put((path.clone(), first_row), run) {
+                s.bytes -= old.bytes();
+            }
+            s.bytes += bytes;
+        }
+        while s.bytes > self.max_bytes {
+            match s.runs.pop_lru() {
+                Some((_, old)) => s.bytes -= old.bytes(),
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries of files not in `live` (files a new table version removed).
+    pub fn retain(&self, live: &std::collections::HashSet<&Path>) {
+        let mut s = self.state.lock();
+        let dead: Vec<(Path, u32)> = s
+            .runs
+            .iter()
+            .filter(|((p, _), _)| !live.contains(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dead {
+            if let Some(old) = s.runs.pop(&k) {
+                s.bytes -= old.bytes();
+            }
+        }
+    }
+}
+
+/// The runs one file contributes to a [`CachedRunsExec`] partition, sorted by first row.
+#[derive(Debug, Clone)]
+pub struct FileRuns {
+    /// The file.
+    pub file: PartitionedFile,
+    /// Its selected runs, sorted by first row, not overlapping.
+    pub runs: Vec<RunRef>,
+    /// The file's row count.
+    pub total_rows: usize,
+}
+
+impl FileRuns {
+    fn rows(&self) -> usize {
+        self.runs.iter().map(|r| r.rows as usize).sum()
+    }
+}
+
+/// Which column of the cache each output column is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    SeriesId,
+    Timestamp,
+    Value,
+}
+
+/// A scan of selected series runs of Parquet files of the `samples` table, through a
+/// [`SampleCache`] (see the module doc). Its schema is a projection of `series_id`,
+/// `timestamp` and `value` of the files (as their types are in the file schema given);
+/// each partition returns its files' runs in file order, each file's in row order, as
+/// the Parquet scan with the same row selections would (whole runs: rows outside the
+/// scan's time range come out, as they do there).
+#[derive(Debug)]
+pub struct CachedRunsExec {
+    groups: Vec<Vec<FileRuns>>,
+    readers: Arc<dyn ParquetFileReaderFactory>,
+    cache: Arc<SampleCache>,
+    columns: Vec<Col>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CachedRunsExec {
+    /// A scan of `files`' runs in up to `partitions` partitions (of about equal numbers of
+    /// rows, a file's runs split between partitions where a share overflows), returning
+    /// `schema`'s columns.
+    ///
+    /// # Errors
+    /// `schema` names a column other than `series_id`, `timestamp` and `value`.
+    pub fn try_new(
+        files: Vec<FileRuns>,
+        partitions: usize,
+        readers: Arc<dyn ParquetFileReaderFactory>,
+        cache: Arc<SampleCache>,
+        schema: SchemaRef,
+    ) -> Result<CachedRunsExec> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "series_id" => Ok(Col::SeriesId),
+                "timestamp" => Ok(Col::Timestamp),
+                "value" => Ok(Col::Value),
+                other => Err(DataFusionError::Internal(format!(
+                    "the sample cache holds no column {other}"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let groups = spread(files, partitions);
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(CachedRunsExec {
+            groups,
+            readers,
+            cache,
+            columns,
+            schema,
+            props: Arc::new(props),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+/// Fewest selected rows worth a partition of their own in [`spread`].
+const MIN_PARTITION_ROWS: usize = 4096;
+
+/// `files` as up to `partitions` groups of about equal numbers of rows, in file and row
+/// order, a file's runs split at a run boundary where a group's share overflows.
+fn spread(files: Vec<FileRuns>, partitions: usize) -> Vec<Vec<FileRuns>> {
+    let total: usize = files.iter().map(FileRuns::rows).sum();
+    let n = partitions.clamp(1, (total / MIN_PARTITION_ROWS).max(1));
+    let share = total.div_ceil(n);
+    let mut groups: Vec<Vec<FileRuns>> = vec![vec![]];
+    let mut room = share;
+    for f in files {
+        let mut part = FileRuns {
+            runs: vec![],
+            ..f.clone()
+        };
+        for r in f.runs {
+            if room == 0 && groups.len() < n {
+                if !part.runs.is_empty() {
+                    let next = FileRuns {
+                        runs: vec![],
+                        ..part.clone()
+                    };
+                    groups.last_mut().expect("a group").push(part);
+                    part = next;
+                }
+                groups.push(vec![]);
+                room = share;
+            }
+            room = room.saturating_sub(r.rows as usize);
+            part.runs.push(r);
+        }
+        if !part.runs.is_empty() {
+            groups.last_mut().expect("a group").push(part);
+        }
+    }
+    groups
+}
+
+impl DisplayAs for CachedRunsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let files: Vec<&str> = self
+            .groups
+            .iter()
+            .flatten()
+            .map(|f| f.file.object_meta.location.as_ref())
+            .collect();
+        let runs: usize = self.groups.iter().flatten().map(|f| f.runs.len()).sum();
+        let rows: usize = self.groups.iter().flatten().map(FileRuns::rows).sum();
+        write!(
+            f,
+            "CachedRunsExec: groups={}, runs={runs}, rows={rows}, files=[{}], projection=[{}]",
+            self.groups.len(),
+            files.join(", "),
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for CachedRunsExec {
+    fn name(&self) -> &str {
+        "CachedRunsExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "CachedRunsExec has no children".into(),
+            ))
+        }
+    }
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let files = self.groups.get(partition).cloned().unwrap_or_default();
+        let batch_size = context.session_config().batch_size();
+        let read = Reading {
+            readers: self.readers.clone(),
+            cache: self.cache.clone(),
+            columns: self.columns.clone(),
+            schema: self.schema.clone(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            cached: MetricBuilder::new(&self.metrics).counter("runs_cached", partition),
+            decoded: MetricBuilder::new(&self.metrics).counter("runs_decoded", partition),
+            partition,
+        };
+        let stream = futures::stream::iter(files)
+            .then(move |f| {
+                let read = read.clone();
+                async move { read.file(f, batch_size).await }
+            })
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// One partition's reading state.
+#[derive(Clone)]
+struct Reading {
+    readers: Arc<dyn ParquetFileReaderFactory>,
+    cache: Arc<SampleCache>,
+    columns: Vec<Col>,
+    schema: SchemaRef,
+    baseline: BaselineMetrics,
+    cached: Count,
+    decoded: Count,
+    partition: usize,
+}
+
+impl Reading {
+    /// `f`'s runs as batches of about `batch_size` rows (whole runs).
+    async fn file(&self, f: FileRuns, batch_size: usize) -> Result<Vec<RecordBatch>> {
+        let path = &f.file.object_meta.location;
+        let mut found = self.cache.get_all(path, &f.runs);
+        let missing: Vec<usize> = (0..found.len()).filter(|i| found[*i].is_none()).collect();
+        self.cached.add(found.len() - missing.len());
+        self.decoded.add(missing.len());
+        if !missing.is_empty() {
+            let wanted: Vec<RunRef> = missing.iter().map(|i| f.runs[*i]).collect();
+            let read = self.decode(&f, &wanted).await?;
+            for (i, run) in missing.iter().zip(&read) {
+                found[*i] = Some(run.clone());
+            }
+            self.cache
+                .put_all(path, wanted.iter().map(|r| r.first_row).zip(read).collect());
+        }
+        let timer = self.baseline.elapsed_compute().timer();
+        let mut out = vec![];
+        let mut start = 0;
+        while start < f.runs.len() {
+            let mut end = start;
+            let mut rows = 0;
+            while end < f.runs.len() && (end == start || rows < batch_size) {
+                rows += f.runs[end].rows as usize;
+                end += 1;
+            }
+            let part: Vec<&CachedRun> = found[start..end]
+                .iter()
+                .map(|r| r.as_deref().expect("every run found or read"))
+                .collect();
+            out.push(self.batch(&f.runs[start..end], &part)?);
+            start = end;
+        }
+        timer.done();
+        for b in &out {
+            b.record_output(&self.baseline);
+        }
+        Ok(out)
+    }
+
+    /// One batch of the runs `refs` with samples `runs`.
+    fn batch(&self, refs: &[RunRef], runs: &[&CachedRun]) -> Result<RecordBatch> {
+        let joined = |a: &dyn Fn(&CachedRun) -> &ArrayRef| -> Result<ArrayRef> {
+            if runs.len() == 1 {
+                return Ok(a(runs[0]).clone());
+            }
+            let arrays: Vec<&dyn Array> = runs.iter().map(|r| a(r).as_ref()).collect();
+            Ok(concat(&arrays)?)
+        };
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Col::SeriesId => Ok(Arc::new(Int64Array::from_iter_values(
+                    refs.iter()
+                        .flat_map(|r| std::iter::repeat_n(r.series_id, r.rows as usize)),
+                )) as ArrayRef),
+                Col::Timestamp => joined(&|r| &r.timestamp),
+                Col::Value => joined(&|r| &r.value),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// Reads `wanted` (runs of `f`, sorted by first row) from the file: one Parquet read
+    /// of their rows' `timestamp` and `value` columns.
+    async fn decode(&self, f: &FileRuns, wanted: &[RunRef]) -> Result<Vec<Arc<CachedRun>>> {
+        let reader: Box<dyn AsyncFileReader> = self.readers.create_reader(
+            self.partition,
+            f.file.clone(),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+        // The offset index, so that only the pages holding the runs are read.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["timestamp", "value"]);
+        let selection = RowSelection::from_consecutive_ranges(
+            wanted.iter().map(|r| {
+                let first = r.first_row as usize;
+                first..first + r.rows as usize
+            }),
+            f.total_rows,
+        );
+        let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
+        let batches: Vec<RecordBatch> = builder
+            .with_projection(mask)
+            .with_row_selection(selection)
+            .with_batch_size(rows.max(1))
+            .build()?
+            .try_collect()
+            .await?;
+        let col = |name: &str| -> Result<ArrayRef> {
+            let arrays = batches
+                .iter()
+                .map(|b| {
+                    b.column_by_name(name).cloned().ok_or_else(|| {
+                        DataFusionError::Execution(format!(
+                            "samples file {} has no column {name}",
+                            f.file.object_meta.location
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            let joined = if refs.len() == 1 {
+                arrays[0].clone()
+            } else {
+                concat(&refs)?
+            };
+            // As the scan's schema types them (the file's own types, normally).
+            let field = self.schema.field_with_name(name).ok();
+            match field {
+                Some(f) if f.data_type() != joined.data_type() => Ok(cast(&joined, f.data_type())?),
+                _ => Ok(joined),
+            }
+        };
+        let (ts, value) = (col("timestamp")?, col("value")?);
+        if ts.len() != rows || value.len() != rows {
+            return Err(DataFusionError::Execution(format!(
+                "samples file {}: {} rows read for {rows} selected",
+                f.file.object_meta.location,
+                ts.len()
+            )));
+        }
+        // Each run's own copy, so that evicting one frees its memory.
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut at = 0;
+        for r in wanted {
+            let n = r.rows as usize;
+            let own = |a: &ArrayRef| -> Result<ArrayRef> { Ok(concat(&[&a.slice(at, n)])?) };
+            out.push(Arc::new(CachedRun {
+                timestamp: own(&ts)?,
+                value: own(&value)?,
+            }));
+            at += n;
+        }
+        Ok(out)
+    }
+}
