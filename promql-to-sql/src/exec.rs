@@ -463,12 +463,23 @@ impl ExecutionPlan for PromExec {
     }
 }
 
-fn ts_value(b: &RecordBatch) -> Result<(&Int64Array, &Float64Array)> {
-    let ts = b
-        .column(1)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| DataFusionError::Internal("ts is not Int64".into()))?;
+/// A per-series operator's input batch's timestamps (column 1: Int64, or a scan's
+/// microsecond timestamps as they are stored, read without a cast) and values (column 2).
+fn ts_value(b: &RecordBatch) -> Result<(&[i64], &Float64Array)> {
+    let c = b.column(1);
+    let ts: &[i64] = match (
+        c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>(),
+        c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>(),
+    ) {
+        (Some(a), _) => a.values(),
+        (_, Some(a)) => a.values(),
+        _ => {
+            return Err(DataFusionError::Internal(format!(
+                "ts is {}, not Int64 or a timestamp in µs",
+                c.data_type()
+            )));
+        }
+    };
     let vs = b
         .column(2)
         .as_any()
@@ -503,7 +514,7 @@ fn group<'a>(batches: &'a [RecordBatch], series: Option<&'a SeriesMap>) -> Resul
     let mut cols = Vec::with_capacity(batches.len());
     for b in batches {
         let (ts, vs) = ts_value(b)?;
-        cols.push((ts.values().as_ref(), vs));
+        cols.push((ts, vs));
     }
     let mut out: Vec<(&'a [u8], Vec<Chunk>)> = vec![];
     match series {
@@ -1183,7 +1194,7 @@ mod tests {
             let l = b.column(0).as_binary::<i32>();
             let (t, v) = ts_value(b).unwrap();
             for i in 0..b.num_rows() {
-                out.push((l.value(i).to_vec(), t.value(i), v.value(i).to_bits()));
+                out.push((l.value(i).to_vec(), t[i], v.value(i).to_bits()));
             }
         }
         out.sort();
@@ -1232,7 +1243,7 @@ mod tests {
         let mut got = vec![];
         for b in &out {
             let (t, v) = ts_value(b).unwrap();
-            got.extend((0..b.num_rows()).map(|i| (t.value(i), v.value(i))));
+            got.extend((0..b.num_rows()).map(|i| (t[i], v.value(i))));
         }
         got
     }

@@ -244,14 +244,14 @@ impl Planner {
             )?
             .project(vec![
                 col("labels"),
-                (col("ts_us") / lit(1000i64)).alias("ts"),
+                (cast(col("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),
                 col("value"),
             ])?
             .build()?;
         Ok(plan)
     }
 
-    /// The raw samples `(series_id, ts_us, value)` (`ts_us`: µs since the epoch, UTC) of
+    /// The raw samples `(series_id, timestamp, value)` (`timestamp`: µs since the epoch, UTC) of
     /// the metrics `vs` names, with timestamps in `(from, to]` ms, and the encoded labels
     /// of the series `vs` picks (rows of other series of the same metrics may remain: a
     /// [`PromNode`] given the map drops them).
@@ -323,17 +323,15 @@ impl Planner {
             filters,
         )?;
         if exact {
-            scan = scan.filter(filter)?;
-        }
-        let samples = scan
-            .project(vec![
+            scan = scan.filter(filter)?.project(vec![
                 col("series_id"),
-                // Microseconds, reinterpreted without a copy; the operators divide by
-                // 1000 only the rows they keep.
-                cast(col("timestamp"), DataType::Int64).alias("ts_us"),
+                col("timestamp"),
                 col("value"),
-            ])?
-            .build()?;
+            ])?;
+        }
+        // Timestamps stay the scan's microseconds: the operators read them as i64 and
+        // divide by 1000 only the rows they keep (no projection to plan and run).
+        let samples = scan.build()?;
         let labels = series
             .iter()
             .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
