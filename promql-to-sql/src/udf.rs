@@ -10,8 +10,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ScalarFunctionArgs,
@@ -369,8 +370,8 @@ impl AggregateUDFImpl for AggUdf {
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(GroupsAcc {
             f: self.f,
-            values: vec![],
-            pushed: 0,
+            log: vec![],
+            groups: 0,
         }))
     }
 }
@@ -396,22 +397,73 @@ fn reduce_values(f: AggFn, values: &mut [f64]) -> Option<f64> {
 }
 
 /// [`Acc`] for many groups at once, for the aggregations over values alone
-/// ([`AggFn::Simple`], [`AggFn::Quantile`]): a group's values are gathered in arrival
-/// order and reduced at the end by the same kernels. The state has `Acc`'s shape (its
-/// `les` lists empty).
+/// ([`AggFn::Simple`], [`AggFn::Quantile`]): the values are logged with their group in
+/// arrival order (one buffer for all groups, no allocation per group) and reduced at the
+/// end by the same kernels, each group's values in arrival order (the Kahan sums depend
+/// on it). The state has `Acc`'s shape (its `les` lists empty).
 #[derive(Debug)]
 struct GroupsAcc {
     f: AggFn,
-    values: Vec<Vec<f64>>,
-    /// Values held (for `size`).
-    pushed: usize,
+    /// Every value taken, with its group index, in arrival order.
+    log: Vec<(u32, f64)>,
+    /// The number of groups.
+    groups: usize,
+}
+
+/// The values of groups `0..n` in arrival order, by group: group `g`'s are
+/// `values[offsets[g]..offsets[g + 1]]`.
+struct ByGroup {
+    offsets: Vec<usize>,
+    values: Vec<f64>,
 }
 
 impl GroupsAcc {
-    fn grow(&mut self, total: usize) {
-        if self.values.len() < total {
-            self.values.resize_with(total, Vec::new);
+    fn grow(&mut self, total: usize) -> Result<()> {
+        if u32::try_from(total).is_err() {
+            return Err(DataFusionError::Execution(format!(
+                "{total} groups in one PromQL aggregation"
+            )));
         }
+        self.groups = self.groups.max(total);
+        Ok(())
+    }
+
+    /// The number of groups `emit_to` takes.
+    fn taken(&self, emit_to: EmitTo) -> usize {
+        match emit_to {
+            EmitTo::All => self.groups,
+            EmitTo::First(k) => k.min(self.groups),
+        }
+    }
+
+    /// Takes the values of the groups `emit_to` names (a counting sort of the log by
+    /// group, stable), keeping the others' with their groups renumbered from 0.
+    fn take(&mut self, emit_to: EmitTo) -> ByGroup {
+        let n = self.taken(emit_to);
+        let mut offsets = vec![0usize; n + 1];
+        for (g, _) in &self.log {
+            if (*g as usize) < n {
+                offsets[*g as usize + 1] += 1;
+            }
+        }
+        for g in 0..n {
+            offsets[g + 1] += offsets[g];
+        }
+        let mut values = vec![0.0; offsets[n]];
+        let mut at = offsets.clone();
+        let mut rest = vec![];
+        for (g, v) in self.log.drain(..) {
+            let gi = g as usize;
+            if gi < n {
+                values[at[gi]] = v;
+                at[gi] += 1;
+            } else {
+                rest.push((g - n as u32, v));
+            }
+        }
+        self.log = rest;
+        self.groups -= n;
+        ByGroup { offsets, values }
     }
 }
 
@@ -423,37 +475,66 @@ impl GroupsAccumulator for GroupsAcc {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.grow(total_num_groups);
+        self.grow(total_num_groups)?;
         let vs = values[0].as_primitive::<Float64Type>();
+        self.log.reserve(group_indices.len());
         for (i, g) in group_indices.iter().enumerate() {
             if vs.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
-                self.values[*g].push(vs.value(i));
-                self.pushed += 1;
+                self.log.push((*g as u32, vs.value(i)));
             }
         }
         Ok(())
     }
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = emit_to.take_needed(&mut self.values);
-        self.pushed -= groups.iter().map(Vec::len).sum::<usize>();
-        let out: Float64Array = groups
-            .into_iter()
-            .map(|mut v| reduce_values(self.f, &mut v))
+        // All groups of a simple aggregation: one pass over the log in arrival order.
+        if let (AggFn::Simple(k), EmitTo::All) = (self.f, emit_to) {
+            let mut states = vec![kernels::AggState::new(k.kind()); self.groups];
+            for (g, v) in self.log.drain(..) {
+                states[g as usize].push(v);
+            }
+            self.groups = 0;
+            let out: Float64Array = states
+                .into_iter()
+                .map(|s| (!s.is_empty()).then(|| s.finish()))
+                .collect();
+            return Ok(Arc::new(out));
+        }
+        let n = self.taken(emit_to);
+        let ByGroup {
+            offsets,
+            mut values,
+        } = self.take(emit_to);
+        let out: Float64Array = (0..n)
+            .map(|g| reduce_values(self.f, &mut values[offsets[g]..offsets[g + 1]]))
             .collect();
         Ok(Arc::new(out))
     }
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = emit_to.take_needed(&mut self.values);
-        self.pushed -= groups.iter().map(Vec::len).sum::<usize>();
-        let n = groups.len();
-        let values = ListArray::from_iter_primitive::<Float64Type, _, _>(
-            groups
-                .into_iter()
-                .map(|v| Some(v.into_iter().map(Some).collect::<Vec<_>>())),
-        );
-        let les = ListArray::from_iter_primitive::<Float64Type, _, _>(
-            (0..n).map(|_| Some(Vec::<Option<f64>>::new())),
-        );
+        let n = self.taken(emit_to);
+        let ByGroup { offsets, values } = self.take(emit_to);
+        let as_i32 = |o: &[usize]| -> Result<OffsetBuffer<i32>> {
+            let o = o
+                .iter()
+                .map(|x| i32::try_from(*x))
+                .collect::<std::result::Result<Vec<i32>, _>>()
+                .map_err(|_| {
+                    DataFusionError::Execution("PromQL aggregation state over 2^31 values".into())
+                })?;
+            Ok(OffsetBuffer::new(o.into()))
+        };
+        let item = Arc::new(Field::new_list_field(DataType::Float64, true));
+        let values = ListArray::try_new(
+            item.clone(),
+            as_i32(&offsets)?,
+            Arc::new(Float64Array::from(values)),
+            None,
+        )?;
+        let les = ListArray::try_new(
+            item,
+            OffsetBuffer::new_zeroed(n),
+            Arc::new(Float64Array::from(Vec::<f64>::new())),
+            None,
+        )?;
         Ok(vec![Arc::new(values), Arc::new(les)])
     }
     fn merge_batch(
@@ -462,14 +543,18 @@ impl GroupsAccumulator for GroupsAcc {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.grow(total_num_groups);
+        self.grow(total_num_groups)?;
         let v = values[0].as_list::<i32>();
         for (i, g) in group_indices.iter().enumerate() {
             if v.is_valid(i) {
-                let g = &mut self.values[*g];
-                let before = g.len();
-                g.extend(v.value(i).as_primitive::<Float64Type>().iter().flatten());
-                self.pushed += g.len() - before;
+                let g = *g as u32;
+                self.log.extend(
+                    v.value(i)
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .flatten()
+                        .map(|x| (g, x)),
+                );
             }
         }
         Ok(())
@@ -494,8 +579,8 @@ impl GroupsAccumulator for GroupsAcc {
         Ok(vec![Arc::new(lists), Arc::new(les)])
     }
     fn size(&self) -> usize {
-        // Approximate, O(1): DataFusion calls this once per batch.
-        std::mem::size_of::<Self>() + 24 * self.values.capacity() + 8 * self.pushed
+        // O(1): DataFusion calls this once per batch.
+        std::mem::size_of::<Self>() + 16 * self.log.capacity()
     }
 }
 
@@ -651,5 +736,73 @@ pub fn parse_le(s: &str) -> Option<f64> {
         "nan" => Some(f64::NAN),
         "" => None,
         _ => s.parse::<f64>().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(f: AggFn) -> GroupsAcc {
+        GroupsAcc {
+            f,
+            log: vec![],
+            groups: 0,
+        }
+    }
+
+    fn floats(a: &ArrayRef) -> Vec<Option<f64>> {
+        a.as_primitive::<Float64Type>().iter().collect()
+    }
+
+    fn update(a: &mut GroupsAcc, values: &[f64], groups: &[usize], total: usize) {
+        let v: ArrayRef = Arc::new(Float64Array::from(values.to_vec()));
+        a.update_batch(&[v], groups, None, total).unwrap();
+    }
+
+    #[test]
+    fn groups_reduce_their_values_in_arrival_order_through_any_phase() {
+        // Kahan summation (Prometheus's `sum`) in arrival order: 1e100, 1, -1e100 sums to
+        // 1 where a naive sum gives 0, in both groups the values reach in two batches.
+        let sum = AggFn::Simple(SimpleAgg::Sum);
+        let mut a = acc(sum);
+        update(&mut a, &[1e100, 1.0, 5.0], &[0, 1, 2], 3);
+        update(&mut a, &[1.0, 1e100, -1e100, -1e100], &[0, 1, 1, 0], 3);
+        assert_eq!(
+            floats(&a.evaluate(EmitTo::All).unwrap()),
+            vec![Some(1.0), Some(1.0), Some(5.0)]
+        );
+        assert!(a.log.is_empty() && a.groups == 0);
+        // A group without values gives null (no sample), a max over the others.
+        let mut a = acc(AggFn::Simple(SimpleAgg::Max));
+        update(&mut a, &[3.0, 7.0, 2.0], &[0, 2, 0], 3);
+        assert_eq!(
+            floats(&a.evaluate(EmitTo::All).unwrap()),
+            vec![Some(3.0), None, Some(7.0)]
+        );
+        // The first 2 groups emitted, the third renumbered to 0 and kept.
+        let mut a = acc(AggFn::Quantile(0.5f64.to_bits()));
+        update(&mut a, &[4.0, 1.0, 9.0, 2.0, 8.0], &[0, 1, 2, 0, 2], 3);
+        assert_eq!(
+            floats(&a.evaluate(EmitTo::First(2)).unwrap()),
+            vec![Some(3.0), Some(1.0)]
+        );
+        assert_eq!(a.groups, 1);
+        assert_eq!(floats(&a.evaluate(EmitTo::All).unwrap()), vec![Some(8.5)]);
+        // Two partial phases' states merged by a final one: as one phase.
+        let (mut p1, mut p2, mut fin) = (acc(sum), acc(sum), acc(sum));
+        update(&mut p1, &[1e100, 2.0], &[0, 1], 2);
+        update(&mut p2, &[1.0, -1e100], &[0, 0], 1);
+        let s1 = p1.state(EmitTo::All).unwrap();
+        let s2 = p2.state(EmitTo::All).unwrap();
+        assert_eq!(s1[0].len(), 2);
+        assert_eq!(s1[1].len(), 2);
+        assert_eq!(s1[1].as_list::<i32>().value(0).len(), 0);
+        fin.merge_batch(&s1, &[0, 1], 2).unwrap();
+        fin.merge_batch(&s2, &[0], 2).unwrap();
+        assert_eq!(
+            floats(&fin.evaluate(EmitTo::All).unwrap()),
+            vec![Some(1.0), Some(2.0)]
+        );
     }
 }
