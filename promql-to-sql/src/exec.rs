@@ -1193,8 +1193,8 @@ mod tests {
         for b in batches {
             let l = b.column(0).as_binary::<i32>();
             let (t, v) = ts_value(b).unwrap();
-            for i in 0..b.num_rows() {
-                out.push((l.value(i).to_vec(), t[i], v.value(i).to_bits()));
+            for (i, t) in t.iter().enumerate() {
+                out.push((l.value(i).to_vec(), *t, v.value(i).to_bits()));
             }
         }
         out.sort();
