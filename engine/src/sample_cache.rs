@@ -25,7 +25,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, MutableArrayData, RecordBatch, make_array,
+};
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -515,18 +517,84 @@ impl Reading {
                 ts.len()
             )));
         }
-        // Each run's own copy, so that evicting one frees its memory.
+        // Each run's own copy (a slice would share, and hold, the whole read), so that
+        // evicting one frees its memory and its size is its own.
         let mut out = Vec::with_capacity(wanted.len());
         let mut at = 0;
         for r in wanted {
             let n = r.rows as usize;
-            let own = |a: &ArrayRef| -> Result<ArrayRef> { Ok(concat(&[&a.slice(at, n)])?) };
             out.push(Arc::new(CachedRun {
-                timestamp: own(&ts)?,
-                value: own(&value)?,
+                timestamp: copy_of(&ts, at, n)?,
+                value: copy_of(&value, at, n)?,
             }));
             at += n;
         }
         Ok(out)
+    }
+}
+
+/// Rows `at..at + n` of `a` in buffers of their own (arrow's `concat` of one array and
+/// `slice` share the source's buffers).
+fn copy_of(a: &ArrayRef, at: usize, n: usize) -> Result<ArrayRef> {
+    let data = a.to_data();
+    let mut m = MutableArrayData::new(vec![&data], false, n);
+    m.try_extend(0, at, at + n)?;
+    Ok(make_array(m.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Float64Array;
+
+    #[test]
+    fn a_cached_run_owns_its_rows_and_is_sized_by_them() {
+        let big: ArrayRef = Arc::new(Float64Array::from_iter_values((0..100_000).map(f64::from)));
+        let run = copy_of(&big, 500, 512).unwrap();
+        assert_eq!(run.len(), 512);
+        let v = run.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(v.value(0), 500.0);
+        assert_eq!(v.value(511), 1011.0);
+        // Its size is about its 4 KB of values, not the source's 800 KB.
+        assert!(
+            run.get_array_memory_size() < 8 * 1024,
+            "{}",
+            run.get_array_memory_size()
+        );
+        // Evicted least recently used first, within the cache's size.
+        let cache = SampleCache::new(3 * (ENTRY_OVERHEAD + 2 * 4096 + 256));
+        let path = Path::from("f.parquet");
+        let entry = || {
+            Arc::new(CachedRun {
+                timestamp: copy_of(&big, 0, 512).unwrap(),
+                value: copy_of(&big, 0, 512).unwrap(),
+            })
+        };
+        let refs = |rows: &[u32]| -> Vec<RunRef> {
+            rows.iter()
+                .map(|r| RunRef {
+                    series_id: 1,
+                    first_row: *r,
+                    rows: 512,
+                })
+                .collect()
+        };
+        cache.put_all(&path, vec![(0, entry()), (512, entry()), (1024, entry())]);
+        assert!(
+            cache
+                .get_all(&path, &refs(&[0]))
+                .iter()
+                .all(Option::is_some)
+        );
+        cache.put_all(&path, vec![(1536, entry())]);
+        let found: Vec<bool> = cache
+            .get_all(&path, &refs(&[0, 512, 1024, 1536]))
+            .iter()
+            .map(Option::is_some)
+            .collect();
+        assert_eq!(found, [true, false, true, true]);
+        assert!(cache.bytes() <= 3 * (ENTRY_OVERHEAD + 2 * 4096 + 256));
+        cache.retain(&std::collections::HashSet::new());
+        assert_eq!(cache.bytes(), 0);
     }
 }
