@@ -37,11 +37,12 @@ impl std::fmt::Debug for PromPlanner {
 
 /// Estimated rows (see [`Planner::est_rows`]; the output steps are added) up to which a
 /// PromQL plan runs in one partition. On the bench's data (2 cores, `benches/README.md`)
-/// one partition answered 1 series over 1 h (about 370 rows) 0.3 ms (18%) faster, and 8
-/// series over 12 h (35,000 rows) as fast as two: below that size, DataFusion's
-/// repartitioning, two-phase aggregation and thread hand-offs cost more than the second
-/// thread gives.
-pub const ONE_PARTITION_ROWS: usize = 16_384;
+/// one partition answered 1 series over 1 h (about 370 rows) 0.3 ms (18%) faster; with
+/// the rows in the sample cache (`strata_engine::sample_cache`), 8 series over 12 h
+/// (35,000 rows) took 2.2-3.0 ms in one partition against 3.0-3.2 ms in two (medians of
+/// 150 requests, two rounds each): below that size, DataFusion's repartitioning,
+/// two-phase aggregation and thread hand-offs cost more than the second thread gives.
+pub const ONE_PARTITION_ROWS: usize = 65_536;
 
 /// The session to run `plan` in: `ctx`'s one-partition twin when the plan is estimated
 /// to read at most [`ONE_PARTITION_ROWS`] rows, else `ctx`.

@@ -300,12 +300,12 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
     let addr = srv.http_addr;
     let time = format!("{}", (t0 + 9_999_000) as f64 / 1000.0);
     let at = |path: &str, q: &str| format!("/api/v1/{path}?{}&time={time}", enc(q));
-    // Over 3 h (and 2 d), every sample: 10,000 of them, summing to 9999 * 10000 / 2.
+    // Over 3 h (and 10 d), every sample: 10,000 of them, summing to 9999 * 10000 / 2.
     for (q, want) in [
         ("count_over_time(split_x[3h])", "10000"),
         ("sum_over_time(split_x[3h])", "49995000"),
-        ("count_over_time(split_x[2d])", "10000"),
-        ("sum_over_time(split_x[2d])", "49995000"),
+        ("count_over_time(split_x[10d])", "10000"),
+        ("sum_over_time(split_x[10d])", "49995000"),
     ] {
         let (s, v) = get(addr, &at("query", q)).await;
         assert_eq!(s, 200, "{v}");
@@ -325,9 +325,9 @@ async fn a_large_selection_of_one_file_is_split_and_read_once() {
             .unwrap_or_else(|| panic!("{text}"))
             .to_string()
     };
-    // 2 d is estimated at 17,281 samples (one per 10 s), over `ONE_PARTITION_ROWS`: the
+    // 10 d is estimated at 86,401 samples (one per 10 s), over `ONE_PARTITION_ROWS`: the
     // file's runs (20 of at most 512 rows) are read as two groups, each row once.
-    let text = explain("count_over_time(split_x[2d])").await;
+    let text = explain("count_over_time(split_x[10d])").await;
     let scan = scan_of(&text);
     assert!(scan.contains("groups=2, runs=20, rows=10000,"), "{scan}");
     assert!(scan.contains("output_rows=10.00 K,"), "{scan}");
