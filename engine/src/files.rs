@@ -47,7 +47,7 @@ use deltalake::DeltaTable;
 use crate::file_cache::FileCache;
 use crate::runs::{BUILD_INLINE_BYTES, RunRef, RunsCache, SeriesFilter, SeriesRuns};
 use crate::sample_cache::{
-    CACHED_COLUMNS, CACHED_SCAN_ROWS, FileRuns, SampleCache, SeriesRunsExec,
+    CACHED_COLUMNS, CACHED_SCAN_ROWS, CachedRunsExec, FileRuns, SampleCache,
 };
 use crate::tables::PageIndexCaching;
 
@@ -436,16 +436,14 @@ pub async fn scan(
         .map(|r| r.rows as usize)
         .sum();
     let projected = Arc::new(file_schema.project(&projection)?);
-    // PromQL's scans (of `series_id`, `timestamp` and `value`) read the runs with a
-    // `SeriesRunsExec`: through the sample cache up to `CACHED_SCAN_ROWS` rows, straight
-    // from the files beyond (no `series_id` decoded).
-    let runs_exec = limit.is_none()
+    let cached = samples.enabled()
+        && limit.is_none()
+        && selected <= CACHED_SCAN_ROWS
         && projected
             .fields()
             .iter()
             .all(|f| CACHED_COLUMNS.contains(&f.name().as_str()));
-    let through_cache = samples.enabled() && selected <= CACHED_SCAN_ROWS;
-    if !by_runs.is_empty() && runs_exec {
+    if !by_runs.is_empty() && cached {
         let files = by_runs
             .into_iter()
             .map(|(f, r, runs)| FileRuns {
@@ -454,11 +452,11 @@ pub async fn scan(
                 total_rows: r.total_rows(),
             })
             .collect();
-        plans.push(Arc::new(SeriesRunsExec::try_new(
+        plans.push(Arc::new(CachedRunsExec::try_new(
             files,
             state.config().target_partitions(),
             readers.clone(),
-            (samples.clone(), through_cache),
+            samples.clone(),
             projected.clone(),
         )?));
     } else if !by_runs.is_empty() {

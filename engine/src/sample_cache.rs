@@ -15,7 +15,7 @@
 //! bytes together. Files never change once written, so an entry is valid for as long as
 //! its file is in the table.
 //!
-//! [`SeriesRunsExec`] is the scan that reads through it: it returns the runs a scan
+//! [`CachedRunsExec`] is the scan that reads through it: it returns the runs a scan
 //! selected, those in the cache from memory, the others read from their file with one
 //! Parquet row selection per file (then cached). [`crate::files::scan`] uses it for scans
 //! of at most [`CACHED_SCAN_ROWS`] selected rows that read no column but `series_id`,
@@ -60,7 +60,7 @@ pub const SAMPLE_CACHE_BYTES: usize = 256 << 20;
 /// Scans selecting at most this many rows (samples) read through the [`SampleCache`].
 pub const CACHED_SCAN_ROWS: usize = 1 << 20;
 
-/// The columns a [`SeriesRunsExec`] can return.
+/// The columns a [`CachedRunsExec`] can return.
 pub const CACHED_COLUMNS: [&str; 3] = ["series_id", "timestamp", "value"];
 
 /// What an entry costs beyond its samples (bytes): its key, two Arrow arrays' headers and
@@ -165,7 +165,7 @@ impl SampleCache {
     }
 }
 
-/// The runs one file contributes to a [`SeriesRunsExec`] partition, sorted by first row.
+/// The runs one file contributes to a [`CachedRunsExec`] partition, sorted by first row.
 #[derive(Debug, Clone)]
 pub struct FileRuns {
     /// The file.
@@ -197,9 +197,8 @@ enum Col {
 /// the Parquet scan with the same row selections would (whole runs: rows outside the
 /// scan's time range come out, as they do there).
 #[derive(Debug)]
-pub struct SeriesRunsExec {
+pub struct CachedRunsExec {
     groups: Vec<Vec<FileRuns>>,
-    through_cache: bool,
     readers: Arc<dyn ParquetFileReaderFactory>,
     cache: Arc<SampleCache>,
     columns: Vec<Col>,
@@ -208,12 +207,10 @@ pub struct SeriesRunsExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl SeriesRunsExec {
+impl CachedRunsExec {
     /// A scan of `files`' runs in up to `partitions` partitions (of about equal numbers of
     /// rows, a file's runs split between partitions where a share overflows), returning
-    /// `schema`'s columns; through `cache` if `through_cache`, else straight from the
-    /// files (only `timestamp` and `value` decoded, `series_id` filled in from the runs)
-    /// in batches of the session's batch size.
+    /// `schema`'s columns.
     ///
     /// # Errors
     /// `schema` names a column other than `series_id`, `timestamp` and `value`.
@@ -221,9 +218,9 @@ impl SeriesRunsExec {
         files: Vec<FileRuns>,
         partitions: usize,
         readers: Arc<dyn ParquetFileReaderFactory>,
-        (cache, through_cache): (Arc<SampleCache>, bool),
+        cache: Arc<SampleCache>,
         schema: SchemaRef,
-    ) -> Result<SeriesRunsExec> {
+    ) -> Result<CachedRunsExec> {
         let columns = schema
             .fields()
             .iter()
@@ -243,9 +240,8 @@ impl SeriesRunsExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(SeriesRunsExec {
+        Ok(CachedRunsExec {
             groups,
-            through_cache,
             readers,
             cache,
             columns,
@@ -295,7 +291,7 @@ fn spread(files: Vec<FileRuns>, partitions: usize) -> Vec<Vec<FileRuns>> {
     groups
 }
 
-impl DisplayAs for SeriesRunsExec {
+impl DisplayAs for CachedRunsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let files: Vec<&str> = self
             .groups
@@ -307,8 +303,7 @@ impl DisplayAs for SeriesRunsExec {
         let rows: usize = self.groups.iter().flatten().map(FileRuns::rows).sum();
         write!(
             f,
-            "SeriesRunsExec: cached={}, groups={}, runs={runs}, rows={rows}, files=[{}], projection=[{}]",
-            self.through_cache,
+            "CachedRunsExec: groups={}, runs={runs}, rows={rows}, files=[{}], projection=[{}]",
             self.groups.len(),
             files.join(", "),
             self.schema
@@ -321,9 +316,9 @@ impl DisplayAs for SeriesRunsExec {
     }
 }
 
-impl ExecutionPlan for SeriesRunsExec {
+impl ExecutionPlan for CachedRunsExec {
     fn name(&self) -> &str {
-        "SeriesRunsExec"
+        "CachedRunsExec"
     }
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.props
@@ -348,7 +343,7 @@ impl ExecutionPlan for SeriesRunsExec {
             Ok(self)
         } else {
             Err(DataFusionError::Internal(
-                "SeriesRunsExec has no children".into(),
+                "CachedRunsExec has no children".into(),
             ))
         }
     }
@@ -368,7 +363,6 @@ impl ExecutionPlan for SeriesRunsExec {
             cached: MetricBuilder::new(&self.metrics).counter("runs_cached", partition),
             decoded: MetricBuilder::new(&self.metrics).counter("runs_decoded", partition),
             partition,
-            through_cache: self.through_cache,
         };
         let stream = futures::stream::iter(files)
             .then(move |f| {
@@ -395,15 +389,11 @@ struct Reading {
     cached: Count,
     decoded: Count,
     partition: usize,
-    through_cache: bool,
 }
 
 impl Reading {
-    /// `f`'s runs as batches of about `batch_size` rows (whole runs when cached).
+    /// `f`'s runs as batches of about `batch_size` rows (whole runs).
     async fn file(&self, f: FileRuns, batch_size: usize) -> Result<Vec<RecordBatch>> {
-        if !self.through_cache {
-            return self.file_uncached(f, batch_size).await;
-        }
         let path = &f.file.object_meta.location;
         let mut found = self.cache.get_all(path, &f.runs);
         let missing: Vec<usize> = (0..found.len()).filter(|i| found[*i].is_none()).collect();
@@ -442,64 +432,6 @@ impl Reading {
         Ok(out)
     }
 
-    /// `f`'s runs read from the file without the cache: `timestamp` and `value` decoded,
-    /// `series_id` filled in from the runs (not read).
-    async fn file_uncached(&self, f: FileRuns, batch_size: usize) -> Result<Vec<RecordBatch>> {
-        self.decoded.add(f.runs.len());
-        let batches = self.read(&f, &f.runs, batch_size).await?;
-        let timer = self.baseline.elapsed_compute().timer();
-        // The runs' series ids, row by row: (run, rows of it still to give).
-        let mut runs = f.runs.iter();
-        let mut current: Option<(i64, usize)> = None;
-        let mut out = Vec::with_capacity(batches.len());
-        for b in batches {
-            let n = b.num_rows();
-            let mut ids = Vec::with_capacity(n);
-            while ids.len() < n {
-                let (id, left) = match current.take() {
-                    Some(c) if c.1 > 0 => c,
-                    _ => {
-                        let r = runs.next().ok_or_else(|| {
-                            DataFusionError::Internal("more rows read than runs hold".into())
-                        })?;
-                        (r.series_id, r.rows as usize)
-                    }
-                };
-                let take = left.min(n - ids.len());
-                ids.extend(std::iter::repeat_n(id, take));
-                current = Some((id, left - take));
-            }
-            let ids: ArrayRef = Arc::new(Int64Array::from(ids));
-            let columns = self
-                .columns
-                .iter()
-                .map(|c| {
-                    let name = match c {
-                        Col::SeriesId => return Ok(ids.clone()),
-                        Col::Timestamp => "timestamp",
-                        Col::Value => "value",
-                    };
-                    let a = b.column_by_name(name).ok_or_else(|| {
-                        DataFusionError::Execution(format!(
-                            "samples file {} has no column {name}",
-                            f.file.object_meta.location
-                        ))
-                    })?;
-                    let want = self.schema.field_with_name(name)?.data_type();
-                    if a.data_type() == want {
-                        Ok(a.clone())
-                    } else {
-                        Ok(cast(a, want)?)
-                    }
-                })
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-            out.push(batch.record_output(&self.baseline));
-        }
-        timer.done();
-        Ok(out)
-    }
-
     /// One batch of the runs `refs` with samples `runs`.
     fn batch(&self, refs: &[RunRef], runs: &[&CachedRun]) -> Result<RecordBatch> {
         let joined = |a: &dyn Fn(&CachedRun) -> &ArrayRef| -> Result<ArrayRef> {
@@ -525,13 +457,8 @@ impl Reading {
     }
 
     /// Reads `wanted` (runs of `f`, sorted by first row) from the file: one Parquet read
-    /// of their rows' `timestamp` and `value` columns, in batches of `batch_size` rows.
-    async fn read(
-        &self,
-        f: &FileRuns,
-        wanted: &[RunRef],
-        batch_size: usize,
-    ) -> Result<Vec<RecordBatch>> {
+    /// of their rows' `timestamp` and `value` columns.
+    async fn decode(&self, f: &FileRuns, wanted: &[RunRef]) -> Result<Vec<Arc<CachedRun>>> {
         let reader: Box<dyn AsyncFileReader> = self.readers.create_reader(
             self.partition,
             f.file.clone(),
@@ -549,29 +476,14 @@ impl Reading {
             }),
             f.total_rows,
         );
+        let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
         let batches: Vec<RecordBatch> = builder
             .with_projection(mask)
             .with_row_selection(selection)
-            .with_batch_size(batch_size.max(1))
+            .with_batch_size(rows.max(1))
             .build()?
             .try_collect()
             .await?;
-        let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
-        let read: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if read != rows {
-            return Err(DataFusionError::Execution(format!(
-                "samples file {}: {read} rows read for {rows} selected",
-                f.file.object_meta.location,
-            )));
-        }
-        Ok(batches)
-    }
-
-    /// Reads `wanted` (runs of `f`, sorted by first row) from the file (one Parquet read)
-    /// as entries of the cache.
-    async fn decode(&self, f: &FileRuns, wanted: &[RunRef]) -> Result<Vec<Arc<CachedRun>>> {
-        let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
-        let batches = self.read(f, wanted, rows).await?;
         let col = |name: &str| -> Result<ArrayRef> {
             let arrays = batches
                 .iter()
@@ -585,15 +497,10 @@ impl Reading {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-            let joined = match refs.len() {
-                0 => {
-                    return Err(DataFusionError::Execution(format!(
-                        "samples file {}: no rows read",
-                        f.file.object_meta.location
-                    )));
-                }
-                1 => arrays[0].clone(),
-                _ => concat(&refs)?,
+            let joined = if refs.len() == 1 {
+                arrays[0].clone()
+            } else {
+                concat(&refs)?
             };
             // As the scan's schema types them (the file's own types, normally).
             let field = self.schema.field_with_name(name).ok();
@@ -603,6 +510,13 @@ impl Reading {
             }
         };
         let (ts, value) = (col("timestamp")?, col("value")?);
+        if ts.len() != rows || value.len() != rows {
+            return Err(DataFusionError::Execution(format!(
+                "samples file {}: {} rows read for {rows} selected",
+                f.file.object_meta.location,
+                ts.len()
+            )));
+        }
         // Each run's own copy (a slice would share, and hold, the whole read), so that
         // evicting one frees its memory and its size is its own.
         let mut out = Vec::with_capacity(wanted.len());
