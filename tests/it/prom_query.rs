@@ -489,10 +489,17 @@ async fn the_sample_cache_changes_no_answer() {
         series(&|i| 2.0 * i as f64),
         series(&|i| (i % 7) as f64),
     );
+    // Four more series of cache_x (values 3i to 6i): 6 x 1,441 rows, more than one
+    // 8,192-row batch.
+    let more: Vec<Vec<(i64, f64)>> = (3..7).map(|k| series(&|i| (k * i) as f64)).collect();
     let body = request(&[
         (&[("__name__", "cache_x"), ("job", "a")][..], &a[..]),
         (&[("__name__", "cache_x"), ("job", "b")][..], &b[..]),
         (&[("__name__", "cache_y"), ("job", "c")][..], &c[..]),
+        (&[("__name__", "cache_x"), ("job", "d")][..], &more[0][..]),
+        (&[("__name__", "cache_x"), ("job", "e")][..], &more[1][..]),
+        (&[("__name__", "cache_x"), ("job", "f")][..], &more[2][..]),
+        (&[("__name__", "cache_x"), ("job", "g")][..], &more[3][..]),
     ]);
     let mut answers: Vec<Vec<Value>> = vec![];
     let end = (t0 + (n - 1) * 15_000) / 1000;
@@ -555,6 +562,11 @@ async fn the_sample_cache_changes_no_answer() {
     // The last hour: the 240 samples 1200..=1439 of a: 240 * (1200 + 1439) / 2.
     assert_eq!(by_job(&first[1], "a")["value"][1], "316680");
     assert_eq!(by_job(&first[1], "b")["value"][1], "633360");
+    assert_eq!(
+        by_job(&first[1], "g")["value"][1],
+        (6 * 316_680).to_string()
+    );
+    assert_eq!(first[0]["result"].as_array().unwrap().len(), 6);
     assert_eq!(
         by_job(&first[2], "b")["value"][1],
         (2 * (n - 1)).to_string()
