@@ -37,7 +37,6 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::object_store::ObjectMeta;
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -45,10 +44,8 @@ use datafusion::physical_plan::union::UnionExec;
 use deltalake::DeltaTable;
 
 use crate::file_cache::FileCache;
-use crate::runs::{BUILD_INLINE_BYTES, RunRef, RunsCache, SeriesFilter, SeriesRuns};
-use crate::sample_cache::{
-    CACHED_COLUMNS, CACHED_SCAN_ROWS, CachedRunsExec, FileRuns, SampleCache,
-};
+use crate::runs::{BUILD_INLINE_BYTES, FileRuns, RunsCache, SeriesFilter, spread};
+use crate::sample_cache::{CACHED_COLUMNS, CACHED_SCAN_ROWS, CachedRunsExec, SampleCache};
 use crate::tables::PageIndexCaching;
 
 /// The data files of one version of a Delta table, with their statistics as DataFusion's
@@ -316,7 +313,7 @@ impl PruningStatistics for FileList {
 /// read by row selection instead: only the runs of those series (or of all series of those
 /// metrics) that overlap the filters' time range, without statistics evaluation; files
 /// with no such run are skipped. The files read by row selection are spread over the
-/// session's target partitions by selected rows (`spread`). The plan is then a union of
+/// session's target partitions by selected rows ([`crate::runs::spread`], at run boundaries). The plan is then a union of
 /// that scan and the statistics-pruned scan of the other files.
 ///
 /// # Errors
@@ -385,7 +382,7 @@ pub async fn scan(
         CachedParquetFileReaderFactory::new(file_cache.store(store), cache),
     )));
     let series = SeriesFilter::from_filters(filters);
-    let mut by_runs: Vec<(&PartitionedFile, Arc<SeriesRuns>, Vec<RunRef>)> = vec![];
+    let mut by_runs: Vec<FileRuns> = vec![];
     let mut by_stats: Vec<PartitionedFile> = vec![];
     let mut inline_left = BUILD_INLINE_BYTES;
     for (f, _) in list.files.iter().zip(keep).filter(|(_, k)| *k) {
@@ -401,15 +398,16 @@ pub async fn scan(
                         runs.get_or_build(&readers, f, inline).await
                     }
                 };
-                found.map(|r| {
-                    let runs = r.select_runs(s);
-                    (r, runs)
+                found.map(|r| FileRuns {
+                    file: f.clone(),
+                    runs: r.select_runs(s),
+                    total_rows: r.total_rows(),
                 })
             }
             None => None,
         };
         match selection {
-            Some((r, runs)) if !runs.is_empty() => by_runs.push((f, r, runs)),
+            Some(f) if !f.runs.is_empty() => by_runs.push(f),
             Some(_) => {}
             None => by_stats.push(f.clone()),
         }
@@ -430,11 +428,7 @@ pub async fn scan(
         )
     };
     let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
-    let selected: usize = by_runs
-        .iter()
-        .flat_map(|(_, _, runs)| runs)
-        .map(|r| r.rows as usize)
-        .sum();
+    let selected: usize = by_runs.iter().map(FileRuns::rows).sum();
     let projected = Arc::new(file_schema.project(&projection)?);
     let cached = samples.enabled()
         && limit.is_none()
@@ -444,27 +438,26 @@ pub async fn scan(
             .iter()
             .all(|f| CACHED_COLUMNS.contains(&f.name().as_str()));
     if !by_runs.is_empty() && cached {
-        let files = by_runs
-            .into_iter()
-            .map(|(f, r, runs)| FileRuns {
-                file: f.clone(),
-                runs,
-                total_rows: r.total_rows(),
-            })
-            .collect();
         plans.push(Arc::new(CachedRunsExec::try_new(
-            files,
+            by_runs,
             state.config().target_partitions(),
             readers.clone(),
             samples.clone(),
             projected.clone(),
         )?));
     } else if !by_runs.is_empty() {
-        let files = by_runs
+        let groups = spread(by_runs, state.config().target_partitions())
             .into_iter()
-            .map(|(f, r, runs)| (f, selection(&runs, r.total_rows())))
+            .map(|g| {
+                g.into_iter()
+                    .map(|f| {
+                        let sel = ParquetRowSelection::new(f.selection());
+                        f.file.with_extension(sel)
+                    })
+                    .collect::<Vec<_>>()
+                    .into()
+            })
             .collect();
-        let groups = spread(files, state.config().target_partitions());
         plans.push(exec(groups, source())?);
     }
     if !by_stats.is_empty() {
@@ -479,58 +472,6 @@ pub async fn scan(
         1 => Ok(plans.remove(0)),
         _ => UnionExec::try_new(plans),
     }
-}
-
-/// `runs` (sorted by first row) as a selection over all `total_rows` rows of their file.
-fn selection(runs: &[RunRef], total_rows: usize) -> RowSelection {
-    RowSelection::from_consecutive_ranges(
-        runs.iter().map(|r| {
-            let first = r.first_row as usize;
-            first..first + r.rows as usize
-        }),
-        total_rows,
-    )
-}
-
-/// Fewest selected rows worth a partition of their own in [`spread`].
-const MIN_PARTITION_ROWS: usize = 4096;
-
-/// The files read by row selection, as up to `partitions` file groups (DataFusion scans
-/// each group on its own thread) of about equal numbers of selected rows, in file and row
-/// order: a file whose selection overflows a group's share is split
-/// ([`crate::runs::split_selection`]) and goes on in the next group. DataFusion's own
-/// split of files by byte range works on whole row groups, so one file's selection would
-/// otherwise be read on one thread.
-fn spread(files: Vec<(&PartitionedFile, RowSelection)>, partitions: usize) -> Vec<FileGroup> {
-    let total: usize = files.iter().map(|(_, s)| s.row_count()).sum();
-    let n = partitions.clamp(1, (total / MIN_PARTITION_ROWS).max(1));
-    let share = total.div_ceil(n);
-    let file = |f: &PartitionedFile, s: RowSelection| {
-        f.clone().with_extension(ParquetRowSelection::new(s))
-    };
-    let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]];
-    let mut room = share;
-    for (f, mut sel) in files {
-        loop {
-            if room == 0 && groups.len() < n {
-                groups.push(vec![]);
-                room = share;
-            }
-            let rows = sel.row_count();
-            let full = groups.len() == n;
-            let last = groups.last_mut().expect("one group at least");
-            if rows <= room || full {
-                last.push(file(f, sel));
-                room = room.saturating_sub(rows);
-                break;
-            }
-            let (head, tail) = crate::runs::split_selection(&sel, room);
-            last.push(file(f, head));
-            room = 0;
-            sel = tail;
-        }
-    }
-    groups.into_iter().map(FileGroup::new).collect()
 }
 
 /// Whether every column `projection` (indexes of `schema`) and `filters` name is stored

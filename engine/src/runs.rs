@@ -32,7 +32,7 @@ use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -180,35 +180,6 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// Splits `sel`, a selection over all of a file's rows, into two selections over all its
-/// rows: the first selects the first `rows` rows `sel` selects, the second the others
-/// (so two scans of the file, one with each, read each selected row once).
-pub fn split_selection(sel: &RowSelection, rows: usize) -> (RowSelection, RowSelection) {
-    let total = sel.row_count() + sel.skipped_row_count();
-    let (mut head, mut tail) = (vec![], vec![]);
-    // `left`: selected rows still to give the first part; `covered`: file rows it spans.
-    let (mut left, mut covered) = (rows, 0);
-    for s in sel.iter() {
-        if left == 0 {
-            tail.push(*s);
-        } else if s.skip || s.row_count <= left {
-            head.push(*s);
-            covered += s.row_count;
-            if !s.skip {
-                left -= s.row_count;
-            }
-        } else {
-            head.push(RowSelector::select(left));
-            tail.push(RowSelector::select(s.row_count - left));
-            covered += left;
-            left = 0;
-        }
-    }
-    head.push(RowSelector::skip(total - covered));
-    tail.insert(0, RowSelector::skip(covered));
-    (head.into(), tail.into())
-}
-
 /// One run a selection reads: `rows` consecutive rows of series `series_id` from row
 /// `first_row` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,25 +192,97 @@ pub struct RunRef {
     pub rows: u32,
 }
 
+/// `runs` (sorted by first row, not overlapping) as a Parquet selection over all
+/// `total_rows` rows of their file.
+pub fn selection(runs: &[RunRef], total_rows: usize) -> RowSelection {
+    RowSelection::from_consecutive_ranges(
+        runs.iter().map(|r| {
+            let first = r.first_row as usize;
+            first..first + r.rows as usize
+        }),
+        total_rows,
+    )
+}
+
+/// The runs one file contributes to a scan (or to one partition of it).
+#[derive(Debug, Clone)]
+pub struct FileRuns {
+    /// The file.
+    pub file: PartitionedFile,
+    /// Its selected runs, sorted by first row, not overlapping.
+    pub runs: Vec<RunRef>,
+    /// The file's row count.
+    pub total_rows: usize,
+}
+
+impl FileRuns {
+    /// The rows its runs hold.
+    pub fn rows(&self) -> usize {
+        self.runs.iter().map(|r| r.rows as usize).sum()
+    }
+
+    /// Its runs as a Parquet selection over all the file's rows.
+    pub fn selection(&self) -> RowSelection {
+        selection(&self.runs, self.total_rows)
+    }
+}
+
+/// Fewest selected rows worth a partition of their own in [`spread`].
+const MIN_PARTITION_ROWS: usize = 4096;
+
+/// `files` as up to `partitions` groups (each scanned on its own thread) of about equal
+/// numbers of rows, in file and row order, a file's runs split at a run boundary where
+/// a group's share overflows. DataFusion's own split of files by byte range works on
+/// whole row groups, so one file's selection would otherwise be read on one thread.
+pub fn spread(files: Vec<FileRuns>, partitions: usize) -> Vec<Vec<FileRuns>> {
+    let total: usize = files.iter().map(FileRuns::rows).sum();
+    let n = partitions.clamp(1, (total / MIN_PARTITION_ROWS).max(1));
+    let share = total.div_ceil(n);
+    let mut groups: Vec<Vec<FileRuns>> = vec![vec![]];
+    let mut room = share;
+    for FileRuns {
+        file,
+        runs,
+        total_rows,
+    } in files
+    {
+        let part = |runs: Vec<RunRef>| FileRuns {
+            file: file.clone(),
+            runs,
+            total_rows,
+        };
+        let mut taken = vec![];
+        for r in runs {
+            if room == 0 && groups.len() < n {
+                if !taken.is_empty() {
+                    let full = std::mem::take(&mut taken);
+                    groups.last_mut().expect("a group").push(part(full));
+                }
+                groups.push(vec![]);
+                room = share;
+            }
+            room = room.saturating_sub(r.rows as usize);
+            taken.push(r);
+        }
+        if !taken.is_empty() {
+            groups.last_mut().expect("a group").push(part(taken));
+        }
+    }
+    groups
+}
+
 impl SeriesRuns {
     /// The rows of the file the filter's series have, in runs that overlap its time
     /// range, as a selection over all the file's rows; `None` when no row is wanted.
     /// Whole runs are selected: rows outside the time range may come out.
-    pub fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
+    #[cfg(test)]
+    fn select(&self, filter: &SeriesFilter) -> Option<RowSelection> {
         let runs = self.select_runs(filter);
-        if runs.is_empty() {
-            return None;
-        }
-        Some(RowSelection::from_consecutive_ranges(
-            runs.iter().map(|r| {
-                let first = r.first_row as usize;
-                first..first + r.rows as usize
-            }),
-            self.total_rows,
-        ))
+        (!runs.is_empty()).then(|| selection(&runs, self.total_rows))
     }
 
-    /// The runs [`SeriesRuns::select`] selects, sorted by first row.
+    /// The runs of the file the filter's series have that overlap its time range, sorted
+    /// by first row. Whole runs are selected: rows outside the time range may come out.
     pub fn select_runs(&self, filter: &SeriesFilter) -> Vec<RunRef> {
         let from = filter.from_us.unwrap_or(i64::MIN);
         let to = filter.to_us.unwrap_or(i64::MAX);
@@ -628,22 +671,44 @@ mod tests {
     }
 
     #[test]
-    fn a_split_selection_reads_each_selected_row_once() {
-        // 100 rows; rows 10..20, 30..60 and 90..95 selected (45 rows).
-        let sel = RowSelection::from_consecutive_ranges([10..20, 30..60, 90..95].into_iter(), 100);
-        // The first 25 selected rows are 10..20 and 30..45.
-        let (a, b) = split_selection(&sel, 25);
-        assert_eq!(selected(&a), vec![10..20, 30..45]);
-        assert_eq!(selected(&b), vec![45..60, 90..95]);
-        // Each part still spans the whole file: DataFusion rejects a selection whose
-        // length is not the file's row count.
-        for s in [&a, &b] {
-            assert_eq!(s.iter().map(|x| x.row_count).sum::<usize>(), 100);
+    fn spread_splits_files_at_run_boundaries_and_reads_each_run_once() {
+        // Two files: 20 runs of 512 rows, and 3 runs of 100 (10,540 rows in all).
+        let file = |name: &str, n: u32, rows: u32| FileRuns {
+            file: PartitionedFile::new(name, 1),
+            runs: (0..n)
+                .map(|k| RunRef {
+                    series_id: i64::from(k),
+                    first_row: k * rows,
+                    rows,
+                })
+                .collect(),
+            total_rows: (n * rows) as usize,
+        };
+        let files = vec![file("a", 20, 512), file("b", 3, 100)];
+        let groups = spread(files.clone(), 2);
+        assert_eq!(groups.len(), 2);
+        // The first group takes runs up to its share (5,270 rows: 11 runs), the second
+        // the rest of a and all of b.
+        let rows: Vec<usize> = groups
+            .iter()
+            .map(|g| g.iter().map(FileRuns::rows).sum())
+            .collect();
+        assert_eq!(rows, vec![11 * 512, 9 * 512 + 300]);
+        let again: Vec<RunRef> = groups
+            .iter()
+            .flatten()
+            .flat_map(|f| f.runs.clone())
+            .collect();
+        let all: Vec<RunRef> = files.iter().flat_map(|f| f.runs.clone()).collect();
+        assert_eq!(again, all);
+        // Each part's selection still spans its whole file.
+        for f in groups.iter().flatten() {
+            let s = f.selection();
+            assert_eq!(s.row_count() + s.skipped_row_count(), f.total_rows);
+            assert_eq!(s.row_count(), f.rows());
         }
-        // A split at the end of a selected range.
-        let (a, b) = split_selection(&sel, 10);
-        assert_eq!(selected(&a), vec![10..20]);
-        assert_eq!(selected(&b), vec![30..60, 90..95]);
+        // Below 4,096 rows a partition each is not worth it: one group.
+        assert_eq!(spread(vec![file("c", 3, 100)], 2).len(), 1);
     }
 
     /// Two 2-hour windows of three series, 4 samples each (as compaction sorts them).

@@ -31,12 +31,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::file::metadata::PageIndexPolicy;
@@ -51,7 +50,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::runs::RunRef;
+use crate::runs::{FileRuns, RunRef, selection, spread};
 
 /// The default size of a [`SampleCache`] (bytes): 256 MiB, about 16 million samples
 /// (16 bytes each: an i64 timestamp and an f64 value).
@@ -165,23 +164,6 @@ impl SampleCache {
     }
 }
 
-/// The runs one file contributes to a [`CachedRunsExec`] partition, sorted by first row.
-#[derive(Debug, Clone)]
-pub struct FileRuns {
-    /// The file.
-    pub file: PartitionedFile,
-    /// Its selected runs, sorted by first row, not overlapping.
-    pub runs: Vec<RunRef>,
-    /// The file's row count.
-    pub total_rows: usize,
-}
-
-impl FileRuns {
-    fn rows(&self) -> usize {
-        self.runs.iter().map(|r| r.rows as usize).sum()
-    }
-}
-
 /// Which column of the cache each output column is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Col {
@@ -250,45 +232,6 @@ impl CachedRunsExec {
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
-}
-
-/// Fewest selected rows worth a partition of their own in [`spread`].
-const MIN_PARTITION_ROWS: usize = 4096;
-
-/// `files` as up to `partitions` groups of about equal numbers of rows, in file and row
-/// order, a file's runs split at a run boundary where a group's share overflows.
-fn spread(files: Vec<FileRuns>, partitions: usize) -> Vec<Vec<FileRuns>> {
-    let total: usize = files.iter().map(FileRuns::rows).sum();
-    let n = partitions.clamp(1, (total / MIN_PARTITION_ROWS).max(1));
-    let share = total.div_ceil(n);
-    let mut groups: Vec<Vec<FileRuns>> = vec![vec![]];
-    let mut room = share;
-    for f in files {
-        let mut part = FileRuns {
-            runs: vec![],
-            ..f.clone()
-        };
-        for r in f.runs {
-            if room == 0 && groups.len() < n {
-                if !part.runs.is_empty() {
-                    let next = FileRuns {
-                        runs: vec![],
-                        ..part.clone()
-                    };
-                    groups.last_mut().expect("a group").push(part);
-                    part = next;
-                }
-                groups.push(vec![]);
-                room = share;
-            }
-            room = room.saturating_sub(r.rows as usize);
-            part.runs.push(r);
-        }
-        if !part.runs.is_empty() {
-            groups.last_mut().expect("a group").push(part);
-        }
-    }
-    groups
 }
 
 impl DisplayAs for CachedRunsExec {
@@ -469,13 +412,7 @@ impl Reading {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["timestamp", "value"]);
-        let selection = RowSelection::from_consecutive_ranges(
-            wanted.iter().map(|r| {
-                let first = r.first_row as usize;
-                first..first + r.rows as usize
-            }),
-            f.total_rows,
-        );
+        let selection = selection(wanted, f.total_rows);
         let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
         let batches: Vec<RecordBatch> = builder
             .with_projection(mask)

@@ -428,18 +428,13 @@ impl GroupsAcc {
         Ok(())
     }
 
-    /// The number of groups `emit_to` takes.
-    fn taken(&self, emit_to: EmitTo) -> usize {
-        match emit_to {
-            EmitTo::All => self.groups,
-            EmitTo::First(k) => k.min(self.groups),
-        }
-    }
-
     /// Takes the values of the groups `emit_to` names (a counting sort of the log by
     /// group, stable), keeping the others' with their groups renumbered from 0.
     fn take(&mut self, emit_to: EmitTo) -> ByGroup {
-        let n = self.taken(emit_to);
+        let n = match emit_to {
+            EmitTo::All => self.groups,
+            EmitTo::First(k) => k.min(self.groups),
+        };
         let mut offsets = vec![0usize; n + 1];
         for (g, _) in &self.log {
             if (*g as usize) < n {
@@ -499,19 +494,18 @@ impl GroupsAccumulator for GroupsAcc {
                 .collect();
             return Ok(Arc::new(out));
         }
-        let n = self.taken(emit_to);
         let ByGroup {
             offsets,
             mut values,
         } = self.take(emit_to);
-        let out: Float64Array = (0..n)
+        let out: Float64Array = (0..offsets.len() - 1)
             .map(|g| reduce_values(self.f, &mut values[offsets[g]..offsets[g + 1]]))
             .collect();
         Ok(Arc::new(out))
     }
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let n = self.taken(emit_to);
         let ByGroup { offsets, values } = self.take(emit_to);
+        let n = offsets.len() - 1;
         let as_i32 = |o: &[usize]| -> Result<OffsetBuffer<i32>> {
             let o = o
                 .iter()
