@@ -45,7 +45,7 @@ use deltalake::DeltaTable;
 
 use crate::file_cache::FileCache;
 use crate::runs::{BUILD_INLINE_BYTES, FileRuns, RunsCache, SeriesFilter, spread};
-use crate::sample_cache::{CACHED_COLUMNS, CACHED_SCAN_ROWS, CachedRunsExec, SampleCache};
+use crate::sample_cache::{CACHED_COLUMNS, CachedRunsExec, SampleCache};
 use crate::tables::PageIndexCaching;
 
 /// The data files of one version of a Delta table, with their statistics as DataFusion's
@@ -430,9 +430,8 @@ pub async fn scan(
     let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
     let selected: usize = by_runs.iter().map(FileRuns::rows).sum();
     let projected = Arc::new(file_schema.project(&projection)?);
-    let cached = samples.enabled()
+    let cached = samples.admits(selected)
         && limit.is_none()
-        && selected <= CACHED_SCAN_ROWS
         && projected
             .fields()
             .iter()

@@ -17,10 +17,12 @@
 //!
 //! [`CachedRunsExec`] is the scan that reads through it: it returns the runs a scan
 //! selected, those in the cache from memory, the others read from their file with one
-//! Parquet row selection per file (then cached). [`crate::files::scan`] uses it for scans
-//! of at most [`CACHED_SCAN_ROWS`] selected rows that read no column but `series_id`,
-//! `timestamp` and `value`; larger scans read Parquet directly and leave the cache alone
-//! (a scan of every series would evict the working set of the dashboards).
+//! Parquet row selection per file (then cached), one batch per run: a cached run's arrays
+//! go out as they are, uncopied. [`crate::files::scan`] uses it for scans that read no
+//! column but `series_id`, `timestamp` and `value` and that the cache admits
+//! ([`SampleCache::admits`]: at most half the cache's size, or [`CACHED_SCAN_ROWS`]
+//! rows); larger scans read Parquet directly and leave the cache alone (a scan of every
+//! series would evict the working set of the dashboards).
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -50,14 +52,18 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::runs::{FileRuns, RunRef, selection, spread};
+use crate::runs::{FileRuns, MAX_RUN_ROWS, RunRef, selection, spread};
 
 /// The default size of a [`SampleCache`] (bytes): 256 MiB, about 16 million samples
 /// (16 bytes each: an i64 timestamp and an f64 value).
 pub const SAMPLE_CACHE_BYTES: usize = 256 << 20;
 
-/// Scans selecting at most this many rows (samples) read through the [`SampleCache`].
+/// Scans selecting at most this many rows (samples) read through the [`SampleCache`]
+/// whatever its size; see [`SampleCache::admits`].
 pub const CACHED_SCAN_ROWS: usize = 1 << 20;
+
+/// What one cached sample costs (bytes): an i64 timestamp and an f64 value.
+const SAMPLE_BYTES: usize = 16;
 
 /// The columns a [`CachedRunsExec`] can return.
 pub const CACHED_COLUMNS: [&str; 3] = ["series_id", "timestamp", "value"];
@@ -109,6 +115,14 @@ impl SampleCache {
     /// Whether the cache holds anything at all (its size is not 0).
     pub fn enabled(&self) -> bool {
         self.max_bytes > 0
+    }
+
+    /// Whether a scan of `rows` selected rows (samples) reads through the cache: the
+    /// cache is on, and the rows take at most half its size (a scan never evicts more
+    /// than half of what the other queries keep there) or are at most
+    /// [`CACHED_SCAN_ROWS`]. With the default 256 MiB, scans of up to 8 M samples.
+    pub fn admits(&self, rows: usize) -> bool {
+        self.enabled() && rows <= CACHED_SCAN_ROWS.max(self.max_bytes / 2 / SAMPLE_BYTES)
     }
 
     /// The bytes held now.
@@ -293,10 +307,9 @@ impl ExecutionPlan for CachedRunsExec {
     fn execute(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
+        _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let files = self.groups.get(partition).cloned().unwrap_or_default();
-        let batch_size = context.session_config().batch_size();
         let read = Reading {
             readers: self.readers.clone(),
             cache: self.cache.clone(),
@@ -310,7 +323,7 @@ impl ExecutionPlan for CachedRunsExec {
         let stream = futures::stream::iter(files)
             .then(move |f| {
                 let read = read.clone();
-                async move { read.file(f, batch_size).await }
+                async move { read.file(f).await }
             })
             .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
             .try_flatten();
@@ -335,8 +348,9 @@ struct Reading {
 }
 
 impl Reading {
-    /// `f`'s runs as batches of about `batch_size` rows (whole runs).
-    async fn file(&self, f: FileRuns, batch_size: usize) -> Result<Vec<RecordBatch>> {
+    /// `f`'s runs, a batch each (the cached arrays themselves: concatenating runs into
+    /// larger batches cost as much as decoding them, for millions of rows).
+    async fn file(&self, f: FileRuns) -> Result<Vec<RecordBatch>> {
         let path = &f.file.object_meta.location;
         let mut found = self.cache.get_all(path, &f.runs);
         let missing: Vec<usize> = (0..found.len()).filter(|i| found[*i].is_none()).collect();
@@ -352,51 +366,35 @@ impl Reading {
                 .put_all(path, wanted.iter().map(|r| r.first_row).zip(read).collect());
         }
         let timer = self.baseline.elapsed_compute().timer();
-        let mut out = vec![];
-        let mut start = 0;
-        while start < f.runs.len() {
-            let mut end = start;
-            let mut rows = 0;
-            while end < f.runs.len() && (end == start || rows < batch_size) {
-                rows += f.runs[end].rows as usize;
-                end += 1;
-            }
-            let part: Vec<&CachedRun> = found[start..end]
+        // One `series_id` array per series of the file, each run a slice of it (a series'
+        // runs are consecutive, at most `MAX_RUN_ROWS` rows each).
+        let mut ids: Option<(i64, ArrayRef)> = None;
+        let mut out = Vec::with_capacity(f.runs.len());
+        for (r, run) in f.runs.iter().zip(&found) {
+            let run = run.as_deref().expect("every run found or read");
+            let id = match &ids {
+                Some((id, a)) if *id == r.series_id && a.len() >= r.rows as usize => a,
+                _ => {
+                    let a = Int64Array::from_value(r.series_id, MAX_RUN_ROWS.max(r.rows) as usize);
+                    &ids.insert((r.series_id, Arc::new(a))).1
+                }
+            };
+            let columns = self
+                .columns
                 .iter()
-                .map(|r| r.as_deref().expect("every run found or read"))
+                .map(|c| match c {
+                    Col::SeriesId => id.slice(0, r.rows as usize),
+                    Col::Timestamp => run.timestamp.clone(),
+                    Col::Value => run.value.clone(),
+                })
                 .collect();
-            out.push(self.batch(&f.runs[start..end], &part)?);
-            start = end;
+            out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
         }
         timer.done();
-        for b in &out {
-            b.record_output(&self.baseline);
-        }
+        // Rows only: a batch's memory size, per run, cost more than making the batch.
+        self.baseline
+            .record_output(out.iter().map(RecordBatch::num_rows).sum());
         Ok(out)
-    }
-
-    /// One batch of the runs `refs` with samples `runs`.
-    fn batch(&self, refs: &[RunRef], runs: &[&CachedRun]) -> Result<RecordBatch> {
-        let joined = |a: &dyn Fn(&CachedRun) -> &ArrayRef| -> Result<ArrayRef> {
-            if runs.len() == 1 {
-                return Ok(a(runs[0]).clone());
-            }
-            let arrays: Vec<&dyn Array> = runs.iter().map(|r| a(r).as_ref()).collect();
-            Ok(concat(&arrays)?)
-        };
-        let columns = self
-            .columns
-            .iter()
-            .map(|c| match c {
-                Col::SeriesId => Ok(Arc::new(Int64Array::from_iter_values(
-                    refs.iter()
-                        .flat_map(|r| std::iter::repeat_n(r.series_id, r.rows as usize)),
-                )) as ArrayRef),
-                Col::Timestamp => joined(&|r| &r.timestamp),
-                Col::Value => joined(&|r| &r.value),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
     /// Reads `wanted` (runs of `f`, sorted by first row) from the file: one Parquet read
@@ -533,5 +531,19 @@ mod tests {
         assert!(cache.bytes() <= 3 * (ENTRY_OVERHEAD + 2 * 4096 + 256));
         cache.retain(&std::collections::HashSet::new());
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn a_scan_reads_through_the_cache_up_to_half_its_size() {
+        // 256 MiB: 128 MiB of 16-byte samples, 8,388,608 of them.
+        let cache = SampleCache::new(256 << 20);
+        assert!(cache.admits(8_388_608));
+        assert!(!cache.admits(8_388_609));
+        // A small cache still takes scans of up to 1 Mi samples (evicting as it goes).
+        let small = SampleCache::new(100);
+        assert!(small.admits(1 << 20));
+        assert!(!small.admits((1 << 20) + 1));
+        // Off: nothing.
+        assert!(!SampleCache::new(0).admits(1));
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! Every relation in a PromQL plan has the columns `labels` (`Binary`, see
 //! [`crate::labels`]), `ts` (`Int64`, ms since the epoch, UTC) and `value` (`Float64`);
-//! `PromNode` consumes and produces that shape. The operator gathers its input into one
-//! partition, groups it by series, and emits one batch.
+//! `PromNode` consumes and produces that shape. The operator reads all its input's
+//! partitions itself (each on its own task, with no per-batch merging channel), groups the
+//! rows by series, and emits one partition.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -403,7 +404,11 @@ impl ExecutionPlan for PromExec {
         &self.props
     }
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        // Any: `execute` reads every input partition itself.
+        vec![Distribution::UnspecifiedDistribution]
+    }
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
@@ -432,17 +437,25 @@ impl ExecutionPlan for PromExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        use datafusion::physical_plan::ExecutionPlanProperties;
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "PromExec has one partition, not {}",
+                partition + 1
+            )));
+        }
         let threads = context.session_config().target_partitions();
-        let input = self.input.execute(partition, context)?;
+        // Every input partition, collected on a task of its own (as CoalescePartitionsExec
+        // would run them, without its channel: a scan of cached series runs sends a batch
+        // per run, thousands, and each send woke the receiving task).
+        let inputs = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
         let op = self.op.clone();
         let schema = self.schema.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
-            let batches: Vec<RecordBatch> = input
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<_>>()?;
+            let batches = collect_all(inputs).await?;
             let timer = baseline.elapsed_compute().timer();
             let out = run_parallel(&op, &schema, &batches, threads)?;
             timer.done();
@@ -461,6 +474,32 @@ impl ExecutionPlan for PromExec {
             stream,
         )))
     }
+}
+
+/// The batches of `inputs` (the partitions of one plan), in partition order: one input is
+/// read on the calling task, more each on a spawned task of its own.
+async fn collect_all(mut inputs: Vec<SendableRecordBatchStream>) -> Result<Vec<RecordBatch>> {
+    use datafusion::common::runtime::SpawnedTask;
+    use futures::TryStreamExt;
+    if inputs.len() <= 1 {
+        return match inputs.pop() {
+            Some(s) => s.try_collect().await,
+            None => Ok(vec![]),
+        };
+    }
+    let tasks: Vec<SpawnedTask<Result<Vec<RecordBatch>>>> = inputs
+        .into_iter()
+        .map(|s| SpawnedTask::spawn(s.try_collect::<Vec<_>>()))
+        .collect();
+    let mut all = vec![];
+    for t in tasks {
+        let part = t
+            .join_unwind()
+            .await
+            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        all.extend(part);
+    }
+    Ok(all)
 }
 
 /// A per-series operator's input batch's timestamps (column 1: Int64, or a scan's
@@ -532,7 +571,17 @@ fn group<'a>(batches: &'a [RecordBatch], series: Option<&'a SeriesMap>) -> Resul
                 let mut start = 0;
                 while start < ids.len() {
                     let id = ids[start];
-                    let end = start + ids[start..].iter().take_while(|x| **x == id).count();
+                    let rest = &ids[start..];
+                    // A batch of one series (a cached run's) is common: one check of all
+                    // its ids, which vectorizes, instead of a search for the run's end.
+                    let one =
+                        rest[rest.len() - 1] == id && rest.iter().fold(true, |a, x| a & (*x == id));
+                    let end = start
+                        + if one {
+                            rest.len()
+                        } else {
+                            rest.iter().take_while(|x| **x == id).count()
+                        };
                     if let Some(l) = m.get(id) {
                         let k = *idx.entry(id).or_insert_with(|| {
                             out.push((l.as_slice(), vec![]));
@@ -582,19 +631,20 @@ impl Grouped<'_> {
     /// Fills `buf` with series `k`'s rows (timestamps in ms), sorted by time, null values
     /// dropped, duplicate timestamps collapsed to the last row in input order; `order` is
     /// scratch space.
-    fn fill(&self, k: usize, buf: &mut SeriesRows, order: &mut Vec<Chunk>) {
+    fn fill(&self, k: usize, buf: &mut SeriesRows, order: &mut Vec<(i64, Chunk)>) {
         let chunks = &self.series[k].1;
+        // By first timestamp, each looked up once.
         order.clear();
-        order.extend_from_slice(chunks);
-        order.sort_by_key(|c| self.cols[c.0].0[c.1]);
+        order.extend(chunks.iter().map(|c| (self.cols[c.0].0[c.1], *c)));
+        order.sort_unstable_by_key(|(t, c)| (*t, c.0, c.1));
         buf.clear();
-        if self.copy(order, buf) {
+        if self.copy(order.iter().map(|(_, c)| c), buf) {
             return;
         }
         // Runs overlap (or repeat a timestamp): input order, a stable sort, and the last
         // of equal timestamps kept.
         buf.clear();
-        self.copy(chunks, buf);
+        self.copy(chunks.iter(), buf);
         buf.sort_by_key(|r| r.0);
         buf.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
@@ -608,7 +658,7 @@ impl Grouped<'_> {
 
     /// Appends the rows of `chunks` to `buf` (null values dropped); whether their
     /// timestamps strictly increase.
-    fn copy(&self, chunks: &[Chunk], buf: &mut SeriesRows) -> bool {
+    fn copy<'c>(&self, chunks: impl Iterator<Item = &'c Chunk>, buf: &mut SeriesRows) -> bool {
         let mut strict = true;
         let mut last = i64::MIN;
         for &(b, start, end) in chunks {
