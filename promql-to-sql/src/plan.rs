@@ -24,7 +24,7 @@ use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, col, lit, when,
+    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, ident, lit, when,
 };
 use datafusion::prelude::{Expr, SessionContext};
 use futures::future::BoxFuture;
@@ -188,12 +188,12 @@ impl Planner {
             Planned::Const(c) => Ok((v, lit(c), Some(c))),
             Planned::Scalar(sp) => {
                 let sp = LogicalPlanBuilder::from(sp)
-                    .project(vec![col("ts").alias("p_ts"), col("value").alias("param")])?
+                    .project(vec![ident("ts").alias("p_ts"), ident("value").alias("param")])?
                     .build()?;
                 let j = LogicalPlanBuilder::from(v)
                     .join(sp, JoinType::Inner, (vec!["ts"], vec!["p_ts"]), None)?
                     .build()?;
-                Ok((j, col("param"), None))
+                Ok((j, ident("param"), None))
             }
             _ => Err(bad("expected a scalar parameter")),
         }
@@ -243,9 +243,9 @@ impl Planner {
                 None,
             )?
             .project(vec![
-                col("labels"),
-                (cast(col("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),
-                col("value"),
+                ident("labels"),
+                (cast(ident("timestamp"), DataType::Int64) / lit(1000i64)).alias("ts"),
+                ident("value"),
             ])?
             .build()?;
         Ok(plan)
@@ -282,9 +282,9 @@ impl Planner {
         names.sort_unstable();
         names.dedup();
         let ts_lit = crate::selector::ts_lit;
-        let in_time = col("timestamp")
+        let in_time = ident("timestamp")
             .gt(ts_lit(from))
-            .and(col("timestamp").lt_eq(ts_lit(to)));
+            .and(ident("timestamp").lt_eq(ts_lit(to)));
         // Fewer series than the metrics hold: name them, so Parquet row groups and pages
         // (sorted by metric, series, time) of other series are pruned by their statistics.
         let name_series =
@@ -293,12 +293,12 @@ impl Planner {
         // (`strata_engine::runs`) pick each series' rows exactly, so each file is opened
         // once. (Page statistics, for files whose runs are not listed yet, prune column by
         // column, so there a page of one metric can match another metric's ids.)
-        let mut filter = col("metric_name")
+        let mut filter = ident("metric_name")
             .in_list(names.iter().map(|n| lit(*n)).collect(), false)
             .and(in_time);
         if name_series {
             filter = filter.and(
-                col("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
+                ident("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
             );
         }
         // The scan, with its filters and columns, as the optimizer would push them down
@@ -324,9 +324,9 @@ impl Planner {
         )?;
         if exact {
             scan = scan.filter(filter)?.project(vec![
-                col("series_id"),
-                col("timestamp"),
-                col("value"),
+                ident("series_id"),
+                ident("timestamp"),
+                ident("value"),
             ])?;
         }
         // Timestamps stay the scan's microseconds: the operators read them as i64 and
@@ -633,11 +633,11 @@ impl Planner {
         let udf = datafusion::logical_expr::ScalarUDF::from(crate::labels::InfoUdf::new(table));
         Ok(LogicalPlanBuilder::from(base)
             .project(out_cols(
-                udf.call(vec![col("labels"), col("ts")]),
-                col("ts"),
-                col("value"),
+                udf.call(vec![ident("labels"), ident("ts")]),
+                ident("ts"),
+                ident("value"),
             ))?
-            .filter(col("labels").is_not_null())?
+            .filter(ident("labels").is_not_null())?
             .build()?)
     }
 
@@ -826,9 +826,9 @@ impl Planner {
                     let v = self.vector_arg(other, steps).await?;
                     let p = LogicalPlanBuilder::from(v)
                         .project(out_cols(
-                            LabelOp::DropName.call(vec![col("labels")]),
-                            col("ts"),
-                            cast(col("ts"), DataType::Float64) / lit(1000.0),
+                            LabelOp::DropName.call(vec![ident("labels")]),
+                            ident("ts"),
+                            cast(ident("ts"), DataType::Float64) / lit(1000.0),
                         ))?
                         .build()?;
                     Ok(Planned::Vector(p))
@@ -901,24 +901,24 @@ impl Planner {
                 let notes = Some((self.notes.clone(), pos));
                 // Grouped by the labels without `le` (the name kept, so two metrics never
                 // mix), then the name dropped: equal results are an error, as in Prometheus.
-                let key = LabelOp::Drop(vec!["le".into()]).call(vec![col("labels")]);
+                let key = LabelOp::Drop(vec!["le".into()]).call(vec![ident("labels")]);
                 let one =
                     |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
-                        let dropped = LabelOp::DropName.call(vec![col("labels")]);
+                        let dropped = LabelOp::DropName.call(vec![ident("labels")]);
                         let labels = match relabel {
                             Some(op) => op.call(vec![dropped]),
                             None => dropped,
                         };
                         Ok(LogicalPlanBuilder::from(v)
                             .aggregate(
-                                vec![key.clone().alias("labels"), col("ts")],
+                                vec![key.clone().alias("labels"), ident("ts")],
                                 vec![
-                                    f.call_noting(vec![col("labels"), col("value")], notes.clone())
+                                    f.call_noting(vec![ident("labels"), ident("value")], notes.clone())
                                         .alias("value"),
                                 ],
                             )?
-                            .filter(col("value").is_not_null())?
-                            .project(out_cols(labels, col("ts"), col("value")))?
+                            .filter(ident("value").is_not_null())?
+                            .project(out_cols(labels, ident("ts"), ident("value")))?
                             .build()?)
                     };
                 let plan = match name {
@@ -1019,19 +1019,19 @@ impl Planner {
                 // not their names are marked for removal, and the group's name is marked
                 // when any of its series' is (Prometheus's delayed name removal).
                 let unmarked =
-                    LabelOp::Drop(vec![DROP_MARK.into()]).call(vec![key.call(vec![col("labels")])]);
-                let mark = LabelOp::Keep(vec![DROP_MARK.into()]).call(vec![col("labels")]);
+                    LabelOp::Drop(vec![DROP_MARK.into()]).call(vec![key.call(vec![ident("labels")])]);
+                let mark = LabelOp::Keep(vec![DROP_MARK.into()]).call(vec![ident("labels")]);
                 let empty = lit(ScalarValue::Binary(Some(vec![])));
                 return Ok(LogicalPlanBuilder::from(v)
                     .aggregate(
-                        vec![unmarked.alias("labels"), col("ts")],
+                        vec![unmarked.alias("labels"), ident("ts")],
                         vec![f.alias("value"), max(mark).alias("mark")],
                     )?
                     .project(out_cols(
-                        when(col("mark").eq(empty), col("labels"))
-                            .otherwise(LabelOp::DropName.call(vec![col("labels")]))?,
-                        col("ts"),
-                        col("value"),
+                        when(ident("mark").eq(empty), ident("labels"))
+                            .otherwise(LabelOp::DropName.call(vec![ident("labels")]))?,
+                        ident("ts"),
+                        ident("value"),
                     ))?
                     .build()?);
             }
@@ -1040,21 +1040,21 @@ impl Planner {
                 // label column too would rewrite and hash every row's labels.
                 let empty = lit(ScalarValue::Binary(Some(crate::labels::encode(&[]))));
                 return Ok(LogicalPlanBuilder::from(labels_unread(v)?)
-                    .aggregate(vec![col("ts")], vec![f.alias("value")])?
-                    .project(vec![empty.alias("labels"), col("ts"), col("value")])?
+                    .aggregate(vec![ident("ts")], vec![f.alias("value")])?
+                    .project(vec![empty.alias("labels"), ident("ts"), ident("value")])?
                     .build()?);
             }
             Ok(LogicalPlanBuilder::from(v)
                 .aggregate(
-                    vec![key.call(vec![col("labels")]).alias("labels"), col("ts")],
+                    vec![key.call(vec![ident("labels")]).alias("labels"), ident("ts")],
                     vec![f.alias("value")],
                 )?
-                .project(vec![col("labels"), col("ts"), col("value")])?
+                .project(vec![ident("labels"), ident("ts"), ident("value")])?
                 .build()?)
         };
         if let Some(s) = simple {
             return Ok(Planned::Vector(group(
-                AggFn::Simple(s).call(vec![col("value")]),
+                AggFn::Simple(s).call(vec![ident("value")]),
                 v,
                 key,
             )?));
@@ -1068,13 +1068,13 @@ impl Planner {
                     Some(phi) => {
                         self.check_quantile(phi, "quantile", pe);
                         Ok(Planned::Vector(group(
-                            AggFn::Quantile(phi.to_bits()).call(vec![col("value")]),
+                            AggFn::Quantile(phi.to_bits()).call(vec![ident("value")]),
                             v,
                             key,
                         )?))
                     }
                     None => Ok(Planned::Vector(group(
-                        AggFn::QuantileDyn.call(vec![col("value"), p]),
+                        AggFn::QuantileDyn.call(vec![ident("value"), p]),
                         v,
                         key,
                     )?)),
@@ -1091,21 +1091,21 @@ impl Planner {
                 let keyed = LogicalPlanBuilder::from(v)
                     .project(vec![
                         LabelOp::SetFromValue(label)
-                            .call(vec![key.call(vec![col("labels")]), col("value")])
+                            .call(vec![key.call(vec![ident("labels")]), ident("value")])
                             .alias("labels"),
-                        col("ts"),
-                        col("value"),
+                        ident("ts"),
+                        ident("value"),
                     ])?
                     .build()?;
                 let p = LogicalPlanBuilder::from(keyed)
                     .aggregate(
-                        vec![col("labels"), col("ts")],
+                        vec![ident("labels"), ident("ts")],
                         vec![count(lit(1)).alias("n")],
                     )?
                     .project(out_cols(
-                        col("labels"),
-                        col("ts"),
-                        cast(col("n"), DataType::Float64),
+                        ident("labels"),
+                        ident("ts"),
+                        cast(ident("n"), DataType::Float64),
                     ))?
                     .build()?;
                 Ok(Planned::Vector(p))
@@ -1124,24 +1124,24 @@ impl Planner {
                 };
                 let order: Vec<SortExpr> = match op.as_str() {
                     "topk" => vec![
-                        isnan(col("value")).sort(true, false),
-                        col("value").sort(false, false),
+                        isnan(ident("value")).sort(true, false),
+                        ident("value").sort(false, false),
                     ],
                     "bottomk" => vec![
-                        isnan(col("value")).sort(true, false),
-                        col("value").sort(true, false),
+                        isnan(ident("value")).sort(true, false),
+                        ident("value").sort(true, false),
                     ],
-                    _ => vec![col("labels").sort(true, false)],
+                    _ => vec![ident("labels").sort(true, false)],
                 };
                 let rn = row_number()
-                    .partition_by(vec![key.call(vec![col("labels")]), col("ts")])
+                    .partition_by(vec![key.call(vec![ident("labels")]), ident("ts")])
                     .order_by(order)
                     .build()?
                     .alias("rn");
                 let p = LogicalPlanBuilder::from(v)
                     .window(vec![rn])?
-                    .filter(cast(col("rn"), DataType::Int64).lt_eq(limit))?
-                    .project(vec![col("labels"), col("ts"), col("value")])?
+                    .filter(cast(ident("rn"), DataType::Int64).lt_eq(limit))?
+                    .project(vec![ident("labels"), ident("ts"), ident("value")])?
                     .build()?;
                 Ok(Planned::Vector(p))
             }
@@ -1156,7 +1156,7 @@ impl Planner {
                 let p = LogicalPlanBuilder::from(v)
                     .filter(
                         ValueFn::Ratio(r.to_bits())
-                            .call(vec![col("labels")])
+                            .call(vec![ident("labels")])
                             .is_not_null(),
                     )?
                     .build()?;
@@ -1241,14 +1241,14 @@ impl Planner {
                 let l = self.as_scalar_plan(l, steps)?;
                 let r = self.as_scalar_plan(r, steps)?;
                 let r = LogicalPlanBuilder::from(r)
-                    .project(vec![col("ts").alias("r_ts"), col("value").alias("r_value")])?
+                    .project(vec![ident("ts").alias("r_ts"), ident("value").alias("r_value")])?
                     .build()?;
                 let p = LogicalPlanBuilder::from(l)
                     .join(r, JoinType::Inner, (vec!["ts"], vec!["r_ts"]), None)?
                     .project(out_cols(
-                        col("labels"),
-                        col("ts"),
-                        f.call(vec![col("value"), col("r_value")]),
+                        ident("labels"),
+                        ident("ts"),
+                        f.call(vec![ident("value"), ident("r_value")]),
                     ))?
                     .build()?;
                 Ok(Planned::Scalar(p))
@@ -1275,31 +1275,31 @@ impl Planner {
         steps: Steps,
     ) -> Result<LogicalPlan> {
         let labels = if drop {
-            LabelOp::DropName.call(vec![col("labels")])
+            LabelOp::DropName.call(vec![ident("labels")])
         } else {
-            col("labels")
+            ident("labels")
         };
         let (input, sv) = match s {
             Planned::Const(c) => (v, lit(c)),
             other => {
                 let sp = self.as_scalar_plan(other, steps)?;
                 let sp = LogicalPlanBuilder::from(sp)
-                    .project(vec![col("ts").alias("s_ts"), col("value").alias("s_value")])?
+                    .project(vec![ident("ts").alias("s_ts"), ident("value").alias("s_value")])?
                     .build()?;
                 let j = LogicalPlanBuilder::from(v)
                     .join(sp, JoinType::Inner, (vec!["ts"], vec!["s_ts"]), None)?
                     .build()?;
-                (j, col("s_value"))
+                (j, ident("s_value"))
             }
         };
         let args = if swap {
-            vec![sv, col("value")]
+            vec![sv, ident("value")]
         } else {
-            vec![col("value"), sv]
+            vec![ident("value"), sv]
         };
         Ok(LogicalPlanBuilder::from(input)
-            .project(out_cols(labels, col("ts"), f.call(args)))?
-            .filter(col("value").is_not_null())?
+            .project(out_cols(labels, ident("ts"), f.call(args)))?
+            .filter(ident("value").is_not_null())?
             .build()?)
     }
 }
@@ -1307,12 +1307,12 @@ impl Planner {
 /// `value` mapped by an ordinary expression, optionally dropping the metric name.
 fn map_value(p: LogicalPlan, f: impl Fn(Expr) -> Expr, drop: bool) -> Result<LogicalPlan> {
     let labels = if drop {
-        LabelOp::DropName.call(vec![col("labels")])
+        LabelOp::DropName.call(vec![ident("labels")])
     } else {
-        col("labels")
+        ident("labels")
     };
     Ok(LogicalPlanBuilder::from(p)
-        .project(out_cols(labels, col("ts"), f(col("value"))))?
+        .project(out_cols(labels, ident("ts"), f(ident("value"))))?
         .build()?)
 }
 
@@ -1478,9 +1478,9 @@ impl<'a> Selection<'a> {
 fn relabel(p: LogicalPlan, op: LabelOp) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(p)
         .project(out_cols(
-            op.call(vec![col("labels")]),
-            col("ts"),
-            col("value"),
+            op.call(vec![ident("labels")]),
+            ident("ts"),
+            ident("value"),
         ))?
         .build()?)
 }
@@ -1498,11 +1498,11 @@ fn check_unique_labels(p: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 fn apply_value(p: LogicalPlan, f: ValueFn, extra: Vec<Expr>) -> Result<LogicalPlan> {
-    let mut args = vec![col("value")];
+    let mut args = vec![ident("value")];
     args.extend(extra);
     Ok(LogicalPlanBuilder::from(p)
-        .project(out_cols(col("labels"), col("ts"), f.call(args)))?
-        .filter(col("value").is_not_null())?
+        .project(out_cols(ident("labels"), ident("ts"), f.call(args)))?
+        .filter(ident("value").is_not_null())?
         .build()?)
 }
 
@@ -1523,7 +1523,7 @@ fn steps_plan(ctx: &SessionContext, steps: Steps, f: impl Fn(i64) -> f64) -> Res
     ])?;
     Ok(
         LogicalPlanBuilder::from(ctx.read_batch(batch)?.into_unoptimized_plan())
-            .project(vec![col("labels"), col("ts"), col("value")])?
+            .project(vec![ident("labels"), ident("ts"), ident("value")])?
             .build()?,
     )
 }
@@ -1536,11 +1536,11 @@ fn const_plan(ctx: &SessionContext, steps: Steps, v: f64) -> Result<LogicalPlan>
 fn scalar_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan) -> Result<LogicalPlan> {
     let agg = LogicalPlanBuilder::from(v)
         .aggregate(
-            vec![col("ts").alias("v_ts")],
+            vec![ident("ts").alias("v_ts")],
             vec![
                 count(lit(1)).alias("n"),
                 AggFn::Simple(SimpleAgg::Max)
-                    .call(vec![col("value")])
+                    .call(vec![ident("value")])
                     .alias("v"),
             ],
         )?
@@ -1548,9 +1548,9 @@ fn scalar_plan(ctx: &SessionContext, steps: Steps, v: LogicalPlan) -> Result<Log
     Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 0.0)?)
         .join(agg, JoinType::Left, (vec!["ts"], vec!["v_ts"]), None)?
         .project(out_cols(
-            col("labels"),
-            col("ts"),
-            when(col("n").eq(lit(1i64)), col("v")).otherwise(lit(f64::NAN))?,
+            ident("labels"),
+            ident("ts"),
+            when(ident("n").eq(lit(1i64)), ident("v")).otherwise(lit(f64::NAN))?,
         ))?
         .build()?)
 }
@@ -1593,7 +1593,7 @@ fn absent_plan(
     labels.sort();
     let enc = crate::labels::encode(&labels);
     let present = LogicalPlanBuilder::from(v)
-        .aggregate(vec![col("ts").alias("p_ts")], Vec::<Expr>::new())?
+        .aggregate(vec![ident("ts").alias("p_ts")], Vec::<Expr>::new())?
         .build()?;
     Ok(LogicalPlanBuilder::from(steps_plan(ctx, steps, |_| 1.0)?)
         .join(
@@ -1604,8 +1604,8 @@ fn absent_plan(
         )?
         .project(out_cols(
             lit(ScalarValue::Binary(Some(enc))),
-            col("ts"),
-            col("value"),
+            ident("ts"),
+            ident("value"),
         ))?
         .build()?)
 }
@@ -1637,11 +1637,11 @@ fn coalesce2(a: Expr, b: Expr) -> Result<Expr> {
 fn keyed(p: LogicalPlan, key: &LabelOp, prefix: &str) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(p)
         .project(vec![
-            col("labels").alias(format!("{prefix}labels")),
-            col("ts").alias(format!("{prefix}ts")),
-            col("value").alias(format!("{prefix}value")),
+            ident("labels").alias(format!("{prefix}labels")),
+            ident("ts").alias(format!("{prefix}ts")),
+            ident("value").alias(format!("{prefix}value")),
             key.clone()
-                .call(vec![col("labels")])
+                .call(vec![ident("labels")])
                 .alias(format!("{prefix}key")),
         ])?
         .build()?)
@@ -1672,9 +1672,9 @@ fn set_op(
     let (lc, rc) = on("l_", "r_");
     let back = |p: LogicalPlanBuilder, pre: &str| -> Result<LogicalPlan> {
         Ok(p.project(out_cols(
-            col(format!("{pre}labels")),
-            col(format!("{pre}ts")),
-            col(format!("{pre}value")),
+            ident(format!("{pre}labels")),
+            ident(format!("{pre}ts")),
+            ident(format!("{pre}value")),
         ))?
         .build()?)
     };
@@ -1773,13 +1773,13 @@ fn vector_binop(
     // A side that has a fill value may be missing (null after the outer join): its value
     // is then the fill value and its labels the other side's matching key.
     let value = |side: &str, fill: Option<f64>| -> Result<Expr> {
-        let c = col(format!("{side}value"));
+        let c = ident(format!("{side}value"));
         fill.map_or(Ok(c.clone()), |v| coalesce2(c, lit(v)))
     };
     let labels_of = |side: &str, fill: Option<f64>| -> Result<Expr> {
-        let c = col(format!("{side}labels"));
+        let c = ident(format!("{side}labels"));
         let other_key = if side == "l_" { "r_key" } else { "l_key" };
-        fill.map_or(Ok(c.clone()), |_| coalesce2(c, col(other_key)))
+        fill.map_or(Ok(c.clone()), |_| coalesce2(c, ident(other_key)))
     };
     let (fill_l, fill_r) = if many == "l_" {
         (fill_many, fill_one)
@@ -1808,13 +1808,13 @@ fn vector_binop(
         keep_rhs: false,
     };
     let ts = match join_type {
-        JoinType::Inner | JoinType::Left => col("l_ts"),
-        JoinType::Right => col("r_ts"),
-        _ => coalesce2(col("l_ts"), col("r_ts"))?,
+        JoinType::Inner | JoinType::Left => ident("l_ts"),
+        JoinType::Right => ident("r_ts"),
+        _ => coalesce2(ident("l_ts"), ident("r_ts"))?,
     };
     let many_key = match join_type {
-        JoinType::Inner => col(format!("{many}key")),
-        _ => coalesce2(col(format!("{many}key")), col(format!("{one}key")))?,
+        JoinType::Inner => ident(format!("{many}key")),
+        _ => coalesce2(ident(format!("{many}key")), ident(format!("{one}key")))?,
     };
     let joined = LogicalPlanBuilder::from(lk)
         .join_detailed(
@@ -1845,10 +1845,10 @@ fn vector_binop(
     } else {
         let p = LogicalPlanBuilder::from(joined)
             .project(vec![
-                col("labels"),
-                col("ts"),
-                col("value"),
-                col("labels").alias("r_key"),
+                ident("labels"),
+                ident("ts"),
+                ident("value"),
+                ident("labels").alias("r_key"),
             ])?
             .build()?;
         Planner::node(
@@ -1862,8 +1862,8 @@ fn vector_binop(
         )?
     };
     Ok(LogicalPlanBuilder::from(checked)
-        .filter(col("value").is_not_null())?
-        .project(vec![col("labels"), col("ts"), col("value")])?
+        .filter(ident("value").is_not_null())?
+        .project(vec![ident("labels"), ident("ts"), ident("value")])?
         .build()?)
 }
 

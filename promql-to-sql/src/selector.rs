@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::prelude::{Expr, SessionContext, col, lit};
+use datafusion::prelude::{Expr, SessionContext, ident, lit};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr as PromExpr, VectorSelector};
 
@@ -171,13 +171,13 @@ pub async fn select_series_counted(
         && !out.is_empty()
     {
         let mut df = ctx.table("samples").await?.filter(
-            col("timestamp")
+            ident("timestamp")
                 .gt_eq(ts_lit(start))
-                .and(col("timestamp").lt_eq(ts_lit(end))),
+                .and(ident("timestamp").lt_eq(ts_lit(end))),
         )?;
         if let Some(n) = &names {
             df = df.filter(
-                col("metric_name").in_list(n.iter().map(|x| lit(x.clone())).collect(), false),
+                ident("metric_name").in_list(n.iter().map(|x| lit(x.clone())).collect(), false),
             )?;
         }
         let ids: HashSet<i64> = df
