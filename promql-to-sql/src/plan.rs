@@ -24,7 +24,8 @@ use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, ident, lit, when,
+    EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, ident, lit,
+    when,
 };
 use datafusion::prelude::{Expr, SessionContext};
 use futures::future::BoxFuture;
@@ -188,7 +189,10 @@ impl Planner {
             Planned::Const(c) => Ok((v, lit(c), Some(c))),
             Planned::Scalar(sp) => {
                 let sp = LogicalPlanBuilder::from(sp)
-                    .project(vec![ident("ts").alias("p_ts"), ident("value").alias("param")])?
+                    .project(vec![
+                        ident("ts").alias("p_ts"),
+                        ident("value").alias("param"),
+                    ])?
                     .build()?;
                 let j = LogicalPlanBuilder::from(v)
                     .join(sp, JoinType::Inner, (vec!["ts"], vec!["p_ts"]), None)?
@@ -298,7 +302,8 @@ impl Planner {
             .and(in_time);
         if name_series {
             filter = filter.and(
-                ident("series_id").in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
+                ident("series_id")
+                    .in_list(series.iter().map(|s| lit(s.series_id)).collect(), false),
             );
         }
         // The scan, with its filters and columns, as the optimizer would push them down
@@ -552,7 +557,7 @@ impl Planner {
             }
             P::Subquery(sq) => {
                 let range = ms(sq.range);
-                if let Some(sel) = Selection::of(&sq.expr) {
+                if let Some(sel) = Selection::of(&sq.expr, &self.query) {
                     let (inner_steps, at) = self.subquery_steps(sq, steps);
                     let sel_at = sel.at(self);
                     let (lo, hi) = Self::eval_span(inner_steps, sel_at);
@@ -852,8 +857,8 @@ impl Planner {
             }
             "info" => Ok(Planned::Vector(self.info(&args, steps).await?)),
             "label_replace" | "label_join" => {
-                let op = label_op(name, &args)?;
-                if let Some(mut sel) = Selection::of(args[0]) {
+                let op = label_op(name, &args, &self.query)?;
+                if let Some(mut sel) = Selection::of(args[0], &self.query) {
                     sel.ops.push(op.clone());
                     let at = sel.at(self);
                     let (lo, hi) = Self::eval_span(steps, at);
@@ -902,25 +907,27 @@ impl Planner {
                 // Grouped by the labels without `le` (the name kept, so two metrics never
                 // mix), then the name dropped: equal results are an error, as in Prometheus.
                 let key = LabelOp::Drop(vec!["le".into()]).call(vec![ident("labels")]);
-                let one =
-                    |f: AggFn, v: LogicalPlan, relabel: Option<LabelOp>| -> Result<LogicalPlan> {
-                        let dropped = LabelOp::DropName.call(vec![ident("labels")]);
-                        let labels = match relabel {
-                            Some(op) => op.call(vec![dropped]),
-                            None => dropped,
-                        };
-                        Ok(LogicalPlanBuilder::from(v)
-                            .aggregate(
-                                vec![key.clone().alias("labels"), ident("ts")],
-                                vec![
-                                    f.call_noting(vec![ident("labels"), ident("value")], notes.clone())
-                                        .alias("value"),
-                                ],
-                            )?
-                            .filter(ident("value").is_not_null())?
-                            .project(out_cols(labels, ident("ts"), ident("value")))?
-                            .build()?)
+                let one = |f: AggFn,
+                           v: LogicalPlan,
+                           relabel: Option<LabelOp>|
+                 -> Result<LogicalPlan> {
+                    let dropped = LabelOp::DropName.call(vec![ident("labels")]);
+                    let labels = match relabel {
+                        Some(op) => op.call(vec![dropped]),
+                        None => dropped,
                     };
+                    Ok(LogicalPlanBuilder::from(v)
+                        .aggregate(
+                            vec![key.clone().alias("labels"), ident("ts")],
+                            vec![
+                                f.call_noting(vec![ident("labels"), ident("value")], notes.clone())
+                                    .alias("value"),
+                            ],
+                        )?
+                        .filter(ident("value").is_not_null())?
+                        .project(out_cols(labels, ident("ts"), ident("value")))?
+                        .build()?)
+                };
                 let plan = match name {
                     "histogram_fraction" => check_unique_labels(one(
                         AggFn::HistogramFraction(phis[0].to_bits(), phis[1].to_bits()),
@@ -1018,8 +1025,8 @@ impl Planner {
                 // `by (__name__)`: series with the same name form one group whether or
                 // not their names are marked for removal, and the group's name is marked
                 // when any of its series' is (Prometheus's delayed name removal).
-                let unmarked =
-                    LabelOp::Drop(vec![DROP_MARK.into()]).call(vec![key.call(vec![ident("labels")])]);
+                let unmarked = LabelOp::Drop(vec![DROP_MARK.into()])
+                    .call(vec![key.call(vec![ident("labels")])]);
                 let mark = LabelOp::Keep(vec![DROP_MARK.into()]).call(vec![ident("labels")]);
                 let empty = lit(ScalarValue::Binary(Some(vec![])));
                 return Ok(LogicalPlanBuilder::from(v)
@@ -1241,7 +1248,10 @@ impl Planner {
                 let l = self.as_scalar_plan(l, steps)?;
                 let r = self.as_scalar_plan(r, steps)?;
                 let r = LogicalPlanBuilder::from(r)
-                    .project(vec![ident("ts").alias("r_ts"), ident("value").alias("r_value")])?
+                    .project(vec![
+                        ident("ts").alias("r_ts"),
+                        ident("value").alias("r_value"),
+                    ])?
                     .build()?;
                 let p = LogicalPlanBuilder::from(l)
                     .join(r, JoinType::Inner, (vec!["ts"], vec!["r_ts"]), None)?
@@ -1284,7 +1294,10 @@ impl Planner {
             other => {
                 let sp = self.as_scalar_plan(other, steps)?;
                 let sp = LogicalPlanBuilder::from(sp)
-                    .project(vec![ident("ts").alias("s_ts"), ident("value").alias("s_value")])?
+                    .project(vec![
+                        ident("ts").alias("s_ts"),
+                        ident("value").alias("s_value"),
+                    ])?
                     .build()?;
                 let j = LogicalPlanBuilder::from(v)
                     .join(sp, JoinType::Inner, (vec!["ts"], vec!["s_ts"]), None)?
@@ -1370,9 +1383,11 @@ fn has_mark_op(p: &LogicalPlan) -> bool {
 }
 
 /// The [`LabelOp`] of a `label_replace(v, dst, replacement, src, regex)` or
-/// `label_join(v, dst, sep, src...)` call (`args` include `v`), its arguments checked as
-/// Prometheus checks them (`functions.go`).
-fn label_op(name: &str, args: &[&P]) -> Result<LabelOp> {
+/// `label_join(v, dst, sep, src...)` call (`args` include `v`; `query` the query's text),
+/// its arguments checked as Prometheus checks them (`functions.go`: `label_join`'s
+/// source label names, then the destination label name).
+fn label_op(name: &str, args: &[&P], query: &str) -> Result<LabelOp> {
+    let valid = |s: &str| valid_label_name(s) && !invalid_utf8_in_go(s, query);
     let mut strs = vec![];
     for a in &args[1..] {
         match unwrap_paren(a) {
@@ -1388,7 +1403,7 @@ fn label_op(name: &str, args: &[&P]) -> Result<LabelOp> {
                 "invalid regular expression in label_replace(): {regex}"
             )));
         }
-        if !valid_label_name(&dst) {
+        if !valid(&dst) {
             return Err(bad(format!(
                 "invalid destination label name in label_replace(): {dst}"
             )));
@@ -1403,8 +1418,13 @@ fn label_op(name: &str, args: &[&P]) -> Result<LabelOp> {
     if strs.len() < 2 {
         return Err(bad("label_join needs a destination label and a separator"));
     }
+    if let Some(src) = strs[2..].iter().find(|s| !valid(s)) {
+        return Err(bad(format!(
+            "invalid source label name in label_join(): {src}"
+        )));
+    }
     let dst = strs[0].clone();
-    if !valid_label_name(&dst) {
+    if !valid(&dst) {
         return Err(bad(format!(
             "invalid destination label name in label_join(): {dst}"
         )));
@@ -1456,13 +1476,13 @@ struct Selection<'a> {
 impl<'a> Selection<'a> {
     /// `e` as a selection, or `None` for any other expression (or invalid label function
     /// arguments, which the row path reports).
-    fn of(e: &'a P) -> Option<Selection<'a>> {
+    fn of(e: &'a P, query: &str) -> Option<Selection<'a>> {
         match unwrap_paren(e) {
             P::VectorSelector(vs) => Some(Selection { vs, ops: vec![] }),
             P::Call(c) if matches!(c.func.name, "label_replace" | "label_join") => {
                 let args: Vec<&P> = c.args.args.iter().map(|b| b.as_ref()).collect();
-                let op = label_op(c.func.name, &args).ok()?;
-                let mut sel = Selection::of(args.first()?)?;
+                let op = label_op(c.func.name, &args, query).ok()?;
+                let mut sel = Selection::of(args.first()?, query)?;
                 sel.ops.push(op);
                 Some(sel)
             }
@@ -1608,6 +1628,83 @@ fn absent_plan(
             ident("value"),
         ))?
         .build()?)
+}
+
+/// Whether the string literal `s` (as promql-parser decoded it) of `query` is not valid
+/// UTF-8 as Prometheus reads it (see [`go_invalid_literals`]). Only a literal with a
+/// character from U+0080 to U+00FF can be one, so the query is scanned for those only.
+fn invalid_utf8_in_go(s: &str, query: &str) -> bool {
+    s.chars().any(|c| ('\u{80}'..='\u{ff}').contains(&c))
+        && go_invalid_literals(query).iter().any(|(d, _)| d == s)
+}
+
+/// The quoted string literals of `query` that are not valid UTF-8 as Prometheus reads
+/// them: `(the literal as promql-parser decodes it, the literal as written, quotes
+/// included)`.
+///
+/// Go's `strconv.Unquote` (Prometheus `strutil.Unquote`) makes a `\xHH` or octal `\OOO`
+/// escape one byte, so `"\xff"` is the byte 0xff, not valid UTF-8, and `label_replace`
+/// rejects it as a label name. promql-parser, whose strings are Rust `String`s, decodes
+/// the same escape as the character U+00FF. Raw (backquoted) strings have no escapes;
+/// `#` comments are skipped.
+pub fn go_invalid_literals(query: &str) -> Vec<(String, &str)> {
+    let b = query.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let oct = |c: u8| (c as char).to_digit(8);
+    let mut out = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' | b'`' => {
+                let end = if b[i] == b'#' { b'\n' } else { b'`' };
+                i += 1;
+                while i < b.len() && b[i] != end {
+                    i += 1;
+                }
+                i += 1;
+            }
+            q @ (b'"' | b'\'') => {
+                let start = i;
+                let mut bytes = vec![];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] != b'\\' || i + 1 >= b.len() {
+                        bytes.push(b[i]);
+                        i += 1;
+                        continue;
+                    }
+                    let byte = match &b[i + 1..] {
+                        [b'x', h, l, ..] => hex(*h).zip(hex(*l)).map(|(h, l)| h * 16 + l),
+                        [o, m, l, ..] => oct(*o)
+                            .zip(oct(*m))
+                            .zip(oct(*l))
+                            .map(|((o, m), l)| o * 64 + m * 8 + l),
+                        _ => None,
+                    };
+                    match byte {
+                        Some(v) => {
+                            bytes.push(v as u8);
+                            i += 4;
+                        }
+                        // Any other escape is ASCII or a whole character in Go too.
+                        None => {
+                            bytes.push(b'_');
+                            i += 2;
+                        }
+                    }
+                }
+                i += 1;
+                let literal = &query[start..i.min(b.len())];
+                if std::str::from_utf8(&bytes).is_err()
+                    && let Ok(d) = promql_parser::util::unquote_string(literal)
+                {
+                    out.push((d, literal));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 fn valid_label_name(s: &str) -> bool {
@@ -1897,5 +1994,28 @@ fn labels_unread(v: LogicalPlan) -> Result<LogicalPlan> {
             }
         }
         _ => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_invalid_literals;
+
+    #[test]
+    fn literals_that_go_reads_as_invalid_utf8() {
+        let q = r#"label_join(m, "\xff", '\377', "\xc3\xbf", `\xff`, "ÿ", "a\"\xfe") # "\xff""#;
+        let found = go_invalid_literals(q);
+        // "\xff" and '\377' (one byte 0xff), "a\"\xfe" (an escaped quote, then 0xfe);
+        // not "\xc3\xbf" (valid UTF-8 for ÿ in Go), the raw string, the character written
+        // as itself, or the comment.
+        assert_eq!(
+            found,
+            vec![
+                ("\u{ff}".to_string(), r#""\xff""#),
+                ("\u{ff}".to_string(), r"'\377'"),
+                ("a\"\u{fe}".to_string(), r#""a\"\xfe""#),
+            ]
+        );
+        assert!(go_invalid_literals(r#"up{job="api"}"#).is_empty());
     }
 }

@@ -788,6 +788,12 @@ pub fn at_variant(query: &str, t_ms: i64) -> Result<Option<String>, String> {
     normalize(&mut expr);
     // NaN is not equal to itself (`fill(NaN)`): equal Debug texts mean equal trees too.
     if back == expr || format!("{back:?}") == format!("{expr:?}") {
+        // Literals that are not valid UTF-8 in Go (`"\xff"`) as written: promql-parser
+        // prints its decoding (`"ÿ"`), a valid string that Prometheus would accept.
+        let mut s = s;
+        for (decoded, written) in strata_promql::plan::go_invalid_literals(query) {
+            s = s.replace(&format!("\"{decoded}\""), written);
+        }
         Ok(Some(s))
     } else {
         Err(format!(

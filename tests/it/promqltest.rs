@@ -6,12 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Cases of Prometheus's scripts Strata is known to fail, with the reason. Each is named
-/// in docs/promql.md; a failure not listed here fails this test.
-const KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "functions.test:523",
-    "label_replace with the destination label \"\\xff\": promql-parser decodes the escape \
-     to U+00FF (valid UTF-8), so the invalid label name Prometheus rejects cannot be seen",
-)];
+/// in docs/promql.md; a failure not listed here fails this test. None at the moment.
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 fn scripts_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("STRATA_PROMQLTEST_DIR")
