@@ -300,17 +300,35 @@ async fn physical_plan(
     Ok((physical, run.task.clone()))
 }
 
-async fn collect(run: &RunIn, plan: LogicalPlan, opts: &QueryOptions) -> Result<Vec<RecordBatch>> {
-    let fut = run_in(run, plan);
-    let batches = match opts.timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            PromqlError::Timeout(format!(
-                "query timed out in expression evaluation (timeout {t:?})"
-            ))
-        })?,
-        None => fut.await,
-    }?;
-    Ok(batches)
+async fn collect(run: &RunIn, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+    run_in(run, plan).await
+}
+
+/// `query` (a whole query: planning, with the series lookups and sub-plans it runs, and
+/// evaluation) within `opts.timeout`: [`PromqlError::Timeout`] (Prometheus's
+/// `query timed out in expression evaluation`) when it runs past it. The query stops
+/// where it next waits (an operator computing in one poll is not interrupted), and an
+/// answer that took longer than the timeout is not given either.
+async fn with_timeout<T>(
+    opts: &QueryOptions,
+    query: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(t) = opts.timeout else {
+        return query.await;
+    };
+    let timed_out = || {
+        PromqlError::Timeout(format!(
+            "query timed out in expression evaluation (timeout {t:?})"
+        ))
+    };
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(t, query)
+        .await
+        .map_err(|_| timed_out())?;
+    if answer.is_ok() && started.elapsed() > t {
+        return Err(timed_out());
+    }
+    answer
 }
 
 /// A PromQL plan's output rows: `(encoded labels, ts ms, value)`.
@@ -535,6 +553,15 @@ pub async fn instant_query(
     t_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
+    with_timeout(opts, instant_query_untimed(ctx, query, t_ms, opts)).await
+}
+
+async fn instant_query_untimed(
+    ctx: &SessionContext,
+    query: &str,
+    t_ms: i64,
+    opts: &QueryOptions,
+) -> Result<QueryResult> {
     let expr = parse(query)?;
     let ctx = prom_session(ctx);
     let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
@@ -549,14 +576,14 @@ pub async fn instant_query(
         Planned::Const(v) => QueryValue::Scalar { t_ms, v },
         Planned::Str(s) => QueryValue::String { t_ms, s },
         Planned::Scalar(p) => {
-            let r = rows(&collect(&run, p, opts).await?);
+            let r = rows(&collect(&run, p).await?);
             QueryValue::Scalar {
                 t_ms,
                 v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
             }
         }
         Planned::Vector(p) => {
-            let mut v: Vec<InstantSample> = rows(&collect(&run, p, opts).await?)
+            let mut v: Vec<InstantSample> = rows(&collect(&run, p).await?)
                 .into_iter()
                 .map(|(l, t, v)| InstantSample {
                     labels: crate::labels::decode(&l),
@@ -567,7 +594,7 @@ pub async fn instant_query(
             sort_vector(&mut v, &expr);
             QueryValue::Vector(v)
         }
-        Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&run, p, opts).await?, |v| {
+        Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&run, p).await?, |v| {
             !crate::exec::is_stale(v)
         })),
     };
@@ -586,6 +613,21 @@ pub async fn instant_query(
 /// the range is reversed, it would give more than `opts.max_points_per_series` points,
 /// or the query is not a scalar or instant vector.
 pub async fn range_query(
+    ctx: &SessionContext,
+    query: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    opts: &QueryOptions,
+) -> Result<QueryResult> {
+    with_timeout(
+        opts,
+        range_query_untimed(ctx, query, start_ms, end_ms, step_ms, opts),
+    )
+    .await
+}
+
+async fn range_query_untimed(
     ctx: &SessionContext,
     query: &str,
     start_ms: i64,
@@ -624,7 +666,7 @@ pub async fn range_query(
             labels: vec![],
             points: steps.iter().map(|t| (t, v)).collect(),
         }],
-        Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&run, p, opts).await?, |_| true),
+        Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&run, p).await?, |_| true),
         Planned::Str(_) => {
             return Err(PromqlError::BadData(
                 "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),

@@ -150,6 +150,40 @@ async fn instant_and_range_queries() {
     .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["errorType"], "execution");
+    // A query past its timeout: 503, `timeout` (a subquery of 600,000 steps per series
+    // takes far more than 1 ms).
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query?{}&time={}&timeout=1ms",
+            enc("count_over_time(req_total[10m:1ms])"),
+            t(15)
+        ),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["errorType"], "timeout");
+    assert!(
+        v["error"].as_str().unwrap().contains("query timed out"),
+        "{v}"
+    );
+    // The same query with the default timeout (2 minutes): each series has 10 samples
+    // in (5m, 15m], each the latest sample for 60,000 of the 1 ms steps.
+    let (s, v) = get(
+        addr,
+        &format!(
+            "/api/v1/query?{}&time={}",
+            enc("count_over_time(req_total[10m:1ms])"),
+            t(15)
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["data"]["result"][0]["value"],
+        json!([t(15), "600000"]),
+        "{v}"
+    );
     // The server keeps serving.
     let (s, _) = get(
         addr,
