@@ -378,6 +378,7 @@ impl Ingester {
                         partitions = done.partitions,
                         files_removed = done.files_removed,
                         files_added = done.files_added,
+                        duplicates_dropped = done.duplicates_dropped,
                         version = t.version(),
                         "compacted the samples table"
                     );

@@ -282,6 +282,43 @@ async fn compaction_merges_small_files_and_keeps_every_sample() {
     srv.shutdown().await;
 }
 
+/// The same samples written twice (a remote-write retry after the first was persisted)
+/// are two rows in two files; compaction keeps one of each, and no sample of another
+/// series at the same time.
+#[tokio::test]
+async fn compaction_drops_duplicate_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let t0 = now_ms() - 100_000;
+    let a = [("__name__", "dup_total"), ("job", "a")];
+    let b = [("__name__", "dup_total"), ("job", "b")];
+    let first = request(&[(&a[..], &[(t0, 1.0), (t0 + 1000, 2.0)][..])]);
+    assert_eq!(post_write(srv.http_addr, first.clone()).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    assert_eq!(post_write(srv.http_addr, first).await.0, 204);
+    let more = request(&[
+        (&a[..], &[(t0 + 2000, 3.0)][..]),
+        (&b[..], &[(t0, 10.0)][..]),
+    ]);
+    assert_eq!(post_write(srv.http_addr, more).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let rows = samples_of(&srv.engine, "dup_total").await;
+    assert_eq!(
+        rows.len(),
+        6,
+        "both copies stored before compaction: {rows:?}"
+    );
+    assert!(srv.ingester.compact().await.unwrap() >= 2);
+    let mut rows = samples_of(&srv.engine, "dup_total").await;
+    // Ordered by time only: a's and b's samples at t0 in either order.
+    rows.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    assert_eq!(
+        rows,
+        vec![(t0, 1.0), (t0, 10.0), (t0 + 1000, 2.0), (t0 + 2000, 3.0)]
+    );
+    srv.shutdown().await;
+}
+
 /// Every persist writes one file per partition with the series of all metrics in it, so
 /// the four files interleave series; the compacted file must hold them sorted by metric
 /// name, 2-hour window, series and time (what Parquet statistics prune a selector's series
