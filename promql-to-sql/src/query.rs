@@ -553,57 +553,51 @@ pub async fn instant_query(
     t_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    with_timeout(opts, instant_query_untimed(ctx, query, t_ms, opts)).await
-}
-
-async fn instant_query_untimed(
-    ctx: &SessionContext,
-    query: &str,
-    t_ms: i64,
-    opts: &QueryOptions,
-) -> Result<QueryResult> {
-    let expr = parse(query)?;
-    let ctx = prom_session(ctx);
-    let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
-    let steps = Steps {
-        start: t_ms,
-        end: t_ms,
-        step: 1,
-    };
-    let planned = planner.plan_query(&expr, steps).await?;
-    let run = session_for(&ctx, &planner, 1, planned.plan());
-    let value = match planned {
-        Planned::Const(v) => QueryValue::Scalar { t_ms, v },
-        Planned::Str(s) => QueryValue::String { t_ms, s },
-        Planned::Scalar(p) => {
-            let r = rows(&collect(&run, p).await?);
-            QueryValue::Scalar {
-                t_ms,
-                v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
+    with_timeout(opts, async {
+        let expr = parse(query)?;
+        let ctx = prom_session(ctx);
+        let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
+        let steps = Steps {
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+        };
+        let planned = planner.plan_query(&expr, steps).await?;
+        let run = session_for(&ctx, &planner, 1, planned.plan());
+        let value = match planned {
+            Planned::Const(v) => QueryValue::Scalar { t_ms, v },
+            Planned::Str(s) => QueryValue::String { t_ms, s },
+            Planned::Scalar(p) => {
+                let r = rows(&collect(&run, p).await?);
+                QueryValue::Scalar {
+                    t_ms,
+                    v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
+                }
             }
-        }
-        Planned::Vector(p) => {
-            let mut v: Vec<InstantSample> = rows(&collect(&run, p).await?)
-                .into_iter()
-                .map(|(l, t, v)| InstantSample {
-                    labels: crate::labels::decode(&l),
-                    t_ms: t,
-                    v,
-                })
-                .collect();
-            sort_vector(&mut v, &expr);
-            QueryValue::Vector(v)
-        }
-        Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&run, p).await?, |v| {
-            !crate::exec::is_stale(v)
-        })),
-    };
-    let (warnings, infos) = take_notes(&planner.notes);
-    Ok(QueryResult {
-        value,
-        warnings,
-        infos,
+            Planned::Vector(p) => {
+                let mut v: Vec<InstantSample> = rows(&collect(&run, p).await?)
+                    .into_iter()
+                    .map(|(l, t, v)| InstantSample {
+                        labels: crate::labels::decode(&l),
+                        t_ms: t,
+                        v,
+                    })
+                    .collect();
+                sort_vector(&mut v, &expr);
+                QueryValue::Vector(v)
+            }
+            Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&run, p).await?, |v| {
+                !crate::exec::is_stale(v)
+            })),
+        };
+        let (warnings, infos) = take_notes(&planner.notes);
+        Ok(QueryResult {
+            value,
+            warnings,
+            infos,
+        })
     })
+    .await
 }
 
 /// Evaluates `query` at every `step_ms` from `start_ms` to `end_ms` (inclusive, ms).
@@ -620,70 +614,58 @@ pub async fn range_query(
     step_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    with_timeout(
-        opts,
-        range_query_untimed(ctx, query, start_ms, end_ms, step_ms, opts),
-    )
-    .await
-}
-
-async fn range_query_untimed(
-    ctx: &SessionContext,
-    query: &str,
-    start_ms: i64,
-    end_ms: i64,
-    step_ms: i64,
-    opts: &QueryOptions,
-) -> Result<QueryResult> {
-    if step_ms <= 0 {
-        return Err(PromqlError::BadData(
-            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
-    }
-    if end_ms < start_ms {
-        return Err(PromqlError::BadData(
-            "invalid parameter \"end\": end timestamp must not be before start time".into(),
-        ));
-    }
-    if (end_ms - start_ms) / step_ms > opts.max_points_per_series {
-        return Err(PromqlError::BadData(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
-        ));
-    }
-    let expr = parse(query)?;
-    let ctx = prom_session(ctx);
-    let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
-    let steps = Steps {
-        start: start_ms,
-        end: end_ms,
-        step: step_ms,
-    };
-    let planned = planner.plan_query(&expr, steps).await?;
-    let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
-    let run = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
-    let series = match planned {
-        Planned::Const(v) => vec![RangeSeries {
-            labels: vec![],
-            points: steps.iter().map(|t| (t, v)).collect(),
-        }],
-        Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&run, p).await?, |_| true),
-        Planned::Str(_) => {
+    with_timeout(opts, async {
+        if step_ms <= 0 {
             return Err(PromqlError::BadData(
-                "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        Planned::Matrix(_) => {
+        if end_ms < start_ms {
             return Err(PromqlError::BadData(
-                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                "invalid parameter \"end\": end timestamp must not be before start time".into(),
             ));
         }
-    };
-    let (warnings, infos) = take_notes(&planner.notes);
-    Ok(QueryResult {
-        value: QueryValue::Matrix(series),
-        warnings,
-        infos,
+        if (end_ms - start_ms) / step_ms > opts.max_points_per_series {
+            return Err(PromqlError::BadData(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        let ctx = prom_session(ctx);
+        let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
+        let steps = Steps {
+            start: start_ms,
+            end: end_ms,
+            step: step_ms,
+        };
+        let planned = planner.plan_query(&expr, steps).await?;
+        let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
+        let run = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
+        let series = match planned {
+            Planned::Const(v) => vec![RangeSeries {
+                labels: vec![],
+                points: steps.iter().map(|t| (t, v)).collect(),
+            }],
+            Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&run, p).await?, |_| true),
+            Planned::Str(_) => {
+                return Err(PromqlError::BadData(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                ));
+            }
+            Planned::Matrix(_) => {
+                return Err(PromqlError::BadData(
+                    "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                ));
+            }
+        };
+        let (warnings, infos) = take_notes(&planner.notes);
+        Ok(QueryResult {
+            value: QueryValue::Matrix(series),
+            warnings,
+            infos,
+        })
     })
+    .await
 }
 
 /// The logical and physical plan of a query evaluated at the steps `start_ms..=end_ms`
