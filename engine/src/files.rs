@@ -313,8 +313,9 @@ impl PruningStatistics for FileList {
 /// read by row selection instead: only the runs of those series (or of all series of those
 /// metrics) that overlap the filters' time range, without statistics evaluation; files
 /// with no such run are skipped. The files read by row selection are spread over the
-/// session's target partitions by selected rows ([`crate::runs::spread`], at run boundaries). The plan is then a union of
-/// that scan and the statistics-pruned scan of the other files.
+/// session's target partitions by selected rows ([`crate::runs::spread`], at run
+/// boundaries). The plan is then a union of that scan and the statistics-pruned scan of
+/// the other files.
 ///
 /// # Errors
 /// Filters that do not convert to physical expressions over `file_schema`, or the table's

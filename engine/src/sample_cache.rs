@@ -373,9 +373,9 @@ impl Reading {
         for (r, run) in f.runs.iter().zip(&found) {
             let run = run.as_deref().expect("every run found or read");
             let id = match &ids {
-                Some((id, a)) if *id == r.series_id && a.len() >= r.rows as usize => a,
+                Some((id, a)) if *id == r.series_id => a,
                 _ => {
-                    let a = Int64Array::from_value(r.series_id, MAX_RUN_ROWS.max(r.rows) as usize);
+                    let a = Int64Array::from_value(r.series_id, MAX_RUN_ROWS as usize);
                     &ids.insert((r.series_id, Arc::new(a))).1
                 }
             };

@@ -81,20 +81,20 @@ fn without_duplicates(
     last: &mut Option<(i64, i64)>,
 ) -> Result<(deltalake::arrow::array::RecordBatch, usize)> {
     use deltalake::arrow::array::{AsArray, BooleanArray};
-    use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-    let missing = |c: &str| DeltaTableError::Generic(format!("merged samples have no {c}"));
-    let ids = batch
-        .column_by_name("series_id")
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| missing("series_id"))?
-        .values()
-        .clone();
-    let ts = batch
-        .column_by_name("timestamp")
-        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        .ok_or_else(|| missing("timestamp"))?
-        .values()
-        .clone();
+    use deltalake::arrow::datatypes::{ArrowPrimitiveType, Int64Type, TimestampMicrosecondType};
+    fn values<T: ArrowPrimitiveType>(
+        batch: &deltalake::arrow::array::RecordBatch,
+        name: &str,
+    ) -> Result<deltalake::arrow::buffer::ScalarBuffer<T::Native>> {
+        Ok(batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<T>())
+            .ok_or_else(|| DeltaTableError::Generic(format!("merged samples have no {name}")))?
+            .values()
+            .clone())
+    }
+    let ids = values::<Int64Type>(&batch, "series_id")?;
+    let ts = values::<TimestampMicrosecondType>(&batch, "timestamp")?;
     let mut prev = *last;
     let keep: Vec<bool> = ids
         .iter()
@@ -112,7 +112,6 @@ fn without_duplicates(
         return Ok((batch, 0));
     }
     let mask = BooleanArray::from(keep);
-    debug_assert_eq!(mask.len(), batch.num_rows());
     let kept = deltalake::arrow::compute::filter_record_batch(&batch, &mask)
         .map_err(|e| DeltaTableError::Generic(format!("dropping duplicate samples: {e}")))?;
     Ok((kept, dropped))

@@ -437,7 +437,6 @@ impl ExecutionPlan for PromExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        use datafusion::physical_plan::ExecutionPlanProperties;
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
                 "PromExec has one partition, not {}",
@@ -445,17 +444,21 @@ impl ExecutionPlan for PromExec {
             )));
         }
         let threads = context.session_config().target_partitions();
-        // Every input partition, collected on a task of its own (as CoalescePartitionsExec
-        // would run them, without its channel: a scan of cached series runs sends a batch
-        // per run, thousands, and each send woke the receiving task).
-        let inputs = (0..self.input.output_partitioning().partition_count())
-            .map(|p| self.input.execute(p, context.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let input = self.input.clone();
         let op = self.op.clone();
         let schema = self.schema.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
-            let batches = collect_all(inputs).await?;
+            // Every input partition, collected on a task of its own, as
+            // CoalescePartitionsExec would run them but without its channel: a scan of
+            // cached series runs sends a batch per run, thousands, and each send woke the
+            // receiving task.
+            let batches: Vec<RecordBatch> =
+                datafusion::physical_plan::collect_partitioned(input, context)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect();
             let timer = baseline.elapsed_compute().timer();
             let out = run_parallel(&op, &schema, &batches, threads)?;
             timer.done();
@@ -474,32 +477,6 @@ impl ExecutionPlan for PromExec {
             stream,
         )))
     }
-}
-
-/// The batches of `inputs` (the partitions of one plan), in partition order: one input is
-/// read on the calling task, more each on a spawned task of its own.
-async fn collect_all(mut inputs: Vec<SendableRecordBatchStream>) -> Result<Vec<RecordBatch>> {
-    use datafusion::common::runtime::SpawnedTask;
-    use futures::TryStreamExt;
-    if inputs.len() <= 1 {
-        return match inputs.pop() {
-            Some(s) => s.try_collect().await,
-            None => Ok(vec![]),
-        };
-    }
-    let tasks: Vec<SpawnedTask<Result<Vec<RecordBatch>>>> = inputs
-        .into_iter()
-        .map(|s| SpawnedTask::spawn(s.try_collect::<Vec<_>>()))
-        .collect();
-    let mut all = vec![];
-    for t in tasks {
-        let part = t
-            .join_unwind()
-            .await
-            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
-        all.extend(part);
-    }
-    Ok(all)
 }
 
 /// A per-series operator's input batch's timestamps (column 1: Int64, or a scan's

@@ -100,18 +100,15 @@ fn session_for(
     if rows > ONE_PARTITION_ROWS {
         return RunIn::of(ctx);
     }
-    let twin = {
-        let state = ctx.state_ref();
-        let state = state.read();
-        let Some(p) = state.config().get_extension::<PromPlanner>() else {
-            drop(state);
-            return RunIn::of(ctx);
-        };
-        match plan {
+    let twin = ctx
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<PromPlanner>()
+        .and_then(|p| match plan {
             Some(plan) if without_exchanges(plan) => p.bare.clone(),
             _ => p.one_partition.clone(),
-        }
-    };
+        });
     twin.unwrap_or_else(|| RunIn::of(ctx))
 }
 
@@ -298,10 +295,6 @@ async fn physical_plan(
         .create_physical_plan(plan, run.state.as_ref())
         .await?;
     Ok((physical, run.task.clone()))
-}
-
-async fn collect(run: &RunIn, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-    run_in(run, plan).await
 }
 
 /// `query` (a whole query: planning, with the series lookups and sub-plans it runs, and
@@ -568,14 +561,14 @@ pub async fn instant_query(
             Planned::Const(v) => QueryValue::Scalar { t_ms, v },
             Planned::Str(s) => QueryValue::String { t_ms, s },
             Planned::Scalar(p) => {
-                let r = rows(&collect(&run, p).await?);
+                let r = rows(&run_in(&run, p).await?);
                 QueryValue::Scalar {
                     t_ms,
                     v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
                 }
             }
             Planned::Vector(p) => {
-                let mut v: Vec<InstantSample> = rows(&collect(&run, p).await?)
+                let mut v: Vec<InstantSample> = rows(&run_in(&run, p).await?)
                     .into_iter()
                     .map(|(l, t, v)| InstantSample {
                         labels: crate::labels::decode(&l),
@@ -586,7 +579,7 @@ pub async fn instant_query(
                 sort_vector(&mut v, &expr);
                 QueryValue::Vector(v)
             }
-            Planned::Matrix(p) => QueryValue::Matrix(matrix(&collect(&run, p).await?, |v| {
+            Planned::Matrix(p) => QueryValue::Matrix(matrix(&run_in(&run, p).await?, |v| {
                 !crate::exec::is_stale(v)
             })),
         };
@@ -646,7 +639,7 @@ pub async fn range_query(
                 labels: vec![],
                 points: steps.iter().map(|t| (t, v)).collect(),
             }],
-            Planned::Scalar(p) | Planned::Vector(p) => matrix(&collect(&run, p).await?, |_| true),
+            Planned::Scalar(p) | Planned::Vector(p) => matrix(&run_in(&run, p).await?, |_| true),
             Planned::Str(_) => {
                 return Err(PromqlError::BadData(
                     "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
