@@ -1,6 +1,8 @@
 //! `strata bench-load`: a remote-write load generator for TSBS-like `cpu` data (10 fields
-//! per host, 7 host tags, 10 s interval), sent to one or more remote-write URLs in turn
-//! (Strata, VictoriaMetrics, Prometheus) so their throughputs are measured in one run.
+//! per host, 7 host tags, 10 s interval) plus a classic histogram on the first 50 hosts
+//! (`http_request_duration_seconds`), sent to one or more remote-write URLs in turn
+//! (Strata, VictoriaMetrics, Prometheus) so their throughputs are measured in one run;
+//! `strata bench-promql`'s queries over that data.
 
 use std::time::Instant;
 
@@ -21,10 +23,45 @@ pub const FIELDS: [&str; 10] = [
     "usage_guest_nice",
 ];
 
+/// Name of the classic histogram the first [`HISTOGRAM_HOSTS`] hosts carry (series `<name>_bucket`, `_sum` in
+/// seconds, `_count`), labelled `hostname` and `region` (and `le` for the buckets).
+pub const HISTOGRAM: &str = "http_request_duration_seconds";
+
+/// Upper bounds of the histogram's buckets (`le` label values, seconds), written as
+/// Prometheus client libraries write them; the last is `+Inf`.
+pub const HISTOGRAM_LE: [&str; 12] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+];
+
+/// Hosts (the first ones) that carry the histogram: enough for per-region quantiles,
+/// few enough that the load stays the `cpu` data it was (50 x 14 more series).
+pub const HISTOGRAM_HOSTS: usize = 50;
+
+/// Series of a load of `hosts` hosts: ten `cpu` fields per host, and the histogram's 12
+/// buckets, `_sum` and `_count` on the first [`HISTOGRAM_HOSTS`].
+pub fn series_count(hosts: usize) -> usize {
+    hosts * FIELDS.len() + hosts.min(HISTOGRAM_HOSTS) * (HISTOGRAM_LE.len() + 2)
+}
+
+/// The value, seconds, at which `_sum` counts each observation of a bin (the observations
+/// above the previous bucket's bound and at most this bucket's): the bin's midpoint, and
+/// 15 s for the bin above 10 s.
+const BIN_VALUE_S: [f64; 12] = [
+    0.0025, 0.0075, 0.0175, 0.0375, 0.075, 0.175, 0.375, 0.75, 1.75, 3.75, 7.5, 15.0,
+];
+
+/// Base weight of each bin: observations per 10 s interval per step of the sawtooth (most
+/// requests take 50 ms to 500 ms, about 1% over 5 s); each host adds 0 to 2 to each bin.
+const BIN_WEIGHT: [u64; 12] = [10, 10, 20, 40, 60, 80, 60, 30, 20, 10, 2, 1];
+
+/// Period of the histogram's per-bin sawtooth, 10 s intervals (1 h): the bins peak at
+/// different times of the hour, so the quantiles move.
+const HIST_PERIOD: u64 = 360;
+
 /// Load shape.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
-    /// Number of hosts (series = hosts x 10).
+    /// Number of hosts (series: [`series_count`]).
     pub hosts: usize,
     /// Number of 10 s intervals of data per series.
     pub intervals: usize,
@@ -62,9 +99,62 @@ fn value(series: usize, i: usize) -> f64 {
     ((x >> 11) % 101) as f64
 }
 
-/// Builds the snappy-compressed request bodies and the number of samples they carry.
+/// Observations of `host`'s histogram in bin `b` (see [`BIN_VALUE_S`]) from interval 0 up
+/// to and including interval `i`: per interval, the bin's weight times a sawtooth
+/// `1 + (t + phase) % HIST_PERIOD`, summed in closed form. Deterministic, and
+/// non-decreasing in `i` (a counter without resets).
+fn bin_count(host: usize, b: usize, i: usize) -> u64 {
+    let x = ((host * HISTOGRAM_LE.len() + b) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    let weight = BIN_WEIGHT[b] + x % 3;
+    let phase = (x / 3) % HIST_PERIOD;
+    // The sum of `u % HIST_PERIOD` over `u` in `0..m`.
+    let saw = |m: u64| {
+        let r = m % HIST_PERIOD;
+        m / HIST_PERIOD * (HIST_PERIOD * (HIST_PERIOD - 1) / 2) + r * r.saturating_sub(1) / 2
+    };
+    let n = i as u64 + 1;
+    weight * (n + saw(phase + n) - saw(phase))
+}
+
+/// What a generated series carries.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A `cpu` field: [`value`] of the series' place in its request.
+    Cpu,
+    /// A host's histogram bucket `le = HISTOGRAM_LE[le]` (cumulative over the bins).
+    Bucket { host: usize, le: usize },
+    /// A host's histogram `_sum`, seconds.
+    Sum { host: usize },
+    /// A host's histogram `_count` (equal to its `+Inf` bucket).
+    Count { host: usize },
+}
+
+impl Source {
+    /// The value at interval `i` of a series at place `k` of its request.
+    fn value(self, k: usize, i: usize) -> f64 {
+        match self {
+            Source::Cpu => value(k, i),
+            Source::Bucket { host, le } => {
+                (0..=le).map(|b| bin_count(host, b, i)).sum::<u64>() as f64
+            }
+            Source::Sum { host } => BIN_VALUE_S
+                .iter()
+                .enumerate()
+                .map(|(b, v)| bin_count(host, b, i) as f64 * v)
+                .sum::<f64>(),
+            Source::Count { host } => (0..HISTOGRAM_LE.len())
+                .map(|b| bin_count(host, b, i))
+                .sum::<u64>() as f64,
+        }
+    }
+}
+
+/// Builds the snappy-compressed request bodies and the number of samples they carry. The
+/// `cpu` series come first, with the values they had before the histogram was added (and
+/// the same requests when hosts x 10 is a multiple of `series_per_request`), then every
+/// host's histogram series.
 pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
-    let mut series: Vec<Vec<Label>> = vec![];
+    let mut series: Vec<(Vec<Label>, Source)> = vec![];
     for h in 0..spec.hosts {
         let tags = host_labels(h);
         for f in FIELDS {
@@ -80,8 +170,48 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                 value: format!("cpu_{f}").into(),
             });
             l.sort_by(|a, b| a.name.cmp(&b.name));
-            series.push(l);
+            series.push((l, Source::Cpu));
         }
+    }
+    for h in 0..spec.hosts.min(HISTOGRAM_HOSTS) {
+        let all_tags = host_labels(h);
+        // hostname and region.
+        let tags = &all_tags[..2];
+        let labels = |name: String, le: Option<&str>| {
+            let mut l: Vec<Label> = tags
+                .iter()
+                .map(|(n, v)| Label {
+                    name: n.clone().into(),
+                    value: v.clone().into(),
+                })
+                .collect();
+            l.push(Label {
+                name: "__name__".into(),
+                value: name.into(),
+            });
+            if let Some(le) = le {
+                l.push(Label {
+                    name: "le".into(),
+                    value: le.to_string().into(),
+                });
+            }
+            l.sort_by(|a, b| a.name.cmp(&b.name));
+            l
+        };
+        for (le, &bound) in HISTOGRAM_LE.iter().enumerate() {
+            series.push((
+                labels(format!("{HISTOGRAM}_bucket"), Some(bound)),
+                Source::Bucket { host: h, le },
+            ));
+        }
+        series.push((
+            labels(format!("{HISTOGRAM}_sum"), None),
+            Source::Sum { host: h },
+        ));
+        series.push((
+            labels(format!("{HISTOGRAM}_count"), None),
+            Source::Count { host: h },
+        ));
     }
     let mut out = vec![];
     let mut n = 0;
@@ -92,11 +222,11 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
             let ts = chunk
                 .iter()
                 .enumerate()
-                .map(|(k, labels)| TimeSeries {
+                .map(|(k, (labels, source))| TimeSeries {
                     labels: labels.clone(),
                     samples: (i0..i1)
                         .map(|i| PbSample {
-                            value: value(k, i),
+                            value: source.value(k, i),
                             timestamp: spec.start_ms + i as i64 * 10_000,
                         })
                         .collect(),
@@ -169,7 +299,9 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
 /// One query of the PromQL bench: a range query over the last `range_s` seconds.
 #[derive(Debug, Clone)]
 pub struct QueryCase {
-    /// TSBS-style name.
+    /// Name: TSBS's for the first ten cases; then kebab-case
+    /// `<class>-<hosts>-<range>` (hosts 1, 8 or `all`; range 1h, 24h or 7d), and
+    /// `<op>-chain-<n>` for the chains of set and arithmetic operators.
     pub name: &'static str,
     /// The PromQL query.
     pub query: String,
@@ -179,11 +311,34 @@ pub struct QueryCase {
     pub step_s: i64,
 }
 
-/// The PromQL bench's queries over TSBS cpu data (the devops queries, as the
-/// VictoriaMetrics fork of TSBS writes them in PromQL).
+/// The PromQL bench's queries over the data of [`payloads`]: first the TSBS devops
+/// queries (as the VictoriaMetrics fork of TSBS writes them in PromQL), then one or more
+/// per operator and function class, each answerable alike by Strata, VictoriaMetrics and
+/// Prometheus 2.42 (classic histograms only) and each answer small (8 hosts, or an
+/// aggregation over all hosts). The 7-day ranges read whatever the data spans (24 h in
+/// `benches/promql.sh`).
 pub fn promql_cases() -> Vec<QueryCase> {
     let one = r#"hostname="host_1""#;
     let eight = r#"hostname=~"host_(1|2|3|4|5|6|7|8)""#;
+    let user8 = format!("cpu_usage_user{{{eight}}}");
+    let system8 = format!("cpu_usage_system{{{eight}}}");
+    let idle8 = format!("cpu_usage_idle{{{eight}}}");
+    let day = 24 * 3600;
+    let week = 7 * day;
+    // One branch of the operator chains: a field's 8-host maximum, labelled with the field.
+    let branch = |f: &str| {
+        format!(
+            r#"label_replace(max(max_over_time(cpu_{f}{{{eight}}}[1h])), "field", "{f}", "", "")"#
+        )
+    };
+    // The first `n` fields' branches joined by `op`.
+    let chain = |op: &str, n: usize| {
+        FIELDS[..n]
+            .iter()
+            .map(|&f| branch(f))
+            .collect::<Vec<_>>()
+            .join(format!(" {op} ").as_str())
+    };
     let c = |name, query: String, range_s, step_s| QueryCase {
         name,
         query,
@@ -255,6 +410,294 @@ pub fn promql_cases() -> Vec<QueryCase> {
             format!("avg_over_time(cpu_usage_user{{{eight}}}[5m])"),
             24 * 3600,
             300,
+        ),
+        // Counter and gauge range functions, 8 hosts.
+        c("irate-8-1h", format!("irate({user8}[5m])"), 3600, 60),
+        c("increase-8-24h", format!("increase({system8}[1h])"), day, 300),
+        c("delta-8-1h", format!("delta({idle8}[10m])"), 3600, 60),
+        c("deriv-8-1h", format!("deriv({user8}[10m])"), 3600, 60),
+        c(
+            "predict-linear-8-1h",
+            format!("predict_linear({user8}[30m], 3600)"),
+            3600,
+            60,
+        ),
+        c("resets-8-24h", format!("resets({user8}[1h])"), day, 300),
+        c("changes-8-24h", format!("changes({user8}[1h])"), day, 300),
+        // The *_over_time family, 8 hosts (sum / count - min: one-to-one matching on
+        // identical label sets too).
+        c(
+            "sum-count-min-ot-8-24h",
+            format!(
+                "sum_over_time({user8}[1h]) / count_over_time({user8}[1h]) - min_over_time({user8}[1h])"
+            ),
+            day,
+            300,
+        ),
+        c(
+            "quantile-ot-8-24h",
+            format!("quantile_over_time(0.9, {user8}[1h])"),
+            day,
+            300,
+        ),
+        c(
+            "stddev-ot-8-24h",
+            format!("stddev_over_time({user8}[1h])"),
+            day,
+            300,
+        ),
+        c("last-ot-8-1h", format!("last_over_time({user8}[10m])"), 3600, 60),
+        // Math functions and arithmetic (abs, sqrt, ^, %, round to a multiple, ln, exp),
+        // and clamping.
+        c(
+            "math-8-1h",
+            format!(
+                "round(sqrt(abs({user8} - 50)) ^ 3 % 17, 0.5) + ln({user8} + 1) * exp({user8} / 100)"
+            ),
+            3600,
+            60,
+        ),
+        c(
+            "clamp-8-1h",
+            format!("clamp({user8}, 10, 90) - clamp_min(clamp_max({system8}, 90), 10)"),
+            3600,
+            60,
+        ),
+        // Time functions: time() and timestamp(); hour() and day_of_week() of the
+        // samples' times over 7 days.
+        c(
+            "time-age-8-1h",
+            format!("time() - timestamp({user8})"),
+            3600,
+            60,
+        ),
+        c(
+            "hour-dow-8-7d",
+            format!("24 * day_of_week(timestamp({user8})) + hour(timestamp({user8}))"),
+            week,
+            3600,
+        ),
+        // Sorting (a no-op on a range query's order, still evaluated).
+        c(
+            "sort-desc-all-1h",
+            "sort_desc(avg by (region) (rate(cpu_usage_user[5m])))".into(),
+            3600,
+            60,
+        ),
+        // Aggregations over all hosts: topk, bottomk by, quantile by, count_values,
+        // stddev by, count of group.
+        c(
+            "topk-all-1h",
+            "topk(3, avg_over_time(cpu_usage_user[10m]))".into(),
+            3600,
+            300,
+        ),
+        c(
+            "bottomk-region-all-1h",
+            "bottomk by (region) (1, avg_over_time(cpu_usage_idle[10m]))".into(),
+            3600,
+            300,
+        ),
+        c(
+            "quantile-all-24h",
+            "quantile by (region) (0.99, avg_over_time(cpu_usage_user[1h]))".into(),
+            day,
+            3600,
+        ),
+        c(
+            "count-values-all-1h",
+            r#"count_values("quarter", floor(cpu_usage_user / 25))"#.into(),
+            3600,
+            60,
+        ),
+        c(
+            "stddev-all-1h",
+            "stddev by (region) (cpu_usage_user)".into(),
+            3600,
+            60,
+        ),
+        c(
+            "count-group-all-1h",
+            "count(group by (region, datacenter) (cpu_usage_user))".into(),
+            3600,
+            60,
+        ),
+        // Nested aggregations: per region, the maximum of the hosts' averages.
+        c(
+            "nested-max-avg-all-24h",
+            "max by (region) (avg by (hostname, region) (avg_over_time(cpu_usage_user[1h])))"
+                .into(),
+            day,
+            3600,
+        ),
+        // Subqueries: over a rate (8 hosts), over an aggregation (all hosts).
+        c(
+            "subq-max-rate-8-24h",
+            format!("max_over_time(rate({user8}[5m])[1h:1m])"),
+            day,
+            3600,
+        ),
+        c(
+            "subq-agg-all-24h",
+            "avg_over_time(max by (region) (cpu_usage_user)[1h:5m])".into(),
+            day,
+            3600,
+        ),
+        // absent of a missing series (its equality matchers become the answer's labels);
+        // absent_over_time of present series (an empty answer, the data still read).
+        c(
+            "absent-missing-1h",
+            r#"absent(cpu_usage_user{hostname="host_none"})"#.into(),
+            3600,
+            60,
+        ),
+        c(
+            "absent-ot-8-24h",
+            format!("absent_over_time({user8}[1h])"),
+            day,
+            300,
+        ),
+        // Label functions.
+        c(
+            "label-replace-8-1h",
+            format!(r#"label_replace(rate({user8}[5m]), "host_num", "$1", "hostname", "host_(.*)")"#),
+            3600,
+            60,
+        ),
+        c(
+            "label-join-all-1h",
+            r#"label_join(avg by (region, datacenter) (cpu_usage_user), "where", "/", "region", "datacenter")"#.into(),
+            3600,
+            60,
+        ),
+        // scalar() of an all-host aggregate; vector() as the fallback of a missing sum.
+        c(
+            "scalar-8-1h",
+            format!("{user8} / scalar(avg(cpu_usage_user))"),
+            3600,
+            60,
+        ),
+        c(
+            "vector-or-1h",
+            r#"sum(cpu_usage_steal{hostname="host_none"}) or vector(0)"#.into(),
+            3600,
+            60,
+        ),
+        // Comparisons: a filter against a scalar, bool between vectors, bool summed over
+        // all hosts (hosts above a threshold per region).
+        c("cmp-filter-8-24h", format!("{user8} > 90"), day, 300),
+        c(
+            "cmp-bool-8-24h",
+            format!("{user8} > bool {system8}"),
+            day,
+            300,
+        ),
+        c(
+            "cmp-bool-sum-all-1h",
+            "sum by (region) (cpu_usage_user > bool 95)".into(),
+            3600,
+            60,
+        ),
+        // Set operators on per-host series, matched on hostname.
+        c(
+            "and-unless-8-1h",
+            format!(
+                "{user8} > 50 and on(hostname) {system8} < 50 unless on(hostname) {idle8} > 90"
+            ),
+            3600,
+            60,
+        ),
+        // Operator chains (the reported cliff: 8 h at 1 h steps; each branch is one
+        // field's 8-host maximum labelled field="<field>"): `or` of 2, 5 and 10 branches,
+        // then `and on()`, `unless`, `+ on()` and `+ ignoring(field)` of 10.
+        c("or-chain-2", chain("or", 2), 8 * 3600, 3600),
+        c("or-chain-5", chain("or", 5), 8 * 3600, 3600),
+        c("or-chain-10", chain("or", 10), 8 * 3600, 3600),
+        c("and-chain-10", chain("and on()", 10), 8 * 3600, 3600),
+        c("unless-chain-10", chain("unless", 10), 8 * 3600, 3600),
+        c("add-on-chain-10", chain("+ on()", 10), 8 * 3600, 3600),
+        c(
+            "add-ignoring-chain-10",
+            chain("+ ignoring(field)", 10),
+            8 * 3600,
+            3600,
+        ),
+        // Vector matching: per-host series against per-region aggregates over all hosts
+        // (on + group_left, on + group_right, ignoring + group_left), and group_left
+        // copying a label from an info-like series.
+        c(
+            "group-left-8-1h",
+            format!("{user8} / on(region) group_left avg by (region) (cpu_usage_user)"),
+            3600,
+            60,
+        ),
+        c(
+            "group-right-8-1h",
+            format!("avg by (region) (cpu_usage_idle) - on(region) group_right {idle8}"),
+            3600,
+            60,
+        ),
+        c(
+            "ignoring-group-left-1h",
+            format!(
+                "sum by (hostname, region) ({user8}) / ignoring(hostname) group_left sum by (region) (cpu_usage_user)"
+            ),
+            3600,
+            60,
+        ),
+        c(
+            "group-left-label-8-1h",
+            format!(
+                r#"rate({user8}[5m]) * on(hostname) group_left(owner) (0 * label_replace(max by (hostname) ({idle8}), "owner", "team_$1", "hostname", "host_(.*)") + 1)"#
+            ),
+            3600,
+            60,
+        ),
+        // histogram_quantile over classic buckets: one host; per region over all hosts;
+        // 8 hosts' buckets summed over 1-day windows for 7 days. And the mean from _sum
+        // and _count.
+        c(
+            "histq-1-1h",
+            format!(
+                "histogram_quantile(0.99, rate(http_request_duration_seconds_bucket{{{one}}}[5m]))"
+            ),
+            3600,
+            60,
+        ),
+        c(
+            "histq-region-all-1h",
+            "histogram_quantile(0.9, sum by (region, le) (rate(http_request_duration_seconds_bucket[5m])))".into(),
+            3600,
+            60,
+        ),
+        c(
+            "histq-8-7d",
+            format!(
+                "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{eight}}}[1d])))"
+            ),
+            week,
+            3600,
+        ),
+        c(
+            "hist-avg-8-24h",
+            format!(
+                "rate(http_request_duration_seconds_sum{{{eight}}}[5m]) / rate(http_request_duration_seconds_count{{{eight}}}[5m])"
+            ),
+            day,
+            300,
+        ),
+        // 7-day ranges at 1 h steps: a rate summed over all hosts, 1-day maxima per host.
+        c(
+            "rate-sum-all-7d",
+            "sum(rate(cpu_usage_user[1h]))".into(),
+            week,
+            3600,
+        ),
+        c(
+            "max-1d-8-7d",
+            format!("max by (hostname) (max_over_time({user8}[1d]))"),
+            week,
+            3600,
         ),
     ]
 }

@@ -24,6 +24,11 @@ use strata_ingest::{Limits, PersistConfig};
 /// file_cache_bytes = 1073741824  # the samples table's files kept in memory for PromQL
 /// sample_cache_bytes = 268435456 # decoded samples of recently read series, for PromQL
 ///
+/// [sql]                          # SQL over Arrow Flight SQL
+/// allow_writes = false           # true lets clients run DDL, DML, COPY and SET (admin use)
+/// memory_limit_bytes = 2147483648 # all SQL queries' operators together; 0 for no limit
+/// timeout = "2m"                 # per query; "0s" for none
+///
 /// [persist]
 /// interval = "5m"
 /// max_head_samples = 20000000
@@ -57,6 +62,8 @@ pub struct Config {
     pub persist: PersistConfig,
     /// Query settings.
     pub query: QueryConfig,
+    /// SQL over Flight SQL: what clients may do, memory budget, timeout.
+    pub sql: SqlConfig,
     /// Scrape jobs.
     pub scrape_configs: Vec<ScrapeConfig>,
 }
@@ -72,6 +79,7 @@ impl Default for Config {
             limits: Limits::default(),
             persist: PersistConfig::default(),
             query: QueryConfig::default(),
+            sql: SqlConfig::default(),
             scrape_configs: vec![],
         }
     }
@@ -106,6 +114,45 @@ impl QueryConfig {
         strata_engine::CacheSizes {
             file_bytes: self.file_cache_bytes,
             sample_bytes: self.sample_cache_bytes,
+        }
+    }
+}
+
+/// The `[sql]` section: SQL over Arrow Flight SQL (`strata_flight::SqlPolicy`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Let clients run DDL (`CREATE`, `DROP`), DML (`INSERT`, `COPY ... TO`) and `SET`.
+    /// Default false: refused with `PERMISSION_DENIED`.
+    pub allow_writes: bool,
+    /// Bytes all SQL queries' operators may hold together (sorts, aggregations and joins
+    /// spill to disk where they can; a query that still needs more fails with
+    /// `RESOURCE_EXHAUSTED`); 0 for no limit. Default 2 GiB.
+    pub memory_limit_bytes: usize,
+    /// Longest a query may run (`"30s"`, `"2m"`), then `DEADLINE_EXCEEDED`; `"0s"` for no
+    /// limit. Default 2 minutes.
+    #[serde(with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        let p = strata_flight::SqlPolicy::default();
+        SqlConfig {
+            allow_writes: p.allow_writes,
+            memory_limit_bytes: p.memory_limit_bytes.unwrap_or(0),
+            timeout: p.timeout.unwrap_or_default(),
+        }
+    }
+}
+
+impl SqlConfig {
+    /// The Flight SQL service's policy this section sets.
+    pub fn policy(&self) -> strata_flight::SqlPolicy {
+        strata_flight::SqlPolicy {
+            allow_writes: self.allow_writes,
+            memory_limit_bytes: (self.memory_limit_bytes > 0).then_some(self.memory_limit_bytes),
+            timeout: (!self.timeout.is_zero()).then_some(self.timeout),
         }
     }
 }
@@ -152,5 +199,26 @@ mod tests {
         assert_eq!(c.query.sample_cache_bytes, 256 << 20);
         let e = toml::from_str::<Config>("[query]\nfile_cache = 1\n").unwrap_err();
         assert!(e.to_string().contains("file_cache"), "{e}");
+    }
+
+    #[test]
+    fn the_sql_section_sets_the_flight_policy() {
+        // Absent: read-only, 2 GiB, 2 minutes.
+        let p = Config::default().sql.policy();
+        assert!(!p.allow_writes);
+        assert_eq!(p.memory_limit_bytes, Some(2 << 30));
+        assert_eq!(p.timeout, Some(std::time::Duration::from_secs(120)));
+        let c: Config = toml::from_str(
+            "[sql]\nallow_writes = true\nmemory_limit_bytes = 0\ntimeout = \"0s\"\n",
+        )
+        .unwrap();
+        let p = c.sql.policy();
+        assert!(p.allow_writes);
+        assert_eq!((p.memory_limit_bytes, p.timeout), (None, None));
+        let c: Config = toml::from_str("[sql]\ntimeout = \"30s\"\n").unwrap();
+        assert_eq!(
+            c.sql.policy().timeout,
+            Some(std::time::Duration::from_secs(30))
+        );
     }
 }

@@ -524,7 +524,13 @@ async fn query_explain(
 async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Response {
     let p = params(q, &body);
     match query_param(&p).and_then(|q| strata_promql::query::parse(q).map_err(from_promql)) {
-        Ok(e) => success(json!(e.to_string())),
+        Ok(e) => {
+            let text =
+                strata_promql::depth::with_stack(strata_promql::depth::stack_for(e.depth), || {
+                    e.expr.to_string()
+                });
+            success(json!(text))
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -238,8 +238,9 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     }));
     let ctx = engine.context();
     let rx = stop_rx.clone();
+    let policy = cfg.sql.policy();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = strata_flight::serve_listener(flight, ctx, wait(rx)).await {
+        if let Err(e) = strata_flight::serve_listener(flight, ctx, policy, wait(rx)).await {
             tracing::error!(error = %e, "Flight SQL server failed");
         }
     }));

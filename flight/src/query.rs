@@ -15,6 +15,7 @@ use bytes::Bytes;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -148,13 +149,16 @@ pub(crate) fn rewrite_question_placeholders<'a>(sql: &'a str, dialect: &str) -> 
     Cow::Owned(out)
 }
 
-/// Plans `sql` (without executing it) against a snapshot of `ctx`'s state, then
-/// binds `params` if given.
+/// Plans `sql` (without executing it) in `ctx` (a request's own session), checks it
+/// against `options` (what the [`crate::SqlPolicy`] allows), then binds `params` if given.
 ///
 /// # Errors
-/// DataFusion planning errors; [`FlightError::InvalidArgument`] for unusable parameters.
+/// DataFusion planning errors; [`FlightError::ReadOnly`] for a statement `options`
+/// refuses (DDL, DML, `COPY`, `SET`), anywhere in the plan (inside `EXPLAIN` too);
+/// [`FlightError::InvalidArgument`] for unusable parameters.
 pub(crate) async fn plan_sql(
     ctx: &SessionContext,
+    options: &SQLOptions,
     sql: &str,
     params: Option<&RecordBatch>,
 ) -> Result<LogicalPlan, FlightError> {
@@ -162,19 +166,32 @@ pub(crate) async fn plan_sql(
     let dialect = state.config_options().sql_parser.dialect;
     let sql = rewrite_question_placeholders(sql, dialect.as_ref());
     let plan = state.create_logical_plan(&sql).await?;
+    options.verify_plan(&plan).map_err(|e| {
+        let msg = e.find_root().strip_backtrace();
+        FlightError::ReadOnly(
+            msg.strip_prefix("Error during planning: ")
+                .unwrap_or(&msg)
+                .to_string(),
+        )
+    })?;
     match params {
         None => Ok(plan),
         Some(batch) => bind_parameters(plan, batch),
     }
 }
 
-/// Plans and executes `sql`, returning DataFusion's record batch stream.
+/// Plans (as [`plan_sql`]) and executes `sql` in `ctx`, returning DataFusion's record
+/// batch stream.
+///
+/// # Errors
+/// As [`plan_sql`], and DataFusion's errors starting the execution.
 pub(crate) async fn execute_sql(
     ctx: &SessionContext,
+    options: &SQLOptions,
     sql: &str,
     params: Option<&RecordBatch>,
 ) -> Result<SendableRecordBatchStream, FlightError> {
-    let plan = plan_sql(ctx, sql, params).await?;
+    let plan = plan_sql(ctx, options, sql, params).await?;
     let df = ctx.execute_logical_plan(plan).await?;
     Ok(df.execute_stream().await?)
 }

@@ -1,5 +1,6 @@
 //! [`StrataFlightSqlService`]: the [`FlightSqlService`] implementation.
 
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -26,15 +27,19 @@ use arrow_flight::{
 };
 use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::FlightError;
 use crate::metadata;
 use crate::query::{self, Handle, conform_batch, flight_schema, schema_to_ipc};
+use crate::{FlightError, SqlPolicy};
 
 type DoGetStream = <StrataFlightSqlService as FlightService>::DoGetStream;
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -52,6 +57,12 @@ const ANONYMOUS_TOKEN: &str = "strata-anonymous";
 #[derive(Clone)]
 pub struct StrataFlightSqlService {
     ctx: SessionContext,
+    /// What SQL may do ([`SqlPolicy::allow_writes`] as DataFusion's options).
+    options: SQLOptions,
+    policy: SqlPolicy,
+    /// `ctx`'s runtime with the memory budget of [`SqlPolicy::memory_limit_bytes`]:
+    /// every request's session runs in it.
+    runtime: Arc<RuntimeEnv>,
     sql_info: Arc<SqlInfoData>,
     xdbc_type_info: Arc<XdbcTypeInfoData>,
 }
@@ -65,30 +76,79 @@ impl std::fmt::Debug for StrataFlightSqlService {
 }
 
 impl StrataFlightSqlService {
-    /// A service answering queries and metadata calls from `ctx`.
-    pub fn new(ctx: SessionContext) -> Self {
+    /// A service answering queries and metadata calls from `ctx`, under `policy`.
+    ///
+    /// # Errors
+    /// [`FlightError::DataFusion`] if the runtime with the memory budget cannot be built.
+    pub fn new(ctx: SessionContext, policy: SqlPolicy) -> Result<Self, FlightError> {
         // Both are built from constants; failing would be a bug in this crate.
         let sql_info = metadata::sql_info().expect("static SqlInfo is valid");
         let xdbc_type_info = metadata::xdbc_type_info().expect("static XDBC type info is valid");
-        Self {
+        let mut runtime = RuntimeEnvBuilder::from_runtime_env(&ctx.runtime_env());
+        if let Some(bytes) = policy.memory_limit_bytes {
+            // The five largest consumers are named in the error of a query past the budget.
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(bytes),
+                NonZeroUsize::new(5).expect("not zero"),
+            )));
+        }
+        let options = SQLOptions::new()
+            .with_allow_ddl(policy.allow_writes)
+            .with_allow_dml(policy.allow_writes)
+            .with_allow_statements(policy.allow_writes);
+        Ok(Self {
             ctx,
+            options,
+            policy,
+            runtime: runtime.build_arc()?,
             sql_info: Arc::new(sql_info),
             xdbc_type_info: Arc::new(xdbc_type_info),
-        }
+        })
+    }
+
+    /// A request's own session: a copy of the server's session state (so that nothing a
+    /// request changes reaches another), running in the budgeted runtime. The catalog is
+    /// shared: the tables are the server's.
+    fn session(&self) -> SessionContext {
+        SessionContext::new_with_state(
+            SessionStateBuilder::new_from_existing(self.ctx.state())
+                .with_runtime_env(Arc::clone(&self.runtime))
+                .build(),
+        )
     }
 
     /// Plans `handle`'s SQL (with its bound parameters) and returns the result
     /// schema as clients will receive it.
     async fn result_schema(&self, handle: &Handle) -> Result<Schema, FlightError> {
-        let plan = query::plan_sql(&self.ctx, &handle.sql, handle.params.as_ref()).await?;
+        let plan = query::plan_sql(
+            &self.session(),
+            &self.options,
+            &handle.sql,
+            handle.params.as_ref(),
+        )
+        .await?;
         Ok(flight_schema(plan.schema().as_arrow()))
     }
 
-    /// Runs `handle`'s SQL and streams the result as Flight data.
+    /// Runs `handle`'s SQL and streams the result as Flight data, within
+    /// [`SqlPolicy::timeout`] (planning included; the stream ends with
+    /// `DEADLINE_EXCEEDED` when the time runs out).
     async fn run(&self, handle: &Handle) -> Result<DoGetStream, FlightError> {
         tracing::debug!(sql = %handle.sql, bound = handle.params.is_some(), "Flight SQL query");
-        let stream = query::execute_sql(&self.ctx, &handle.sql, handle.params.as_ref()).await?;
-        Ok(encode_stream(stream))
+        let deadline = self
+            .policy
+            .timeout
+            .map(|t| (tokio::time::Instant::now() + t, t));
+        let session = self.session();
+        let start =
+            query::execute_sql(&session, &self.options, &handle.sql, handle.params.as_ref());
+        let stream = match deadline {
+            None => start.await?,
+            Some((at, t)) => tokio::time::timeout_at(at, start)
+                .await
+                .map_err(|_| FlightError::Timeout(t))??,
+        };
+        Ok(encode_stream(stream, deadline))
     }
 
     /// Runs `sql` once (or once per parameter row) and returns the affected row count.
@@ -109,9 +169,17 @@ impl StrataFlightSqlService {
         sql: &str,
         params: Option<&RecordBatch>,
     ) -> Result<i64, FlightError> {
-        let stream = query::execute_sql(&self.ctx, sql, params).await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        Ok(update_count(&batches))
+        let run = async {
+            let stream = query::execute_sql(&self.session(), &self.options, sql, params).await?;
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            Ok(update_count(&batches))
+        };
+        match self.policy.timeout {
+            None => run.await,
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| FlightError::Timeout(t))?,
+        }
     }
 }
 
@@ -139,13 +207,30 @@ fn update_count(batches: &[RecordBatch]) -> i64 {
 }
 
 /// Encodes a DataFusion stream as Flight data, converting each batch to the
-/// [`flight_schema`] of the stream. Errors keep their gRPC status code.
-fn encode_stream(stream: SendableRecordBatchStream) -> DoGetStream {
+/// [`flight_schema`] of the stream. Errors keep their gRPC status code. Past `deadline`
+/// (an instant and the timeout it ends) the stream ends with [`FlightError::Timeout`]
+/// and the query is dropped (cancelled).
+fn encode_stream(
+    stream: SendableRecordBatchStream,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+) -> DoGetStream {
     let target: SchemaRef = Arc::new(flight_schema(&stream.schema()));
     let batch_target = Arc::clone(&target);
+    let stream: futures::stream::BoxStream<'static, Result<RecordBatch, FlightError>> =
+        match deadline {
+            None => stream.map_err(FlightError::from).boxed(),
+            Some((at, t)) => futures::stream::unfold(Some(stream), move |s| async move {
+                let mut s = s?;
+                match tokio::time::timeout_at(at, s.next()).await {
+                    Ok(Some(b)) => Some((b.map_err(FlightError::from), Some(s))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(FlightError::Timeout(t)), None)),
+                }
+            })
+            .boxed(),
+        };
     let batches = stream.map(move |batch| {
         batch
-            .map_err(FlightError::from)
             .and_then(|b| conform_batch(b, &batch_target))
             .map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(to_status(e))))
     });
@@ -481,7 +566,8 @@ impl FlightSqlService for StrataFlightSqlService {
         Ok(Response::new(encode_batch(batch)))
     }
 
-    /// Runs any SQL statement (DataFusion DML/DDL) and returns the affected row count.
+    /// Runs an SQL statement (DataFusion DML/DDL, when the [`SqlPolicy`] allows writes)
+    /// and returns the affected row count.
     async fn do_put_statement_update(
         &self,
         cmd: CommandStatementUpdate,
@@ -507,7 +593,7 @@ impl FlightSqlService for StrataFlightSqlService {
         let new_handle = match params {
             None => Bytes::from(handle.sql.into_bytes()),
             Some(params) => {
-                query::plan_sql(&self.ctx, &handle.sql, Some(&params))
+                query::plan_sql(&self.session(), &self.options, &handle.sql, Some(&params))
                     .await
                     .map_err(to_status)?;
                 Handle::encode_bound(&handle.sql, &params).map_err(to_status)?
@@ -539,7 +625,7 @@ impl FlightSqlService for StrataFlightSqlService {
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let result = async {
-            let plan = query::plan_sql(&self.ctx, &query.query, None).await?;
+            let plan = query::plan_sql(&self.session(), &self.options, &query.query, None).await?;
             let dataset_schema = schema_to_ipc(&flight_schema(plan.schema().as_arrow()))?;
             let params = query::parameter_schema(&plan)?;
             let parameter_schema = if params.fields().is_empty() {

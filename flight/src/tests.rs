@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{FlightError, serve_listener};
+use crate::{FlightError, SqlPolicy, serve_listener};
 
 /// A running server plus a connected client; `stop` shuts the server down cleanly.
 struct Harness {
@@ -33,11 +33,15 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(SqlPolicy::default()).await
+    }
+
+    async fn start_with(policy: SqlPolicy) -> Self {
         let ctx = test_context().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_listener(listener, ctx, async {
+        let server = tokio::spawn(serve_listener(listener, ctx, policy, async {
             let _ = rx.await;
         }));
         let channel = Endpoint::new(format!("http://{addr}"))
@@ -98,7 +102,9 @@ async fn test_context() -> SessionContext {
         ],
     )
     .unwrap();
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_information_schema(true),
+    );
     let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
     ctx.register_table("samples", Arc::new(table)).unwrap();
     ctx.sql("CREATE VIEW up_only AS SELECT metric, value FROM samples WHERE metric = 'up'")
@@ -474,7 +480,11 @@ async fn bad_sql_is_invalid_argument_and_server_keeps_serving() {
 
 #[tokio::test]
 async fn update_statements_report_counts() {
-    let mut h = Harness::start().await;
+    let mut h = Harness::start_with(SqlPolicy {
+        allow_writes: true,
+        ..SqlPolicy::default()
+    })
+    .await;
     let n = h
         .client
         .execute_update(
@@ -486,5 +496,154 @@ async fn update_statements_report_counts() {
     assert_eq!(n, 2);
     let batches = h.query("SELECT count(*) AS n FROM samples").await;
     assert_eq!(lines(&batches)[3], "| 5 |");
+    h.stop().await;
+}
+
+/// The status of running `sql` as a statement query (planning or streaming), which must fail.
+async fn query_error(h: &mut Harness, sql: &str) -> tonic::Status {
+    let err = match h.client.execute(sql.to_owned(), None).await {
+        Err(e) => e,
+        Ok(info) => {
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            match h.client.do_get(ticket).await {
+                Err(e) => e,
+                Ok(stream) => stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect_err(&format!("{sql} must fail")),
+            }
+        }
+    };
+    match err {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => panic!("{sql}: not a gRPC status: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn sql_is_read_only_by_default() {
+    let mut h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let statements = [
+        "DROP TABLE samples".to_string(),
+        "DROP VIEW up_only".to_string(),
+        format!("COPY (SELECT 1) TO '{}' STORED AS CSV", out.display()),
+        format!(
+            "EXPLAIN ANALYZE COPY (SELECT 1) TO '{}' STORED AS CSV",
+            out.display()
+        ),
+        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".into(),
+        "CREATE TABLE t AS SELECT 1".into(),
+        "INSERT INTO samples VALUES ('up', 'c', 3000, 1.0)".into(),
+        "SET datafusion.execution.batch_size = 1".into(),
+    ];
+    for sql in &statements {
+        let status = query_error(&mut h, sql).await;
+        assert_eq!(status.code(), Code::PermissionDenied, "{sql}: {status:?}");
+        assert!(status.message().contains("read-only"), "{sql}: {status:?}");
+        // As an update and as a prepared statement too.
+        let err = h
+            .client
+            .execute_update(sql.clone(), None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{sql}: {err}");
+        let err = h.client.prepare(sql.clone(), None).await.unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{sql}: {err}");
+    }
+    // Nothing changed: the table, the view and the configuration are as they were, and
+    // no file was written.
+    assert_eq!(lines(&h.query(SAMPLES_SQL).await), SAMPLES_TABLE);
+    assert_eq!(h.query("SELECT * FROM up_only").await[0].num_rows(), 2);
+    assert!(!out.exists());
+    let batch_size = h.query("SHOW datafusion.execution.batch_size").await;
+    assert!(
+        lines(&batch_size).iter().any(|l| l.contains("8192")),
+        "{batch_size:?}"
+    );
+    // A file outside the tables cannot be read as a table either.
+    let status = query_error(&mut h, "SELECT * FROM '/etc/passwd'").await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn opted_in_writes_work_and_a_set_stays_in_its_request() {
+    let mut h = Harness::start_with(SqlPolicy {
+        allow_writes: true,
+        ..SqlPolicy::default()
+    })
+    .await;
+    h.client
+        .execute_update("SET datafusion.execution.batch_size = 7".into(), None)
+        .await
+        .unwrap();
+    // The next request has its own session state: the default again.
+    let batch_size = h.query("SHOW datafusion.execution.batch_size").await;
+    assert!(
+        lines(&batch_size).iter().any(|l| l.contains("8192")),
+        "{batch_size:?}"
+    );
+    // DDL reaches the shared catalog (admin use).
+    h.client
+        .execute_update("CREATE VIEW two AS SELECT 2 AS x".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(lines(&h.query("SELECT x FROM two").await)[3], "| 2 |");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_past_the_memory_budget_fails_and_the_server_keeps_serving() {
+    let mut h = Harness::start_with(SqlPolicy {
+        memory_limit_bytes: Some(32 << 20),
+        ..SqlPolicy::default()
+    })
+    .await;
+    // A hash join's build side cannot spill: 6 M rows of i64 and the hash table are more
+    // than 32 MiB.
+    let status = query_error(
+        &mut h,
+        "SELECT count(*) FROM generate_series(1, 6000000) a \
+         JOIN generate_series(1, 6000000) b ON a.value = b.value",
+    )
+    .await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("Resources exhausted"),
+        "{status:?}"
+    );
+    // A grouping past the budget (a million groups) spills to disk and answers: the
+    // residues of 1..=3,000,000 modulo 1,000,003 are all 1,000,003 of them.
+    let groups = h
+        .query(
+            "SELECT count(*) AS n FROM (SELECT value % 1000003 AS k, count(*) AS c \
+             FROM generate_series(1, 3000000) GROUP BY k)",
+        )
+        .await;
+    assert_eq!(lines(&groups)[3], "| 1000003 |", "{groups:?}");
+    assert_eq!(lines(&h.query(SAMPLES_SQL).await), SAMPLES_TABLE);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_past_its_timeout_is_deadline_exceeded() {
+    let mut h = Harness::start_with(SqlPolicy {
+        timeout: Some(std::time::Duration::from_millis(200)),
+        ..SqlPolicy::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let status = query_error(
+        &mut h,
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
+    )
+    .await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("timed out"), "{status:?}");
+    // It stopped at the timeout, not after counting 10^11 rows.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(lines(&h.query(SAMPLES_SQL).await), SAMPLES_TABLE);
     h.stop().await;
 }

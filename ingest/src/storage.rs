@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int32Type, SchemaRef};
 use deltalake::kernel::{DataType, MapType, StructField};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder};
 use object_store::ObjectStore;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -138,16 +138,19 @@ impl DataDir {
                     .build()?
             }
         };
-        match table.load().await {
-            Ok(()) => Ok(table),
-            Err(DeltaTableError::NotATable(_)) => Ok(table
-                .create()
-                .with_table_name(name)
-                .with_columns(columns)
-                .with_partition_columns(partitions.iter().copied())
-                .await?),
-            Err(e) => Err(e.into()),
+        // A table that does not exist yet is created without loading it first: delta-rs's
+        // kernel logs a failed load ("No files in log segment") at ERROR level, which a new
+        // user's first screen showed twice. Listing `_delta_log/` logs nothing.
+        if table.log_store().is_delta_table_location().await? {
+            table.load().await?;
+            return Ok(table);
         }
+        Ok(table
+            .create()
+            .with_table_name(name)
+            .with_columns(columns)
+            .with_partition_columns(partitions.iter().copied())
+            .await?)
     }
 
     /// Opens (or creates) the samples table.

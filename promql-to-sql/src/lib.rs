@@ -13,10 +13,13 @@
 //!   result as [`value`]s), and `EXPLAIN` of a query's plans.
 //! - [`sql_functions`]: `promql_range(...)` and `promql_instant(...)`, PromQL as SQL
 //!   table functions.
+//! - [`depth`]: queries of any nesting handled without overflowing a stack (up to
+//!   [`depth::MAX_DEPTH`] levels; deeper ones are refused).
 //!
 //! Data enters as a DataFusion `SessionContext` holding Strata's tables (see the
 //! `strata-engine` crate) and leaves as label sets with samples.
 
+pub mod depth;
 pub mod exec;
 pub mod kernels;
 pub mod labels;

@@ -10,7 +10,8 @@
 //! | `f(v[r])`, `f(q[r:s])` | samples (or the subquery's plan) → [`PromOp::RangeFunc`] |
 //! | aggregation | `Aggregate` grouped by (label key, ts) with the `prom_agg` UDAF; `topk` & co. a window `row_number()` |
 //! | `v op w` | hash join on (matching key, ts), `prom_value` UDF for the operator |
-//! | `and`, `unless`, `or` | semi join, anti join, union with anti join |
+//! | `and`, `unless` | semi join, anti join |
+//! | `a or b or ...` | one union of every operand, tagged by position; a window `rank()` keeps, per match key and step, the first operand's rows |
 //! | math, date, label functions | projections with UDFs |
 //! | `time()`, `vector()`, `scalar()`, `absent()` | a steps table, joins |
 
@@ -22,7 +23,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Column, JoinType, NullEquality, ScalarValue};
 use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions_aggregate::expr_fn::{count, max};
-use datafusion::functions_window::expr_fn::row_number;
+use datafusion::functions_window::expr_fn::{rank, row_number};
 use datafusion::logical_expr::{
     EmptyRelation, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, ident, lit,
     when,
@@ -406,8 +407,58 @@ impl Planner {
     }
 
     /// Plans `e` evaluated at `steps`.
+    ///
+    /// Each level of the recursion runs on a stack that grows as needed
+    /// ([`crate::depth::grow`]), and a plan taller than [`MAX_PLAN_HEIGHT`] is run before
+    /// more is planned on top of it ([`Planner::bounded`]).
     pub fn plan<'a>(&'a self, e: &'a P, steps: Steps) -> BoxFuture<'a, Result<Planned>> {
-        Box::pin(async move {
+        Box::pin(crate::depth::Grown(Box::pin(async move {
+            let planned = self.plan_node(e, steps).await?;
+            self.bounded(planned).await
+        })))
+    }
+
+    /// `p` as it is when its plan is at most [`MAX_PLAN_HEIGHT`] nodes tall; else its plan
+    /// is run now and `p` becomes a scan of the result.
+    ///
+    /// DataFusion's operators recurse once per node when they start and when they poll
+    /// their inputs, on whatever stack their task runs, and its optimizer passes take
+    /// longer the taller a plan is: a query nesting thousands of operators is answered
+    /// in parts of at most this height. The names marked for removal in the part run
+    /// are still removed at the end ([`Planner::plan_query`]).
+    ///
+    /// # Errors
+    /// Running the part fails (the query would have failed there).
+    async fn bounded(&self, p: Planned) -> Result<Planned> {
+        let tall = |p: &LogicalPlan| taller_than(p, MAX_PLAN_HEIGHT);
+        Ok(match p {
+            Planned::Vector(v) if tall(&v) => Planned::Vector(self.materialize(v).await?),
+            Planned::Scalar(v) if tall(&v) => Planned::Scalar(self.materialize(v).await?),
+            other => other,
+        })
+    }
+
+    /// Runs `p` and returns a plan that scans its rows.
+    async fn materialize(&self, p: LogicalPlan) -> Result<LogicalPlan> {
+        if has_mark_op(&p) {
+            self.marked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let schema = Arc::new(p.schema().as_arrow().clone());
+        let batches = crate::query::run_plan(&self.ctx, p).await?;
+        let schema = batches.first().map_or(schema, |b| b.schema());
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+        Ok(LogicalPlanBuilder::scan(
+            "materialized",
+            datafusion::datasource::provider_as_source(Arc::new(table)),
+            None,
+        )?
+        .build()?)
+    }
+
+    /// Plans the node `e` (its operands through [`Planner::plan`]).
+    async fn plan_node(&self, e: &P, steps: Steps) -> Result<Planned> {
+        {
             match e {
                 P::NumberLiteral(n) => Ok(Planned::Const(n.val)),
                 P::StringLiteral(s) => Ok(Planned::Str(s.val.clone())),
@@ -438,7 +489,7 @@ impl Planner {
                 P::Binary(b) => self.binary(b, steps).await,
                 P::Extension(_) => Err(bad("extension expressions are not supported")),
             }
-        })
+        }
     }
 
     async fn instant_select(
@@ -1180,7 +1231,17 @@ impl Planner {
         let opname = b.op.to_string();
         let modifier = b.modifier.as_ref();
         let return_bool = modifier.is_some_and(|m| m.return_bool);
-        if matches!(opname.as_str(), "and" | "or" | "unless") {
+        if opname == "or" {
+            let mut plans = vec![];
+            for o in or_operands(b) {
+                plans.push(self.vector_arg(o, steps).await?);
+            }
+            return Ok(Planned::Vector(or_op(
+                plans,
+                modifier.and_then(|m| m.matching.as_ref()),
+            )?));
+        }
+        if matches!(opname.as_str(), "and" | "unless") {
             let l = self.vector_arg(&b.lhs, steps).await?;
             let r = self.vector_arg(&b.rhs, steps).await?;
             return Ok(Planned::Vector(set_op(
@@ -1760,6 +1821,76 @@ fn on(l: &str, r: &str) -> (Vec<Column>, Vec<Column>) {
     )
 }
 
+/// The operands of a chain `a or b or c ...` whose `or`s match alike (the same `on` or
+/// `ignoring`, or none), left to right: `(a or b) or c` keeps the samples of `c` whose
+/// match key is in neither `a` nor `b` (the samples `b` adds have `b`'s keys), so it is
+/// `or_op([a, b, c])`.
+fn or_operands(b: &BinaryExpr) -> Vec<&P> {
+    let matching = |b: &BinaryExpr| b.modifier.as_ref().and_then(|m| m.matching.clone());
+    let mut rev = vec![b.rhs.as_ref()];
+    let mut lhs = unwrap_paren(&b.lhs);
+    while let P::Binary(inner) = lhs {
+        if inner.op.to_string() != "or" || matching(inner) != matching(b) {
+            break;
+        }
+        rev.push(inner.rhs.as_ref());
+        lhs = unwrap_paren(&inner.lhs);
+    }
+    rev.push(lhs);
+    rev.reverse();
+    rev
+}
+
+/// `operands[0] or operands[1] or ...` (Prometheus `engine.go` `VectorOr`, chained): every
+/// sample of the first, then of each next operand the samples whose match key no earlier
+/// operand has at their step.
+///
+/// Each operand is read once: the operands' rows, tagged with their position, go through
+/// one union, and a window ranks each (match key, step) partition by position, keeping
+/// rank 1. (A union of the left side with the right side anti-joined to the left read the
+/// left side twice, so a chain of n `or`s read its first operand 2^n times.)
+fn or_op(operands: Vec<LogicalPlan>, matching: Option<&LabelModifier>) -> Result<LogicalPlan> {
+    let key = match_key(matching);
+    let tagged = operands
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(Arc::new(
+                LogicalPlanBuilder::from(p)
+                    .project(vec![
+                        ident("labels"),
+                        ident("ts"),
+                        ident("value"),
+                        key.clone().call(vec![ident("labels")]).alias("key"),
+                        lit(i as i64).alias("side"),
+                    ])?
+                    .build()?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let all = LogicalPlan::Union(datafusion::logical_expr::Union::try_new(tagged)?);
+    let first = rank()
+        .partition_by(vec![ident("key"), ident("ts")])
+        .order_by(vec![ident("side").sort(true, false)])
+        .build()?
+        .alias("first");
+    Ok(LogicalPlanBuilder::from(all)
+        .window(vec![first])?
+        .filter(cast(ident("first"), DataType::Int64).eq(lit(1i64)))?
+        .project(vec![ident("labels"), ident("ts"), ident("value")])?
+        .build()?)
+}
+
+/// Whether `p` has a path of more than `h` nodes from its root to a leaf.
+fn taller_than(p: &LogicalPlan, h: usize) -> bool {
+    h == 0 || p.inputs().iter().any(|i| taller_than(i, h - 1))
+}
+
+/// The tallest plan (nodes from its root to its deepest leaf) the planner builds before
+/// it runs it as a part of the query ([`Planner::bounded`]). Ordinary queries stay under
+/// it (`sum(rate(x[5m])) / sum(rate(y[5m])) > 0.1` is 25 nodes tall).
+pub const MAX_PLAN_HEIGHT: usize = 96;
+
 fn set_op(
     op: &str,
     l: LogicalPlan,
@@ -1799,21 +1930,9 @@ fn set_op(
             )?,
             "l_",
         ),
-        _ => {
-            let lk2 = lk.clone();
-            let only_r = back(
-                LogicalPlanBuilder::from(rk).join_detailed(
-                    lk2,
-                    JoinType::LeftAnti,
-                    (rc, lc),
-                    None,
-                    NullEquality::NullEqualsNothing,
-                )?,
-                "r_",
-            )?;
-            let left = back(LogicalPlanBuilder::from(lk), "l_")?;
-            Ok(LogicalPlanBuilder::from(left).union(only_r)?.build()?)
-        }
+        other => Err(bad(format!(
+            "{other:?} is not planned as a join (`or`: or_op)"
+        ))),
     }
 }
 

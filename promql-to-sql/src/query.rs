@@ -230,7 +230,38 @@ const SKIPPED_PHYSICAL_RULES: &[&str] = &[
 /// How many parsed queries [`parse`] keeps.
 const PARSED_QUERIES: usize = 1024;
 
+/// A parsed query and its nesting depth ([`crate::depth::depth`]). Dropping it, like
+/// everything that recurses over a deep expression, runs on a stack big enough for the
+/// depth.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The expression.
+    pub expr: P,
+    /// Its nesting depth (at most [`crate::depth::MAX_DEPTH`]).
+    pub depth: usize,
+}
+
+impl Drop for Parsed {
+    fn drop(&mut self) {
+        if self.depth > 64 {
+            let e = std::mem::replace(
+                &mut self.expr,
+                P::NumberLiteral(promql_parser::parser::NumberLiteral { val: 0.0 }),
+            );
+            crate::depth::with_stack(crate::depth::stack_for(self.depth), move || drop(e));
+        }
+    }
+}
+
+/// Stack bytes the parser may need per byte of query text (its type checks recurse once
+/// per nesting level, and a level takes at least one byte).
+const PARSE_STACK_PER_BYTE: usize = 512;
+
 /// Parses a query, mapping parse errors to `bad_data` with the parser's message.
+///
+/// The parser runs on a stack sized for the text's length, so any nesting parses safely;
+/// a query longer than [`crate::depth::MAX_QUERY_BYTES`] or nesting deeper than
+/// [`crate::depth::MAX_DEPTH`] levels is refused (`bad_data`, naming the limit).
 ///
 /// The last 1,024 (`PARSED_QUERIES`) distinct query texts that parsed are kept (least recently
 /// used out first), as VictoriaMetrics keeps parsed queries (`parseCache` in
@@ -239,21 +270,67 @@ const PARSED_QUERIES: usize = 1024;
 ///
 /// # Errors
 /// [`PromqlError::BadData`].
-pub fn parse(query: &str) -> Result<P> {
-    static PARSED: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<String, P>>> =
+pub fn parse(query: &str) -> Result<Arc<Parsed>> {
+    use crate::depth::{MAX_DEPTH, MAX_QUERY_BYTES};
+    static PARSED: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<String, Arc<Parsed>>>> =
         std::sync::LazyLock::new(|| {
             std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(PARSED_QUERIES).expect("not zero"),
             ))
         });
     let kept = || PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(PromqlError::BadData(format!(
+            "invalid parameter \"query\": the query is {} bytes long, more than the limit of {MAX_QUERY_BYTES} bytes",
+            query.len()
+        )));
+    }
     if let Some(e) = kept().get(query).cloned() {
         return Ok(e);
     }
-    let e = promql_parser::parser::parse(query)
-        .map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))?;
-    kept().put(query.to_string(), e.clone());
-    Ok(e)
+    let stack = query
+        .len()
+        .saturating_mul(PARSE_STACK_PER_BYTE)
+        .saturating_add(crate::depth::stack_for(0));
+    let parsed = crate::depth::with_stack(stack, || {
+        let expr = promql_parser::parser::parse(query)
+            .map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))?;
+        let parsed = Parsed {
+            depth: crate::depth::depth(&expr),
+            expr,
+        };
+        if parsed.depth > MAX_DEPTH {
+            return Err(PromqlError::BadData(format!(
+                "invalid parameter \"query\": the query nests {} levels deep, more than the limit of {MAX_DEPTH}",
+                parsed.depth
+            )));
+        }
+        Ok(parsed)
+    })?;
+    let parsed = Arc::new(parsed);
+    kept().put(query.to_string(), parsed.clone());
+    Ok(parsed)
+}
+
+/// Runs a query's `body` polled with the stack its parsed query needs: `body` gets the
+/// slot to record it in once it has parsed (see [`crate::depth::OnStack`]).
+async fn on_stack<T, F: std::future::Future<Output = Result<T>>>(
+    body: impl FnOnce(Arc<std::sync::atomic::AtomicUsize>) -> F,
+) -> Result<T> {
+    let need = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    crate::depth::OnStack::new(body(need.clone()), need).await
+}
+
+/// [`parse`], then records in `need` the stack the rest of the query needs.
+fn parse_for(query: &str, need: &std::sync::atomic::AtomicUsize) -> Result<Arc<Parsed>> {
+    let parsed = parse(query)?;
+    if parsed.depth > 64 {
+        need.store(
+            crate::depth::stack_for(parsed.depth),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    Ok(parsed)
 }
 
 /// Runs a PromQL plan as [`crate::plan`] wrote it, without DataFusion's analyzer and
@@ -546,48 +623,51 @@ pub async fn instant_query(
     t_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    with_timeout(opts, async {
-        let expr = parse(query)?;
-        let ctx = prom_session(ctx);
-        let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
-        let steps = Steps {
-            start: t_ms,
-            end: t_ms,
-            step: 1,
-        };
-        let planned = planner.plan_query(&expr, steps).await?;
-        let run = session_for(&ctx, &planner, 1, planned.plan());
-        let value = match planned {
-            Planned::Const(v) => QueryValue::Scalar { t_ms, v },
-            Planned::Str(s) => QueryValue::String { t_ms, s },
-            Planned::Scalar(p) => {
-                let r = rows(&run_in(&run, p).await?);
-                QueryValue::Scalar {
-                    t_ms,
-                    v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
+    on_stack(|need| {
+        with_timeout(opts, async move {
+            let parsed = parse_for(query, &need)?;
+            let expr = &parsed.expr;
+            let ctx = prom_session(ctx);
+            let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
+            let steps = Steps {
+                start: t_ms,
+                end: t_ms,
+                step: 1,
+            };
+            let planned = planner.plan_query(expr, steps).await?;
+            let run = session_for(&ctx, &planner, 1, planned.plan());
+            let value = match planned {
+                Planned::Const(v) => QueryValue::Scalar { t_ms, v },
+                Planned::Str(s) => QueryValue::String { t_ms, s },
+                Planned::Scalar(p) => {
+                    let r = rows(&run_in(&run, p).await?);
+                    QueryValue::Scalar {
+                        t_ms,
+                        v: r.first().map(|x| x.2).unwrap_or(f64::NAN),
+                    }
                 }
-            }
-            Planned::Vector(p) => {
-                let mut v: Vec<InstantSample> = rows(&run_in(&run, p).await?)
-                    .into_iter()
-                    .map(|(l, t, v)| InstantSample {
-                        labels: crate::labels::decode(&l),
-                        t_ms: t,
-                        v,
-                    })
-                    .collect();
-                sort_vector(&mut v, &expr);
-                QueryValue::Vector(v)
-            }
-            Planned::Matrix(p) => QueryValue::Matrix(matrix(&run_in(&run, p).await?, |v| {
-                !crate::exec::is_stale(v)
-            })),
-        };
-        let (warnings, infos) = take_notes(&planner.notes);
-        Ok(QueryResult {
-            value,
-            warnings,
-            infos,
+                Planned::Vector(p) => {
+                    let mut v: Vec<InstantSample> = rows(&run_in(&run, p).await?)
+                        .into_iter()
+                        .map(|(l, t, v)| InstantSample {
+                            labels: crate::labels::decode(&l),
+                            t_ms: t,
+                            v,
+                        })
+                        .collect();
+                    sort_vector(&mut v, expr);
+                    QueryValue::Vector(v)
+                }
+                Planned::Matrix(p) => QueryValue::Matrix(matrix(&run_in(&run, p).await?, |v| {
+                    !crate::exec::is_stale(v)
+                })),
+            };
+            let (warnings, infos) = take_notes(&planner.notes);
+            Ok(QueryResult {
+                value,
+                warnings,
+                infos,
+            })
         })
     })
     .await
@@ -607,7 +687,8 @@ pub async fn range_query(
     step_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    with_timeout(opts, async {
+    on_stack(|need| {
+        with_timeout(opts, async move {
         if step_ms <= 0 {
             return Err(PromqlError::BadData(
                 "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -623,7 +704,8 @@ pub async fn range_query(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let expr = parse(query)?;
+        let parsed = parse_for(query, &need)?;
+        let expr = &parsed.expr;
         let ctx = prom_session(ctx);
         let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
         let steps = Steps {
@@ -631,7 +713,7 @@ pub async fn range_query(
             end: end_ms,
             step: step_ms,
         };
-        let planned = planner.plan_query(&expr, steps).await?;
+        let planned = planner.plan_query(expr, steps).await?;
         let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
         let run = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
         let series = match planned {
@@ -658,6 +740,7 @@ pub async fn range_query(
             infos,
         })
     })
+    })
     .await
 }
 
@@ -679,39 +762,43 @@ pub async fn explain(
     opts: &QueryOptions,
     analyze: bool,
 ) -> Result<String> {
-    let started = std::time::Instant::now();
-    let expr = parse(query)?;
-    let ctx = prom_session(ctx);
-    let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
-    let steps = Steps {
-        start: start_ms,
-        end: end_ms,
-        step: step_ms.max(1),
-    };
-    let plan = match planner.plan_query(&expr, steps).await? {
-        Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,
-        Planned::Const(v) => return Ok(format!("constant {v}")),
-        Planned::Str(s) => return Ok(format!("string {s:?}")),
-    };
-    let planning = started.elapsed();
-    let points = usize::try_from((end_ms - start_ms) / step_ms.max(1)).unwrap_or(usize::MAX);
-    // The plans as a query runs them (`run_plan`): the logical plan as planned, and the
-    // physical plan of the session the query would run in.
-    let run = session_for(&ctx, &planner, points.saturating_add(1), Some(&plan));
-    let (physical, task) = physical_plan(&run, &plan).await?;
-    let logical = plan.display_indent();
-    Ok(if analyze {
-        datafusion::physical_plan::collect(physical.clone(), task).await?;
-        let shown = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(false);
-        format!(
-            "PromQL planning (series selection included): {:.3} ms\n\
+    on_stack(|need| async move {
+        let started = std::time::Instant::now();
+        let parsed = parse_for(query, &need)?;
+        let expr = &parsed.expr;
+        let ctx = prom_session(ctx);
+        let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
+        let steps = Steps {
+            start: start_ms,
+            end: end_ms,
+            step: step_ms.max(1),
+        };
+        let plan = match planner.plan_query(expr, steps).await? {
+            Planned::Scalar(p) | Planned::Vector(p) | Planned::Matrix(p) => p,
+            Planned::Const(v) => return Ok(format!("constant {v}")),
+            Planned::Str(s) => return Ok(format!("string {s:?}")),
+        };
+        let planning = started.elapsed();
+        let points = usize::try_from((end_ms - start_ms) / step_ms.max(1)).unwrap_or(usize::MAX);
+        // The plans as a query runs them (`run_plan`): the logical plan as planned, and the
+        // physical plan of the session the query would run in.
+        let run = session_for(&ctx, &planner, points.saturating_add(1), Some(&plan));
+        let (physical, task) = physical_plan(&run, &plan).await?;
+        let logical = plan.display_indent();
+        Ok(if analyze {
+            datafusion::physical_plan::collect(physical.clone(), task).await?;
+            let shown = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(false);
+            format!(
+                "PromQL planning (series selection included): {:.3} ms\n\
              logical plan:\n{logical}\nphysical plan with metrics:\n{shown}",
-            planning.as_secs_f64() * 1e3
-        )
-    } else {
-        let shown = DisplayableExecutionPlan::new(physical.as_ref()).indent(false);
-        format!("logical plan:\n{logical}\nphysical plan:\n{shown}")
+                planning.as_secs_f64() * 1e3
+            )
+        } else {
+            let shown = DisplayableExecutionPlan::new(physical.as_ref()).indent(false);
+            format!("logical plan:\n{logical}\nphysical plan:\n{shown}")
+        })
     })
+    .await
 }
 
 #[cfg(test)]
@@ -753,10 +840,10 @@ mod tests {
         let q = r#"sum by (job) (rate(http_requests_total{code=~"5.."}[5m]))"#;
         let first = parse(q).unwrap();
         let again = parse(q).unwrap();
-        assert_eq!(first, again);
-        assert_eq!(first, promql_parser::parser::parse(q).unwrap());
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.expr, promql_parser::parser::parse(q).unwrap());
         // The regular expression still matches as the parser built it (anchored).
-        let P::Aggregate(a) = &again else {
+        let P::Aggregate(a) = &again.expr else {
             panic!("not an aggregation: {again:?}")
         };
         let P::Call(c) = a.expr.as_ref() else {

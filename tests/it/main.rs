@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod hardening;
 mod ingest_http;
 mod prom_api;
 mod prom_query;
