@@ -57,6 +57,7 @@ use tonic::Status;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use query::{MAX_SQL_OPERATORS, check_sql_size};
 pub use service::StrataFlightSqlService;
 
 /// Largest gRPC message the server accepts (parameter batches, commands).

@@ -149,19 +149,91 @@ pub(crate) fn rewrite_question_placeholders<'a>(sql: &'a str, dialect: &str) -> 
     Cow::Owned(out)
 }
 
+/// The most operators one SQL statement may have (`+`, `AND`, comparisons, `NOT`, `CASE`,
+/// `SELECT`, opening parentheses, ...).
+///
+/// DataFusion's planner, optimizer and expression evaluation recurse once per operator of
+/// an expression; sqlparser reads a chain `1 + 1 + ...` without recursing (its own limit
+/// catches nested parentheses), and a chain of 5,000 terms overflowed a 2 MiB worker
+/// stack, aborting the server.
+pub const MAX_SQL_OPERATORS: usize = 1_000;
+
+/// Refuses a statement with more than [`MAX_SQL_OPERATORS`] operators, counted on its
+/// tokens (the tokenizer does not recurse), before anything parses or plans it.
+///
+/// # Errors
+/// [`FlightError::InvalidArgument`] naming the count and the limit.
+pub fn check_sql_size(sql: &str) -> Result<(), FlightError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        // The planner reports the text's problem.
+        return Ok(());
+    };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::NOT
+                    | Keyword::CASE
+                    | Keyword::WHEN
+                    | Keyword::SELECT
+                    | Keyword::BETWEEN
+                    | Keyword::LIKE
+                    | Keyword::IS
+                    | Keyword::IN
+            ),
+            Token::LParen
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::StringConcat
+            | Token::Caret
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::Arrow
+            | Token::LongArrow => true,
+            _ => false,
+        })
+        .count();
+    if operators > MAX_SQL_OPERATORS {
+        return Err(FlightError::InvalidArgument(format!(
+            "the statement has {operators} operators, more than the limit of {MAX_SQL_OPERATORS}"
+        )));
+    }
+    Ok(())
+}
+
 /// Plans `sql` (without executing it) in `ctx` (a request's own session), checks it
 /// against `options` (what the [`crate::SqlPolicy`] allows), then binds `params` if given.
 ///
 /// # Errors
 /// DataFusion planning errors; [`FlightError::ReadOnly`] for a statement `options`
 /// refuses (DDL, DML, `COPY`, `SET`), anywhere in the plan (inside `EXPLAIN` too);
-/// [`FlightError::InvalidArgument`] for unusable parameters.
+/// [`FlightError::InvalidArgument`] for a statement past [`check_sql_size`] or unusable
+/// parameters.
 pub(crate) async fn plan_sql(
     ctx: &SessionContext,
     options: &SQLOptions,
     sql: &str,
     params: Option<&RecordBatch>,
 ) -> Result<LogicalPlan, FlightError> {
+    check_sql_size(sql)?;
     let state: SessionState = ctx.state();
     let dialect = state.config_options().sql_parser.dialect;
     let sql = rewrite_question_placeholders(sql, dialect.as_ref());

@@ -647,3 +647,19 @@ async fn a_query_past_its_timeout_is_deadline_exceeded() {
     assert_eq!(lines(&h.query(SAMPLES_SQL).await), SAMPLES_TABLE);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_statement_past_the_operator_limit_is_refused_and_one_at_it_answers() {
+    let mut h = Harness::start().await;
+    // 5,000 terms overflowed DataFusion's planner on a 2 MiB stack, aborting the server.
+    let status = query_error(&mut h, &format!("SELECT 1{}", " + 1".repeat(5_000))).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("more than the limit of 1000"),
+        "{status:?}"
+    );
+    // At the limit (the SELECT and 999 `+`): 1,000.
+    let at = format!("SELECT 1{} AS n", " + 1".repeat(999));
+    assert_eq!(lines(&h.query(&at).await)[3], "| 1000 |");
+    h.stop().await;
+}

@@ -112,15 +112,25 @@ fn clean_message(e: &datafusion::error::DataFusionError) -> String {
     s
 }
 
+/// The latest time (and the longest duration) a query computes with, ms: about 73,000
+/// years. Times and durations past it (`time=1e300`, `offset 300000000y`) are clamped to
+/// it, so that sums of a few of them, in µs as the tables store times, cannot overflow.
+pub const MAX_TIME_MS: i64 = i64::MAX / 4000;
+
+/// `v` (a time or duration, ms) clamped to `[-MAX_TIME_MS, MAX_TIME_MS]`.
+pub fn clamp_ms(v: i64) -> i64 {
+    v.clamp(-MAX_TIME_MS, MAX_TIME_MS)
+}
+
 /// Parses a time as the Prometheus API takes it: Unix seconds (a float) or RFC 3339;
-/// returns ms since the epoch, `None` when it is neither.
+/// returns ms since the epoch (clamped: [`clamp_ms`]), `None` when it is neither.
 pub fn parse_time_ms(v: &str) -> Option<i64> {
     if let Ok(f) = v.parse::<f64>() {
-        return f.is_finite().then(|| (f * 1000.0).round() as i64);
+        return f.is_finite().then(|| clamp_ms((f * 1000.0).round() as i64));
     }
     chrono::DateTime::parse_from_rfc3339(v)
         .ok()
-        .map(|t| t.timestamp_millis())
+        .map(|t| clamp_ms(t.timestamp_millis()))
 }
 
 /// Parses a duration as the Prometheus API takes it: seconds (a float) or a PromQL
@@ -132,7 +142,7 @@ pub fn parse_duration_ms(v: &str) -> Option<i64> {
     }
     promql_parser::util::parse_duration(v)
         .ok()
-        .map(|d| d.as_millis() as i64)
+        .map(|d| clamp_ms(d.as_millis().min(MAX_TIME_MS as u128) as i64))
 }
 
 /// Annotations collected while planning and running a query: `(warnings, infos)`.

@@ -105,8 +105,9 @@ fn bad(msg: impl Into<String>) -> PromqlError {
     PromqlError::BadData(msg.into())
 }
 
+/// `d` in ms, at most [`crate::MAX_TIME_MS`].
 fn ms(d: std::time::Duration) -> i64 {
-    d.as_millis() as i64
+    d.as_millis().min(crate::MAX_TIME_MS as u128) as i64
 }
 
 fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -209,8 +210,8 @@ impl Planner {
             AtModifier::Start => self.start,
             AtModifier::End => self.end,
             AtModifier::At(t) => match t.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => d.as_millis() as i64,
-                Err(e) => -(e.duration().as_millis() as i64),
+                Ok(d) => ms(d),
+                Err(e) => -ms(e.duration()),
             },
         });
         At {

@@ -293,7 +293,18 @@ pub fn parse(query: &str) -> Result<Arc<Parsed>> {
         .saturating_mul(PARSE_STACK_PER_BYTE)
         .saturating_add(crate::depth::stack_for(0));
     let parsed = crate::depth::with_stack(stack, || {
-        let expr = promql_parser::parser::parse(query)
+        // promql-parser 0.11 panics on some numbers where a duration goes (`up[1e20]`:
+        // `Duration::from_secs_f64` of a value too large): a bad query, not a crash.
+        let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(query))
+            .unwrap_or_else(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("the parser failed");
+                Err(format!("unsupported number in the query ({why})"))
+            });
+        let expr = parsed
             .map_err(|e| PromqlError::BadData(format!("invalid parameter \"query\": {e}")))?;
         let parsed = Parsed {
             depth: crate::depth::depth(&expr),
@@ -490,7 +501,7 @@ fn planner(
 ) -> Planner {
     Planner {
         ctx: ctx.clone(),
-        lookback: opts.lookback_delta_ms,
+        lookback: crate::clamp_ms(opts.lookback_delta_ms),
         start,
         end,
         default_step: 60_000,
@@ -623,6 +634,7 @@ pub async fn instant_query(
     t_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
+    let t_ms = crate::clamp_ms(t_ms);
     on_stack(|need| {
         with_timeout(opts, async move {
             let parsed = parse_for(query, &need)?;
@@ -687,6 +699,8 @@ pub async fn range_query(
     step_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
+    let (start_ms, end_ms) = (crate::clamp_ms(start_ms), crate::clamp_ms(end_ms));
+    let step_ms = crate::clamp_ms(step_ms);
     on_stack(|need| {
         with_timeout(opts, async move {
         if step_ms <= 0 {
@@ -762,6 +776,8 @@ pub async fn explain(
     opts: &QueryOptions,
     analyze: bool,
 ) -> Result<String> {
+    let (start_ms, end_ms) = (crate::clamp_ms(start_ms), crate::clamp_ms(end_ms));
+    let step_ms = crate::clamp_ms(step_ms);
     on_stack(|need| async move {
         let started = std::time::Instant::now();
         let parsed = parse_for(query, &need)?;

@@ -93,10 +93,10 @@ fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => crate::parse_time_ms(s).ok_or_else(bad)?,
-        ScalarValue::Int64(Some(x)) => x * 1000,
+        ScalarValue::Int64(Some(x)) => x.saturating_mul(1000),
         ScalarValue::Int32(Some(x)) => *x as i64 * 1000,
         ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
-        ScalarValue::TimestampSecond(Some(x), _) => x * 1000,
+        ScalarValue::TimestampSecond(Some(x), _) => x.saturating_mul(1000),
         ScalarValue::TimestampMillisecond(Some(x), _) => *x,
         ScalarValue::TimestampMicrosecond(Some(x), _) => x / 1000,
         ScalarValue::TimestampNanosecond(Some(x), _) => x / 1_000_000,
@@ -115,14 +115,16 @@ fn step_ms(v: &ScalarValue) -> Result<i64> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => crate::parse_duration_ms(s).ok_or_else(bad)?,
-        ScalarValue::Int64(Some(x)) => x * 1000,
+        ScalarValue::Int64(Some(x)) => x.saturating_mul(1000),
         ScalarValue::Float64(Some(x)) => (x * 1000.0).round() as i64,
         ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
-            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
+            (i.days as i64 * 86_400_000).saturating_add(i.nanoseconds / 1_000_000)
         }
-        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            (i.days as i64 * 86_400_000).saturating_add(i.milliseconds as i64)
+        }
         ScalarValue::DurationMillisecond(Some(x)) => *x,
-        ScalarValue::DurationSecond(Some(x)) => x * 1000,
+        ScalarValue::DurationSecond(Some(x)) => x.saturating_mul(1000),
         _ => return Err(bad()),
     })
 }

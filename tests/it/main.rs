@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod fuzz;
 mod hardening;
 mod ingest_http;
 mod prom_api;

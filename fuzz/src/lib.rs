@@ -1,0 +1,289 @@
+//! What the fuzz targets in `fuzz_targets/` run: each input goes the way a client's request
+//! goes through Strata, and must come out as an answer or an error of the module's own
+//! type, never a panic, an abort or a stack overflow. `tests/it/fuzz.rs` runs the same
+//! checks, bounded, in the test suite.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+use strata_ingest::exposition::{self, Format};
+use strata_ingest::metrics::IngestMetrics;
+use strata_ingest::remote_write::{self, Validated};
+use strata_ingest::storage::DataDir;
+use strata_ingest::{IngestError, Ingester, Labels, Limits, PersistConfig, Sample};
+use strata_promql::QueryOptions;
+
+/// The newest sample of the PromQL target's data, and its evaluation time (ms).
+pub const T: i64 = 1_700_000_000_000;
+/// The clock given to validation.
+pub const NOW: i64 = T + 60_000;
+/// Most bytes a remote-write body may decompress to here (the server allows 8x its
+/// request size limit).
+const MAX_DECODED: usize = 1 << 20;
+
+/// Snappy block compression, as remote-write senders compress bodies.
+pub fn snappy(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(raw)
+        .expect("snappy compresses any buffer")
+}
+
+/// What validation kept goes through the WAL's record format (as `Ingester::write` logs
+/// it) and decodes again (as the WAL replay reads it), series for series.
+fn wal_round_trip(v: &Validated) {
+    let record = remote_write::encode(&remote_write::to_request(&v.series));
+    let back = remote_write::decode_received(&record, usize::MAX)
+        .unwrap_or_else(|e| panic!("a WAL record of valid series does not decode: {e}"));
+    assert_eq!(back.series.len(), v.series.len());
+}
+
+/// A malformed or oversized request: what a client is told (400 or 413).
+fn assert_client_error(e: &IngestError) {
+    assert!(
+        matches!(e, IngestError::BadRequest(m) | IngestError::TooLarge(m) if !m.is_empty()),
+        "not a client error: {e:?}"
+    );
+}
+
+/// A remote-write body (snappy-compressed protobuf) through decoding and validation,
+/// without and with the "known series" shortcut the ingester takes for series it has
+/// seen (here: those the first pass accepted); the prost decoder too.
+pub fn remote_write(body: &[u8]) {
+    let limits = Limits::default();
+    match remote_write::decode_received(body, MAX_DECODED) {
+        Ok(req) => {
+            let all = remote_write::validate(req.clone(), &limits, NOW, |f| vec![false; f.len()]);
+            let seen: HashSet<u64> = all.series.iter().map(|s| s.labels.fingerprint()).collect();
+            let known = remote_write::validate(req, &limits, NOW, |f| {
+                f.iter().map(|x| seen.contains(x)).collect()
+            });
+            wal_round_trip(&all);
+            wal_round_trip(&known);
+        }
+        Err(e) => assert_client_error(&e),
+    }
+    if let Err(e) = remote_write::decode(body, MAX_DECODED) {
+        assert_client_error(&e);
+    }
+}
+
+/// A JSON push body (`POST /api/v1/metrics`).
+pub fn json_push(body: &[u8]) {
+    match strata_ingest::json::parse(body, &Limits::default(), NOW) {
+        Ok(v) => wal_round_trip(&v),
+        Err(e) => assert!(
+            matches!(&e, IngestError::BadRequest(m) if !m.is_empty()),
+            "not a 400: {e:?}"
+        ),
+    }
+}
+
+/// A scraped body in both text formats, and what the scraper then does with its samples.
+pub fn exposition(body: &str) {
+    let limits = Limits::default();
+    let _ = Format::from_content_type(body);
+    for format in [Format::PrometheusText, Format::OpenMetrics] {
+        match exposition::parse(body, format) {
+            Ok(e) => {
+                let mut v = Validated::default();
+                for s in &e.samples {
+                    let _ = e.type_of(&s.name);
+                    let mut names: Vec<&str> = s.labels.iter().map(|(n, _)| n.as_str()).collect();
+                    names.sort_unstable();
+                    assert!(
+                        names.windows(2).all(|w| w[0] != w[1]),
+                        "duplicate label names in {s:?}"
+                    );
+                    let mut pairs = s.labels.clone();
+                    pairs.push(("__name__".to_string(), s.name.clone()));
+                    let _ = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+                        .fingerprint();
+                    v.push(
+                        &pairs,
+                        vec![Sample {
+                            timestamp_ms: s.timestamp_ms.unwrap_or(NOW),
+                            value: s.value,
+                        }],
+                        &limits,
+                        NOW,
+                    );
+                }
+                wal_round_trip(&v);
+            }
+            Err(e) => {
+                let lines = body.matches('\n').count();
+                assert!(
+                    (1..=lines + 2).contains(&e.line) && !e.message.is_empty(),
+                    "{format:?}: a bad error {e:?} for a body of {lines} newlines"
+                );
+            }
+        }
+    }
+}
+
+/// The series the PromQL target's engine holds: counters, gauges, histogram buckets.
+const SERIES: &[&[(&str, &str)]] = &[
+    &[
+        ("__name__", "http_requests_total"),
+        ("job", "api"),
+        ("instance", "a"),
+    ],
+    &[
+        ("__name__", "http_requests_total"),
+        ("job", "api"),
+        ("instance", "b"),
+    ],
+    &[("__name__", "temperature"), ("room", "a")],
+    &[
+        ("__name__", "req_seconds_bucket"),
+        ("job", "api"),
+        ("le", "0.5"),
+    ],
+    &[
+        ("__name__", "req_seconds_bucket"),
+        ("job", "api"),
+        ("le", "+Inf"),
+    ],
+    &[("__name__", "up"), ("job", "api"), ("instance", "a")],
+];
+
+/// Writes [`SERIES`], a point every 15 s for the 30 minutes up to [`T`]: the first half
+/// persisted to the Delta tables, the second left in the head.
+async fn load(ingester: &Ingester) {
+    let limits = Limits::default();
+    for first_half in [true, false] {
+        let mut batch = Validated::default();
+        for (k, labels) in SERIES.iter().enumerate() {
+            let pairs: Vec<(String, String)> = labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            let samples = (0..=120i64)
+                .filter(|i| (*i <= 60) == first_half)
+                .map(|i| Sample {
+                    timestamp_ms: T - (120 - i) * 15_000,
+                    value: match k {
+                        2 => 20.0 + (i % 10) as f64,
+                        5 => 1.0,
+                        _ => (k as i64 * i) as f64,
+                    },
+                })
+                .collect();
+            batch.push(&pairs, samples, &limits, NOW);
+        }
+        ingester
+            .write(batch, "fuzz", None)
+            .await
+            .expect("the samples are written");
+        if first_half {
+            ingester.persist().await.expect("the first half persists");
+        }
+    }
+}
+
+/// One engine per fuzzing process, as the server sets it up.
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    /// The PromQL session, as the HTTP API holds it.
+    prom: SessionContext,
+    /// The engine's session, as Flight SQL holds it.
+    sql: SessionContext,
+    _ingester: Arc<Ingester>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        // Tables in memory; the WAL in a directory of this process (left behind: a static
+        // is never dropped).
+        let wal = std::env::temp_dir().join(format!("strata-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&wal);
+        let (ingester, sql) = rt.block_on(async {
+            let ingester = Ingester::open(
+                DataDir::Memory,
+                &wal,
+                Limits::default(),
+                PersistConfig::default(),
+                IngestMetrics::new(),
+            )
+            .await
+            .expect("the storage opens");
+            load(&ingester).await;
+            let engine = strata_engine::Engine::new(Arc::new(
+                strata_engine::source::IngesterSource(ingester.clone()),
+            ))
+            .await
+            .expect("the engine starts");
+            let ctx = engine.context();
+            strata_promql::sql_functions::register(&ctx);
+            (ingester, ctx)
+        });
+        let prom = strata_promql::prom_session(&sql);
+        Fixture {
+            rt,
+            prom,
+            sql,
+            _ingester: ingester,
+        }
+    })
+}
+
+/// `r` is an answer, or an error of a known type that does not report a panic.
+fn check_promql<V>(q: &str, r: Result<V, strata_promql::PromqlError>) {
+    if let Err(e) = r {
+        let msg = e.to_string();
+        assert!(
+            matches!(e.error_type(), "bad_data" | "execution" | "timeout"),
+            "{q:?}: unknown error type {}: {msg}",
+            e.error_type()
+        );
+        assert!(
+            !msg.contains("panicked"),
+            "{q:?}: a panic reported as an error: {msg}"
+        );
+    }
+}
+
+/// A PromQL query as `/api/v1/query` runs it (parse, plan, run), at [`T`]; if it parses,
+/// also as `/api/v1/query_range` over the 10 minutes up to [`T`].
+pub fn promql(q: &str) {
+    let e = fixture();
+    let opts = QueryOptions {
+        timeout: Some(Duration::from_secs(10)),
+        ..QueryOptions::default()
+    };
+    let instant =
+        e.rt.block_on(strata_promql::instant_query(&e.prom, q, T, &opts));
+    let parsed = !matches!(instant, Err(strata_promql::PromqlError::BadData(_)));
+    check_promql(q, instant);
+    if parsed {
+        let range = e.rt.block_on(strata_promql::range_query(
+            &e.prom,
+            q,
+            T - 600_000,
+            T,
+            60_000,
+            &opts,
+        ));
+        check_promql(q, range);
+    }
+}
+
+/// An SQL statement planned (logical plan, then the optimizer) as Flight SQL plans it, and
+/// not run: errors are fine, panics are not.
+pub fn sql(sql: &str) {
+    let e = fixture();
+    e.rt.block_on(async {
+        let state = e.sql.state();
+        if let Ok(plan) = state.create_logical_plan(sql).await {
+            let _ = state.optimize(&plan);
+        }
+    });
+}
