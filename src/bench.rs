@@ -154,50 +154,40 @@ impl Source {
 /// the same requests when hosts x 10 is a multiple of `series_per_request`), then every
 /// host's histogram series.
 pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    // A series' labels: `tags`, its name, and `le` for a bucket, sorted by name.
+    let series_labels = |tags: &[(String, String)], name: String, le: Option<&str>| {
+        let mut l: Vec<Label> = tags
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.clone().into(),
+                value: v.clone().into(),
+            })
+            .collect();
+        l.push(Label {
+            name: "__name__".into(),
+            value: name.into(),
+        });
+        if let Some(le) = le {
+            l.push(Label {
+                name: "le".into(),
+                value: le.to_string().into(),
+            });
+        }
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        l
+    };
     let mut series: Vec<(Vec<Label>, Source)> = vec![];
     for h in 0..spec.hosts {
         let tags = host_labels(h);
         for f in FIELDS {
-            let mut l: Vec<Label> = tags
-                .iter()
-                .map(|(n, v)| Label {
-                    name: n.clone().into(),
-                    value: v.clone().into(),
-                })
-                .collect();
-            l.push(Label {
-                name: "__name__".into(),
-                value: format!("cpu_{f}").into(),
-            });
-            l.sort_by(|a, b| a.name.cmp(&b.name));
-            series.push((l, Source::Cpu));
+            series.push((series_labels(&tags, format!("cpu_{f}"), None), Source::Cpu));
         }
     }
     for h in 0..spec.hosts.min(HISTOGRAM_HOSTS) {
         let all_tags = host_labels(h);
         // hostname and region.
         let tags = &all_tags[..2];
-        let labels = |name: String, le: Option<&str>| {
-            let mut l: Vec<Label> = tags
-                .iter()
-                .map(|(n, v)| Label {
-                    name: n.clone().into(),
-                    value: v.clone().into(),
-                })
-                .collect();
-            l.push(Label {
-                name: "__name__".into(),
-                value: name.into(),
-            });
-            if let Some(le) = le {
-                l.push(Label {
-                    name: "le".into(),
-                    value: le.to_string().into(),
-                });
-            }
-            l.sort_by(|a, b| a.name.cmp(&b.name));
-            l
-        };
+        let labels = |name: String, le: Option<&str>| series_labels(tags, name, le);
         for (le, &bound) in HISTOGRAM_LE.iter().enumerate() {
             series.push((
                 labels(format!("{HISTOGRAM}_bucket"), Some(bound)),

@@ -135,19 +135,11 @@ impl StrataFlightSqlService {
     /// `DEADLINE_EXCEEDED` when the time runs out).
     async fn run(&self, handle: &Handle) -> Result<DoGetStream, FlightError> {
         tracing::debug!(sql = %handle.sql, bound = handle.params.is_some(), "Flight SQL query");
-        let deadline = self
-            .policy
-            .timeout
-            .map(|t| (tokio::time::Instant::now() + t, t));
+        let deadline = self.deadline();
         let session = self.session();
         let start =
             query::execute_sql(&session, &self.options, &handle.sql, handle.params.as_ref());
-        let stream = match deadline {
-            None => start.await?,
-            Some((at, t)) => tokio::time::timeout_at(at, start)
-                .await
-                .map_err(|_| FlightError::Timeout(t))??,
-        };
+        let stream = until(deadline, start).await?;
         Ok(encode_stream(stream, deadline))
     }
 
@@ -174,12 +166,28 @@ impl StrataFlightSqlService {
             let batches: Vec<RecordBatch> = stream.try_collect().await?;
             Ok(update_count(&batches))
         };
-        match self.policy.timeout {
-            None => run.await,
-            Some(t) => tokio::time::timeout(t, run)
-                .await
-                .map_err(|_| FlightError::Timeout(t))?,
-        }
+        until(self.deadline(), run).await
+    }
+
+    /// When a request starting now runs out of [`SqlPolicy::timeout`], and the timeout.
+    fn deadline(&self) -> Option<(tokio::time::Instant, std::time::Duration)> {
+        self.policy
+            .timeout
+            .map(|t| (tokio::time::Instant::now() + t, t))
+    }
+}
+
+/// `f`, or [`FlightError::Timeout`] when `deadline` (an instant and the timeout it ends)
+/// passes first.
+async fn until<T>(
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    f: impl std::future::Future<Output = Result<T, FlightError>>,
+) -> Result<T, FlightError> {
+    match deadline {
+        None => f.await,
+        Some((at, t)) => tokio::time::timeout_at(at, f)
+            .await
+            .map_err(|_| FlightError::Timeout(t))?,
     }
 }
 

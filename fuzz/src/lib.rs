@@ -3,125 +3,19 @@
 //! type, never a panic, an abort or a stack overflow. `tests/it/fuzz.rs` runs the same
 //! checks, bounded, in the test suite.
 
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
-use strata_ingest::exposition::{self, Format};
 use strata_ingest::metrics::IngestMetrics;
-use strata_ingest::remote_write::{self, Validated};
+use strata_ingest::remote_write::Validated;
 use strata_ingest::storage::DataDir;
-use strata_ingest::{IngestError, Ingester, Labels, Limits, PersistConfig, Sample};
+use strata_ingest::{Ingester, Limits, PersistConfig, Sample};
 use strata_promql::QueryOptions;
 
-/// The newest sample of the PromQL target's data, and its evaluation time (ms).
-pub const T: i64 = 1_700_000_000_000;
-/// The clock given to validation.
-pub const NOW: i64 = T + 60_000;
-/// Most bytes a remote-write body may decompress to here (the server allows 8x its
-/// request size limit).
-const MAX_DECODED: usize = 1 << 20;
+mod ingest;
 
-/// Snappy block compression, as remote-write senders compress bodies.
-pub fn snappy(raw: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new()
-        .compress_vec(raw)
-        .expect("snappy compresses any buffer")
-}
-
-/// What validation kept goes through the WAL's record format (as `Ingester::write` logs
-/// it) and decodes again (as the WAL replay reads it), series for series.
-fn wal_round_trip(v: &Validated) {
-    let record = remote_write::encode(&remote_write::to_request(&v.series));
-    let back = remote_write::decode_received(&record, usize::MAX)
-        .unwrap_or_else(|e| panic!("a WAL record of valid series does not decode: {e}"));
-    assert_eq!(back.series.len(), v.series.len());
-}
-
-/// A malformed or oversized request: what a client is told (400 or 413).
-fn assert_client_error(e: &IngestError) {
-    assert!(
-        matches!(e, IngestError::BadRequest(m) | IngestError::TooLarge(m) if !m.is_empty()),
-        "not a client error: {e:?}"
-    );
-}
-
-/// A remote-write body (snappy-compressed protobuf) through decoding and validation,
-/// without and with the "known series" shortcut the ingester takes for series it has
-/// seen (here: those the first pass accepted); the prost decoder too.
-pub fn remote_write(body: &[u8]) {
-    let limits = Limits::default();
-    match remote_write::decode_received(body, MAX_DECODED) {
-        Ok(req) => {
-            let all = remote_write::validate(req.clone(), &limits, NOW, |f| vec![false; f.len()]);
-            let seen: HashSet<u64> = all.series.iter().map(|s| s.labels.fingerprint()).collect();
-            let known = remote_write::validate(req, &limits, NOW, |f| {
-                f.iter().map(|x| seen.contains(x)).collect()
-            });
-            wal_round_trip(&all);
-            wal_round_trip(&known);
-        }
-        Err(e) => assert_client_error(&e),
-    }
-    if let Err(e) = remote_write::decode(body, MAX_DECODED) {
-        assert_client_error(&e);
-    }
-}
-
-/// A JSON push body (`POST /api/v1/metrics`).
-pub fn json_push(body: &[u8]) {
-    match strata_ingest::json::parse(body, &Limits::default(), NOW) {
-        Ok(v) => wal_round_trip(&v),
-        Err(e) => assert!(
-            matches!(&e, IngestError::BadRequest(m) if !m.is_empty()),
-            "not a 400: {e:?}"
-        ),
-    }
-}
-
-/// A scraped body in both text formats, and what the scraper then does with its samples.
-pub fn exposition(body: &str) {
-    let limits = Limits::default();
-    let _ = Format::from_content_type(body);
-    for format in [Format::PrometheusText, Format::OpenMetrics] {
-        match exposition::parse(body, format) {
-            Ok(e) => {
-                let mut v = Validated::default();
-                for s in &e.samples {
-                    let _ = e.type_of(&s.name);
-                    let mut names: Vec<&str> = s.labels.iter().map(|(n, _)| n.as_str()).collect();
-                    names.sort_unstable();
-                    assert!(
-                        names.windows(2).all(|w| w[0] != w[1]),
-                        "duplicate label names in {s:?}"
-                    );
-                    let mut pairs = s.labels.clone();
-                    pairs.push(("__name__".to_string(), s.name.clone()));
-                    let _ = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-                        .fingerprint();
-                    v.push(
-                        &pairs,
-                        vec![Sample {
-                            timestamp_ms: s.timestamp_ms.unwrap_or(NOW),
-                            value: s.value,
-                        }],
-                        &limits,
-                        NOW,
-                    );
-                }
-                wal_round_trip(&v);
-            }
-            Err(e) => {
-                let lines = body.matches('\n').count();
-                assert!(
-                    (1..=lines + 2).contains(&e.line) && !e.message.is_empty(),
-                    "{format:?}: a bad error {e:?} for a body of {lines} newlines"
-                );
-            }
-        }
-    }
-}
+pub use ingest::{NOW, T, exposition, json_push, remote_write, snappy};
 
 /// The series the PromQL target's engine holds: counters, gauges, histogram buckets.
 const SERIES: &[&[(&str, &str)]] = &[

@@ -91,6 +91,10 @@ pub struct Planner {
     /// Whether some series' names were marked for removal at plan time (see
     /// [`Planner::plan_query`]).
     pub marked: std::sync::atomic::AtomicBool,
+    /// The query's nesting depth ([`crate::depth::depth`]): a query at most
+    /// [`SHALLOW_PLAN_DEPTH`] deep cannot build a plan taller than [`MAX_PLAN_HEIGHT`], and
+    /// its plans' heights are not measured.
+    pub depth: usize,
     /// The query's expression when it is a function call (set by
     /// [`Planner::plan_query`]; compared by address only): a range function that is the
     /// whole query drops its known series' names at plan time instead of marking them.
@@ -431,6 +435,9 @@ impl Planner {
     /// # Errors
     /// Running the part fails (the query would have failed there).
     async fn bounded(&self, p: Planned) -> Result<Planned> {
+        if self.depth <= SHALLOW_PLAN_DEPTH {
+            return Ok(p);
+        }
         let tall = |p: &LogicalPlan| taller_than(p, MAX_PLAN_HEIGHT);
         Ok(match p {
             Planned::Vector(v) if tall(&v) => Planned::Vector(self.materialize(v).await?),
@@ -1891,6 +1898,12 @@ fn taller_than(p: &LogicalPlan, h: usize) -> bool {
 /// it runs it as a part of the query ([`Planner::bounded`]). Ordinary queries stay under
 /// it (`sum(rate(x[5m])) / sum(rate(y[5m])) > 0.1` is 25 nodes tall).
 pub const MAX_PLAN_HEIGHT: usize = 96;
+
+/// The deepest query whose plans need no measuring against [`MAX_PLAN_HEIGHT`]: one
+/// level of an expression adds at most 8 nodes to a plan's height (a vector matching
+/// operator: both sides' keys, the join, its checks, filter and projection), and
+/// [`Planner::plan_query`] a few more at the top.
+pub const SHALLOW_PLAN_DEPTH: usize = 10;
 
 fn set_op(
     op: &str,

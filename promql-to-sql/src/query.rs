@@ -243,7 +243,7 @@ pub struct Parsed {
 
 impl Drop for Parsed {
     fn drop(&mut self) {
-        if self.depth > 64 {
+        if self.depth > crate::depth::SHALLOW {
             let e = std::mem::replace(
                 &mut self.expr,
                 P::NumberLiteral(promql_parser::parser::NumberLiteral { val: 0.0 }),
@@ -335,7 +335,7 @@ async fn on_stack<T, F: std::future::Future<Output = Result<T>>>(
 /// [`parse`], then records in `need` the stack the rest of the query needs.
 fn parse_for(query: &str, need: &std::sync::atomic::AtomicUsize) -> Result<Arc<Parsed>> {
     let parsed = parse(query)?;
-    if parsed.depth > 64 {
+    if parsed.depth > crate::depth::SHALLOW {
         need.store(
             crate::depth::stack_for(parsed.depth),
             std::sync::atomic::Ordering::Relaxed,
@@ -488,18 +488,24 @@ fn matrix(batches: &[RecordBatch], keep: impl Fn(f64) -> bool) -> Vec<RangeSerie
         .collect()
 }
 
-/// The planner of one query over `[start, end]` (ms) with the query's `step` (ms, 0 for
-/// an instant query); subqueries without a step use 1 minute (Prometheus's default
-/// `evaluation_interval`).
-fn planner(
+/// A query parsed (recording in `need` the stack it needs: [`parse_for`]), the PromQL
+/// session it runs in ([`prom_session`]) and its planner over `[start, end]` (ms) with
+/// the query's `step` (ms, 0 for an instant query); subqueries without a step use 1
+/// minute (Prometheus's default `evaluation_interval`).
+///
+/// # Errors
+/// As [`parse`].
+fn prepare(
     ctx: &SessionContext,
     query: &str,
+    need: &std::sync::atomic::AtomicUsize,
     opts: &QueryOptions,
-    start: i64,
-    end: i64,
-    step: i64,
-) -> Planner {
-    Planner {
+    (start, end, step): (i64, i64, i64),
+) -> Result<(Arc<Parsed>, SessionContext, Planner)> {
+    let parsed = parse_for(query, need)?;
+    let ctx = prom_session(ctx);
+    let planner = Planner {
+        depth: parsed.depth,
         ctx: ctx.clone(),
         lookback: crate::clamp_ms(opts.lookback_delta_ms),
         start,
@@ -511,7 +517,14 @@ fn planner(
         est_rows: Default::default(),
         marked: Default::default(),
         root_call: Default::default(),
-    }
+    };
+    Ok((parsed, ctx, planner))
+}
+
+/// `(start, end, step)` (ms) clamped to what a query computes with ([`crate::clamp_ms`]).
+fn clamped(start: i64, end: i64, step: i64) -> (i64, i64, i64) {
+    use crate::clamp_ms;
+    (clamp_ms(start), clamp_ms(end), clamp_ms(step))
 }
 
 fn take_notes(n: &crate::Notes) -> (Vec<String>, Vec<String>) {
@@ -634,13 +647,11 @@ pub async fn instant_query(
     t_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    let t_ms = crate::clamp_ms(t_ms);
+    let (t_ms, _, _) = clamped(t_ms, t_ms, 0);
     on_stack(|need| {
         with_timeout(opts, async move {
-            let parsed = parse_for(query, &need)?;
+            let (parsed, ctx, planner) = prepare(ctx, query, &need, opts, (t_ms, t_ms, 0))?;
             let expr = &parsed.expr;
-            let ctx = prom_session(ctx);
-            let planner = planner(&ctx, query, opts, t_ms, t_ms, 0);
             let steps = Steps {
                 start: t_ms,
                 end: t_ms,
@@ -699,8 +710,7 @@ pub async fn range_query(
     step_ms: i64,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    let (start_ms, end_ms) = (crate::clamp_ms(start_ms), crate::clamp_ms(end_ms));
-    let step_ms = crate::clamp_ms(step_ms);
+    let (start_ms, end_ms, step_ms) = clamped(start_ms, end_ms, step_ms);
     on_stack(|need| {
         with_timeout(opts, async move {
         if step_ms <= 0 {
@@ -718,10 +728,9 @@ pub async fn range_query(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let parsed = parse_for(query, &need)?;
+        let (parsed, ctx, planner) =
+            prepare(ctx, query, &need, opts, (start_ms, end_ms, step_ms))?;
         let expr = &parsed.expr;
-        let ctx = prom_session(ctx);
-        let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
         let steps = Steps {
             start: start_ms,
             end: end_ms,
@@ -776,14 +785,11 @@ pub async fn explain(
     opts: &QueryOptions,
     analyze: bool,
 ) -> Result<String> {
-    let (start_ms, end_ms) = (crate::clamp_ms(start_ms), crate::clamp_ms(end_ms));
-    let step_ms = crate::clamp_ms(step_ms);
+    let (start_ms, end_ms, step_ms) = clamped(start_ms, end_ms, step_ms);
     on_stack(|need| async move {
         let started = std::time::Instant::now();
-        let parsed = parse_for(query, &need)?;
+        let (parsed, ctx, planner) = prepare(ctx, query, &need, opts, (start_ms, end_ms, step_ms))?;
         let expr = &parsed.expr;
-        let ctx = prom_session(ctx);
-        let planner = planner(&ctx, query, opts, start_ms, end_ms, step_ms);
         let steps = Steps {
             start: start_ms,
             end: end_ms,

@@ -19,7 +19,6 @@
 //! of failing cases in `tests/proptest-regressions/fuzz.txt` and replays them first. More
 //! cases: `STRATA_FUZZ_SCALE=10 cargo test --test it fuzz::`.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -30,23 +29,23 @@ use proptest::sample::{Index, select};
 use prost::Message as _;
 use strata_engine::Engine;
 use strata_engine::source::IngesterSource;
-use strata_ingest::exposition::{self, Format};
 use strata_ingest::metrics::IngestMetrics;
 use strata_ingest::remote_write::{
-    self, Label, MetricMetadata, PbSample, TimeSeries, Validated, WriteRequest,
+    Label, MetricMetadata, PbSample, TimeSeries, Validated, WriteRequest,
 };
 use strata_ingest::storage::DataDir;
-use strata_ingest::{IngestError, Ingester, Labels, Limits, PersistConfig, Sample};
+use strata_ingest::{Ingester, Limits, PersistConfig, Sample};
 use strata_promql::{PromqlError, QueryOptions};
 
-/// The newest sample of the fixture and the default evaluation time (ms since the epoch).
-const T: i64 = 1_700_000_000_000;
-/// The clock given to validation.
-const NOW: i64 = T + 60_000;
+/// The checks of the remote-write, JSON and exposition paths, one file with the fuzz
+/// targets' (`fuzz/` is a crate of its own, outside the workspace).
+#[path = "../../fuzz/src/ingest.rs"]
+mod checks;
+
+use checks::{NOW, T, snappy};
+
 /// Prometheus's default lookback delta (ms).
 const LOOKBACK: i64 = 300_000;
-/// Most bytes a remote-write body may decompress to here.
-const MAX_DECODED: usize = 1 << 20;
 
 /// `cases` cases, times `STRATA_FUZZ_SCALE` (a number, default 1); shrinking bounded.
 fn config(cases: u32) -> ProptestConfig {
@@ -1220,108 +1219,6 @@ fn deep_sql() {
 // ---------------------------------------------------------------------------------------
 // Remote write, JSON push, exposition.
 
-fn snappy(raw: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new()
-        .compress_vec(raw)
-        .expect("snappy compresses any buffer")
-}
-
-/// What validation kept goes through the WAL's record format (as `Ingester::write` logs
-/// it) and decodes again (as the WAL replay reads it), series for series.
-fn wal_round_trip(v: &Validated) {
-    let record = remote_write::encode(&remote_write::to_request(&v.series));
-    let back = remote_write::decode_received(&record, usize::MAX).unwrap_or_else(|e| {
-        panic!(
-            "the WAL record of {} valid series does not decode: {e}",
-            v.series.len()
-        )
-    });
-    assert_eq!(back.series.len(), v.series.len());
-}
-
-/// A malformed or oversized request: what a client is told (400 or 413).
-fn assert_client_error(e: &IngestError) {
-    assert!(
-        matches!(e, IngestError::BadRequest(m) | IngestError::TooLarge(m) if !m.is_empty()),
-        "not a client error: {e:?}"
-    );
-}
-
-/// A remote-write body through decoding and validation, both without and with the
-/// "known series" shortcut (the series the first pass accepted), as the ingester validates.
-fn check_remote_write(body: &[u8]) {
-    let limits = Limits::default();
-    match remote_write::decode_received(body, MAX_DECODED) {
-        Ok(req) => {
-            let all = remote_write::validate(req.clone(), &limits, NOW, |f| vec![false; f.len()]);
-            let seen: HashSet<u64> = all.series.iter().map(|s| s.labels.fingerprint()).collect();
-            let known = remote_write::validate(req, &limits, NOW, |f| {
-                f.iter().map(|x| seen.contains(x)).collect()
-            });
-            wal_round_trip(&all);
-            wal_round_trip(&known);
-        }
-        Err(e) => assert_client_error(&e),
-    }
-    // The prost decoder (clients, tests) too.
-    if let Err(e) = remote_write::decode(body, MAX_DECODED) {
-        assert_client_error(&e);
-    }
-}
-
-fn check_json(body: &[u8]) {
-    match strata_ingest::json::parse(body, &Limits::default(), NOW) {
-        Ok(v) => wal_round_trip(&v),
-        Err(e) => assert!(
-            matches!(&e, IngestError::BadRequest(m) if !m.is_empty()),
-            "not a 400: {e:?}"
-        ),
-    }
-}
-
-/// A scrape body in both formats, and what the scraper does with the samples.
-fn check_exposition(body: &str) {
-    let limits = Limits::default();
-    let _ = Format::from_content_type(body);
-    for format in [Format::PrometheusText, Format::OpenMetrics] {
-        match exposition::parse(body, format) {
-            Ok(e) => {
-                let mut v = Validated::default();
-                for s in &e.samples {
-                    let _ = e.type_of(&s.name);
-                    let mut names: Vec<&str> = s.labels.iter().map(|(n, _)| n.as_str()).collect();
-                    names.sort_unstable();
-                    assert!(
-                        names.windows(2).all(|w| w[0] != w[1]),
-                        "duplicate label names in {s:?}"
-                    );
-                    let mut pairs = s.labels.clone();
-                    pairs.push(("__name__".to_string(), s.name.clone()));
-                    let _ = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-                        .fingerprint();
-                    v.push(
-                        &pairs,
-                        vec![Sample {
-                            timestamp_ms: s.timestamp_ms.unwrap_or(NOW),
-                            value: s.value,
-                        }],
-                        &limits,
-                        NOW,
-                    );
-                }
-                wal_round_trip(&v);
-            }
-            Err(e) => {
-                let lines = body.matches('\n').count();
-                assert!(
-                    (1..=lines + 2).contains(&e.line) && !e.message.is_empty(),
-                    "{format:?}: a bad error {e:?} for a body of {lines} newlines"
-                );
-            }
-        }
-    }
-}
-
 /// Up to `max` arbitrary bytes.
 fn any_bytes(max: usize) -> BoxedStrategy<Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..max).boxed()
@@ -1603,18 +1500,18 @@ proptest! {
 
     #[test]
     fn remote_write_bodies(body in remote_write_body()) {
-        check_remote_write(&body);
+        checks::remote_write(&body);
     }
 
     #[test]
     fn json_push_bodies(body in json_body()) {
-        check_json(&body);
+        checks::json_push(&body);
     }
 
     /// The scraper reads bodies as text, replacing invalid UTF-8 (`reqwest`'s `text()`).
     #[test]
     fn exposition_bodies(body in exposition_body()) {
-        check_exposition(&String::from_utf8_lossy(&body));
+        checks::exposition(&String::from_utf8_lossy(&body));
     }
 }
 
@@ -1657,7 +1554,7 @@ fn ingest_fixed_cases() {
         nested = outer;
     }
     bodies.push(snappy(&nested));
-    collect_panics(bodies, |b| check_remote_write(b));
+    collect_panics(bodies, |b| checks::remote_write(b));
     let json: Vec<Vec<u8>> = JSON_SEEDS
         .iter()
         .map(|s| s.as_bytes().to_vec())
@@ -1667,7 +1564,7 @@ fn ingest_fixed_cases() {
             b"\xef\xbb\xbf[]".to_vec(),
         ])
         .collect();
-    collect_panics(json, |b| check_json(b));
+    collect_panics(json, |b| checks::json_push(b));
     let mut text: Vec<String> = EXPOSITION_SEEDS.iter().map(|s| s.to_string()).collect();
     text.extend([
         many_labels(2_000),
@@ -1680,7 +1577,7 @@ fn ingest_fixed_cases() {
         "{\"a\"} 1\n".to_string(),
         "a{b=\"\u{0}\"} 1\n".to_string(),
     ]);
-    collect_panics(text, |s| check_exposition(s));
+    collect_panics(text, |s| checks::exposition(s));
 }
 
 // ---------------------------------------------------------------------------------------
