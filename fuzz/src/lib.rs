@@ -7,75 +7,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
-use strata_ingest::metrics::IngestMetrics;
-use strata_ingest::remote_write::Validated;
 use strata_ingest::storage::DataDir;
-use strata_ingest::{Ingester, Limits, PersistConfig, Sample};
+use strata_ingest::Ingester;
 use strata_promql::QueryOptions;
 
+mod fixture;
 mod ingest;
 
 pub use ingest::{NOW, T, exposition, json_push, remote_write, snappy};
-
-/// The series the PromQL target's engine holds: counters, gauges, histogram buckets.
-const SERIES: &[&[(&str, &str)]] = &[
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "a"),
-    ],
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "b"),
-    ],
-    &[("__name__", "temperature"), ("room", "a")],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "0.5"),
-    ],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "+Inf"),
-    ],
-    &[("__name__", "up"), ("job", "api"), ("instance", "a")],
-];
-
-/// Writes [`SERIES`], a point every 15 s for the 30 minutes up to [`T`]: the first half
-/// persisted to the Delta tables, the second left in the head.
-async fn load(ingester: &Ingester) {
-    let limits = Limits::default();
-    for first_half in [true, false] {
-        let mut batch = Validated::default();
-        for (k, labels) in SERIES.iter().enumerate() {
-            let pairs: Vec<(String, String)> = labels
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            let samples = (0..=120i64)
-                .filter(|i| (*i <= 60) == first_half)
-                .map(|i| Sample {
-                    timestamp_ms: T - (120 - i) * 15_000,
-                    value: match k {
-                        2 => 20.0 + (i % 10) as f64,
-                        5 => 1.0,
-                        _ => (k as i64 * i) as f64,
-                    },
-                })
-                .collect();
-            batch.push(&pairs, samples, &limits, NOW);
-        }
-        ingester
-            .write(batch, "fuzz", None)
-            .await
-            .expect("the samples are written");
-        if first_half {
-            ingester.persist().await.expect("the first half persists");
-        }
-    }
-}
 
 /// One engine per fuzzing process, as the server sets it up.
 struct Fixture {
@@ -99,26 +38,7 @@ fn fixture() -> &'static Fixture {
         // is never dropped).
         let wal = std::env::temp_dir().join(format!("strata-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&wal);
-        let (ingester, sql) = rt.block_on(async {
-            let ingester = Ingester::open(
-                DataDir::Memory,
-                &wal,
-                Limits::default(),
-                PersistConfig::default(),
-                IngestMetrics::new(),
-            )
-            .await
-            .expect("the storage opens");
-            load(&ingester).await;
-            let engine = strata_engine::Engine::new(Arc::new(
-                strata_engine::source::IngesterSource(ingester.clone()),
-            ))
-            .await
-            .expect("the engine starts");
-            let ctx = engine.context();
-            strata_promql::sql_functions::register(&ctx);
-            (ingester, ctx)
-        });
+        let (ingester, sql) = rt.block_on(fixture::open(DataDir::Memory, &wal, true));
         let prom = strata_promql::prom_session(&sql);
         Fixture {
             rt,

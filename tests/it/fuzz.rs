@@ -19,7 +19,6 @@
 //! of failing cases in `tests/proptest-regressions/fuzz.txt` and replays them first. More
 //! cases: `STRATA_FUZZ_SCALE=10 cargo test --test it fuzz::`.
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -27,14 +26,9 @@ use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use prost::Message as _;
-use strata_engine::Engine;
-use strata_engine::source::IngesterSource;
-use strata_ingest::metrics::IngestMetrics;
-use strata_ingest::remote_write::{
-    Label, MetricMetadata, PbSample, TimeSeries, Validated, WriteRequest,
-};
+use strata_ingest::Ingester;
+use strata_ingest::remote_write::{Label, MetricMetadata, PbSample, TimeSeries, WriteRequest};
 use strata_ingest::storage::DataDir;
-use strata_ingest::{Ingester, Limits, PersistConfig, Sample};
 use strata_promql::{PromqlError, QueryOptions};
 
 /// The checks of the remote-write, JSON and exposition paths, one file with the fuzz
@@ -64,144 +58,9 @@ fn config(cases: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------------------
 // The engine the queries run on.
 
-/// The fixture's series (label pairs); their values are [`value`].
-const SERIES: &[&[(&str, &str)]] = &[
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "a"),
-        ("code", "200"),
-    ],
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "a"),
-        ("code", "500"),
-    ],
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "b"),
-        ("code", "200"),
-    ],
-    &[
-        ("__name__", "http_requests_total"),
-        ("job", "api"),
-        ("instance", "b"),
-        ("code", "500"),
-    ],
-    &[("__name__", "temperature"), ("room", "a")],
-    &[("__name__", "temperature"), ("room", "b")],
-    &[("__name__", "temperature"), ("room", "c")],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "0.1"),
-    ],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "0.5"),
-    ],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "1"),
-    ],
-    &[
-        ("__name__", "req_seconds_bucket"),
-        ("job", "api"),
-        ("le", "+Inf"),
-    ],
-    &[("__name__", "req_seconds_count"), ("job", "api")],
-    &[("__name__", "req_seconds_sum"), ("job", "api")],
-    &[("__name__", "up"), ("job", "api"), ("instance", "a")],
-    &[("__name__", "up"), ("job", "api"), ("instance", "b")],
-    &[
-        ("__name__", "info_metric"),
-        ("version", "1.0"),
-        ("host", "x"),
-    ],
-];
-
-/// The value of series `k` of [`SERIES`] at point `i` (0 to 120, every 15 s up to `T`):
-/// counters (one with resets, one with staleness markers), gauges (one with NaNs),
-/// histogram buckets.
-fn value(k: usize, i: i64) -> f64 {
-    let x = i as f64;
-    match k {
-        0 => 10.0 * x,
-        1 => (i % 40) as f64,
-        2 => 20.0 * x,
-        3 if i % 7 == 3 => strata_ingest::model::stale_nan(),
-        3 => 0.5 * x,
-        4 => 20.0 + (i % 10) as f64,
-        5 => 0.1 * x - 5.5,
-        6 if i % 3 == 1 => f64::NAN,
-        6 => x,
-        7 => x,
-        8 => 3.0 * x,
-        9 => 4.0 * x,
-        10 | 11 => 5.0 * x,
-        12 => 2.5 * x,
-        14 => (i % 2) as f64,
-        _ => 1.0,
-    }
-}
-
-/// Writes the fixture's series: the first half persisted to the Delta tables, the second
-/// half left in the head.
-async fn load(ingester: &Ingester) {
-    let limits = Limits::default();
-    for first_half in [true, false] {
-        let mut batch = Validated::default();
-        for (k, labels) in SERIES.iter().enumerate() {
-            let pairs: Vec<(String, String)> = labels
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            let samples = (0..=120i64)
-                .filter(|i| (*i <= 60) == first_half)
-                .map(|i| Sample {
-                    timestamp_ms: T - (120 - i) * 15_000,
-                    value: value(k, i),
-                })
-                .collect();
-            batch.push(&pairs, samples, &limits, NOW);
-        }
-        assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
-        ingester
-            .write(batch, "test", None)
-            .await
-            .expect("the fixture's samples are written");
-        if first_half {
-            ingester.persist().await.expect("the first half persists");
-        }
-    }
-}
-
-/// A write path in `dir` (with the fixture's series when `data`) and the engine's session
-/// over it, with PromQL's SQL functions registered, as the server sets them up.
-async fn open(dir: &Path, data: bool) -> (Arc<Ingester>, SessionContext) {
-    let ingester = Ingester::open(
-        DataDir::Local(dir.join("data")),
-        &dir.join("wal"),
-        Limits::default(),
-        PersistConfig::default(),
-        IngestMetrics::new(),
-    )
-    .await
-    .expect("the storage opens");
-    if data {
-        load(&ingester).await;
-    }
-    let engine = Engine::new(Arc::new(IngesterSource(ingester.clone())))
-        .await
-        .expect("the engine starts");
-    let ctx = engine.context();
-    strata_promql::sql_functions::register(&ctx);
-    (ingester, ctx)
-}
+/// The engine the queries run on, one file with the fuzz targets'.
+#[path = "../../fuzz/src/fixture.rs"]
+mod fixture;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -228,7 +87,11 @@ fn fixture() -> &'static Fixture {
         let rt = runtime();
         // A static is never dropped: the directory is left in target/tmp, not in /tmp.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a directory");
-        let (ingester, sql) = rt.block_on(open(dir.path(), true));
+        let (ingester, sql) = rt.block_on(fixture::open(
+            DataDir::Local(dir.path().join("data")),
+            &dir.path().join("wal"),
+            true,
+        ));
         let prom = strata_promql::prom_session(&sql);
         Fixture {
             rt,
@@ -1080,7 +943,11 @@ fn child_promql(q: String) {
     on_worker_sized_stack(move || {
         let rt = runtime();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (_ingester, ctx) = rt.block_on(open(dir.path(), false));
+        let (_ingester, ctx) = rt.block_on(fixture::open(
+            DataDir::Local(dir.path().join("data")),
+            &dir.path().join("wal"),
+            false,
+        ));
         let prom = strata_promql::prom_session(&ctx);
         let opts = QueryOptions {
             timeout: Some(Duration::from_secs(120)),
@@ -1167,7 +1034,11 @@ fn child_sql() {
     on_worker_sized_stack(move || {
         let rt = runtime();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (_ingester, ctx) = rt.block_on(open(dir.path(), false));
+        let (_ingester, ctx) = rt.block_on(fixture::open(
+            DataDir::Local(dir.path().join("data")),
+            &dir.path().join("wal"),
+            false,
+        ));
         for (name, sql) in &cases {
             println!("planning {name} ({} bytes)", sql.len());
             // As Flight SQL does: statements past its size check are refused unplanned.
