@@ -62,6 +62,14 @@ fn config(cases: u32) -> ProptestConfig {
 #[path = "../../fuzz/src/fixture.rs"]
 mod fixture;
 
+/// [`fixture::open`] with the tables and the WAL in `dir`.
+async fn open_in(
+    dir: &std::path::Path,
+    data: bool,
+) -> (Arc<Ingester>, datafusion::prelude::SessionContext) {
+    fixture::open(DataDir::Local(dir.join("data")), &dir.join("wal"), data).await
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -87,11 +95,7 @@ fn fixture() -> &'static Fixture {
         let rt = runtime();
         // A static is never dropped: the directory is left in target/tmp, not in /tmp.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a directory");
-        let (ingester, sql) = rt.block_on(fixture::open(
-            DataDir::Local(dir.path().join("data")),
-            &dir.path().join("wal"),
-            true,
-        ));
+        let (ingester, sql) = rt.block_on(open_in(dir.path(), true));
         let prom = strata_promql::prom_session(&sql);
         Fixture {
             rt,
@@ -943,11 +947,7 @@ fn child_promql(q: String) {
     on_worker_sized_stack(move || {
         let rt = runtime();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (_ingester, ctx) = rt.block_on(fixture::open(
-            DataDir::Local(dir.path().join("data")),
-            &dir.path().join("wal"),
-            false,
-        ));
+        let (_ingester, ctx) = rt.block_on(open_in(dir.path(), false));
         let prom = strata_promql::prom_session(&ctx);
         let opts = QueryOptions {
             timeout: Some(Duration::from_secs(120)),
@@ -1034,11 +1034,7 @@ fn child_sql() {
     on_worker_sized_stack(move || {
         let rt = runtime();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (_ingester, ctx) = rt.block_on(fixture::open(
-            DataDir::Local(dir.path().join("data")),
-            &dir.path().join("wal"),
-            false,
-        ));
+        let (_ingester, ctx) = rt.block_on(open_in(dir.path(), false));
         for (name, sql) in &cases {
             println!("planning {name} ({} bytes)", sql.len());
             // As Flight SQL does: statements past its size check are refused unplanned.
