@@ -84,9 +84,13 @@ pub struct Planner {
     pub query: String,
     /// Annotations found.
     pub notes: crate::Notes,
-    /// Samples the plan's selectors read, estimated as each selector's series times its
-    /// time range (ms) over [`ASSUMED_INTERVAL_MS`], plus one per series (decides whether
-    /// the plan runs in one partition: `crate::query::session_for`).
+    /// Samples the largest of the plan's selectors reads, estimated as its series times
+    /// its time range (ms) over [`ASSUMED_INTERVAL_MS`], plus one per series (decides
+    /// whether the plan runs in one partition: `crate::query::session_for`). The largest,
+    /// not the sum: a second partition pays off on a large scan, while a plan of many
+    /// small selectors (a chain of binary operators over aggregations) spent more on
+    /// repartitioning every few-row operator than it gained (10-operand `+ on()` chains,
+    /// 200 hosts: 15.8 -> 10.4 ms, `benches/README.md`).
     pub est_rows: std::sync::atomic::AtomicUsize,
     /// Whether some series' names were marked for removal at plan time (see
     /// [`Planner::plan_query`]).
@@ -284,7 +288,7 @@ impl Planner {
         let per_series = usize::try_from((to - from).max(0) / ASSUMED_INTERVAL_MS)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
-        self.est_rows.fetch_add(
+        self.est_rows.fetch_max(
             series.len().saturating_mul(per_series),
             std::sync::atomic::Ordering::Relaxed,
         );
