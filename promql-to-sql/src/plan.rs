@@ -1195,14 +1195,20 @@ impl Planner {
                     }),
                     None => cast(p, DataType::Int64),
                 };
+                // Ties go to the series whose label set sorts first, in every step: the
+                // series Prometheus keeps (its heap in `engine.go`'s `aggregation` replaces
+                // an element only on a strictly better value, and series arrive sorted by
+                // labels), so a range query's answer does not flip between tied series.
                 let order: Vec<SortExpr> = match op.as_str() {
                     "topk" => vec![
                         isnan(ident("value")).sort(true, false),
                         ident("value").sort(false, false),
+                        ident("labels").sort(true, false),
                     ],
                     "bottomk" => vec![
                         isnan(ident("value")).sort(true, false),
                         ident("value").sort(true, false),
+                        ident("labels").sort(true, false),
                     ],
                     _ => vec![ident("labels").sort(true, false)],
                 };

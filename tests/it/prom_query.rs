@@ -618,3 +618,73 @@ async fn the_sample_cache_changes_no_answer() {
     assert_eq!(resets.len(), 61, "{resets:?}");
     assert!(resets.iter().all(|r| r[1] == "17"), "{resets:?}");
 }
+
+/// `topk` and `bottomk` over tied values keep, in every step of a range query, the series
+/// whose label set sorts first, as Prometheus does (its heap replaces an element only on a
+/// strictly better value, and series arrive sorted by labels): the answer is one series
+/// per group, not a different tied series from step to step. Enough rows that the plan
+/// runs in more than one partition.
+#[tokio::test]
+async fn topk_and_bottomk_break_ties_by_labels_in_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let t0 = (now_ms() - 3_600_000) / 60_000 * 60_000;
+    // 200 series in two groups, every series of a group the same constant, one sample
+    // every 10 s for an hour: 72,000 samples.
+    let samples: Vec<(i64, f64)> = (0..360).map(|i| (t0 + i * 10_000, 0.0)).collect();
+    let names: Vec<(String, usize)> = (0..200).rev().map(|i| (format!("s{i:03}"), i)).collect();
+    let series: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = names
+        .iter()
+        .map(|(name, i)| {
+            let (g, v) = if i % 2 == 0 {
+                ("even", 1.0)
+            } else {
+                ("odd", 2.0)
+            };
+            (
+                vec![("__name__", "tied"), ("g", g), ("i", name.as_str())],
+                samples.iter().map(|&(t, _)| (t, v)).collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<TestSeries<'_>> = series.iter().map(|(l, s)| (&l[..], &s[..])).collect();
+    assert_eq!(post_write(srv.http_addr, request(&refs)).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    // Names were written from s199 down; "even" holds s198, s196, ..., s000 and "odd"
+    // s199, ..., s001: the first label sets are s000 and s001.
+    let (start, end) = ((t0 + 600_000) / 1000, (t0 + 3_540_000) / 1000);
+    for (q, want) in [
+        (
+            "bottomk by (g) (1, avg_over_time(tied[10m]))",
+            ["s000", "s001"],
+        ),
+        (
+            "topk by (g) (1, avg_over_time(tied[10m]))",
+            ["s000", "s001"],
+        ),
+        ("topk by (g) (1, tied)", ["s000", "s001"]),
+    ] {
+        let (s, v) = get(
+            srv.http_addr,
+            &format!(
+                "/api/v1/query_range?{}&start={start}&end={end}&step=15",
+                enc(q)
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let result = v["data"]["result"].as_array().unwrap();
+        let mut got: Vec<(&str, usize)> = result
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"]["i"].as_str().unwrap(),
+                    r["values"].as_array().unwrap().len(),
+                )
+            })
+            .collect();
+        got.sort();
+        // (3540 - 600) / 15 + 1 = 197 steps, every one answered by the same series.
+        assert_eq!(got, vec![(want[0], 197), (want[1], 197)], "{q}");
+    }
+}
