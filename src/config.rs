@@ -64,6 +64,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// SQL over Flight SQL: what clients may do, memory budget, timeout.
     pub sql: SqlConfig,
+    /// The rollup tiers and their scheduling.
+    pub rollup: RollupConfig,
     /// Scrape jobs.
     pub scrape_configs: Vec<ScrapeConfig>,
 }
@@ -80,6 +82,7 @@ impl Default for Config {
             persist: PersistConfig::default(),
             query: QueryConfig::default(),
             sql: SqlConfig::default(),
+            rollup: RollupConfig::default(),
             scrape_configs: vec![],
         }
     }
@@ -114,6 +117,52 @@ impl QueryConfig {
         strata_engine::CacheSizes {
             file_bytes: self.file_cache_bytes,
             sample_bytes: self.sample_cache_bytes,
+        }
+    }
+}
+
+/// The `[rollup]` section: the tiers built from raw samples (`docs/rollups.md`).
+///
+/// ```toml
+/// [rollup]
+/// allowed_lateness = "30s"
+/// tiers = [{ name = "1m", resolution = "1m" }, { name = "1h", resolution = "1h" }]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupConfig {
+    /// Build the tiers in the background. Default true.
+    pub enabled: bool,
+    /// The tiers, finest first, each a multiple of the one before and dividing a day.
+    /// Default `1m`, `1h`, `1d`.
+    pub tiers: Vec<strata_rollup::Tier>,
+    /// How long after a first-tier bucket closes its late samples are still waited for
+    /// before it is built. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: std::time::Duration,
+    /// How often the tiers catch up. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: std::time::Duration,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        let s = strata_rollup::ScheduleConfig::default();
+        RollupConfig {
+            enabled: true,
+            tiers: strata_rollup::default_tiers(),
+            allowed_lateness: s.allowed_lateness,
+            interval: s.interval,
+        }
+    }
+}
+
+impl RollupConfig {
+    /// The scheduler's settings this section sets.
+    pub fn schedule(&self) -> strata_rollup::ScheduleConfig {
+        strata_rollup::ScheduleConfig {
+            allowed_lateness: self.allowed_lateness,
+            interval: self.interval,
         }
     }
 }

@@ -6,5 +6,6 @@ pub mod bench;
 pub mod config;
 pub mod prom_api;
 pub mod promqltest;
+pub mod rollup_api;
 pub mod server;
 pub mod sql_client;

@@ -101,6 +101,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         warmup: usize,
     },
+    /// Rollup tiers: rebuild their history on a running server.
+    Rollup {
+        #[command(subcommand)]
+        command: RollupCommand,
+    },
     /// Run Prometheus PromQL test scripts (the promqltest format) through the write path
     /// and the PromQL engine; prints per file the cases passed, failed and skipped, and
     /// exits with 1 if any case failed.
@@ -112,6 +117,27 @@ enum Command {
         /// The test scripts.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RollupCommand {
+    /// Rebuild a tier's buckets over a time range, day by day, from the tier below (raw
+    /// samples for the first tier), replacing what the tier held there; shows a progress
+    /// bar. Build the tiers in order (`1m`, then `1h`, then `1d`).
+    Backfill {
+        /// The tier's name (`1m`, `1h`, `1d` by default).
+        #[arg(long)]
+        tier: String,
+        /// Start of the range: RFC 3339 or Unix seconds.
+        #[arg(long)]
+        from: String,
+        /// End of the range: RFC 3339 or Unix seconds (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// The server's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:9201")]
+        url: String,
     },
 }
 
@@ -229,6 +255,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                     "{name}: {samples} samples in {secs:.2} s = {rate:.0} samples/s (x{ratio:.2} of the first target)"
                 );
             }
+            Ok(())
+        }
+        Command::Rollup {
+            command:
+                RollupCommand::Backfill {
+                    tier,
+                    from,
+                    to,
+                    url,
+                },
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_millis() as i64;
+            let from = strata::prom_api::parse_time("from", &from)?;
+            let to = match to {
+                Some(t) => strata::prom_api::parse_time("to", &t)?,
+                None => now,
+            };
+            let r = strata::rollup_api::backfill(&url, &tier, from, to).await?;
+            println!(
+                "tier {tier}: {} series-buckets written from {} source rows in {} commits",
+                r.rows_written, r.source_rows, r.commits
+            );
             Ok(())
         }
         Command::BenchPromql {

@@ -29,6 +29,9 @@ pub struct Running {
     pub ingester: Arc<Ingester>,
     /// The query engine.
     pub engine: Engine,
+    /// The rollup tiers (their tables are in the engine's catalog); built in the
+    /// background when `[rollup] enabled`.
+    pub rollups: Arc<strata_rollup::Rollups>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -207,6 +210,15 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         .map_err(|e| format!("starting the engine: {e}"))?;
     // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).
     strata_promql::sql_functions::register(&engine.context());
+    let rollups = Arc::new(
+        strata_rollup::Rollups::open(
+            engine.clone(),
+            ingester.data_dir(),
+            cfg.rollup.tiers.clone(),
+        )
+        .await
+        .map_err(|e| format!("opening the rollup tiers: {e}"))?,
+    );
     let (stop, stop_rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -224,9 +236,11 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         max_decoded: cfg.max_request_bytes.saturating_mul(8),
     };
     let mut tasks = vec![];
-    let app = router(st, cfg.max_request_bytes).merge(crate::prom_api::router(
-        strata_promql::prom_session(&engine.context()),
-    ));
+    let app = router(st, cfg.max_request_bytes)
+        .merge(crate::prom_api::router(strata_promql::prom_session(
+            &engine.context(),
+        )))
+        .merge(crate::rollup_api::router(rollups.clone()));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)
@@ -254,12 +268,21 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
+    if cfg.rollup.enabled {
+        let metrics = strata_rollup::RollupMetrics::register(&ingester.metrics().registry)
+            .map_err(|e| format!("rollup metrics: {e}"))?;
+        let (r, rx, schedule) = (rollups.clone(), stop_rx.clone(), cfg.rollup.schedule());
+        tasks.push(tokio::spawn(async move {
+            r.run(schedule, Some(metrics), wait(rx)).await;
+        }));
+    }
     tracing::info!(%http_addr, %flight_addr, "Strata is serving");
     Ok(Running {
         http_addr,
         flight_addr,
         ingester,
         engine,
+        rollups,
         stop,
         tasks,
     })

@@ -492,8 +492,11 @@ async fn load_catalog_ids(series: &DeltaTable) -> Result<HashSet<u64>> {
 /// A DataFusion session with one target partition for Delta writes: with more, the
 /// writer's plan repartitions the input batches and interleaves them, and files lose the
 /// (metric, series, time) order that row-group and page statistics prune by. Otherwise
-/// delta-rs's own defaults (its planner included).
-fn ordered_write_session() -> Result<Arc<dyn deltalake::datafusion::catalog::Session>> {
+/// delta-rs's own defaults (its planner included). The rollup tiers write through it too.
+///
+/// # Errors
+/// DataFusion errors building the session (a broken invariant).
+pub fn ordered_write_session() -> Result<Arc<dyn deltalake::datafusion::catalog::Session>> {
     let overrides = std::collections::HashMap::from([(
         "datafusion.execution.target_partitions".to_string(),
         "1".to_string(),

@@ -89,9 +89,12 @@ impl DataDir {
         }
     }
 
-    /// Opens table `name` under this directory, creating it with `create` if it does not
-    /// exist yet.
-    async fn open_table(
+    /// Opens table `name` under this directory, creating it with `columns`, partitioned by
+    /// `partitions`, if it does not exist yet (the rollup tiers' tables are opened so too).
+    ///
+    /// # Errors
+    /// Storage or Delta errors.
+    pub async fn open_table(
         &self,
         name: &str,
         columns: Vec<StructField>,

@@ -1,5 +1,27 @@
-//! Strata's rollup tiers.
+//! Strata's rollup tiers: per-series aggregates over fixed buckets (by default 1m, 1h and
+//! 1d), kept as Delta tables beside `samples` (`docs/rollups.md`).
 //!
-//! Where a tier is built: [`bucket`] turns one series' raw samples into per-bucket
-//! aggregates and merges a finer tier's buckets into coarser ones.
+//! Where a tier is built: [`job::Rollups::build`] reads a time range of the source (the
+//! engine's `samples` table, the Delta table and the head, for the first tier; the tier
+//! before for the others), [`bucket`] aggregates each series' samples into buckets or
+//! merges the finer buckets, and [`table`] writes them as the tier table's rows, replacing
+//! that range in one Delta commit with the tier's watermark.
+//!
+//! Data enters as Arrow batches from the engine and leaves as Delta commits; the tables
+//! are registered in the engine's catalog (`rollup_1m`, ...) for SQL.
+//!
+//! Not here: the server's scheduling of the jobs and the HTTP endpoints (the `strata`
+//! binary).
+
 pub mod bucket;
+pub mod error;
+pub mod job;
+pub mod schedule;
+pub mod source;
+pub mod table;
+pub mod tier;
+
+pub use error::{Result, RollupError};
+pub use job::{BuildReport, Rollups};
+pub use schedule::{RollupMetrics, ScheduleConfig};
+pub use tier::{Tier, default_tiers};

@@ -8,4 +8,5 @@ mod ingest_http;
 mod prom_api;
 mod prom_query;
 mod promqltest;
+mod rollup;
 mod scrape;

@@ -633,7 +633,8 @@ async fn topk_and_bottomk_break_ties_by_labels_in_every_step() {
     // every 10 s for an hour: 72,000 samples.
     let samples: Vec<(i64, f64)> = (0..360).map(|i| (t0 + i * 10_000, 0.0)).collect();
     let names: Vec<(String, usize)> = (0..200).rev().map(|i| (format!("s{i:03}"), i)).collect();
-    let series: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = names
+    type Owned<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
+    let series: Vec<Owned<'_>> = names
         .iter()
         .map(|(name, i)| {
             let (g, v) = if i % 2 == 0 {

@@ -1,0 +1,447 @@
+//! The jobs that materialize the tiers: read a time range of the source (raw samples for
+//! the first tier, the tier before for the others), aggregate each series' buckets, and
+//! replace that range of the tier's Delta table in one commit.
+//!
+//! A build of buckets ending in `(from, to]` writes with Delta's `replaceWhere` on
+//! `bucket_end` over exactly that range, and records the tier's watermark (the newest
+//! bucket end built, ms) as a Delta `txn` action of application [`APP_ID`] in the same
+//! commit. So a build is atomic: one killed at any point (kill -9) left the table as it
+//! was, and a build run again over the same range replaces what it wrote instead of
+//! adding to it (no double counting). Long ranges are built in slices
+//! ([`Rollups::slice_ms`]), one commit each, oldest first, so a killed backfill keeps
+//! the slices it finished.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use strata_engine::Engine;
+use strata_ingest::storage::DataDir;
+use tokio::sync::Mutex;
+
+use crate::bucket::{bucketize, coarsen};
+use crate::error::{Result, RollupError};
+use crate::table::{self, Row};
+use crate::tier::{self, Tier};
+
+/// The Delta application id under which each tier table records its watermark.
+pub const APP_ID: &str = "strata-rollup";
+
+/// What one build did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Source rows read (raw samples or finer buckets).
+    pub source_rows: u64,
+    /// Series-buckets written.
+    pub rows_written: u64,
+    /// Delta commits made (one per slice).
+    pub commits: u64,
+}
+
+/// The tier tables and the jobs that build them, over an engine whose `samples` table
+/// (the Delta table and the head) is the raw source.
+pub struct Rollups {
+    engine: Engine,
+    tiers: Vec<Tier>,
+    /// Each tier's table, in tier order; the lock serializes builds of one tier.
+    tables: Vec<Mutex<DeltaTable>>,
+    /// Each tier's table as registered in the engine's catalog (the latest version).
+    providers: Vec<Arc<Latest>>,
+}
+
+impl Rollups {
+    /// Opens (or creates) the tier tables `rollup_<name>` under `data_dir` and registers
+    /// them in `engine`'s catalog under the same names, for SQL.
+    ///
+    /// # Errors
+    /// [`RollupError::Config`] for an invalid tier list ([`tier::validate`]); storage,
+    /// Delta or DataFusion errors.
+    pub async fn open(engine: Engine, data_dir: &DataDir, tiers: Vec<Tier>) -> Result<Rollups> {
+        tier::validate(&tiers)?;
+        let mut tables = vec![];
+        let mut providers = vec![];
+        for t in &tiers {
+            let table = data_dir
+                .open_table(&t.table(), table::columns(), &table::PARTITIONS)
+                .await?;
+            let latest = Arc::new(Latest::of(&table).await?);
+            engine.context().register_table(t.table(), latest.clone())?;
+            providers.push(latest);
+            tables.push(Mutex::new(table));
+        }
+        Ok(Rollups {
+            engine,
+            tiers,
+            tables,
+            providers,
+        })
+    }
+
+    /// The engine the raw samples are read from.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The tiers, finest first.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
+    }
+
+    /// The index of tier `name`.
+    ///
+    /// # Errors
+    /// [`RollupError::BadRequest`] naming the known tiers.
+    pub fn tier(&self, name: &str) -> Result<usize> {
+        self.tiers
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
+                RollupError::BadRequest(format!("unknown tier {name:?}; tiers: {known:?}"))
+            })
+    }
+
+    /// The tier's watermark: the end (ms, UTC) of the newest bucket built, `None` before
+    /// the first build.
+    ///
+    /// # Errors
+    /// Delta errors reading the table's log.
+    pub async fn watermark(&self, tier: usize) -> Result<Option<i64>> {
+        let table = self.tables[tier].lock().await;
+        watermark_of(&table).await
+    }
+
+    /// The length of the slices a build of `tier` commits one at a time (ms): 60 buckets
+    /// of the tier, at most one day (a slice's buckets stay in one `date` partition when
+    /// the resolution divides a day).
+    pub fn slice_ms(&self, tier: usize) -> i64 {
+        (self.tiers[tier].resolution_ms() * 60).min(86_400_000)
+    }
+
+    /// Builds `tier`'s buckets ending in `(from_ms, to_ms]` (ms since the epoch, UTC; both
+    /// multiples of the tier's resolution) from its source, replacing whatever the table
+    /// held for those buckets, slice by slice; `progress` is called after each slice with
+    /// the time built up to. A tier other than the first reads the tier before it, which
+    /// must have been built over the range already.
+    ///
+    /// # Errors
+    /// [`RollupError::BadRequest`] for a range that is empty or not aligned; DataFusion
+    /// errors reading the source; Delta errors writing (the slice's commit is then not
+    /// made, and earlier slices stay).
+    pub async fn build(
+        &self,
+        tier: usize,
+        from_ms: i64,
+        to_ms: i64,
+        mut progress: impl FnMut(i64),
+    ) -> Result<BuildReport> {
+        let r = self.tiers[tier].resolution_ms();
+        if from_ms >= to_ms || from_ms.rem_euclid(r) != 0 || to_ms.rem_euclid(r) != 0 {
+            return Err(RollupError::BadRequest(format!(
+                "tier {}: the range ({from_ms}, {to_ms}] ms must be non-empty and aligned to {r} ms",
+                self.tiers[tier].name
+            )));
+        }
+        let mut report = BuildReport::default();
+        let slice = self.slice_ms(tier);
+        let mut start = from_ms;
+        while start < to_ms {
+            // Slices aligned to multiples of their length, so that a re-run cuts the same.
+            let end = ((start.div_euclid(slice) + 1) * slice).min(to_ms);
+            let rows = self.source_rows(tier, start, end, &mut report).await?;
+            self.write(tier, start, end, rows, &mut report).await?;
+            progress(end);
+            start = end;
+        }
+        Ok(report)
+    }
+
+    /// The tier's rows for buckets ending in `(from, to]`, aggregated from its source.
+    async fn source_rows(
+        &self,
+        tier: usize,
+        from: i64,
+        to: i64,
+        report: &mut BuildReport,
+    ) -> Result<Vec<Row>> {
+        let r = self.tiers[tier].resolution_ms();
+        let ctx = self.engine.context();
+        let ts = |ms: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(ms * 1000),
+                Some("UTC".into()),
+            ))
+        };
+        let mut out = vec![];
+        if tier == 0 {
+            let df = ctx
+                .table("samples")
+                .await?
+                .filter(
+                    col("timestamp")
+                        .gt(ts(from))
+                        .and(col("timestamp").lt_eq(ts(to))),
+                )?
+                .select_columns(&[
+                    "metric_family",
+                    "metric_name",
+                    "series_id",
+                    "timestamp",
+                    "value",
+                ])?
+                .sort(vec![
+                    col("series_id").sort(true, false),
+                    col("timestamp").sort(true, false),
+                ])?;
+            let batches = df.collect().await?;
+            let samples = crate::source::samples(&batches)?;
+            report.source_rows += samples.len() as u64;
+            for run in samples.chunk_by(|a, b| a.series_id == b.series_id) {
+                let first = &run[0];
+                for (end_ms, bucket) in bucketize(run.iter().map(|s| (s.t_ms, s.value)), r) {
+                    out.push(Row {
+                        family: first.family.clone(),
+                        metric_name: first.metric_name.clone(),
+                        series_id: first.series_id,
+                        end_ms,
+                        bucket,
+                    });
+                }
+            }
+        } else {
+            let source = self.providers[tier - 1].current();
+            let df = SessionContext::new()
+                .read_table(source)?
+                .filter(
+                    col("bucket_end")
+                        .gt(ts(from))
+                        .and(col("bucket_end").lt_eq(ts(to))),
+                )?
+                .sort(vec![
+                    col("series_id").sort(true, false),
+                    col("bucket_end").sort(true, false),
+                ])?;
+            let fine = table::rows(&df.collect().await?)?;
+            report.source_rows += fine.len() as u64;
+            for run in fine.chunk_by(|a, b| a.series_id == b.series_id) {
+                let first = &run[0];
+                for (end_ms, bucket) in coarsen(run.iter().map(|b| (b.end_ms, b.bucket)), r) {
+                    out.push(Row {
+                        family: first.family.clone(),
+                        metric_name: first.metric_name.clone(),
+                        series_id: first.series_id,
+                        end_ms,
+                        bucket,
+                    });
+                }
+            }
+        }
+        // The table's order: family, metric name, series, bucket.
+        out.sort_by(|a, b| {
+            (&a.family, &a.metric_name, a.series_id, a.end_ms).cmp(&(
+                &b.family,
+                &b.metric_name,
+                b.series_id,
+                b.end_ms,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Replaces the tier table's buckets ending in `(from, to]` with `rows`, and moves the
+    /// watermark up to `to` if it is behind, in one commit.
+    async fn write(
+        &self,
+        tier: usize,
+        from: i64,
+        to: i64,
+        rows: Vec<Row>,
+        report: &mut BuildReport,
+    ) -> Result<()> {
+        let mut table = self.tables[tier].lock().await;
+        let watermark = watermark_of(&table).await?.unwrap_or(i64::MIN).max(to);
+        let schema = table.snapshot()?.snapshot().arrow_schema();
+        let batch = table::batch(&schema, &rows)?;
+        let ts = |ms: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(ms * 1000),
+                Some("UTC".into()),
+            ))
+        };
+        let written = table
+            .clone()
+            .write(vec![batch])
+            .with_session_state(strata_ingest::ingester::ordered_write_session()?)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(
+                col("bucket_end")
+                    .gt(ts(from))
+                    .and(col("bucket_end").lt_eq(ts(to))),
+            )
+            .with_partition_columns(table::PARTITIONS)
+            .with_writer_properties(strata_ingest::storage::samples_writer_properties())
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transaction(Transaction::new(APP_ID, watermark)),
+            )
+            .await?;
+        self.providers[tier].set(&written).await?;
+        *table = written;
+        report.rows_written += rows.len() as u64;
+        report.commits += 1;
+        Ok(())
+    }
+}
+
+/// The watermark recorded in `table`'s log ([`APP_ID`]).
+async fn watermark_of(table: &DeltaTable) -> Result<Option<i64>> {
+    Ok(table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), APP_ID)
+        .await?)
+}
+
+/// A tier table as the engine's catalog holds it: the latest version the jobs wrote,
+/// swapped in after each commit, so that SQL never sees a missing table.
+#[derive(Debug)]
+pub(crate) struct Latest {
+    schema: arrow::datatypes::SchemaRef,
+    inner: parking_lot::RwLock<Arc<dyn TableProvider>>,
+}
+
+impl Latest {
+    async fn of(table: &DeltaTable) -> Result<Latest> {
+        let inner: Arc<dyn TableProvider> = table.table_provider().await?;
+        Ok(Latest {
+            schema: inner.schema(),
+            inner: parking_lot::RwLock::new(inner),
+        })
+    }
+
+    async fn set(&self, table: &DeltaTable) -> Result<()> {
+        let inner: Arc<dyn TableProvider> = table.table_provider().await?;
+        *self.inner.write() = inner;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<dyn TableProvider> {
+        self.inner.read().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Latest {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let inner = self.current();
+        inner.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.current().supports_filters_pushdown(filters)
+    }
+}
+
+/// One tier's state, as `GET /api/v1/status/tiers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TierStatus {
+    /// The tier's name.
+    pub name: String,
+    /// Its bucket width, s.
+    pub resolution_seconds: i64,
+    /// Its Delta table (under the data directory; also its name in SQL).
+    pub table: String,
+    /// The newest bucket end built, ms since the epoch (UTC); null before the first build.
+    pub watermark_ms: Option<i64>,
+    /// `now - watermark`, s; null before the first build.
+    pub lag_seconds: Option<i64>,
+    /// Rows (series-buckets) in the table.
+    pub rows: u64,
+    /// Bytes of the table's live Parquet files.
+    pub bytes: u64,
+    /// Number of live Parquet files.
+    pub files: u64,
+    /// The oldest and newest bucket ends in the table, ms (UTC); null when empty.
+    pub oldest_bucket_ms: Option<i64>,
+    /// See `oldest_bucket_ms`.
+    pub newest_bucket_ms: Option<i64>,
+}
+
+impl Rollups {
+    /// Each tier's [`TierStatus`] at `now_ms` (ms, UTC).
+    ///
+    /// # Errors
+    /// Delta or DataFusion errors reading a table.
+    pub async fn status(&self, now_ms: i64) -> Result<Vec<TierStatus>> {
+        use arrow::array::{Array, AsArray};
+        use datafusion::functions_aggregate::expr_fn::{count, max, min};
+        let mut out = vec![];
+        for (i, t) in self.tiers.iter().enumerate() {
+            let (watermark, bytes, files) = {
+                let table = self.tables[i].lock().await;
+                let snapshot = table.snapshot()?;
+                let (mut bytes, mut files) = (0u64, 0u64);
+                for f in snapshot.snapshot().log_data().iter() {
+                    bytes += f.size().max(0) as u64;
+                    files += 1;
+                }
+                (watermark_of(&table).await?, bytes, files)
+            };
+            let b = SessionContext::new()
+                .read_table(self.providers[i].current())?
+                .aggregate(
+                    vec![],
+                    vec![
+                        count(lit(1)).alias("n"),
+                        min(col("bucket_end")).alias("lo"),
+                        max(col("bucket_end")).alias("hi"),
+                    ],
+                )?
+                .collect()
+                .await?;
+            let get = |c: usize| -> Result<Option<i64>> {
+                let Some(b) = b.first() else { return Ok(None) };
+                let a = arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Int64)?;
+                let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+                Ok((!a.is_empty() && !a.is_null(0)).then(|| a.value(0)))
+            };
+            out.push(TierStatus {
+                name: t.name.clone(),
+                resolution_seconds: t.resolution_ms() / 1000,
+                table: t.table(),
+                watermark_ms: watermark,
+                lag_seconds: watermark.map(|w| (now_ms - w) / 1000),
+                rows: get(0)?.unwrap_or(0) as u64,
+                bytes,
+                files,
+                oldest_bucket_ms: get(1)?.map(|us| us / 1000),
+                newest_bucket_ms: get(2)?.map(|us| us / 1000),
+            });
+        }
+        Ok(out)
+    }
+}

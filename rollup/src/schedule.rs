@@ -1,0 +1,211 @@
+//! When the tiers are built: each tier catches up, finest first, to the newest bucket
+//! whose samples are all in.
+//!
+//! The first tier's target is the newest bucket that closed at least `allowed_lateness`
+//! ago ([`ScheduleConfig::allowed_lateness`]): its samples are read from the engine's
+//! `samples` table, the head included, so a minute's bucket is queryable a few seconds
+//! (the [`ScheduleConfig::interval`]) after `minute end + allowed lateness`, whether the
+//! head was persisted or not. A coarser tier's target is the newest of its buckets that
+//! the tier before covers (its watermark). A tier never built starts at the oldest raw
+//! sample. Samples written later than the allowed lateness, into buckets already built,
+//! are not in the tiers until those buckets are built again
+//! ([`crate::Rollups::build`], `strata rollup backfill`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::functions_aggregate::expr_fn::min;
+use datafusion::logical_expr::col;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::error::Result;
+use crate::job::Rollups;
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// How long after a bucket of the first tier closes its late samples are still waited
+    /// for. Default 30 s.
+    pub allowed_lateness: Duration,
+    /// How often the tiers catch up. Default 10 s.
+    pub interval: Duration,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            allowed_lateness: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The jobs' metrics (`GET /metrics`).
+#[derive(Clone)]
+pub struct RollupMetrics {
+    /// `strata_rollup_build_duration_seconds{tier}`: time of one catch-up build.
+    pub duration: HistogramVec,
+    /// `strata_rollup_rows_written_total{tier}`: series-buckets written.
+    pub rows_written: IntCounterVec,
+    /// `strata_rollup_failures_total{tier}`: builds that failed (retried next interval).
+    pub failures: IntCounterVec,
+    /// `strata_rollup_watermark_seconds{tier}`: the newest bucket end built, s since the
+    /// epoch.
+    pub watermark: IntGaugeVec,
+    /// `strata_rollup_lag_seconds{tier}`: now minus the watermark, s.
+    pub lag: IntGaugeVec,
+}
+
+impl RollupMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    ///
+    /// # Errors
+    /// Prometheus errors if they are registered already.
+    pub fn register(registry: &Registry) -> prometheus::Result<RollupMetrics> {
+        let m = RollupMetrics {
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "strata_rollup_build_duration_seconds",
+                    "Time of one rollup catch-up build",
+                ),
+                &["tier"],
+            )?,
+            rows_written: IntCounterVec::new(
+                Opts::new("strata_rollup_rows_written_total", "Series-buckets written"),
+                &["tier"],
+            )?,
+            failures: IntCounterVec::new(
+                Opts::new("strata_rollup_failures_total", "Rollup builds that failed"),
+                &["tier"],
+            )?,
+            watermark: IntGaugeVec::new(
+                Opts::new(
+                    "strata_rollup_watermark_seconds",
+                    "Newest bucket end built, seconds since the epoch",
+                ),
+                &["tier"],
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new(
+                    "strata_rollup_lag_seconds",
+                    "Now minus the tier's watermark",
+                ),
+                &["tier"],
+            )?,
+        };
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.rows_written.clone()))?;
+        registry.register(Box::new(m.failures.clone()))?;
+        registry.register(Box::new(m.watermark.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        Ok(m)
+    }
+}
+
+impl Rollups {
+    /// The oldest raw sample's time (ms, UTC), `None` without samples.
+    async fn oldest_sample_ms(&self) -> Result<Option<i64>> {
+        let batches = self
+            .engine()
+            .context()
+            .table("samples")
+            .await?
+            .aggregate(vec![], vec![min(col("timestamp")).alias("t")])?
+            .collect()
+            .await?;
+        let t = batches.first().map(|b| {
+            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).map(|a| {
+                use arrow::array::{Array, AsArray};
+                let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+                (!a.is_empty() && !a.is_null(0)).then(|| a.value(0).div_euclid(1000))
+            })
+        });
+        Ok(t.transpose()?.flatten())
+    }
+
+    /// Brings every tier up to date at time `now_ms` (ms, UTC): builds, finest first, the
+    /// buckets between each tier's watermark and its target (module doc). Returns the
+    /// rows written per tier.
+    ///
+    /// # Errors
+    /// The first build that fails (the tiers after it are not built this time).
+    pub async fn catch_up(
+        &self,
+        now_ms: i64,
+        cfg: &ScheduleConfig,
+        metrics: Option<&RollupMetrics>,
+    ) -> Result<Vec<u64>> {
+        let mut written = vec![];
+        let mut source_watermark = now_ms - cfg.allowed_lateness.as_millis() as i64;
+        for i in 0..self.tiers().len() {
+            let tier = &self.tiers()[i];
+            let r = tier.resolution_ms();
+            let target = source_watermark.div_euclid(r) * r;
+            let from = match self.watermark(i).await? {
+                Some(w) => w,
+                None => match self.oldest_sample_ms().await? {
+                    Some(t) => (t - 1).div_euclid(r) * r,
+                    None => {
+                        written.push(0);
+                        continue;
+                    }
+                },
+            };
+            let started = Instant::now();
+            let rows = if from < target {
+                match self.build(i, from, target, |_| {}).await {
+                    Ok(rep) => rep.rows_written,
+                    Err(e) => {
+                        if let Some(m) = metrics {
+                            m.failures.with_label_values(&[&tier.name]).inc();
+                        }
+                        return Err(e);
+                    }
+                }
+            } else {
+                0
+            };
+            let w = self.watermark(i).await?.unwrap_or(from);
+            if let Some(m) = metrics {
+                let name = [tier.name.as_str()];
+                if rows > 0 {
+                    m.duration
+                        .with_label_values(&name)
+                        .observe(started.elapsed().as_secs_f64());
+                    m.rows_written.with_label_values(&name).inc_by(rows);
+                }
+                m.watermark.with_label_values(&name).set(w / 1000);
+                m.lag.with_label_values(&name).set((now_ms - w) / 1000);
+            }
+            written.push(rows);
+            source_watermark = w;
+        }
+        Ok(written)
+    }
+
+    /// Runs [`Rollups::catch_up`] every `cfg.interval` until `shutdown` resolves; a failed
+    /// catch-up is logged and retried at the next interval.
+    pub async fn run(
+        self: Arc<Self>,
+        cfg: ScheduleConfig,
+        metrics: Option<RollupMetrics>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            if let Err(e) = self.catch_up(now, &cfg, metrics.as_ref()).await {
+                tracing::error!(error = %e, "building the rollup tiers failed; will retry");
+            }
+        }
+    }
+}

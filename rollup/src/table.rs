@@ -1,0 +1,224 @@
+//! The tier tables' layout: one Delta table per tier, `rollup_<name>` under the data
+//! directory, one row per series and bucket (`docs/rollups.md` documents it for users).
+//!
+//! Columns: `metric_name` (string), `series_id` (long, the series fingerprint, as in
+//! `samples`), `bucket_end` (timestamp, µs, UTC: the bucket is `(bucket_end - resolution,
+//! bucket_end]`), then the [`Bucket`] fields: `count` (long), `sum`, `min`, `max`
+//! (double), `first_ts` (timestamp), `first` (double), `last_ts` (timestamp), `last`,
+//! `mean`, `m2`, `increase` (double), `resets`, `changes` (long); partitioned by `date`
+//! (the UTC date of the bucket's first instant, `bucket_end - 1 µs`) and `metric_family`,
+//! like `samples`, and written sorted by metric name, series and bucket, so that a
+//! selector's series prune files and pages the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringDictionaryBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType as ArrowType, Float64Type, Int32Type, Int64Type, SchemaRef};
+use deltalake::kernel::{DataType, StructField};
+use strata_ingest::storage::date_of_ms;
+
+use crate::bucket::Bucket;
+use crate::error::{Result, RollupError};
+
+/// The partition columns of a tier table.
+pub const PARTITIONS: [&str; 2] = ["date", "metric_family"];
+
+/// The Delta columns of a tier table, in order.
+pub fn columns() -> Vec<StructField> {
+    let mut c = vec![
+        StructField::new("metric_name", DataType::STRING, false),
+        StructField::new("series_id", DataType::LONG, false),
+        StructField::new("bucket_end", DataType::TIMESTAMP, false),
+        StructField::new("count", DataType::LONG, false),
+    ];
+    for f in ["sum", "min", "max"] {
+        c.push(StructField::new(f, DataType::DOUBLE, true));
+    }
+    c.push(StructField::new("first_ts", DataType::TIMESTAMP, false));
+    c.push(StructField::new("first", DataType::DOUBLE, true));
+    c.push(StructField::new("last_ts", DataType::TIMESTAMP, false));
+    for f in ["last", "mean", "m2", "increase"] {
+        c.push(StructField::new(f, DataType::DOUBLE, true));
+    }
+    c.push(StructField::new("resets", DataType::LONG, false));
+    c.push(StructField::new("changes", DataType::LONG, false));
+    c.push(StructField::new("date", DataType::DATE, false));
+    c.push(StructField::new("metric_family", DataType::STRING, false));
+    c
+}
+
+/// One row of a tier table: a series' bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The metric family (partition column).
+    pub family: Arc<str>,
+    /// The metric name.
+    pub metric_name: Arc<str>,
+    /// The series fingerprint, as stored in `samples.series_id`.
+    pub series_id: i64,
+    /// The bucket's end, ms since the epoch, UTC.
+    pub end_ms: i64,
+    /// The aggregates.
+    pub bucket: Bucket,
+}
+
+/// Builds a batch of `rows` in `schema` (the tier table's Arrow schema).
+///
+/// # Errors
+/// [`RollupError::Arrow`] if `schema` is not a tier table's (a broken invariant).
+pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut name = StringDictionaryBuilder::<Int32Type>::new();
+    let mut fam = StringDictionaryBuilder::<Int32Type>::new();
+    let mut sid = Int64Builder::with_capacity(n);
+    let ts = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let (mut end, mut first_ts, mut last_ts) = (ts(), ts(), ts());
+    let mut longs: [Int64Builder; 3] = std::array::from_fn(|_| Int64Builder::with_capacity(n));
+    let mut doubles: [Float64Builder; 8] =
+        std::array::from_fn(|_| Float64Builder::with_capacity(n));
+    let mut date = Date32Builder::with_capacity(n);
+    for r in rows {
+        let b = &r.bucket;
+        name.append_value(r.metric_name.as_ref());
+        fam.append_value(r.family.as_ref());
+        sid.append_value(r.series_id);
+        end.append_value(r.end_ms * 1000);
+        first_ts.append_value(b.first_ts * 1000);
+        last_ts.append_value(b.last_ts * 1000);
+        for (builder, v) in longs.iter_mut().zip([b.count, b.resets, b.changes]) {
+            builder.append_value(v as i64);
+        }
+        for (builder, v) in doubles.iter_mut().zip([
+            b.sum, b.min, b.max, b.first, b.last, b.mean, b.m2, b.increase,
+        ]) {
+            builder.append_value(v);
+        }
+        date.append_value(date_of_ms(r.end_ms - 1));
+    }
+    let [count, resets, changes] = longs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [sum, min, max, first, last, mean, m2, increase] =
+        doubles.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let by_name: HashMap<&str, ArrayRef> = [
+        ("metric_name", Arc::new(name.finish()) as ArrayRef),
+        ("series_id", Arc::new(sid.finish())),
+        ("bucket_end", Arc::new(end.finish())),
+        ("count", count),
+        ("sum", sum),
+        ("min", min),
+        ("max", max),
+        ("first_ts", Arc::new(first_ts.finish())),
+        ("first", first),
+        ("last_ts", Arc::new(last_ts.finish())),
+        ("last", last),
+        ("mean", mean),
+        ("m2", m2),
+        ("increase", increase),
+        ("resets", resets),
+        ("changes", changes),
+        ("date", Arc::new(date.finish())),
+        ("metric_family", Arc::new(fam.finish())),
+    ]
+    .into_iter()
+    .collect();
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let a = by_name.get(f.name().as_str()).ok_or_else(|| {
+                RollupError::Invariant(format!("tier table column {} unknown", f.name()))
+            })?;
+            Ok(cast(a, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+}
+
+/// A column of `b` by name, cast to `to`.
+fn column(b: &RecordBatch, name: &str, to: &ArrowType) -> Result<ArrayRef> {
+    let a = b
+        .column_by_name(name)
+        .ok_or_else(|| RollupError::Invariant(format!("no column {name} in a tier scan")))?;
+    Ok(cast(a, to)?)
+}
+
+/// Reads tier-table rows back from batches holding at least the tier columns (any string
+/// or timestamp encoding DataFusion's scans give).
+///
+/// # Errors
+/// [`RollupError::Invariant`] if a column is missing, Arrow cast errors.
+pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
+    let mut out = vec![];
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |s: &str| -> Arc<str> {
+        names
+            .entry(s.to_string())
+            .or_insert_with(|| Arc::from(s))
+            .clone()
+    };
+    for b in batches {
+        let utf8 = |n: &str| column(b, n, &ArrowType::Utf8);
+        let long = |n: &str| column(b, n, &ArrowType::Int64);
+        let double = |n: &str| column(b, n, &ArrowType::Float64);
+        let (fam, name) = (utf8("metric_family")?, utf8("metric_name")?);
+        let (fam, name) = (fam.as_string::<i32>(), name.as_string::<i32>());
+        let longs = [
+            "series_id",
+            "bucket_end",
+            "first_ts",
+            "last_ts",
+            "count",
+            "resets",
+            "changes",
+        ]
+        .map(long);
+        let longs = longs.into_iter().collect::<Result<Vec<_>>>()?;
+        let l: Vec<&arrow::array::PrimitiveArray<Int64Type>> = longs
+            .iter()
+            .map(|a| a.as_primitive::<Int64Type>())
+            .collect();
+        let doubles = [
+            "sum", "min", "max", "first", "last", "mean", "m2", "increase",
+        ]
+        .map(double)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let d: Vec<&arrow::array::PrimitiveArray<Float64Type>> = doubles
+            .iter()
+            .map(|a| a.as_primitive::<Float64Type>())
+            .collect();
+        for i in 0..b.num_rows() {
+            if l.iter().any(|a| a.is_null(i)) {
+                return Err(RollupError::Invariant(
+                    "a null in a tier table's key".into(),
+                ));
+            }
+            out.push(Row {
+                family: intern(fam.value(i)),
+                metric_name: intern(name.value(i)),
+                series_id: l[0].value(i),
+                end_ms: l[1].value(i) / 1000,
+                bucket: Bucket {
+                    count: l[4].value(i) as u64,
+                    sum: d[0].value(i),
+                    min: d[1].value(i),
+                    max: d[2].value(i),
+                    first_ts: l[2].value(i) / 1000,
+                    first: d[3].value(i),
+                    last_ts: l[3].value(i) / 1000,
+                    last: d[4].value(i),
+                    mean: d[5].value(i),
+                    m2: d[6].value(i),
+                    increase: d[7].value(i),
+                    resets: l[5].value(i) as u64,
+                    changes: l[6].value(i) as u64,
+                },
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,117 @@
+//! The tier list: each tier's name and resolution, each built from the one before it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RollupError};
+
+/// One tier of the `[rollup]` config: `{ name = "1h", resolution = "1h" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// The tier's name: its table is `rollup_<name>` (lowercase letters and digits).
+    pub name: String,
+    /// The bucket width (a whole number of seconds; a multiple of the previous tier's).
+    #[serde(with = "humantime_serde")]
+    pub resolution: Duration,
+}
+
+impl Tier {
+    /// A tier named `name` of `resolution`.
+    pub fn new(name: &str, resolution: Duration) -> Tier {
+        Tier {
+            name: name.to_string(),
+            resolution,
+        }
+    }
+
+    /// The resolution in ms.
+    pub fn resolution_ms(&self) -> i64 {
+        self.resolution.as_millis() as i64
+    }
+
+    /// The tier's Delta table name, `rollup_<name>`.
+    pub fn table(&self) -> String {
+        format!("rollup_{}", self.name)
+    }
+}
+
+/// The default tiers: `1m`, `1h`, `1d`.
+pub fn default_tiers() -> Vec<Tier> {
+    vec![
+        Tier::new("1m", Duration::from_secs(60)),
+        Tier::new("1h", Duration::from_secs(3600)),
+        Tier::new("1d", Duration::from_secs(86_400)),
+    ]
+}
+
+/// Checks a tier list: at least one tier, names of lowercase letters and digits, unique,
+/// resolutions whole seconds, each a multiple (larger than 1) of the one before, the
+/// coarsest at most 1 day (a bucket must lie in one `date` partition day: coarser
+/// buckets would not divide UTC days).
+///
+/// # Errors
+/// [`RollupError::Config`] naming the first problem.
+pub fn validate(tiers: &[Tier]) -> Result<()> {
+    let bad = |m: String| Err(RollupError::Config(m));
+    if tiers.is_empty() {
+        return bad("no rollup tier".into());
+    }
+    let mut prev: Option<&Tier> = None;
+    for t in tiers {
+        if t.name.is_empty()
+            || !t
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return bad(format!(
+                "tier name {:?}: lowercase letters and digits only",
+                t.name
+            ));
+        }
+        if tiers.iter().filter(|u| u.name == t.name).count() > 1 {
+            return bad(format!("tier {:?} is listed twice", t.name));
+        }
+        let r = t.resolution_ms();
+        if r < 1000 || r % 1000 != 0 || 86_400_000 % r != 0 {
+            return bad(format!(
+                "tier {:?}: the resolution must be whole seconds dividing a day",
+                t.name
+            ));
+        }
+        if let Some(p) = prev
+            && (r <= p.resolution_ms() || r % p.resolution_ms() != 0)
+        {
+            return bad(format!(
+                "tier {:?}: the resolution must be a multiple of tier {:?}'s",
+                t.name, p.name
+            ));
+        }
+        prev = Some(t);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_lists_are_named() {
+        validate(&default_tiers()).unwrap();
+        let t = |n: &str, s: u64| Tier::new(n, Duration::from_secs(s));
+        for (tiers, msg) in [
+            (vec![], "no rollup tier"),
+            (vec![t("1M", 60)], "lowercase"),
+            (vec![t("a", 60), t("a", 120)], "twice"),
+            (vec![t("a", 7)], "dividing a day"),
+            (vec![t("a", 60), t("b", 90)], "multiple of tier \"a\""),
+            (vec![t("a", 3600), t("b", 60)], "multiple"),
+        ] {
+            let e = validate(&tiers).unwrap_err().to_string();
+            assert!(e.contains(msg), "{e}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The rollup tiers over HTTP: `GET /api/v1/status/tiers` and `POST
+//! /api/v1/admin/rollup/build` (what `strata rollup backfill` calls).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use strata_rollup::{RollupError, Rollups};
+
+use crate::prom_api::parse_time;
+
+fn error(status: StatusCode, error_type: &str, msg: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"status": "error", "errorType": error_type, "error": msg.into()})),
+    )
+        .into_response()
+}
+
+fn from_rollup(e: RollupError) -> Response {
+    match e {
+        RollupError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_data", m),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `GET /api/v1/status/tiers`: `{"status": "success", "data": [tier, ...]}`, each tier
+/// as [`strata_rollup::job::TierStatus`] (watermark and buckets in ms since the epoch,
+/// lag in s, bytes of live Parquet files).
+async fn status(State(r): State<Arc<Rollups>>) -> Response {
+    match r.status(now_ms()).await {
+        Ok(t) => axum::Json(json!({"status": "success", "data": t})).into_response(),
+        Err(e) => from_rollup(e),
+    }
+}
+
+/// The parameters of a build.
+#[derive(serde::Deserialize)]
+struct Build {
+    tier: String,
+    from: String,
+    to: String,
+}
+
+/// `POST /api/v1/admin/rollup/build?tier=1h&from=<time>&to=<time>` (times as Prometheus
+/// takes them: RFC 3339 or Unix seconds): builds the tier's whole buckets inside `(from,
+/// to]` from the tier below (which must cover them), replacing what the table held
+/// there. Answers `{"status": "success", "data": {"from_ms", "to_ms", "source_rows",
+/// "rows_written", "commits"}}` (the range cut to whole buckets; nothing built when it
+/// holds none); 400 for an unknown tier or a bad time.
+async fn build(State(r): State<Arc<Rollups>>, Query(p): Query<Build>) -> Response {
+    let tier = match r.tier(&p.tier) {
+        Ok(t) => t,
+        Err(e) => return from_rollup(e),
+    };
+    let (from, to) = match (parse_time("from", &p.from), parse_time("to", &p.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+    };
+    let res = r.tiers()[tier].resolution_ms();
+    let (from, to) = (
+        from.div_euclid(res) * res + if from.rem_euclid(res) == 0 { 0 } else { res },
+        to.div_euclid(res) * res,
+    );
+    let built = if from < to {
+        r.build(tier, from, to, |_| {}).await
+    } else {
+        Ok(Default::default())
+    };
+    match built {
+        Ok(rep) => axum::Json(json!({"status": "success", "data": {
+            "from_ms": from,
+            "to_ms": to,
+            "source_rows": rep.source_rows,
+            "rows_written": rep.rows_written,
+            "commits": rep.commits,
+        }}))
+        .into_response(),
+        Err(e) => from_rollup(e),
+    }
+}
+
+/// The routes above, over `rollups`.
+pub fn router(rollups: Arc<Rollups>) -> Router {
+    Router::new()
+        .route("/api/v1/status/tiers", get(status))
+        .route("/api/v1/admin/rollup/build", post(build))
+        .with_state(rollups)
+}
+
+/// What [`backfill`] did, summed over its requests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Backfilled {
+    /// Source rows read.
+    pub source_rows: u64,
+    /// Series-buckets written.
+    pub rows_written: u64,
+    /// Delta commits.
+    pub commits: u64,
+}
+
+/// `strata rollup backfill`: rebuilds `tier` over `(from_ms, to_ms]` on the server at
+/// `base_url` (`http://host:port`) one UTC day per request (`POST
+/// /api/v1/admin/rollup/build`), with a progress bar on stderr.
+///
+/// # Errors
+/// A message naming the request that failed and the server's answer; the days before it
+/// stay built.
+pub async fn backfill(
+    base_url: &str,
+    tier: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Backfilled, String> {
+    const DAY: i64 = 86_400_000;
+    if from_ms >= to_ms {
+        return Err(format!(
+            "empty range: from {from_ms} ms is not before to {to_ms} ms"
+        ));
+    }
+    let days = (to_ms - from_ms + DAY - 1) / DAY;
+    let bar = indicatif::ProgressBar::new(days as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} days, {elapsed_precise} (eta {eta}) {msg}",
+        )
+        .map_err(|e| e.to_string())?
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("tier {tier}"));
+    let client = reqwest::Client::new();
+    let mut total = Backfilled::default();
+    let mut start = from_ms;
+    while start < to_ms {
+        let end = (start.div_euclid(DAY) + 1) * DAY;
+        let end = end.min(to_ms);
+        let url = format!(
+            "{}/api/v1/admin/rollup/build?tier={tier}&from={}&to={}",
+            base_url.trim_end_matches('/'),
+            start as f64 / 1000.0,
+            end as f64 / 1000.0
+        );
+        let resp = client
+            .post(&url)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("POST {url}: {status}, {e}"))?;
+        if !status.is_success() {
+            bar.abandon();
+            return Err(format!("POST {url}: {status}: {}", body["error"]));
+        }
+        let d = &body["data"];
+        let n = |k: &str| d[k].as_u64().unwrap_or(0);
+        total.source_rows += n("source_rows");
+        total.rows_written += n("rows_written");
+        total.commits += n("commits");
+        bar.set_message(format!("{} series-buckets", total.rows_written));
+        bar.inc(1);
+        start = end;
+    }
+    bar.finish();
+    Ok(total)
+}

@@ -1,0 +1,295 @@
+//! The rollup tiers on a running server: built over HTTP and by the scheduler, read back
+//! by SQL, and checked against PromQL's answers over the raw samples (count, sum, min,
+//! max, last, resets, changes over windows aligned with the buckets) and a hand-computed
+//! counter increase.
+
+use serde_json::Value;
+use strata_ingest::model::stale_nan;
+
+use crate::common::*;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+async fn post(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A PromQL instant query's only value at `t_ms` (NaN for "NaN"), `None` if empty.
+async fn promql(addr: std::net::SocketAddr, q: &str, t_ms: i64) -> Option<f64> {
+    let query = serde_urlencoded::to_string([("query", q)]).unwrap();
+    let (s, v) = get(
+        addr,
+        &format!("/api/v1/query?{query}&time={}", t_ms as f64 / 1000.0),
+    )
+    .await;
+    assert_eq!(s, 200, "{q}: {v}");
+    let r = v["data"]["result"].as_array().unwrap();
+    assert!(r.len() <= 1, "{q}: {v}");
+    r.first()
+        .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
+}
+
+/// Rows of a tier for one metric: `(bucket_end ms, [count, sum, min, max, last,
+/// increase, resets, changes])`, by bucket.
+async fn tier_rows(
+    srv: &strata::server::Running,
+    tier: &str,
+    metric: &str,
+) -> Vec<(i64, [f64; 8])> {
+    let batches = srv
+        .engine
+        .sql(&format!(
+            "SELECT CAST(bucket_end AS BIGINT) / 1000 AS t, CAST(count AS DOUBLE), sum, min, max, \
+             last, increase, CAST(resets AS DOUBLE), CAST(changes AS DOUBLE) \
+             FROM rollup_{tier} WHERE metric_name = '{metric}' ORDER BY t"
+        ))
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for b in &batches {
+        let t = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            let mut v = [0.0; 8];
+            for (c, x) in v.iter_mut().enumerate() {
+                *x = b
+                    .column(c + 1)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float64Array>()
+                    .unwrap()
+                    .value(i);
+            }
+            out.push((t.value(i), v));
+        }
+    }
+    out
+}
+
+/// The test data, from `t0 - 1h` to `t0 + 26h` every 15 s (`t0` a UTC midnight):
+/// a counter `req_total` rising 1 per sample, reset to 0 at `t0 + 10m 7s` (inside a 1m
+/// and a 1h bucket) and at `t0 + 2h 15s` (the first sample of a 1h bucket, lower than
+/// the previous bucket's last: a reset exactly at a boundary); a gauge `temp` of small
+/// integers with a NaN at `t0 + 30m` and a staleness marker at `t0 + 3h`.
+type Samples = Vec<(i64, f64)>;
+
+fn data(t0: i64) -> (Samples, Samples) {
+    let mut counter = vec![];
+    let mut gauge = vec![];
+    let mut c = 100.0;
+    let mut t = t0 - HOUR;
+    let mut i = 0i64;
+    while t <= t0 + 26 * HOUR {
+        c += 1.0;
+        if t == t0 + 10 * MIN + 15_000 || t == t0 + 2 * HOUR + 15_000 {
+            c = 0.0;
+        }
+        counter.push((t, c));
+        let g = if t == t0 + 30 * MIN {
+            f64::NAN
+        } else if t == t0 + 3 * HOUR {
+            stale_nan()
+        } else {
+            ((i * 7) % 11 - 5) as f64
+        };
+        gauge.push((t, g));
+        t += 15_000;
+        i += 1;
+    }
+    (counter, gauge)
+}
+
+#[tokio::test]
+async fn tiers_built_over_http_equal_promql_over_raw_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| c.rollup.enabled = false).await;
+    let t0 = (now_ms() - 3 * DAY) / DAY * DAY;
+    let (counter, gauge) = data(t0);
+    let body = request(&[
+        (&[("__name__", "req_total"), ("job", "a")][..], &counter[..]),
+        (&[("__name__", "temp"), ("job", "a")][..], &gauge[..]),
+    ]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    // Half the data persisted, the rest still in the head: the first tier reads both.
+    srv.ingester.persist().await.unwrap();
+
+    // Bad requests are named.
+    let (s, v) = post(
+        srv.http_addr,
+        "/api/v1/admin/rollup/build?tier=5m&from=0&to=60",
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("unknown tier"), "{v}");
+    let (s, v) = post(
+        srv.http_addr,
+        "/api/v1/admin/rollup/build?tier=1m&from=x&to=60",
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+
+    // 1m, then 1h from 1m, then 1d from 1h, over (t0 - 2h, t0 + 26h]; 1m twice (a re-run
+    // replaces, it does not add). The range is cut to whole buckets: for 1d, (t0, t0 + 1d].
+    let secs = |ms: i64| ms / 1000;
+    let range = format!("from={}&to={}", secs(t0 - 2 * HOUR), secs(t0 + 26 * HOUR));
+    for tier in ["1m", "1m", "1h", "1d"] {
+        let (s, v) = post(
+            srv.http_addr,
+            &format!("/api/v1/admin/rollup/build?tier={tier}&{range}"),
+        )
+        .await;
+        assert_eq!(s, 200, "{tier}: {v}");
+    }
+    let m = tier_rows(&srv, "1m", "req_total").await;
+    // 27 h of minutes, plus the sample at exactly t0 - 1h (its own bucket).
+    assert_eq!(m.len(), 27 * 60 + 1);
+    assert_eq!(m[0].1[0], 1.0);
+    assert!(m[1..].iter().all(|(_, v)| v[0] == 4.0), "{m:?}");
+
+    // Every 1h bucket against PromQL over raw samples at its end, window [1h]; the 1m
+    // tier's buckets for the hour around the in-bucket reset too, window [1m].
+    let h = tier_rows(&srv, "1h", "req_total").await;
+    let hg = tier_rows(&srv, "1h", "temp").await;
+    assert_eq!(h.len(), 28, "{h:?}");
+    for (rows, metric, window) in [(&h, "req_total", "1h"), (&hg, "temp", "1h")] {
+        for (end, v) in rows.iter() {
+            let f = |func: &str| format!("{func}({metric}[{window}])");
+            let want = [
+                promql(srv.http_addr, &f("count_over_time"), *end).await,
+                promql(srv.http_addr, &f("sum_over_time"), *end).await,
+                promql(srv.http_addr, &f("min_over_time"), *end).await,
+                promql(srv.http_addr, &f("max_over_time"), *end).await,
+                promql(srv.http_addr, &f("last_over_time"), *end).await,
+                promql(srv.http_addr, &f("resets"), *end).await,
+                promql(srv.http_addr, &f("changes"), *end).await,
+            ];
+            let got = [v[0], v[1], v[2], v[3], v[4], v[6], v[7]];
+            for (w, g) in want.iter().zip(got) {
+                let w = w.unwrap_or_else(|| panic!("{metric} at {end}: no raw answer"));
+                assert!(
+                    w == g || (w.is_nan() && g.is_nan()),
+                    "{metric} {end}: {want:?} vs {got:?}"
+                );
+            }
+        }
+    }
+    // The NaN hour: sum NaN, min and max ignore it. The staleness marker at t0 + 3h is
+    // in (t0 + 2h, t0 + 3h]: 239 values there, 240 in the next hour.
+    let nan_hour = hg.iter().find(|(e, _)| *e == t0 + HOUR).unwrap().1;
+    assert!(nan_hour[1].is_nan());
+    assert_eq!((nan_hour[2], nan_hour[3]), (-5.0, 5.0));
+    assert_eq!(
+        hg.iter().find(|(e, _)| *e == t0 + 3 * HOUR).unwrap().1[0],
+        239.0
+    );
+    assert_eq!(
+        hg.iter().find(|(e, _)| *e == t0 + 4 * HOUR).unwrap().1[0],
+        240.0
+    );
+
+    // The counter's increase and resets, computed directly from the samples: a rise adds
+    // its size, a reset the value after it (the same as Prometheus's `last - first` plus
+    // the value before each reset). Over (t0 + 1h, t0 + 2h] the counter rises 1 per
+    // 15 s, 239 steps; over (t0 + 2h, t0 + 3h] it starts at 0 (the reset at the boundary
+    // is between the two buckets, in neither) and rises 239.
+    let inc = |from: i64, to: i64| -> (f64, f64) {
+        let s: Vec<f64> = counter
+            .iter()
+            .filter(|(t, _)| *t > from && *t <= to)
+            .map(|(_, v)| *v)
+            .collect();
+        let (mut inc, mut resets) = (0.0, 0.0);
+        for w in s.windows(2) {
+            if w[1] < w[0] {
+                inc += w[1];
+                resets += 1.0;
+            } else {
+                inc += w[1] - w[0];
+            }
+        }
+        (inc, resets)
+    };
+    let at =
+        |rows: &Vec<(i64, [f64; 8])>, end: i64| rows.iter().find(|(e, _)| *e == end).unwrap().1;
+    assert_eq!(at(&h, t0 + 2 * HOUR)[5], 239.0);
+    assert_eq!(at(&h, t0 + 3 * HOUR)[5], 239.0);
+    assert_eq!(
+        (at(&h, t0 + 3 * HOUR)[5], at(&h, t0 + 3 * HOUR)[6]),
+        inc(t0 + 2 * HOUR, t0 + 3 * HOUR)
+    );
+    let d = tier_rows(&srv, "1d", "req_total").await;
+    assert_eq!(d.len(), 1, "only (t0, t0 + 1d] is a whole day built: {d:?}");
+    let day = at(&d, t0 + DAY);
+    assert_eq!((day[5], day[6]), inc(t0, t0 + DAY));
+    assert_eq!(day[6], 2.0, "both resets in the day");
+    assert_eq!(day[0], 5760.0);
+
+    // The status endpoint shows each tier.
+    let (s, v) = get(srv.http_addr, "/api/v1/status/tiers").await;
+    assert_eq!(s, 200, "{v}");
+    let tiers = v["data"].as_array().unwrap();
+    let names: Vec<&str> = tiers.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["1m", "1h", "1d"]);
+    assert_eq!(tiers[1]["rows"], 2 * 28);
+    assert_eq!(tiers[1]["watermark_ms"], t0 + 26 * HOUR);
+    assert_eq!(tiers[2]["newest_bucket_ms"], t0 + DAY);
+    assert!(tiers[0]["bytes"].as_u64().unwrap() > 0);
+}
+
+/// With the scheduler on, a closed minute's bucket is in `rollup_1m` within seconds,
+/// read from the head (nothing persisted), and `/metrics` shows the job.
+#[tokio::test]
+async fn the_scheduler_builds_closed_minutes_from_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.rollup.allowed_lateness = std::time::Duration::ZERO;
+        c.rollup.interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let now = now_ms();
+    let m0 = now / MIN * MIN - 5 * MIN;
+    let samples: Vec<(i64, f64)> = (1..=12).map(|i| (m0 + i * 10_000, i as f64)).collect();
+    let body = request(&[(&[("__name__", "up"), ("job", "s")][..], &samples[..])]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    let mut rows = vec![];
+    for _ in 0..100 {
+        rows = tier_rows(&srv, "1m", "up").await;
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // (m0, m0 + 1m]: 10 s .. 60 s, six samples 1..6; (m0 + 1m, m0 + 2m]: 7..12.
+    assert_eq!(
+        rows,
+        vec![
+            (m0 + MIN, [6.0, 21.0, 1.0, 6.0, 6.0, 5.0, 0.0, 5.0]),
+            (m0 + 2 * MIN, [6.0, 57.0, 7.0, 12.0, 12.0, 5.0, 0.0, 5.0]),
+        ]
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", srv.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("strata_rollup_rows_written_total{tier=\"1m\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(srv.ingester.metrics().persisted_samples.get(), 0);
+}
