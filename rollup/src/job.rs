@@ -27,8 +27,12 @@ use strata_engine::Engine;
 use strata_ingest::storage::DataDir;
 use tokio::sync::Mutex;
 
-use crate::bucket::{bucketize, coarsen};
+use std::collections::HashMap;
+
+use crate::bucket::{bucket_end, bucketize, coarsen};
 use crate::error::{Result, RollupError};
+use crate::sketch;
+use crate::source::RawSample;
 use crate::table::{self, Row};
 use crate::tier::{self, Tier};
 
@@ -53,8 +57,11 @@ pub struct Rollups {
     tiers: Vec<Tier>,
     /// Each tier's table, in tier order; the lock serializes builds of one tier.
     tables: Vec<Mutex<DeltaTable>>,
+    /// Each tier's series table (`rollup_<name>_series`), written under the tier's lock.
+    series_tables: Vec<Mutex<DeltaTable>>,
     /// Each tier's table as registered in the engine's catalog (the latest version).
     providers: Vec<Arc<Latest>>,
+    series_providers: Vec<Arc<Latest>>,
 }
 
 impl Rollups {
@@ -66,7 +73,9 @@ impl Rollups {
     /// Delta or DataFusion errors.
     pub async fn open(engine: Engine, data_dir: &DataDir, tiers: Vec<Tier>) -> Result<Rollups> {
         tier::validate(&tiers)?;
+        crate::sql::register(&engine.context());
         let mut tables = vec![];
+        let (mut series_tables, mut series_providers) = (vec![], vec![]);
         let mut providers = vec![];
         for t in &tiers {
             let table = data_dir
@@ -76,12 +85,27 @@ impl Rollups {
             engine.context().register_table(t.table(), latest.clone())?;
             providers.push(latest);
             tables.push(Mutex::new(table));
+            let series = data_dir
+                .open_table(
+                    &t.series_table(),
+                    table::series_columns(),
+                    &table::PARTITIONS,
+                )
+                .await?;
+            let latest = Arc::new(Latest::of(&series).await?);
+            engine
+                .context()
+                .register_table(t.series_table(), latest.clone())?;
+            series_providers.push(latest);
+            series_tables.push(Mutex::new(series));
         }
         Ok(Rollups {
             engine,
             tiers,
             tables,
+            series_tables,
             providers,
+            series_providers,
         })
     }
 
@@ -173,39 +197,18 @@ impl Rollups {
         report: &mut BuildReport,
     ) -> Result<Vec<Row>> {
         let r = self.tiers[tier].resolution_ms();
-        let ctx = self.engine.context();
-        let ts = |ms: i64| {
-            lit(ScalarValue::TimestampMicrosecond(
-                Some(ms * 1000),
-                Some("UTC".into()),
-            ))
-        };
+        let want_sketch = self.tiers[tier].sketch;
         let mut out = vec![];
         if tier == 0 {
-            let df = ctx
-                .table("samples")
-                .await?
-                .filter(
-                    col("timestamp")
-                        .gt(ts(from))
-                        .and(col("timestamp").lt_eq(ts(to))),
-                )?
-                .select_columns(&[
-                    "metric_family",
-                    "metric_name",
-                    "series_id",
-                    "timestamp",
-                    "value",
-                ])?
-                .sort(vec![
-                    col("series_id").sort(true, false),
-                    col("timestamp").sort(true, false),
-                ])?;
-            let batches = df.collect().await?;
-            let samples = crate::source::samples(&batches)?;
+            let samples = self.raw(from, to).await?;
             report.source_rows += samples.len() as u64;
             for run in samples.chunk_by(|a, b| a.series_id == b.series_id) {
                 let first = &run[0];
+                let mut sketches = if want_sketch {
+                    kll_by_bucket(run.iter().map(|s| (s.t_ms, s.value)), r)
+                } else {
+                    Default::default()
+                };
                 for (end_ms, bucket) in bucketize(run.iter().map(|s| (s.t_ms, s.value)), r) {
                     out.push(Row {
                         family: first.family.clone(),
@@ -213,6 +216,10 @@ impl Rollups {
                         series_id: first.series_id,
                         end_ms,
                         bucket,
+                        sketch: sketches
+                            .remove(&end_ms)
+                            .as_ref()
+                            .and_then(sketch::kll_bytes),
                     });
                 }
             }
@@ -222,8 +229,8 @@ impl Rollups {
                 .read_table(source)?
                 .filter(
                     col("bucket_end")
-                        .gt(ts(from))
-                        .and(col("bucket_end").lt_eq(ts(to))),
+                        .gt(ts_lit(from))
+                        .and(col("bucket_end").lt_eq(ts_lit(to))),
                 )?
                 .sort(vec![
                     col("series_id").sort(true, false),
@@ -231,15 +238,36 @@ impl Rollups {
                 ])?;
             let fine = table::rows(&df.collect().await?)?;
             report.source_rows += fine.len() as u64;
+            // Sketches merged from the tier below, or built from raw samples where it has
+            // none.
+            let mut raw_sketches = if want_sketch && !self.tiers[tier - 1].sketch {
+                self.raw_sketches(from, to, r, report).await?
+            } else {
+                Default::default()
+            };
             for run in fine.chunk_by(|a, b| a.series_id == b.series_id) {
                 let first = &run[0];
+                let mut merged: HashMap<i64, sketch::Kll> = HashMap::new();
+                if want_sketch && self.tiers[tier - 1].sketch {
+                    for f in run {
+                        if let Some(bytes) = &f.sketch {
+                            let end = bucket_end(f.end_ms, r);
+                            let k = merged.entry(end).or_insert_with(sketch::new_kll);
+                            sketch::kll_merge(k, bytes)?;
+                        }
+                    }
+                }
                 for (end_ms, bucket) in coarsen(run.iter().map(|b| (b.end_ms, b.bucket)), r) {
+                    let k = merged
+                        .remove(&end_ms)
+                        .or_else(|| raw_sketches.remove(&(first.series_id, end_ms)));
                     out.push(Row {
                         family: first.family.clone(),
                         metric_name: first.metric_name.clone(),
                         series_id: first.series_id,
                         end_ms,
                         bucket,
+                        sketch: k.as_ref().and_then(sketch::kll_bytes),
                     });
                 }
             }
@@ -256,6 +284,63 @@ impl Rollups {
         Ok(out)
     }
 
+    /// Raw samples (the `samples` table: Delta and head) with `from < t <= to` (ms), sorted
+    /// by series and time.
+    async fn raw(&self, from: i64, to: i64) -> Result<Vec<RawSample>> {
+        let batches = self
+            .engine
+            .context()
+            .table("samples")
+            .await?
+            .filter(
+                col("timestamp")
+                    .gt(ts_lit(from))
+                    .and(col("timestamp").lt_eq(ts_lit(to))),
+            )?
+            .select_columns(&[
+                "metric_family",
+                "metric_name",
+                "series_id",
+                "timestamp",
+                "value",
+            ])?
+            .sort(vec![
+                col("series_id").sort(true, false),
+                col("timestamp").sort(true, false),
+            ])?
+            .collect()
+            .await?;
+        crate::source::samples(&batches)
+    }
+
+    /// KLL sketches of raw values per `(series_id, bucket end)` for buckets of
+    /// `resolution` ending in `(from, to]`, reading the raw samples an hour at a time (a
+    /// day of every series' samples at once would not fit in memory at scale).
+    async fn raw_sketches(
+        &self,
+        from: i64,
+        to: i64,
+        resolution: i64,
+        report: &mut BuildReport,
+    ) -> Result<HashMap<(i64, i64), sketch::Kll>> {
+        const CHUNK: i64 = 3_600_000;
+        let mut out: HashMap<(i64, i64), sketch::Kll> = HashMap::new();
+        let mut start = from;
+        while start < to {
+            let end = ((start.div_euclid(CHUNK) + 1) * CHUNK).min(to);
+            let samples = self.raw(start, end).await?;
+            report.source_rows += samples.len() as u64;
+            for s in &samples {
+                let k = out
+                    .entry((s.series_id, bucket_end(s.t_ms, resolution)))
+                    .or_insert_with(sketch::new_kll);
+                sketch::kll_update(k, s.value);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
     /// Replaces the tier table's buckets ending in `(from, to]` with `rows`, and moves the
     /// watermark up to `to` if it is behind, in one commit.
     async fn write(
@@ -267,25 +352,35 @@ impl Rollups {
         report: &mut BuildReport,
     ) -> Result<()> {
         let mut table = self.tables[tier].lock().await;
+        let range = col("bucket_end")
+            .gt(ts_lit(from))
+            .and(col("bucket_end").lt_eq(ts_lit(to)));
+        // The series table first: a build killed between the two commits has not moved
+        // the watermark, and its re-run replaces both.
+        {
+            let mut series = self.series_tables[tier].lock().await;
+            let schema = series.snapshot()?.snapshot().arrow_schema();
+            let batch = table::series_batch(&schema, &rows)?;
+            let written = series
+                .clone()
+                .write(vec![batch])
+                .with_session_state(strata_ingest::ingester::ordered_write_session()?)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(range.clone())
+                .with_partition_columns(table::PARTITIONS)
+                .await?;
+            self.series_providers[tier].set(&written).await?;
+            *series = written;
+        }
         let watermark = watermark_of(&table).await?.unwrap_or(i64::MIN).max(to);
         let schema = table.snapshot()?.snapshot().arrow_schema();
         let batch = table::batch(&schema, &rows)?;
-        let ts = |ms: i64| {
-            lit(ScalarValue::TimestampMicrosecond(
-                Some(ms * 1000),
-                Some("UTC".into()),
-            ))
-        };
         let written = table
             .clone()
             .write(vec![batch])
             .with_session_state(strata_ingest::ingester::ordered_write_session()?)
             .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(
-                col("bucket_end")
-                    .gt(ts(from))
-                    .and(col("bucket_end").lt_eq(ts(to))),
-            )
+            .with_replace_where(range)
             .with_partition_columns(table::PARTITIONS)
             .with_writer_properties(strata_ingest::storage::samples_writer_properties())
             .with_commit_properties(
@@ -299,6 +394,30 @@ impl Rollups {
         report.commits += 1;
         Ok(())
     }
+}
+
+/// A UTC timestamp literal (µs) of `ms`.
+fn ts_lit(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(ms * 1000),
+        Some("UTC".into()),
+    ))
+}
+
+/// KLL sketches of one series' time-ordered values per bucket end of `resolution`.
+fn kll_by_bucket(
+    samples: impl IntoIterator<Item = (i64, f64)>,
+    resolution: i64,
+) -> HashMap<i64, sketch::Kll> {
+    let mut out: HashMap<i64, sketch::Kll> = HashMap::new();
+    for (t, v) in samples {
+        sketch::kll_update(
+            out.entry(bucket_end(t, resolution))
+                .or_insert_with(sketch::new_kll),
+            v,
+        );
+    }
+    out
 }
 
 /// The watermark recorded in `table`'s log ([`APP_ID`]).

@@ -17,7 +17,9 @@ pub mod bucket;
 pub mod error;
 pub mod job;
 pub mod schedule;
+pub mod sketch;
 pub mod source;
+pub mod sql;
 pub mod table;
 pub mod tier;
 

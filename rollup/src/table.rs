@@ -5,10 +5,16 @@
 //! `samples`), `bucket_end` (timestamp, µs, UTC: the bucket is `(bucket_end - resolution,
 //! bucket_end]`), then the [`Bucket`] fields: `count` (long), `sum`, `min`, `max`
 //! (double), `first_ts` (timestamp), `first` (double), `last_ts` (timestamp), `last`,
-//! `mean`, `m2`, `increase` (double), `resets`, `changes` (long); partitioned by `date`
+//! `mean`, `m2`, `increase` (double), `resets`, `changes` (long), then `sketch` (binary,
+//! null where the tier has no sketches or the bucket only NaN values: a KLL doubles
+//! sketch, [`crate::sketch`]); partitioned by `date`
 //! (the UTC date of the bucket's first instant, `bucket_end - 1 µs`) and `metric_family`,
 //! like `samples`, and written sorted by metric name, series and bucket, so that a
 //! selector's series prune files and pages the same way.
+//!
+//! Beside each, `rollup_<name>_series`: one row per metric and bucket, `metric_name`,
+//! `bucket_end`, `series` (long: the number of distinct series with samples in the
+//! bucket) and `hll` (binary: an HLL sketch of their `series_id`s), partitioned the same.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +53,7 @@ pub fn columns() -> Vec<StructField> {
     }
     c.push(StructField::new("resets", DataType::LONG, false));
     c.push(StructField::new("changes", DataType::LONG, false));
+    c.push(StructField::new("sketch", DataType::BINARY, true));
     c.push(StructField::new("date", DataType::DATE, false));
     c.push(StructField::new("metric_family", DataType::STRING, false));
     c
@@ -65,6 +72,84 @@ pub struct Row {
     pub end_ms: i64,
     /// The aggregates.
     pub bucket: Bucket,
+    /// The serialized KLL sketch of the values, if the tier keeps sketches.
+    pub sketch: Option<Vec<u8>>,
+}
+
+/// The Delta columns of a tier's series table (`rollup_<name>_series`), in order.
+pub fn series_columns() -> Vec<StructField> {
+    vec![
+        StructField::new("metric_name", DataType::STRING, false),
+        StructField::new("bucket_end", DataType::TIMESTAMP, false),
+        StructField::new("series", DataType::LONG, false),
+        StructField::new("hll", DataType::BINARY, false),
+        StructField::new("date", DataType::DATE, false),
+        StructField::new("metric_family", DataType::STRING, false),
+    ]
+}
+
+/// Builds the series-table batch (in `schema`) of a tier's `rows` (sorted by family,
+/// metric name, series, bucket, as [`batch`] takes them): per metric and bucket, the
+/// number of series and an HLL sketch of their ids.
+///
+/// # Errors
+/// [`RollupError::Arrow`] if `schema` is not a series table's (a broken invariant).
+pub fn series_batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+    let mut groups: std::collections::BTreeMap<(&str, &str, i64), Vec<i64>> = Default::default();
+    for r in rows {
+        groups
+            .entry((&r.family, &r.metric_name, r.end_ms))
+            .or_default()
+            .push(r.series_id);
+    }
+    let n = groups.len();
+    let mut name = StringDictionaryBuilder::<Int32Type>::new();
+    let mut fam = StringDictionaryBuilder::<Int32Type>::new();
+    let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut series = Int64Builder::with_capacity(n);
+    let mut hll = arrow::array::BinaryBuilder::new();
+    let mut date = Date32Builder::with_capacity(n);
+    for ((f, m, e), ids) in groups {
+        let mut sketch = crate::sketch::new_hll();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for id in &distinct {
+            sketch.update(*id);
+        }
+        name.append_value(m);
+        fam.append_value(f);
+        end.append_value(e * 1000);
+        series.append_value(distinct.len() as i64);
+        hll.append_value(sketch.serialize());
+        date.append_value(date_of_ms(e - 1));
+    }
+    let by_name: HashMap<&str, ArrayRef> = [
+        ("metric_name", Arc::new(name.finish()) as ArrayRef),
+        ("bucket_end", Arc::new(end.finish())),
+        ("series", Arc::new(series.finish())),
+        ("hll", Arc::new(hll.finish())),
+        ("date", Arc::new(date.finish())),
+        ("metric_family", Arc::new(fam.finish())),
+    ]
+    .into_iter()
+    .collect();
+    in_schema(schema, by_name)
+}
+
+/// The arrays of `by_name` in `schema`'s order and types.
+fn in_schema(schema: &SchemaRef, by_name: HashMap<&str, ArrayRef>) -> Result<RecordBatch> {
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let a = by_name.get(f.name().as_str()).ok_or_else(|| {
+                RollupError::Invariant(format!("rollup table column {} unknown", f.name()))
+            })?;
+            Ok(cast(a, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
 /// Builds a batch of `rows` in `schema` (the tier table's Arrow schema).
@@ -82,8 +167,10 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     let mut doubles: [Float64Builder; 8] =
         std::array::from_fn(|_| Float64Builder::with_capacity(n));
     let mut date = Date32Builder::with_capacity(n);
+    let mut sketch = arrow::array::BinaryBuilder::new();
     for r in rows {
         let b = &r.bucket;
+        sketch.append_option(r.sketch.as_deref());
         name.append_value(r.metric_name.as_ref());
         fam.append_value(r.family.as_ref());
         sid.append_value(r.series_id);
@@ -120,22 +207,13 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
         ("increase", increase),
         ("resets", resets),
         ("changes", changes),
+        ("sketch", Arc::new(sketch.finish())),
         ("date", Arc::new(date.finish())),
         ("metric_family", Arc::new(fam.finish())),
     ]
     .into_iter()
     .collect();
-    let arrays = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let a = by_name.get(f.name().as_str()).ok_or_else(|| {
-                RollupError::Invariant(format!("tier table column {} unknown", f.name()))
-            })?;
-            Ok(cast(a, f.data_type())?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+    in_schema(schema, by_name)
 }
 
 /// A column of `b` by name, cast to `to`.
@@ -191,6 +269,8 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
             .iter()
             .map(|a| a.as_primitive::<Float64Type>())
             .collect();
+        let sketch = column(b, "sketch", &ArrowType::Binary)?;
+        let sketch = sketch.as_binary::<i32>();
         for i in 0..b.num_rows() {
             if l.iter().any(|a| a.is_null(i)) {
                 return Err(RollupError::Invariant(
@@ -217,6 +297,7 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                     resets: l[5].value(i) as u64,
                     changes: l[6].value(i) as u64,
                 },
+                sketch: (!sketch.is_null(i)).then(|| sketch.value(i).to_vec()),
             });
         }
     }

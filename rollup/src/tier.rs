@@ -15,15 +15,26 @@ pub struct Tier {
     /// The bucket width (a whole number of seconds; a multiple of the previous tier's).
     #[serde(with = "humantime_serde")]
     pub resolution: Duration,
+    /// Whether each series-bucket carries a KLL quantile sketch of its values (the
+    /// `sketch` column, [`crate::sketch`]); default false.
+    #[serde(default)]
+    pub sketch: bool,
 }
 
 impl Tier {
-    /// A tier named `name` of `resolution`.
+    /// A tier named `name` of `resolution`, without sketches.
     pub fn new(name: &str, resolution: Duration) -> Tier {
         Tier {
             name: name.to_string(),
             resolution,
+            sketch: false,
         }
+    }
+
+    /// The same tier with quantile sketches on or off.
+    pub fn with_sketch(mut self, on: bool) -> Tier {
+        self.sketch = on;
+        self
     }
 
     /// The resolution in ms.
@@ -35,14 +46,19 @@ impl Tier {
     pub fn table(&self) -> String {
         format!("rollup_{}", self.name)
     }
+
+    /// The tier's per-metric table of series sketches, `rollup_<name>_series`.
+    pub fn series_table(&self) -> String {
+        format!("rollup_{}_series", self.name)
+    }
 }
 
-/// The default tiers: `1m`, `1h`, `1d`.
+/// The default tiers: `1m` without quantile sketches, `1h` and `1d` with.
 pub fn default_tiers() -> Vec<Tier> {
     vec![
         Tier::new("1m", Duration::from_secs(60)),
-        Tier::new("1h", Duration::from_secs(3600)),
-        Tier::new("1d", Duration::from_secs(86_400)),
+        Tier::new("1h", Duration::from_secs(3600)).with_sketch(true),
+        Tier::new("1d", Duration::from_secs(86_400)).with_sketch(true),
     ]
 }
 

@@ -238,6 +238,69 @@ async fn tiers_built_over_http_equal_promql_over_raw_samples() {
     assert_eq!(day[6], 2.0, "both resets in the day");
     assert_eq!(day[0], 5760.0);
 
+    // Quantile sketches (1h built from raw, the 1m tier has none; 1d merged from 1h):
+    // the gauge's p50, p95 and p99 over the day within the KLL rank bound (1.65%) of the
+    // raw values' quantiles.
+    let mut day_values: Vec<f64> = gauge
+        .iter()
+        .filter(|(t, v)| *t > t0 && *t <= t0 + DAY && !v.is_nan())
+        .map(|(_, v)| *v)
+        .collect();
+    day_values.sort_by(f64::total_cmp);
+    let n = day_values.len() as f64;
+    for (q, sql) in [
+        (
+            0.5,
+            "SELECT kll_quantile(sketch, 0.5) FROM rollup_1d WHERE metric_name = 'temp'",
+        ),
+        (
+            0.95,
+            "SELECT kll_quantile(kll_merge(sketch), 0.95) FROM rollup_1h \
+                WHERE metric_name = 'temp' AND bucket_end > to_timestamp_millis({t0}) \
+                AND bucket_end <= to_timestamp_millis({t0}) + interval '1 day'",
+        ),
+        (
+            0.99,
+            "SELECT kll_quantile(sketch, 0.99) FROM rollup_1d WHERE metric_name = 'temp'",
+        ),
+    ] {
+        let sql = sql.replace("{t0}", &t0.to_string());
+        let b = srv.engine.sql(&sql).await.unwrap();
+        let got = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap()
+            .value(0);
+        let lo = day_values[((q - 0.0165) * n).floor() as usize];
+        let hi = day_values[(((q + 0.0165) * n).ceil() as usize).min(day_values.len()) - 1];
+        assert!(got >= lo && got <= hi, "p{q}: {got} not in [{lo}, {hi}]");
+    }
+    let nulls = srv
+        .engine
+        .sql("SELECT count(*) FROM rollup_1m WHERE sketch IS NOT NULL")
+        .await
+        .unwrap();
+    assert_eq!(scalar_i64(&nulls), 0, "the 1m tier keeps no sketches");
+    // Distinct series: per bucket exactly 1 for `temp`; over all hours the HLL union
+    // still 1, where the sum of the per-hour counts is 28.
+    let b = srv
+        .engine
+        .sql(
+            "SELECT CAST(hll_count(hll_union(hll)) AS BIGINT), sum(series) \
+             FROM rollup_1h_series WHERE metric_name = 'temp'",
+        )
+        .await
+        .unwrap();
+    let col = |c: usize| {
+        b[0].column(c)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!((col(0), col(1)), (1, 28));
+
     // The status endpoint shows each tier.
     let (s, v) = get(srv.http_addr, "/api/v1/status/tiers").await;
     assert_eq!(s, 200, "{v}");

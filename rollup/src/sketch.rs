@@ -1,0 +1,159 @@
+//! The sketch columns: a KLL quantile sketch of each series-bucket's values and an HLL
+//! sketch of each metric-bucket's series, both Apache DataSketches
+//! (<https://datasketches.apache.org>) in their compact serialized layouts, which the
+//! Java, C++ and Python (`datasketches`) libraries, Spark and Druid read.
+//!
+//! - KLL (Karnin, Lang, Liberty, "Optimal Quantile Approximation in Streams", FOCS 2016)
+//!   of doubles with `k` = [`KLL_K`]: a quantile's rank is within about 1.65% of the
+//!   true rank with 99% confidence, whatever the distribution (the library's
+//!   `normalized_rank_error(false)` for k = 200). Sketches merge without further loss of
+//!   that bound, so a tier built from the one below has the same error as one built from
+//!   raw. NaN values (and staleness markers) are not sketched; infinities are.
+//! - HLL (Flajolet et al., "HyperLogLog", 2007; the DataSketches HLL_8 layout) with
+//!   `lg_k` = [`HLL_LG_K`]: relative standard error about 1.6% (1.04 / sqrt(4096)), and
+//!   exact up to a few hundred distinct series (its list and set modes). The union of two
+//!   buckets' sketches is the sketch of the union of their series, so "distinct series
+//!   over a month" is a union of daily sketches, not a sum.
+
+use datasketches::common::SearchCriteria;
+use datasketches::hll::{HllSketch, HllType, HllUnion};
+use datasketches::kll::{KllFloat, KllSketch};
+use strata_ingest::model::is_stale_nan;
+
+use crate::error::{Result, RollupError};
+
+/// The KLL sketches' `k` (accuracy against size: rank error about 1.65%).
+pub const KLL_K: u16 = 200;
+
+/// The HLL sketches' log2 of the number of registers.
+pub const HLL_LG_K: u8 = 12;
+
+/// A KLL sketch of doubles.
+pub type Kll = KllSketch<KllFloat<f64>>;
+
+fn kll_error(e: datasketches::error::Error) -> RollupError {
+    RollupError::Invariant(format!("KLL sketch: {e}"))
+}
+
+/// A new empty KLL sketch with `k` = [`KLL_K`].
+pub fn new_kll() -> Kll {
+    Kll::new(KLL_K).expect("KLL_K is a valid k")
+}
+
+/// Adds `v` to `sketch` unless it is NaN (a staleness marker included).
+pub fn kll_update(sketch: &mut Kll, v: f64) {
+    if !is_stale_nan(v)
+        && let Ok(x) = KllFloat::<f64>::new(v)
+    {
+        sketch.update(x);
+    }
+}
+
+/// The serialized sketch, `None` if it holds no value.
+pub fn kll_bytes(sketch: &Kll) -> Option<Vec<u8>> {
+    (!sketch.is_empty()).then(|| sketch.serialize())
+}
+
+/// Reads a serialized KLL doubles sketch.
+///
+/// # Errors
+/// [`RollupError::Invariant`] if the bytes are not one.
+pub fn kll_read(bytes: &[u8]) -> Result<Kll> {
+    Kll::deserialize(bytes).map_err(kll_error)
+}
+
+/// Merges `other` (serialized) into `into`.
+///
+/// # Errors
+/// [`RollupError::Invariant`] if the bytes are not a KLL doubles sketch.
+pub fn kll_merge(into: &mut Kll, other: &[u8]) -> Result<()> {
+    into.merge(&kll_read(other)?).map_err(kll_error)
+}
+
+/// The `q`-quantile (0 <= q <= 1) of a sketch (inclusive rank, as the library's
+/// `get_quantile` default), `None` if empty.
+///
+/// # Errors
+/// [`RollupError::BadRequest`] for `q` outside [0, 1].
+pub fn kll_quantile(sketch: &Kll, q: f64) -> Result<Option<f64>> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(RollupError::BadRequest(format!(
+            "quantile {q} is not between 0 and 1"
+        )));
+    }
+    Ok(sketch
+        .quantile(q, SearchCriteria::Inclusive)
+        .map_err(kll_error)?
+        .map(|x| x.into_inner()))
+}
+
+/// A new empty HLL sketch (`lg_k` = [`HLL_LG_K`], HLL_8).
+pub fn new_hll() -> HllSketch {
+    HllSketch::new(HLL_LG_K, HllType::Hll8).expect("HLL_LG_K is a valid lg_k")
+}
+
+/// A new HLL union of up to `lg_k` = [`HLL_LG_K`].
+pub fn new_hll_union() -> HllUnion {
+    HllUnion::new(HLL_LG_K).expect("HLL_LG_K is a valid lg_k")
+}
+
+/// Reads a serialized HLL sketch.
+///
+/// # Errors
+/// [`RollupError::Invariant`] if the bytes are not one.
+pub fn hll_read(bytes: &[u8]) -> Result<HllSketch> {
+    HllSketch::deserialize(bytes).map_err(|e| RollupError::Invariant(format!("HLL sketch: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kll_quantiles_of_merged_sketches_are_within_the_bound() {
+        // 100,000 values 0..99,999 in 100 sketches of 1,000, merged: the p50, p95 and p99
+        // ranks within 1.65% of the truth.
+        let mut all = new_kll();
+        for part in 0..100 {
+            let mut s = new_kll();
+            for i in 0..1000 {
+                kll_update(&mut s, (i * 100 + part) as f64);
+            }
+            kll_merge(&mut all, &kll_bytes(&s).unwrap()).unwrap();
+        }
+        assert_eq!(all.n(), 100_000);
+        for q in [0.5, 0.95, 0.99] {
+            let got = kll_quantile(&all, q).unwrap().unwrap();
+            let rank = got / 100_000.0;
+            assert!((rank - q).abs() < 0.0165, "q {q}: {got}");
+        }
+        assert!(kll_quantile(&all, 1.5).is_err());
+        let mut empty = new_kll();
+        kll_update(&mut empty, f64::NAN);
+        assert_eq!(kll_bytes(&empty), None);
+        assert_eq!(kll_quantile(&empty, 0.5).unwrap(), None);
+    }
+
+    #[test]
+    fn hll_unions_count_distinct_series_not_their_sum() {
+        // Two buckets of 3,000 series each, 1,000 in both: 5,000 distinct.
+        let (mut a, mut b) = (new_hll(), new_hll());
+        for id in 0i64..3000 {
+            a.update(id);
+        }
+        for id in 2000i64..5000 {
+            b.update(id);
+        }
+        let mut u = new_hll_union();
+        u.update(&hll_read(&a.serialize()).unwrap());
+        u.update(&hll_read(&b.serialize()).unwrap());
+        let est = u.estimate();
+        assert!((est - 5000.0).abs() < 5000.0 * 0.05, "{est}");
+        // Small sets are exact.
+        let mut small = new_hll();
+        for id in 0i64..100 {
+            small.update(id);
+        }
+        assert_eq!(small.estimate().round(), 100.0);
+    }
+}
