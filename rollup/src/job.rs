@@ -368,6 +368,7 @@ impl Rollups {
                 .with_save_mode(SaveMode::Overwrite)
                 .with_replace_where(range.clone())
                 .with_partition_columns(table::PARTITIONS)
+                .with_writer_properties(table::writer_properties())
                 .await?;
             self.series_providers[tier].set(&written).await?;
             *series = written;
@@ -382,7 +383,7 @@ impl Rollups {
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(range)
             .with_partition_columns(table::PARTITIONS)
-            .with_writer_properties(strata_ingest::storage::samples_writer_properties())
+            .with_writer_properties(table::writer_properties())
             .with_commit_properties(
                 CommitProperties::default()
                     .with_application_transaction(Transaction::new(APP_ID, watermark)),

@@ -70,8 +70,9 @@ pub fn kll_merge(into: &mut Kll, other: &[u8]) -> Result<()> {
     into.merge(&kll_read(other)?).map_err(kll_error)
 }
 
-/// The `q`-quantile (0 <= q <= 1) of a sketch (inclusive rank, as the library's
-/// `get_quantile` default), `None` if empty.
+/// The `q`-quantile (0 <= q <= 1) of a sketch, `None` if empty: the smallest retained
+/// value whose inclusive rank is at least `q` (DataSketches' `INCLUSIVE` search, the Java
+/// library's default; Python's `get_quantile` needs `inclusive=True` to agree).
 ///
 /// # Errors
 /// [`RollupError::BadRequest`] for `q` outside [0, 1].

@@ -31,6 +31,25 @@ use strata_ingest::storage::date_of_ms;
 use crate::bucket::Bucket;
 use crate::error::{Result, RollupError};
 
+/// The Parquet settings of the tier tables: those of `samples`
+/// ([`strata_ingest::storage::samples_writer_properties`]: delta-encoded ids and times,
+/// zstd values, small pages), without min/max statistics for the sketch columns (nothing
+/// prunes by sketch bytes, and delta-rs warns on every file whose binary column has them).
+pub fn writer_properties() -> parquet::file::properties::WriterProperties {
+    use parquet::file::properties::EnabledStatistics;
+    use parquet::schema::types::ColumnPath;
+    strata_ingest::storage::samples_writer_properties()
+        .into_builder()
+        .set_column_statistics_enabled(ColumnPath::from("sketch"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("hll"), EnabledStatistics::None)
+        .set_column_dictionary_enabled(ColumnPath::from("bucket_end"), false)
+        .set_column_encoding(
+            ColumnPath::from("bucket_end"),
+            parquet::basic::Encoding::DELTA_BINARY_PACKED,
+        )
+        .build()
+}
+
 /// The partition columns of a tier table.
 pub const PARTITIONS: [&str; 2] = ["date", "metric_family"];
 
