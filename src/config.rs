@@ -143,6 +143,14 @@ pub struct RollupConfig {
     /// How often the tiers catch up. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub interval: std::time::Duration,
+    /// Raw retention: whole UTC days of raw samples older than this are deleted from the
+    /// `samples` table, but never a day the first tier has not built yet. Default `0s`:
+    /// raw samples are kept (PromQL reads only raw samples so far).
+    #[serde(with = "humantime_serde")]
+    pub raw_retention: std::time::Duration,
+    /// How often retention (the tiers' and raw) is enforced. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: std::time::Duration,
 }
 
 impl Default for RollupConfig {
@@ -153,6 +161,8 @@ impl Default for RollupConfig {
             tiers: strata_rollup::default_tiers(),
             allowed_lateness: s.allowed_lateness,
             interval: s.interval,
+            raw_retention: std::time::Duration::ZERO,
+            retention_interval: std::time::Duration::from_secs(3600),
         }
     }
 }

@@ -186,6 +186,44 @@ fn router(st: AppState, max_body: usize) -> Router {
         .with_state(st)
 }
 
+/// One retention pass at `now_ms` (ms, UTC): each tier's retention
+/// ([`strata_rollup::Rollups::enforce_retention`]), then raw retention when `raw` is not
+/// zero: the `samples` table's UTC days before the day of `min(now - raw, first tier's
+/// watermark)` are deleted, so a raw sample is never deleted before its first-tier bucket
+/// is built (nothing is deleted before the first build). Returns what was removed, as
+/// `(tier files, raw files)`.
+///
+/// # Errors
+/// A message naming the step that failed.
+pub async fn retention_pass(
+    ingester: &Ingester,
+    rollups: &strata_rollup::Rollups,
+    raw: std::time::Duration,
+    now_ms: i64,
+) -> Result<(u64, u64), String> {
+    let tiers = rollups
+        .enforce_retention(now_ms)
+        .await
+        .map_err(|e| format!("tier retention: {e}"))?;
+    let tier_files = tiers.iter().map(|e| e.files_removed).sum();
+    if raw.is_zero() {
+        return Ok((tier_files, 0));
+    }
+    let Some(built) = rollups
+        .watermark(0)
+        .await
+        .map_err(|e| format!("reading the first tier's watermark: {e}"))?
+    else {
+        return Ok((tier_files, 0));
+    };
+    let cutoff = (now_ms - raw.as_millis() as i64).min(built);
+    let raw_files = ingester
+        .expire_days_before(strata_ingest::storage::date_of_ms(cutoff))
+        .await
+        .map_err(|e| format!("raw retention: {e}"))?;
+    Ok((tier_files, raw_files))
+}
+
 /// Starts everything `cfg` describes: opens the tables and the WAL (replaying it), binds
 /// the HTTP and Flight addresses (port 0 picks a free port), starts scraping and
 /// background persistence.
@@ -268,6 +306,30 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
+    if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
+        let (r, ing, mut rx) = (rollups.clone(), ingester.clone(), stop_rx.clone());
+        let (every, raw) = (cfg.rollup.retention_interval, cfg.rollup.raw_retention);
+        let (vacuum_every, vacuum_keep) =
+            (cfg.persist.vacuum_interval, cfg.persist.vacuum_retention);
+        tasks.push(tokio::spawn(async move {
+            let mut last_vacuum = std::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = rx.wait_for(|v| *v) => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = retention_pass(&ing, &r, raw, now_ms()).await {
+                    tracing::warn!(error = %e, "enforcing retention failed; will retry");
+                }
+                if !vacuum_every.is_zero() && last_vacuum.elapsed() >= vacuum_every {
+                    if let Err(e) = r.vacuum(vacuum_keep).await {
+                        tracing::warn!(error = %e, "vacuuming the rollup tiers failed");
+                    }
+                    last_vacuum = std::time::Instant::now();
+                }
+            }
+        }));
+    }
     if cfg.rollup.enabled {
         let metrics = strata_rollup::RollupMetrics::register(&ingester.metrics().registry)
             .map_err(|e| format!("rollup metrics: {e}"))?;

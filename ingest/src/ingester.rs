@@ -35,6 +35,15 @@ pub struct PersistConfig {
     /// this often (default 1h; 0s disables).
     #[serde(with = "humantime_serde")]
     pub compact_interval: Duration,
+    /// Vacuum the samples and series tables this often (default 24h; 0s disables):
+    /// data files that compaction or retention removed from the tables more than
+    /// `vacuum_retention` ago are deleted from storage.
+    #[serde(with = "humantime_serde")]
+    pub vacuum_interval: Duration,
+    /// How long removed data files are kept before a vacuum deletes them (default 7
+    /// days, Delta's default `deletedFileRetentionDuration`).
+    #[serde(with = "humantime_serde")]
+    pub vacuum_retention: Duration,
 }
 
 impl Default for PersistConfig {
@@ -43,6 +52,8 @@ impl Default for PersistConfig {
             interval: Duration::from_secs(300),
             max_head_samples: 20_000_000,
             compact_interval: Duration::from_secs(3600),
+            vacuum_interval: Duration::from_secs(86_400),
+            vacuum_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -400,6 +411,56 @@ impl Ingester {
         }
     }
 
+    /// Vacuums the samples and series tables ([`storage::vacuum`]) with the configured
+    /// retention; returns the number of files deleted.
+    ///
+    /// # Errors
+    /// Delta or storage errors.
+    pub async fn vacuum(&self) -> Result<u64> {
+        let _p = self.persist_lock.lock().await;
+        let (samples, series) = {
+            let t = self.tables.read();
+            (t.samples.clone(), t.series.clone())
+        };
+        let retention = self.persist_cfg.vacuum_retention;
+        let (samples, a) = storage::vacuum(&samples, retention).await?;
+        let (series, b) = storage::vacuum(&series, retention).await?;
+        {
+            let mut t = self.tables.write();
+            t.samples = samples;
+            t.series = series;
+        }
+        if a + b > 0 {
+            tracing::info!(
+                files_deleted = a + b,
+                "vacuumed the samples and series tables"
+            );
+        }
+        Ok(a + b)
+    }
+
+    /// Deletes the samples of the UTC days before `keep_from` (days since the epoch):
+    /// whole `date` partitions of the `samples` table ([`storage::delete_days_before`]).
+    /// Raw retention: the caller decides which days are safe to drop (the rollup tiers
+    /// must have them). Returns the number of files removed.
+    ///
+    /// # Errors
+    /// Delta errors (the table is unchanged).
+    pub async fn expire_days_before(&self, keep_from: i32) -> Result<u64> {
+        let _p = self.persist_lock.lock().await;
+        let samples = self.tables.read().samples.clone();
+        let (samples, n) = storage::delete_days_before(&samples, keep_from).await?;
+        self.tables.write().samples = samples;
+        if n > 0 {
+            tracing::info!(
+                files_removed = n,
+                keep_from,
+                "raw retention removed old days"
+            );
+        }
+        Ok(n)
+    }
+
     /// A consistent view for queries of the samples: the Delta table as of now and a copy
     /// of the head's samples of the series whose metric name is in `names` (all series
     /// with `None`).
@@ -442,6 +503,7 @@ impl Ingester {
         tokio::pin!(shutdown);
         let mut last_persist = Instant::now();
         let mut last_compact = Instant::now();
+        let mut last_vacuum = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -460,6 +522,14 @@ impl Ingester {
                     tracing::warn!(error = %e, "compaction failed");
                 }
                 last_compact = Instant::now();
+            }
+            if !self.persist_cfg.vacuum_interval.is_zero()
+                && last_vacuum.elapsed() >= self.persist_cfg.vacuum_interval
+            {
+                if let Err(e) = self.vacuum().await {
+                    tracing::warn!(error = %e, "vacuum failed");
+                }
+                last_vacuum = Instant::now();
             }
         }
         if let Err(e) = self.persist().await {

@@ -385,3 +385,45 @@ fn columns_for(schema: &SchemaRef, mut by_name: HashMap<&str, ArrayRef>) -> Resu
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
+
+/// Deletes the `date` partitions of `table` (`samples` or a rollup tier) before
+/// `keep_from` (days since the epoch, UTC): a Delta delete on the partition column, so
+/// files are removed from the table, none rewritten (their bytes go at the next
+/// [`vacuum`]). Returns the table after and the number of files removed; no commit is
+/// made when no file matches.
+///
+/// # Errors
+/// Delta errors (the table is unchanged).
+pub async fn delete_days_before(table: &DeltaTable, keep_from: i32) -> Result<(DeltaTable, u64)> {
+    use deltalake::datafusion::prelude::{col, lit};
+    use deltalake::datafusion::scalar::ScalarValue;
+    let (t, m) = table
+        .clone()
+        .delete()
+        .with_predicate(col("date").lt(lit(ScalarValue::Date32(Some(keep_from)))))
+        .await?;
+    Ok((t, m.num_removed_files as u64))
+}
+
+/// Vacuums `table` (Delta's `VACUUM`, lite mode): deletes from storage the data files
+/// that were removed from the table (by compaction, rebuilds, retention) more than
+/// `retention` ago. Queries read the table's latest version, so only a query planned on
+/// a version older than `retention` could miss a file. Returns the table after and the
+/// number of files deleted.
+///
+/// # Errors
+/// Delta or storage errors; [`IngestError::Config`] for a retention beyond chrono's range.
+pub async fn vacuum(
+    table: &DeltaTable,
+    retention: std::time::Duration,
+) -> Result<(DeltaTable, u64)> {
+    let retention = chrono::Duration::from_std(retention)
+        .map_err(|e| IngestError::Config(format!("vacuum retention: {e}")))?;
+    let (t, m) = table
+        .clone()
+        .vacuum()
+        .with_retention_period(retention)
+        .with_enforce_retention_duration(false)
+        .await?;
+    Ok((t, m.files_deleted.len() as u64))
+}

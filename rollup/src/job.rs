@@ -565,3 +565,73 @@ impl Rollups {
         Ok(out)
     }
 }
+
+/// What [`Rollups::enforce_retention`] removed from one tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Expired {
+    /// The tier.
+    pub tier: String,
+    /// Data files removed from the tier table and its series table (their bytes are freed
+    /// by a later vacuum).
+    pub files_removed: u64,
+}
+
+impl Rollups {
+    /// Deletes, in each tier with a retention, the whole `date` partitions (UTC days) whose
+    /// every bucket is older than `now_ms - retention`, from the tier table and its series
+    /// table (a Delta delete on the partition column: files are removed, none rewritten).
+    ///
+    /// # Errors
+    /// Delta errors (the tier is then unchanged, later tiers not visited).
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<Vec<Expired>> {
+        let mut out = vec![];
+        for (i, t) in self.tiers.iter().enumerate() {
+            let Some(retention) = t.retention else {
+                continue;
+            };
+            // The first day to keep: the day of the cutoff (its buckets may be younger).
+            let keep_from =
+                strata_ingest::storage::date_of_ms(now_ms - retention.as_millis() as i64);
+            let mut files_removed = 0u64;
+            let mut table = self.tables[i].lock().await;
+            let mut series = self.series_tables[i].lock().await;
+            for (tab, latest) in [
+                (&mut *series, &self.series_providers[i]),
+                (&mut *table, &self.providers[i]),
+            ] {
+                let (done, m) = strata_ingest::storage::delete_days_before(tab, keep_from).await?;
+                files_removed += m;
+                latest.set(&done).await?;
+                *tab = done;
+            }
+            out.push(Expired {
+                tier: t.name.clone(),
+                files_removed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes from disk the tier tables' data files that were removed from the tables
+    /// (by rebuilds and retention) longer than `retention` ago (Delta vacuum); returns
+    /// the number of files deleted.
+    ///
+    /// # Errors
+    /// Delta or storage errors.
+    pub async fn vacuum(&self, retention: std::time::Duration) -> Result<u64> {
+        let mut n = 0;
+        for (tables, providers) in [
+            (&self.tables, &self.providers),
+            (&self.series_tables, &self.series_providers),
+        ] {
+            for (t, p) in tables.iter().zip(providers) {
+                let mut t = t.lock().await;
+                let (done, deleted) = strata_ingest::storage::vacuum(&t, retention).await?;
+                n += deleted;
+                p.set(&done).await?;
+                *t = done;
+            }
+        }
+        Ok(n)
+    }
+}

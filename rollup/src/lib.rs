@@ -24,6 +24,6 @@ pub mod table;
 pub mod tier;
 
 pub use error::{Result, RollupError};
-pub use job::{BuildReport, Rollups};
+pub use job::{BuildReport, Expired, Rollups};
 pub use schedule::{RollupMetrics, ScheduleConfig};
 pub use tier::{Tier, default_tiers};

@@ -19,6 +19,10 @@ pub struct Tier {
     /// `sketch` column, [`crate::sketch`]); default false.
     #[serde(default)]
     pub sketch: bool,
+    /// How long the tier keeps its buckets (`"90d"`); whole days (the `date` partitions)
+    /// older than this are deleted. Absent: kept forever.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retention: Option<Duration>,
 }
 
 impl Tier {
@@ -28,7 +32,14 @@ impl Tier {
             name: name.to_string(),
             resolution,
             sketch: false,
+            retention: None,
         }
+    }
+
+    /// The same tier keeping its buckets for `retention`.
+    pub fn with_retention(mut self, retention: Duration) -> Tier {
+        self.retention = Some(retention);
+        self
     }
 
     /// The same tier with quantile sketches on or off.
@@ -53,12 +64,18 @@ impl Tier {
     }
 }
 
-/// The default tiers: `1m` without quantile sketches, `1h` and `1d` with.
+/// The default tiers: `1m` without quantile sketches, kept 90 days; `1h` with, kept 2
+/// years (730 days); `1d` with, kept 5 years (1,825 days).
 pub fn default_tiers() -> Vec<Tier> {
+    const DAY: u64 = 86_400;
     vec![
-        Tier::new("1m", Duration::from_secs(60)),
-        Tier::new("1h", Duration::from_secs(3600)).with_sketch(true),
-        Tier::new("1d", Duration::from_secs(86_400)).with_sketch(true),
+        Tier::new("1m", Duration::from_secs(60)).with_retention(Duration::from_secs(90 * DAY)),
+        Tier::new("1h", Duration::from_secs(3600))
+            .with_sketch(true)
+            .with_retention(Duration::from_secs(730 * DAY)),
+        Tier::new("1d", Duration::from_secs(DAY))
+            .with_sketch(true)
+            .with_retention(Duration::from_secs(1825 * DAY)),
     ]
 }
 

@@ -356,3 +356,98 @@ async fn the_scheduler_builds_closed_minutes_from_the_head() {
     );
     assert_eq!(srv.ingester.metrics().persisted_samples.get(), 0);
 }
+
+/// Parquet files under `dir`, recursively.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            n += parquet_files(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Retention removes whole old days from the tiers and from raw samples, but never raw
+/// days the first tier has not built; vacuum then deletes the removed files from disk.
+#[tokio::test]
+async fn retention_never_drops_raw_not_rolled_up_and_vacuum_frees_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.rollup.enabled = false;
+        c.rollup.tiers = vec![
+            strata_rollup::Tier::new("1m", std::time::Duration::from_secs(60))
+                .with_retention(std::time::Duration::from_secs(2 * 86_400)),
+            strata_rollup::Tier::new("1h", std::time::Duration::from_secs(3600)),
+        ];
+        c.persist.vacuum_retention = std::time::Duration::ZERO;
+    })
+    .await;
+    let now = now_ms();
+    let today = now / DAY * DAY;
+    // One sample a minute from 5 days ago (midnight) to 1 day ago, one request per day so
+    // that each day is its own file.
+    for d in (1..=5).rev() {
+        let day = today - d * DAY;
+        let s: Vec<(i64, f64)> = (0..1440).map(|i| (day + i * MIN, i as f64)).collect();
+        let body = request(&[(&[("__name__", "kept"), ("job", "r")][..], &s[..])]);
+        assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+        srv.ingester.persist().await.unwrap();
+    }
+    // The first tier built over days -5 and -4 only: its watermark is day -3's midnight.
+    let rollups = &srv.rollups;
+    rollups
+        .build(0, today - 5 * DAY, today - 3 * DAY, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rollups.watermark(0).await.unwrap(), Some(today - 3 * DAY));
+    let count = |sql: &'static str| {
+        let e = srv.engine.clone();
+        async move { scalar_i64(&e.sql(sql).await.unwrap()) }
+    };
+    assert_eq!(count("SELECT count(*) FROM rollup_1m").await, 2 * 1440);
+
+    // Raw retention 2 days: days -5 and -4 go (rolled up); day -3 is older than 2 days
+    // but not rolled up: kept. The 1m tier keeps 2 days: everything it has goes.
+    let (tier_files, raw_files) = strata::server::retention_pass(
+        &srv.ingester,
+        rollups,
+        std::time::Duration::from_secs(2 * 86_400),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(tier_files > 0 && raw_files > 0, "{tier_files} {raw_files}");
+    assert_eq!(count("SELECT count(*) FROM rollup_1m").await, 0);
+    assert_eq!(
+        count("SELECT CAST(min(timestamp) AS BIGINT) / 1000 FROM samples").await,
+        today - 3 * DAY
+    );
+    assert_eq!(count("SELECT count(*) FROM samples").await, 3 * 1440);
+
+    // The removed files are still on disk until a vacuum (here with no retention period).
+    let samples_dir = dir.path().join("samples");
+    let before = parquet_files(&samples_dir);
+    let live = srv
+        .ingester
+        .read_samples(None)
+        .0
+        .snapshot()
+        .unwrap()
+        .snapshot()
+        .log_data()
+        .iter()
+        .count();
+    assert!(before > live, "{before} files on disk, {live} live");
+    let deleted = srv.ingester.vacuum().await.unwrap();
+    assert_eq!(deleted as usize, before - live);
+    assert_eq!(parquet_files(&samples_dir), live);
+    let tier_before = parquet_files(&dir.path().join("rollup_1m"));
+    assert!(rollups.vacuum(std::time::Duration::ZERO).await.unwrap() > 0);
+    assert!(parquet_files(&dir.path().join("rollup_1m")) < tier_before);
+    // Everything kept still answers.
+    assert_eq!(count("SELECT count(*) FROM samples").await, 3 * 1440);
+}
