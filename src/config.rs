@@ -280,4 +280,52 @@ mod tests {
             Some(std::time::Duration::from_secs(30))
         );
     }
+
+    #[test]
+    fn the_rollup_section_sets_tiers_retention_and_schedule() {
+        // docs/rollups.md's example.
+        let c: Config = toml::from_str(
+            r#"
+[rollup]
+enabled = true
+allowed_lateness = "30s"
+interval = "10s"
+raw_retention = "30d"
+retention_interval = "1h"
+tiers = [
+  { name = "1m", resolution = "1m", retention = "90d" },
+  { name = "1h", resolution = "1h", sketch = true, retention = "730d" },
+  { name = "1d", resolution = "1d", sketch = true, retention = "1825d" },
+]
+
+[persist]
+vacuum_interval = "24h"
+vacuum_retention = "7d"
+"#,
+        )
+        .unwrap();
+        // The example is the defaults, but raw retention.
+        let d = Config::default();
+        assert_eq!(c.rollup.tiers, d.rollup.tiers);
+        assert_eq!(c.rollup.tiers, strata_rollup::default_tiers());
+        assert_eq!(
+            c.rollup.raw_retention,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        assert!(d.rollup.raw_retention.is_zero());
+        assert_eq!(c.rollup.schedule(), d.rollup.schedule());
+        assert_eq!(c.persist.vacuum_retention, d.persist.vacuum_retention);
+        assert_eq!(
+            c.rollup.tiers[0].retention,
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
+        assert!(!c.rollup.tiers[0].sketch && c.rollup.tiers[2].sketch);
+        let e = toml::from_str::<Config>(
+            "[rollup]
+tiers = [{ name = \"1m\", resolution = \"1m\", k = 1 }]
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
 }
