@@ -116,7 +116,8 @@ async fn kill_9_during_rollup_builds_leaves_tables_equal_to_a_clean_run() {
     let today = now_ms() / DAY * DAY;
     let (from, to) = (today - 2 * DAY, today - DAY);
     // Four series, one sample every 15 s over (from, to], a counter with a reset.
-    let data: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = (0..4)
+    type Series = (Vec<(&'static str, &'static str)>, Vec<(i64, f64)>);
+    let data: Vec<Series> = (0..4)
         .map(|i| {
             let name = if i < 2 {
                 "rk_requests_total"
