@@ -361,40 +361,43 @@ impl Rollups {
             let mut series = self.series_tables[tier].lock().await;
             let schema = series.snapshot()?.snapshot().arrow_schema();
             let batch = table::series_batch(&schema, &rows)?;
-            let written = series
-                .clone()
-                .write(vec![batch])
-                .with_session_state(strata_ingest::ingester::ordered_write_session()?)
-                .with_save_mode(SaveMode::Overwrite)
-                .with_replace_where(range.clone())
-                .with_partition_columns(table::PARTITIONS)
-                .with_writer_properties(table::writer_properties())
-                .await?;
+            let written =
+                replace(&series, batch, range.clone(), CommitProperties::default()).await?;
             self.series_providers[tier].set(&written).await?;
             *series = written;
         }
         let watermark = watermark_of(&table).await?.unwrap_or(i64::MIN).max(to);
         let schema = table.snapshot()?.snapshot().arrow_schema();
         let batch = table::batch(&schema, &rows)?;
-        let written = table
-            .clone()
-            .write(vec![batch])
-            .with_session_state(strata_ingest::ingester::ordered_write_session()?)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(range)
-            .with_partition_columns(table::PARTITIONS)
-            .with_writer_properties(table::writer_properties())
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(APP_ID, watermark)),
-            )
-            .await?;
+        let commit = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, watermark));
+        let written = replace(&table, batch, range, commit).await?;
         self.providers[tier].set(&written).await?;
         *table = written;
         report.rows_written += rows.len() as u64;
         report.commits += 1;
         Ok(())
     }
+}
+
+/// Replaces the rows of `table` matching `range` with `batch` in one commit (Delta's
+/// `replaceWhere`), sorted as given, with the tier tables' Parquet settings.
+async fn replace(
+    table: &DeltaTable,
+    batch: arrow::record_batch::RecordBatch,
+    range: Expr,
+    commit: CommitProperties,
+) -> Result<DeltaTable> {
+    Ok(table
+        .clone()
+        .write(vec![batch])
+        .with_session_state(strata_ingest::ingester::ordered_write_session()?)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(range)
+        .with_partition_columns(table::PARTITIONS)
+        .with_writer_properties(table::writer_properties())
+        .with_commit_properties(commit)
+        .await?)
 }
 
 /// A UTC timestamp literal (µs) of `ms`.
