@@ -7,9 +7,11 @@
 //! bucket end built, ms) as a Delta `txn` action of application [`APP_ID`] in the same
 //! commit. So a build is atomic: one killed at any point (kill -9) left the table as it
 //! was, and a build run again over the same range replaces what it wrote instead of
-//! adding to it (no double counting). Long ranges are built in slices
-//! ([`Rollups::slice_ms`]), one commit each, oldest first, so a killed backfill keeps
-//! the slices it finished.
+//! adding to it (no double counting). Long ranges are built in slices, one commit each,
+//! oldest first, so a killed backfill keeps the slices it finished; a slice's length
+//! adapts to the source rows the last one read ([`next_slice_ms`]), so sparse history
+//! backfills in few commits and dense data never holds more than a few million source
+//! rows in memory.
 
 use std::sync::Arc;
 
@@ -143,13 +145,6 @@ impl Rollups {
         watermark_of(&table).await
     }
 
-    /// The length of the slices a build of `tier` commits one at a time (ms): 60 buckets
-    /// of the tier, at most one day (a slice's buckets stay in one `date` partition when
-    /// the resolution divides a day).
-    pub fn slice_ms(&self, tier: usize) -> i64 {
-        (self.tiers[tier].resolution_ms() * 60).min(86_400_000)
-    }
-
     /// Builds `tier`'s buckets ending in `(from_ms, to_ms]` (ms since the epoch, UTC; both
     /// multiples of the tier's resolution) from its source, replacing whatever the table
     /// held for those buckets, slice by slice; `progress` is called after each slice with
@@ -175,14 +170,15 @@ impl Rollups {
             )));
         }
         let mut report = BuildReport::default();
-        let slice = self.slice_ms(tier);
+        let mut slice = FIRST_SLICE_BUCKETS * r;
         let mut start = from_ms;
         while start < to_ms {
-            // Slices aligned to multiples of their length, so that a re-run cuts the same.
-            let end = ((start.div_euclid(slice) + 1) * slice).min(to_ms);
+            let end = (start + slice).min(to_ms);
+            let before = report.source_rows;
             let rows = self.source_rows(tier, start, end, &mut report).await?;
             self.write(tier, start, end, rows, &mut report).await?;
             progress(end);
+            slice = next_slice_ms(slice, report.source_rows - before, r);
             start = end;
         }
         Ok(report)
@@ -380,6 +376,31 @@ impl Rollups {
     }
 }
 
+/// A build's first slice, in buckets of the tier.
+const FIRST_SLICE_BUCKETS: i64 = 60;
+
+/// Source rows a slice aims at: a slice that read under a quarter of this doubles the
+/// next one, over four times this halves it.
+const SLICE_ROWS: u64 = 1 << 20;
+
+/// The longest slice (ms): 64 days.
+const MAX_SLICE_MS: i64 = 64 * 86_400_000;
+
+/// The next slice's length after one of `len` ms read `rows` source rows: doubled when
+/// `rows < SLICE_ROWS / 4` (up to [`MAX_SLICE_MS`], or one bucket if that is longer),
+/// halved when `rows > 4 * SLICE_ROWS` (down to one bucket), else the same; always a
+/// multiple of the resolution `r`.
+fn next_slice_ms(len: i64, rows: u64, r: i64) -> i64 {
+    let len = if rows < SLICE_ROWS / 4 {
+        (len * 2).min(MAX_SLICE_MS.max(r))
+    } else if rows > 4 * SLICE_ROWS {
+        len / 2
+    } else {
+        len
+    };
+    (len / r).max(1) * r
+}
+
 /// Replaces the rows of `table` matching `range` with `batch` in one commit (Delta's
 /// `replaceWhere`), sorted as given, with the tier tables' Parquet settings.
 async fn replace(
@@ -486,6 +507,25 @@ impl TableProvider for Latest {
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         self.current().supports_filters_pushdown(filters)
+    }
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use super::*;
+
+    #[test]
+    fn slices_grow_on_sparse_data_and_shrink_on_dense() {
+        let m = 60_000;
+        assert_eq!(next_slice_ms(60 * m, 1000, m), 120 * m);
+        assert_eq!(next_slice_ms(MAX_SLICE_MS, 0, m), MAX_SLICE_MS);
+        assert_eq!(next_slice_ms(60 * m, 10 << 20, m), 30 * m);
+        assert_eq!(next_slice_ms(m, 10 << 20, m), m, "never under one bucket");
+        assert_eq!(next_slice_ms(60 * m, SLICE_ROWS, m), 60 * m);
+        // A 1d tier: 64 days is 64 buckets; growth stays on whole days.
+        let d = 86_400_000;
+        assert_eq!(next_slice_ms(60 * d, 0, d), 64 * d);
+        assert_eq!(next_slice_ms(3 * d, 5 << 20, d), d);
     }
 }
 
