@@ -122,9 +122,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RollupCommand {
-    /// Rebuild a tier's buckets over a time range, day by day, from the tier below (raw
-    /// samples for the first tier), replacing what the tier held there; shows a progress
-    /// bar. Build the tiers in order (`1m`, then `1h`, then `1d`).
+    /// Rebuild a tier's buckets over a time range from the tier below (raw samples for the
+    /// first tier), replacing what the tier held there, up to 64 days per request; shows a
+    /// progress bar. Build the tiers in order (`1m`, then `1h`, then `1d`).
     Backfill {
         /// The tier's name (`1m`, `1h`, `1d` by default).
         #[arg(long)]

@@ -99,6 +99,9 @@ pub fn router(rollups: Arc<Rollups>) -> Router {
         .with_state(rollups)
 }
 
+/// The longest range one backfill request asks the server to build, days.
+pub const BACKFILL_CHUNK_DAYS: i64 = 64;
+
 /// What [`backfill`] did, summed over its requests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Backfilled {
@@ -111,8 +114,9 @@ pub struct Backfilled {
 }
 
 /// `strata rollup backfill`: rebuilds `tier` over `(from_ms, to_ms]` on the server at
-/// `base_url` (`http://host:port`) one UTC day per request (`POST
-/// /api/v1/admin/rollup/build`), with a progress bar on stderr.
+/// `base_url` (`http://host:port`) in requests of up to [`BACKFILL_CHUNK_DAYS`] UTC days
+/// (`POST /api/v1/admin/rollup/build`; the server cuts each into slices sized by the
+/// rows they read), with a progress bar in days on stderr.
 ///
 /// # Errors
 /// A message naming the request that failed and the server's answer; the days before it
@@ -124,6 +128,7 @@ pub async fn backfill(
     to_ms: i64,
 ) -> Result<Backfilled, String> {
     const DAY: i64 = 86_400_000;
+    const CHUNK: i64 = BACKFILL_CHUNK_DAYS * DAY;
     if from_ms >= to_ms {
         return Err(format!(
             "empty range: from {from_ms} ms is not before to {to_ms} ms"
@@ -142,8 +147,7 @@ pub async fn backfill(
     let mut total = Backfilled::default();
     let mut start = from_ms;
     while start < to_ms {
-        let end = (start.div_euclid(DAY) + 1) * DAY;
-        let end = end.min(to_ms);
+        let end = ((start.div_euclid(DAY) * DAY) + CHUNK).min(to_ms);
         let url = format!(
             "{}/api/v1/admin/rollup/build?tier={tier}&from={}&to={}",
             base_url.trim_end_matches('/'),
@@ -170,7 +174,7 @@ pub async fn backfill(
         total.rows_written += n("rows_written");
         total.commits += n("commits");
         bar.set_message(format!("{} series-buckets", total.rows_written));
-        bar.inc(1);
+        bar.set_position(((end - from_ms + DAY - 1) / DAY) as u64);
         start = end;
     }
     bar.finish();
