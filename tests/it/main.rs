@@ -10,3 +10,4 @@ mod prom_query;
 mod promqltest;
 mod rollup;
 mod scrape;
+mod slt;
