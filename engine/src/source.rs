@@ -16,6 +16,17 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// The samples: the Delta table as of now and the head's samples of the series whose
     /// metric name is in `names` (all series with `None`), with no sample in both.
     fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples);
+    /// As [`Source::samples`], the head's samples only those with `lo <= t <= hi` (ms,
+    /// UTC): a scan whose filters bound the time copies that window of the head, not all
+    /// of it. By default, all of them (the scan's filters still apply).
+    fn samples_between(
+        &self,
+        names: Option<&HashSet<String>>,
+        _lo_ms: i64,
+        _hi_ms: i64,
+    ) -> (DeltaTable, HeadSamples) {
+        self.samples(names)
+    }
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
 }
@@ -32,6 +43,14 @@ impl std::fmt::Debug for IngesterSource {
 impl Source for IngesterSource {
     fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples) {
         self.0.read_samples(names)
+    }
+    fn samples_between(
+        &self,
+        names: Option<&HashSet<String>>,
+        lo_ms: i64,
+        hi_ms: i64,
+    ) -> (DeltaTable, HeadSamples) {
+        self.0.read_samples_between(names, Some((lo_ms, hi_ms)))
     }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series()

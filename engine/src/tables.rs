@@ -44,6 +44,42 @@ fn metric_names(filters: &[Expr]) -> Option<HashSet<String>> {
     pinned_values(filters, "metric_name", scalar_str).map(HashSet::from_iter)
 }
 
+/// The time window (ms, both ends included, widened to whole ms) that `filters` (a
+/// conjunction) confine `timestamp` to, from comparisons of the column with timestamp
+/// literals (`timestamp > TIMESTAMP '...'`, either side); `None` if neither end is
+/// bounded. Used to copy only that window out of the head; the filters still apply.
+fn time_bounds(filters: &[Expr]) -> Option<(i64, i64)> {
+    let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    let us = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _) => Some(*v),
+        _ => None,
+    };
+    let is_ts = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "timestamp");
+    for f in filters {
+        let Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right }) = f else {
+            continue;
+        };
+        let (op, v) = match (is_ts(left), us(right), us(left), is_ts(right)) {
+            (true, Some(v), _, _) => (*op, v),
+            (_, _, Some(v), true) => match op.swap() {
+                Some(o) => (o, v),
+                None => continue,
+            },
+            _ => continue,
+        };
+        match op {
+            Operator::Gt | Operator::GtEq => lo = lo.max(v.div_euclid(1000)),
+            Operator::Lt | Operator::LtEq => hi = hi.min(v.div_euclid(1000) + 1),
+            Operator::Eq => {
+                lo = lo.max(v.div_euclid(1000));
+                hi = hi.min(v.div_euclid(1000) + 1);
+            }
+            _ => {}
+        }
+    }
+    (lo != i64::MIN || hi != i64::MAX).then_some((lo, hi))
+}
+
 /// The values the first of `filters` (a conjunction) that pins `column` allows:
 /// `column = <literal>` or `column IN (<literals>)`, each literal read by `value` (a
 /// filter with a literal it does not read pins nothing).
@@ -512,7 +548,10 @@ impl TableProvider for HeadDeltaTable {
         let (table, head) = match self.kind {
             Kind::Samples => {
                 let names = metric_names(filters);
-                let (table, head) = self.source.samples(names.as_ref());
+                let (table, head) = match time_bounds(filters) {
+                    Some((lo, hi)) => self.source.samples_between(names.as_ref(), lo, hi),
+                    None => self.source.samples(names.as_ref()),
+                };
                 let batch = (!head.is_empty())
                     .then(|| storage::samples_batch(&self.schema, &head.iter().collect::<Vec<_>>()))
                     .transpose()
@@ -554,6 +593,29 @@ impl TableProvider for HeadDeltaTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_bounds_read_timestamp_comparisons_either_way_round() {
+        use datafusion::prelude::{col, lit};
+        let ts = |us: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(us),
+                Some("UTC".into()),
+            ))
+        };
+        // (1 s, 2 s]: from 1,000 ms (widened) to 2,001 ms.
+        let f = [
+            col("timestamp").gt(ts(1_000_000)),
+            col("timestamp").lt_eq(ts(2_000_000)),
+        ];
+        assert_eq!(time_bounds(&f), Some((1_000, 2_001)));
+        // The literal on the left: 5 s < timestamp.
+        let f = [ts(5_000_000).lt(col("timestamp"))];
+        assert_eq!(time_bounds(&f), Some((5_000, i64::MAX)));
+        // Another column, or no literal: no bound.
+        assert_eq!(time_bounds(&[col("value").gt(lit(1.0))]), None);
+        assert_eq!(time_bounds(&[col("timestamp").gt(col("timestamp"))]), None);
+    }
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;

@@ -336,14 +336,41 @@ impl Head {
     /// series sorted by time with unique timestamps. Only those series are visited (an
     /// index by metric name), not every series of the head.
     pub fn snapshot(&self, names: Option<&HashSet<String>>) -> HeadSamples {
+        self.snapshot_between(names, None)
+    }
+
+    /// As [`Head::snapshot`], only the samples with `lo <= t <= hi` (ms) when `range` is
+    /// `Some((lo, hi))`: a scan of a time window copies that window, not the whole head.
+    pub fn snapshot_between(
+        &self,
+        names: Option<&HashSet<String>>,
+        range: Option<(i64, i64)>,
+    ) -> HeadSamples {
+        // The samples of `v` (sorted by time) in the range.
+        let window = |v: &[Sample]| -> Vec<Sample> {
+            match range {
+                None => v.to_vec(),
+                Some((lo, hi)) => {
+                    let a = v.partition_point(|s| s.timestamp_ms < lo);
+                    let b = v.partition_point(|s| s.timestamp_ms <= hi);
+                    v[a..b.max(a)].to_vec()
+                }
+            }
+        };
         let mut out = vec![];
+        let mut push = |m: &Arc<SeriesMeta>, v: Vec<Sample>| {
+            if !v.is_empty() {
+                out.push((m.clone(), v));
+            }
+        };
         if let Some(f) = self.frozen.read().as_ref() {
             match names {
-                None => out.extend(f.series.iter().cloned()),
+                None => f.series.iter().for_each(|(m, v)| push(m, window(v))),
                 Some(names) => {
                     for n in names {
                         for i in f.by_name.get(n.as_str()).into_iter().flatten() {
-                            out.push(f.series[*i].clone());
+                            let (m, v) = &f.series[*i];
+                            push(m, window(v));
                         }
                     }
                 }
@@ -355,11 +382,14 @@ impl Head {
                 if e.samples.is_empty() {
                     return;
                 }
-                let mut v = e.samples.clone();
-                if !e.sorted {
+                let v = if e.sorted {
+                    window(&e.samples)
+                } else {
+                    let mut v = e.samples.clone();
                     sort_dedup(&mut v);
-                }
-                out.push((m.clone(), v));
+                    window(&v)
+                };
+                push(m, v);
             };
             match names {
                 None => shard.series.values().for_each(|(m, e)| take(m, e)),
@@ -425,6 +455,21 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_snapshot_between_copies_the_window_only() {
+        let h = Head::new(HashSet::new());
+        h.append(vec![ss("w", &[(30, 3.0), (10, 1.0), (20, 2.0), (40, 4.0)])]);
+        let ts = |snap: HeadSamples| -> Vec<i64> {
+            snap.into_iter()
+                .flat_map(|(_, v)| v.into_iter().map(|s| s.timestamp_ms))
+                .collect()
+        };
+        // Unsorted in the head: sorted, then cut to [15, 30].
+        assert_eq!(ts(h.snapshot_between(None, Some((15, 30)))), [20, 30]);
+        assert_eq!(ts(h.snapshot_between(None, None)), [10, 20, 30, 40]);
+        assert!(h.snapshot_between(None, Some((50, 60))).is_empty());
     }
 
     #[test]

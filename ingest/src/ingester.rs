@@ -468,8 +468,18 @@ impl Ingester {
         &self,
         names: Option<&std::collections::HashSet<String>>,
     ) -> (DeltaTable, HeadSamples) {
+        self.read_samples_between(names, None)
+    }
+
+    /// As [`Ingester::read_samples`], the head's samples only those with `lo <= t <= hi`
+    /// (ms) when `range` is `Some((lo, hi))`.
+    pub fn read_samples_between(
+        &self,
+        names: Option<&std::collections::HashSet<String>>,
+        range: Option<(i64, i64)>,
+    ) -> (DeltaTable, HeadSamples) {
         let t = self.tables.read();
-        (t.samples.clone(), self.head.snapshot(names))
+        (t.samples.clone(), self.head.snapshot_between(names, range))
     }
 
     /// A consistent view of the series catalog: the Delta table and the head's series not
