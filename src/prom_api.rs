@@ -5,6 +5,7 @@
 //! Prometheus's JSON shapes and error shapes (`docs/querying/api.md` of Prometheus).
 //! GET takes URL parameters; POST takes them form-encoded too, as Prometheus does.
 
+use crate::server::now_ms;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -30,10 +31,10 @@ fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// A Prometheus API error answer: `{"status":"error","errorType":..,"error":..}`.
-struct ApiError {
-    status: StatusCode,
-    error_type: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) error_type: &'static str,
+    pub(crate) message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -48,7 +49,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_data(msg: impl Into<String>) -> ApiError {
+/// A 400 `bad_data` answer.
+pub(crate) fn bad_data(msg: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         error_type: "bad_data",
@@ -373,13 +375,6 @@ fn parse_duration_ms(name: &str, v: &str) -> Result<i64, ApiError> {
             "invalid parameter \"{name}\": cannot parse \"{v}\" to a valid duration"
         ))
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Query options from `timeout` and `lookback_delta`.

@@ -11,28 +11,19 @@ use axum::routing::{get, post};
 use serde_json::json;
 use strata_rollup::{RollupError, Rollups};
 
-use crate::prom_api::parse_time;
-
-fn error(status: StatusCode, error_type: &str, msg: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({"status": "error", "errorType": error_type, "error": msg.into()})),
-    )
-        .into_response()
-}
+use crate::prom_api::{ApiError, bad_data, parse_time};
+use crate::server::now_ms;
 
 fn from_rollup(e: RollupError) -> Response {
     match e {
-        RollupError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_data", m),
-        e => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        RollupError::BadRequest(m) => bad_data(m),
+        e => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_type: "internal",
+            message: e.to_string(),
+        },
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    .into_response()
 }
 
 /// `GET /api/v1/status/tiers`: `{"status": "success", "data": [tier, ...]}`, each tier
@@ -66,7 +57,7 @@ async fn build(State(r): State<Arc<Rollups>>, Query(p): Query<Build>) -> Respons
     };
     let (from, to) = match (parse_time("from", &p.from), parse_time("to", &p.to)) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+        (Err(e), _) | (_, Err(e)) => return bad_data(e).into_response(),
     };
     let res = r.tiers()[tier].resolution_ms();
     let (from, to) = (

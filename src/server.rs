@@ -53,7 +53,7 @@ struct AppState {
 }
 
 /// The server clock in ms since the epoch (UTC).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

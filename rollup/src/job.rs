@@ -64,6 +64,9 @@ pub struct Rollups {
     /// Each tier's table as registered in the engine's catalog (the latest version).
     providers: Vec<Arc<Latest>>,
     series_providers: Vec<Arc<Latest>>,
+    /// The oldest raw sample's time (ms) once the scheduler has looked it up: where a
+    /// tier never built starts ([`crate::schedule`]).
+    pub(crate) oldest_sample: parking_lot::Mutex<Option<i64>>,
 }
 
 impl Rollups {
@@ -108,6 +111,7 @@ impl Rollups {
             series_tables,
             providers,
             series_providers,
+            oldest_sample: parking_lot::Mutex::new(None),
         })
     }
 
@@ -198,8 +202,8 @@ impl Rollups {
         if tier == 0 {
             let samples = self.raw(from, to).await?;
             report.source_rows += samples.len() as u64;
-            for run in samples.chunk_by(|a, b| a.series_id == b.series_id) {
-                let first = &run[0];
+            for run in samples.chunk_by(|a, b| a.key.series_id == b.key.series_id) {
+                let key = &run[0].key;
                 let mut sketches = if want_sketch {
                     kll_by_bucket(run.iter().map(|s| (s.t_ms, s.value)), r)
                 } else {
@@ -207,9 +211,7 @@ impl Rollups {
                 };
                 for (end_ms, bucket) in bucketize(run.iter().map(|s| (s.t_ms, s.value)), r) {
                     out.push(Row {
-                        family: first.family.clone(),
-                        metric_name: first.metric_name.clone(),
-                        series_id: first.series_id,
+                        key: key.clone(),
                         end_ms,
                         bucket,
                         sketch: sketches
@@ -241,8 +243,8 @@ impl Rollups {
             } else {
                 Default::default()
             };
-            for run in fine.chunk_by(|a, b| a.series_id == b.series_id) {
-                let first = &run[0];
+            for run in fine.chunk_by(|a, b| a.key.series_id == b.key.series_id) {
+                let key = &run[0].key;
                 let mut merged: HashMap<i64, sketch::Kll> = HashMap::new();
                 if want_sketch && self.tiers[tier - 1].sketch {
                     for f in run {
@@ -256,11 +258,9 @@ impl Rollups {
                 for (end_ms, bucket) in coarsen(run.iter().map(|b| (b.end_ms, b.bucket)), r) {
                     let k = merged
                         .remove(&end_ms)
-                        .or_else(|| raw_sketches.remove(&(first.series_id, end_ms)));
+                        .or_else(|| raw_sketches.remove(&(key.series_id, end_ms)));
                     out.push(Row {
-                        family: first.family.clone(),
-                        metric_name: first.metric_name.clone(),
-                        series_id: first.series_id,
+                        key: key.clone(),
                         end_ms,
                         bucket,
                         sketch: k.as_ref().and_then(sketch::kll_bytes),
@@ -269,14 +269,7 @@ impl Rollups {
             }
         }
         // The table's order: family, metric name, series, bucket.
-        out.sort_by(|a, b| {
-            (&a.family, &a.metric_name, a.series_id, a.end_ms).cmp(&(
-                &b.family,
-                &b.metric_name,
-                b.series_id,
-                b.end_ms,
-            ))
-        });
+        out.sort_by(|a, b| (&a.key, a.end_ms).cmp(&(&b.key, b.end_ms)));
         Ok(out)
     }
 
@@ -328,7 +321,7 @@ impl Rollups {
             report.source_rows += samples.len() as u64;
             for s in &samples {
                 let k = out
-                    .entry((s.series_id, bucket_end(s.t_ms, resolution)))
+                    .entry((s.key.series_id, bucket_end(s.t_ms, resolution)))
                     .or_insert_with(sketch::new_kll);
                 sketch::kll_update(k, s.value);
             }
@@ -560,7 +553,6 @@ impl Rollups {
     /// # Errors
     /// Delta or DataFusion errors reading a table.
     pub async fn status(&self, now_ms: i64) -> Result<Vec<TierStatus>> {
-        use arrow::array::{Array, AsArray};
         use datafusion::functions_aggregate::expr_fn::{count, max, min};
         let mut out = vec![];
         for (i, t) in self.tiers.iter().enumerate() {
@@ -586,12 +578,7 @@ impl Rollups {
                 )?
                 .collect()
                 .await?;
-            let get = |c: usize| -> Result<Option<i64>> {
-                let Some(b) = b.first() else { return Ok(None) };
-                let a = arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Int64)?;
-                let a = a.as_primitive::<arrow::datatypes::Int64Type>();
-                Ok((!a.is_empty() && !a.is_null(0)).then(|| a.value(0)))
-            };
+            let get = |c: usize| table::first_i64(&b, c);
             out.push(TierStatus {
                 name: t.name.clone(),
                 resolution_seconds: t.resolution_ms() / 1000,

@@ -103,8 +103,13 @@ impl RollupMetrics {
 }
 
 impl Rollups {
-    /// The oldest raw sample's time (ms, UTC), `None` without samples.
+    /// The oldest raw sample's time (ms, UTC), `None` without samples. Looked up in the
+    /// `samples` table (a scan of its timestamps) until found, then remembered: a tier not
+    /// built yet asks at every catch-up.
     async fn oldest_sample_ms(&self) -> Result<Option<i64>> {
+        if let Some(t) = *self.oldest_sample.lock() {
+            return Ok(Some(t));
+        }
         let batches = self
             .engine()
             .context()
@@ -113,14 +118,9 @@ impl Rollups {
             .aggregate(vec![], vec![min(col("timestamp")).alias("t")])?
             .collect()
             .await?;
-        let t = batches.first().map(|b| {
-            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).map(|a| {
-                use arrow::array::{Array, AsArray};
-                let a = a.as_primitive::<arrow::datatypes::Int64Type>();
-                (!a.is_empty() && !a.is_null(0)).then(|| a.value(0).div_euclid(1000))
-            })
-        });
-        Ok(t.transpose()?.flatten())
+        let t = crate::table::first_i64(&batches, 0)?.map(|us| us.div_euclid(1000));
+        *self.oldest_sample.lock() = t;
+        Ok(t)
     }
 
     /// Brings every tier up to date at time `now_ms` (ms, UTC): builds, finest first, the

@@ -95,13 +95,27 @@ impl AggregateUDFImpl for MergeUdaf {
     }
 }
 
-/// The first argument as a `Binary` array (from any binary type).
-fn binary(values: &[ArrayRef], f: &str) -> Result<ArrayRef> {
-    match values.first().map(|a| cast(a, &DataType::Binary)) {
-        Some(Ok(a)) => Ok(a),
-        Some(Err(e)) => fail(f, e),
-        None => fail(f, "no argument"),
+/// Calls `f` with the bytes of each non-null value of the first argument (any binary
+/// type); an error names the function `name`.
+fn each_sketch(
+    values: &[ArrayRef],
+    name: &str,
+    mut f: impl FnMut(&[u8]) -> crate::Result<()>,
+) -> Result<()> {
+    let b = match values.first().map(|a| cast(a, &DataType::Binary)) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return fail(name, e),
+        None => return fail(name, "no argument"),
+    };
+    let b = b.as_binary::<i32>();
+    for i in 0..b.len() {
+        if !b.is_null(i)
+            && let Err(e) = f(b.value(i))
+        {
+            return fail(name, e);
+        }
     }
+    Ok(())
 }
 
 /// The merged KLL sketch so far (`None` before the first non-null input).
@@ -110,18 +124,9 @@ struct KllAcc(Option<sketch::Kll>);
 
 impl Accumulator for KllAcc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let b = binary(values, "kll_merge")?;
-        let b = b.as_binary::<i32>();
-        for i in 0..b.len() {
-            if b.is_null(i) {
-                continue;
-            }
-            let acc = self.0.get_or_insert_with(sketch::new_kll);
-            if let Err(e) = sketch::kll_merge(acc, b.value(i)) {
-                return fail("kll_merge", e);
-            }
-        }
-        Ok(())
+        each_sketch(values, "kll_merge", |bytes| {
+            sketch::kll_merge(self.0.get_or_insert_with(sketch::new_kll), bytes)
+        })
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.update_batch(states)
@@ -148,18 +153,11 @@ impl std::fmt::Debug for HllAcc {
 
 impl Accumulator for HllAcc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let b = binary(values, "hll_union")?;
-        let b = b.as_binary::<i32>();
-        for i in 0..b.len() {
-            if b.is_null(i) {
-                continue;
-            }
-            match sketch::hll_read(b.value(i)) {
-                Ok(s) => self.0.get_or_insert_with(sketch::new_hll_union).update(&s),
-                Err(e) => return fail("hll_union", e),
-            }
-        }
-        Ok(())
+        each_sketch(values, "hll_union", |bytes| {
+            let s = sketch::hll_read(bytes)?;
+            self.0.get_or_insert_with(sketch::new_hll_union).update(&s);
+            Ok(())
+        })
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.update_batch(states)

@@ -78,15 +78,61 @@ pub fn columns() -> Vec<StructField> {
     c
 }
 
-/// One row of a tier table: a series' bucket.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+/// A series as the tier tables key it; ordered as the tables are sorted (family, metric
+/// name, series).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
     /// The metric family (partition column).
     pub family: Arc<str>,
     /// The metric name.
     pub metric_name: Arc<str>,
     /// The series fingerprint, as stored in `samples.series_id`.
     pub series_id: i64,
+}
+
+/// Builds [`SeriesKey`]s for rows read in series order: the names are interned (one
+/// allocation per distinct name), and a row of the same series as the one before reuses
+/// its key.
+#[derive(Default)]
+pub(crate) struct Keys {
+    names: HashMap<String, Arc<str>>,
+    last: Option<SeriesKey>,
+}
+
+impl Keys {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(s.to_string(), a.clone());
+        a
+    }
+
+    /// The key of series `series_id` of `metric_name` in `family`.
+    pub(crate) fn key(&mut self, family: &str, metric_name: &str, series_id: i64) -> SeriesKey {
+        if let Some(k) = &self.last
+            && k.series_id == series_id
+            && *k.metric_name == *metric_name
+            && *k.family == *family
+        {
+            return k.clone();
+        }
+        let k = SeriesKey {
+            family: self.intern(family),
+            metric_name: self.intern(metric_name),
+            series_id,
+        };
+        self.last = Some(k.clone());
+        k
+    }
+}
+
+/// One row of a tier table: a series' bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The series.
+    pub key: SeriesKey,
     /// The bucket's end, ms since the epoch, UTC.
     pub end_ms: i64,
     /// The aggregates.
@@ -117,9 +163,9 @@ pub fn series_batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     let mut groups: std::collections::BTreeMap<(&str, &str, i64), Vec<i64>> = Default::default();
     for r in rows {
         groups
-            .entry((&r.family, &r.metric_name, r.end_ms))
+            .entry((&r.key.family, &r.key.metric_name, r.end_ms))
             .or_default()
-            .push(r.series_id);
+            .push(r.key.series_id);
     }
     let n = groups.len();
     let mut name = StringDictionaryBuilder::<Int32Type>::new();
@@ -190,9 +236,9 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     for r in rows {
         let b = &r.bucket;
         sketch.append_option(r.sketch.as_deref());
-        name.append_value(r.metric_name.as_ref());
-        fam.append_value(r.family.as_ref());
-        sid.append_value(r.series_id);
+        name.append_value(r.key.metric_name.as_ref());
+        fam.append_value(r.key.family.as_ref());
+        sid.append_value(r.key.series_id);
         end.append_value(r.end_ms * 1000);
         first_ts.append_value(b.first_ts * 1000);
         last_ts.append_value(b.last_ts * 1000);
@@ -236,11 +282,28 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
 }
 
 /// A column of `b` by name, cast to `to`.
-fn column(b: &RecordBatch, name: &str, to: &ArrowType) -> Result<ArrayRef> {
+///
+/// # Errors
+/// [`RollupError::Invariant`] if `b` has no such column; Arrow cast errors.
+pub(crate) fn column(b: &RecordBatch, name: &str, to: &ArrowType) -> Result<ArrayRef> {
     let a = b
         .column_by_name(name)
         .ok_or_else(|| RollupError::Invariant(format!("no column {name} in a tier scan")))?;
     Ok(cast(a, to)?)
+}
+
+/// Column `c` of the first row of `batches` as an i64 (timestamps as their µs), `None`
+/// for no row or a null: the answer of a one-row aggregate.
+///
+/// # Errors
+/// Arrow cast errors.
+pub(crate) fn first_i64(batches: &[RecordBatch], c: usize) -> Result<Option<i64>> {
+    let Some(b) = batches.first() else {
+        return Ok(None);
+    };
+    let a = cast(b.column(c), &ArrowType::Int64)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok((!a.is_empty() && !a.is_null(0)).then(|| a.value(0)))
 }
 
 /// Reads tier-table rows back from batches holding at least the tier columns (any string
@@ -250,13 +313,7 @@ fn column(b: &RecordBatch, name: &str, to: &ArrowType) -> Result<ArrayRef> {
 /// [`RollupError::Invariant`] if a column is missing, Arrow cast errors.
 pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let mut out = vec![];
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
-    let mut intern = |s: &str| -> Arc<str> {
-        names
-            .entry(s.to_string())
-            .or_insert_with(|| Arc::from(s))
-            .clone()
-    };
+    let mut keys = Keys::default();
     for b in batches {
         let utf8 = |n: &str| column(b, n, &ArrowType::Utf8);
         let long = |n: &str| column(b, n, &ArrowType::Int64);
@@ -297,9 +354,7 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                 ));
             }
             out.push(Row {
-                family: intern(fam.value(i)),
-                metric_name: intern(name.value(i)),
-                series_id: l[0].value(i),
+                key: keys.key(fam.value(i), name.value(i), l[0].value(i)),
                 end_ms: l[1].value(i) / 1000,
                 bucket: Bucket {
                     count: l[4].value(i) as u64,

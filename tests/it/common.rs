@@ -111,3 +111,13 @@ pub async fn samples_of(engine: &strata_engine::Engine, name: &str) -> Vec<(i64,
             .unwrap(),
     )
 }
+
+/// The text of `GET /metrics`.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

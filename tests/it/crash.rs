@@ -226,17 +226,7 @@ async fn kill_9_during_rollup_builds_leaves_tables_equal_to_a_clean_run() {
     let mut child = spawn(dir.path(), http, flight).await;
     let mut caught_up = false;
     for _ in 0..1200 {
-        let s: serde_json::Value =
-            reqwest::get(format!("http://127.0.0.1:{http}/api/v1/status/tiers"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        if s["data"][2]["watermark_ms"]
-            .as_i64()
-            .is_some_and(|w| w >= to)
-        {
+        if status(http).await[2].is_some_and(|w| w >= to) {
             caught_up = true;
             break;
         }

@@ -190,12 +190,7 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     assert_eq!(rows, vec![(t0, 1.0), (t0 + 1, 2.0), (t0 + 2, 4.0)]);
 
     // Rejections are counted by reason in /metrics.
-    let m = reqwest::get(format!("http://{}/metrics", srv.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(srv.http_addr).await;
     assert!(
         m.contains("strata_samples_rejected_total{reason=\"invalid_metric_name\"} 1"),
         "{m}"

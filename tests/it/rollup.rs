@@ -344,12 +344,7 @@ async fn the_scheduler_builds_closed_minutes_from_the_head() {
             (m0 + 2 * MIN, [6.0, 57.0, 7.0, 12.0, 12.0, 5.0, 0.0, 5.0]),
         ]
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", srv.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(srv.http_addr).await;
     assert!(
         metrics.contains("strata_rollup_rows_written_total{tier=\"1m\"} 2"),
         "{metrics}"
