@@ -144,8 +144,8 @@ pub struct RollupConfig {
     #[serde(with = "humantime_serde")]
     pub interval: std::time::Duration,
     /// Raw retention: whole UTC days of raw samples older than this are deleted from the
-    /// `samples` table, but never a day the first tier has not built yet. Default `0s`:
-    /// raw samples are kept (PromQL reads only raw samples so far).
+    /// `samples` table, but never a day the first tier has not built yet; PromQL reads the
+    /// tiers there. Default 30 days; `0s` keeps raw samples forever.
     #[serde(with = "humantime_serde")]
     pub raw_retention: std::time::Duration,
     /// How often retention (the tiers' and raw) is enforced. Default 1h.
@@ -161,7 +161,7 @@ impl Default for RollupConfig {
             tiers: strata_rollup::default_tiers(),
             allowed_lateness: s.allowed_lateness,
             interval: s.interval,
-            raw_retention: std::time::Duration::ZERO,
+            raw_retention: std::time::Duration::from_secs(30 * 86_400),
             retention_interval: std::time::Duration::from_secs(3600),
         }
     }
@@ -304,7 +304,7 @@ vacuum_retention = "7d"
 "#,
         )
         .unwrap();
-        // The example is the defaults, but raw retention.
+        // The example is the defaults.
         let d = Config::default();
         assert_eq!(c.rollup.tiers, d.rollup.tiers);
         assert_eq!(c.rollup.tiers, strata_rollup::default_tiers());
@@ -312,7 +312,7 @@ vacuum_retention = "7d"
             c.rollup.raw_retention,
             std::time::Duration::from_secs(30 * 86_400)
         );
-        assert!(d.rollup.raw_retention.is_zero());
+        assert_eq!(d.rollup.raw_retention, c.rollup.raw_retention);
         assert_eq!(c.rollup.schedule(), d.rollup.schedule());
         assert_eq!(c.persist.vacuum_retention, d.persist.vacuum_retention);
         assert_eq!(

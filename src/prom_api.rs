@@ -377,9 +377,28 @@ fn parse_duration_ms(name: &str, v: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Query options from `timeout` and `lookback_delta`.
+/// Parses `max_source_resolution` (Thanos's parameter): `auto` (or absent: any tier),
+/// `raw` (or `0s`: raw samples only), or a duration (`1m`, `1h`, `1d`, `3600`): tiers at
+/// most that coarse. Returns `QueryOptions::max_source_resolution_ms`.
+fn max_source_resolution(p: &[(String, String)]) -> Result<Option<i64>, ApiError> {
+    match param(p, "max_source_resolution") {
+        None | Some("") | Some("auto") => Ok(None),
+        Some("raw") => Ok(Some(0)),
+        Some(v) => match strata_promql::parse_duration_ms(v) {
+            Some(ms) if ms >= 0 => Ok(Some(ms)),
+            _ => Err(bad_data(format!(
+                "invalid parameter \"max_source_resolution\": {v:?} is none of raw, auto or a duration (1m, 1h, 1d)"
+            ))),
+        },
+    }
+}
+
+/// Query options from `timeout`, `lookback_delta` and `max_source_resolution`.
 fn query_options(p: &[(String, String)]) -> Result<QueryOptions, ApiError> {
-    let mut o = QueryOptions::default();
+    let mut o = QueryOptions {
+        max_source_resolution_ms: max_source_resolution(p)?,
+        ..QueryOptions::default()
+    };
     if let Some(t) = param(p, "timeout").filter(|t| !t.is_empty()) {
         let ms = parse_duration_ms("timeout", t)?;
         o.timeout = Some(std::time::Duration::from_millis(ms.max(0) as u64));
@@ -409,6 +428,10 @@ fn query_param(p: &[(String, String)]) -> Result<&str, ApiError> {
     }
 }
 
+/// The response header naming which source (raw samples or a rollup tier) answered which
+/// steps: [`strata_promql::format_sources`].
+pub const SOURCES_HEADER: &str = "x-strata-sources";
+
 fn answer(r: Result<strata_promql::QueryResult, PromqlError>, limit: Option<usize>) -> Response {
     match r {
         Ok(r) => {
@@ -418,7 +441,16 @@ fn answer(r: Result<strata_promql::QueryResult, PromqlError>, limit: Option<usiz
             };
             match serde_json::to_vec(&body) {
                 Ok(bytes) => (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    [
+                        (
+                            axum::http::header::CONTENT_TYPE,
+                            "application/json".to_string(),
+                        ),
+                        (
+                            axum::http::HeaderName::from_static(SOURCES_HEADER),
+                            strata_promql::format_sources(&r.sources),
+                        ),
+                    ],
                     bytes,
                 )
                     .into_response(),

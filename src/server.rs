@@ -257,6 +257,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         .await
         .map_err(|e| format!("opening the rollup tiers: {e}"))?,
     );
+    if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
+        // Where raw samples may be gone: PromQL reads the tiers there.
+        rollups
+            .catalog()
+            .set_raw_retention(cfg.rollup.raw_retention);
+    }
     let (stop, stop_rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

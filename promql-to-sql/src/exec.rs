@@ -114,7 +114,8 @@ impl SeriesMap {
             digest,
         }
     }
-    fn get(&self, id: i64) -> Option<&Vec<u8>> {
+    /// The encoded labels of series `id`.
+    pub fn get(&self, id: i64) -> Option<&Vec<u8>> {
         self.map.get(&id)
     }
 

@@ -800,8 +800,6 @@ fn extrapolated_rate_scanning(
         return None;
     }
     let num_samples_minus_one = points.len() - 1;
-    let first_t = points[0].0;
-    let last_t = points[num_samples_minus_one].0;
     let mut result = points[num_samples_minus_one].1 - points[0].1;
     if is_counter && scan_resets {
         // Handle counter resets.
@@ -811,6 +809,51 @@ fn extrapolated_rate_scanning(
             }
         }
     }
+    Some(extrapolate(
+        Summary {
+            count: points.len() as u64,
+            first: points[0],
+            last_t: points[num_samples_minus_one].0,
+            result,
+        },
+        range_start,
+        range_end,
+        is_counter,
+        is_rate,
+    ))
+}
+
+/// What `extrapolatedRate` reads of a window's samples: their number (at least 2), the
+/// first sample `(ms, value)`, the last sample's time (ms) and the difference to
+/// extrapolate (`last - first`, plus the value before each counter reset for counters).
+/// A rollup tier's merged buckets give exactly these (`strata_rollup::bucket::Bucket`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Number of samples.
+    pub count: u64,
+    /// The first sample, `(ms, value)`.
+    pub first: Point,
+    /// The last sample's time, ms.
+    pub last_t: i64,
+    /// The increase (counters) or difference (gauges) from the first to the last sample.
+    pub result: f64,
+}
+
+/// The second half of `extrapolatedRate` (`promql/functions.go`): `s.result` extrapolated
+/// to the window `(range_start, range_end]` (ms) when the first/last sample is within
+/// 1.1x the average sample interval of its boundary (else by half an interval), not past
+/// a counter's zero point, and per second for `rate`. `s.count` must be at least 2.
+pub fn extrapolate(
+    s: Summary,
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> f64 {
+    let num_samples_minus_one = s.count - 1;
+    let (first_t, first_v) = s.first;
+    let last_t = s.last_t;
+    let result = s.result;
 
     // Duration between first/last samples and boundary of range.
     let mut duration_to_start = (first_t - range_start) as f64 / 1000.0;
@@ -826,8 +869,8 @@ fn extrapolated_rate_scanning(
     if is_counter {
         // Counters cannot be negative: don't extrapolate past the zero point.
         let mut duration_to_zero = duration_to_start;
-        if result > 0.0 && points[0].1 >= 0.0 {
-            duration_to_zero = sampled_interval * (points[0].1 / result);
+        if result > 0.0 && first_v >= 0.0 {
+            duration_to_zero = sampled_interval * (first_v / result);
         }
         if duration_to_zero < duration_to_start {
             duration_to_start = duration_to_zero;
@@ -844,7 +887,7 @@ fn extrapolated_rate_scanning(
     if is_rate {
         factor /= go_duration_seconds(range_end - range_start);
     }
-    Some(result * factor)
+    result * factor
 }
 
 /// `instantValue` (float path) from `promql/functions.go`: irate/idelta from the last two

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod query;
 pub mod selector;
 pub mod sql_functions;
+pub mod tiers;
 pub mod udf;
 pub mod value;
 
@@ -44,6 +45,10 @@ pub struct QueryOptions {
     pub timeout: Option<std::time::Duration>,
     /// Most points per series a range query may produce (Prometheus: 11,000).
     pub max_points_per_series: i64,
+    /// The coarsest rollup tier resolution the query may read, ms (Thanos's
+    /// `max_source_resolution`): `None` for `auto` (any tier, routed as [`tiers`]
+    /// documents), `Some(0)` for raw samples only.
+    pub max_source_resolution_ms: Option<i64>,
 }
 
 impl Default for QueryOptions {
@@ -52,6 +57,7 @@ impl Default for QueryOptions {
             lookback_delta_ms: 5 * 60 * 1000,
             timeout: Some(std::time::Duration::from_secs(120)),
             max_points_per_series: 11_000,
+            max_source_resolution_ms: None,
         }
     }
 }
@@ -66,6 +72,58 @@ pub struct QueryResult {
     pub warnings: Vec<String>,
     /// Info annotations.
     pub infos: Vec<String>,
+    /// Which source (raw samples or a rollup tier) answered which steps, for the
+    /// selectors routed across tiers ([`tiers`]); empty when everything read raw samples
+    /// without routing.
+    pub sources: Vec<SourceRange>,
+}
+
+/// Steps of a query answered by one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRange {
+    /// `raw` or the tier's name (`1h`).
+    pub source: String,
+    /// The first and last step answered, ms since the epoch (UTC).
+    pub start_ms: i64,
+    /// See `start_ms`.
+    pub end_ms: i64,
+    /// False where the tier answered approximately (raw expired, windows widened).
+    pub exact: bool,
+}
+
+/// `sources` sorted by time, consecutive ranges of the same source merged, printed as
+/// `source=start..end` (first and last step, Unix seconds; `source~` where approximate)
+/// joined by `, `, e.g. `1d=1700006400..1700092800, raw=1700179200..1700265600`; `raw`
+/// when empty. The response header `X-Strata-Sources` carries it.
+pub fn format_sources(sources: &[SourceRange]) -> String {
+    if sources.is_empty() {
+        return "raw".into();
+    }
+    let mut sorted = sources.to_vec();
+    sorted.sort_by(|a, b| (a.start_ms, &a.source).cmp(&(b.start_ms, &b.source)));
+    let mut merged: Vec<SourceRange> = vec![];
+    for s in sorted {
+        match merged.last_mut() {
+            Some(m) if m.source == s.source && m.exact == s.exact => {
+                m.end_ms = m.end_ms.max(s.end_ms);
+            }
+            _ => merged.push(s),
+        }
+    }
+    merged
+        .iter()
+        .map(|s| {
+            let secs = |ms: i64| crate::labels::format_value(ms as f64 / 1000.0);
+            format!(
+                "{}{}={}..{}",
+                s.source,
+                if s.exact { "" } else { "~" },
+                secs(s.start_ms),
+                secs(s.end_ms)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Errors of PromQL handling. Each maps to a Prometheus `errorType`.

@@ -103,6 +103,10 @@ pub struct Planner {
     /// [`Planner::plan_query`]; compared by address only): a range function that is the
     /// whole query drops its known series' names at plan time instead of marking them.
     pub root_call: std::sync::atomic::AtomicPtr<Call>,
+    /// The rollup tiers this query may read ([`crate::tiers`]); `None`: raw samples only.
+    pub routing: Option<crate::tiers::Routing>,
+    /// Which source answered which steps, in planning order.
+    pub sources: std::sync::Mutex<Vec<crate::SourceRange>>,
 }
 
 /// The sample interval, ms, [`Planner::est_rows`] assumes: Prometheus's default scrape
@@ -111,6 +115,11 @@ pub const ASSUMED_INTERVAL_MS: i64 = 10_000;
 
 fn bad(msg: impl Into<String>) -> PromqlError {
     PromqlError::BadData(msg.into())
+}
+
+/// A failure reading a rollup tier, as an execution error.
+fn tier_error(e: strata_rollup::RollupError) -> PromqlError {
+    PromqlError::Execution(datafusion::error::DataFusionError::External(Box::new(e)))
 }
 
 /// `d` in ms, at most [`crate::MAX_TIME_MS`].
@@ -279,12 +288,30 @@ impl Planner {
         to: i64,
         exact: bool,
     ) -> Result<Option<(LogicalPlan, Selected)>> {
+        let Some(picked) = self.pick(vs).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.scan_picked(&picked, from, to, exact).await?))
+    }
+
+    /// The series `vs` selects, `None` when none does.
+    async fn pick(&self, vs: &VectorSelector) -> Result<Option<Picked>> {
         let (series, candidates) =
             crate::selector::select_series_counted(&self.ctx, std::slice::from_ref(vs), None)
                 .await?;
-        if series.is_empty() {
-            return Ok(None);
-        }
+        Ok((!series.is_empty()).then_some(Picked { series, candidates }))
+    }
+
+    /// [`Planner::raw_ids`] of series already picked.
+    async fn scan_picked(
+        &self,
+        picked: &Picked,
+        from: i64,
+        to: i64,
+        exact: bool,
+    ) -> Result<(LogicalPlan, Selected)> {
+        let Picked { series, candidates } = picked;
+        let candidates = *candidates;
         let per_series = usize::try_from((to - from).max(0) / ASSUMED_INTERVAL_MS)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
@@ -292,9 +319,7 @@ impl Planner {
             series.len().saturating_mul(per_series),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut names: Vec<&str> = series.iter().map(|s| s.get(NAME)).collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = picked.names();
         let ts_lit = crate::selector::ts_lit;
         let in_time = ident("timestamp")
             .gt(ts_lit(from))
@@ -347,11 +372,7 @@ impl Planner {
         // Timestamps stay the scan's microseconds: the operators read them as i64 and
         // divide by 1000 only the rows they keep (no projection to plan and run).
         let samples = scan.build()?;
-        let labels = series
-            .iter()
-            .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
-            .collect();
-        Ok(Some((samples, labels)))
+        Ok((samples, picked.labels()))
     }
 
     /// The `samples` table: exact, or pruning only
@@ -375,6 +396,179 @@ impl Planner {
                 )
             })?;
         Ok(pruning.0.clone())
+    }
+
+    /// `op` (a [`PromOp::RangeFunc`] or [`PromOp::InstantSelect`] over `raw`, keyed by
+    /// series id) at its steps, where `tiered` routes some of them to rollup tiers: the
+    /// raw routes as `op` over `raw` at their steps, the tier routes evaluated now from
+    /// the tiers' buckets ([`crate::tiers`]), all in one union. Records the routes in
+    /// [`Planner::sources`] and notes approximate answers in the query's `infos`.
+    ///
+    /// # Errors
+    /// Reading a tier fails; plan building errors.
+    fn range_node<'a>(
+        &'a self,
+        op: PromOp,
+        raw: LogicalPlan,
+        tiered: Option<&'a Tiered>,
+    ) -> BoxFuture<'a, Result<LogicalPlan>> {
+        // Boxed: its state stays out of `call`'s, whose frames deep queries stack up.
+        Box::pin(self.tiered_node(op, raw, tiered))
+    }
+
+    async fn tiered_node(
+        &self,
+        op: PromOp,
+        raw: LogicalPlan,
+        tiered: Option<&Tiered>,
+    ) -> Result<LogicalPlan> {
+        use crate::tiers::Source;
+        let Some(tiered) = tiered else {
+            return Self::node(op, raw);
+        };
+        let Some(routing) = &self.routing else {
+            return Self::node(op, raw);
+        };
+        let (func, range, at, params, series) = match &op {
+            PromOp::RangeFunc {
+                func,
+                range,
+                at,
+                params,
+                series,
+                ..
+            } => (Some(*func), *range, *at, params.clone(), series.clone()),
+            PromOp::InstantSelect {
+                lookback,
+                at,
+                series,
+                ..
+            } => (None, *lookback, *at, vec![], series.clone()),
+            PromOp::CheckUnique { .. } => return Self::node(op, raw),
+        };
+        let sample_ts = matches!(
+            op,
+            PromOp::InstantSelect {
+                sample_ts: true,
+                ..
+            }
+        );
+        let series = series.ok_or_else(|| bad("a tiered selector without its series"))?;
+        let names: Vec<&str> = tiered.names.iter().map(String::as_str).collect();
+        let mut parts = vec![];
+        let (mut labels, mut ts, mut values) = (vec![], vec![], vec![]);
+        for route in &tiered.routes {
+            let Source::Tier { tier, exact } = route.source else {
+                let mut o = op.clone();
+                if let PromOp::RangeFunc { steps, .. } | PromOp::InstantSelect { steps, .. } =
+                    &mut o
+                {
+                    *steps = route.steps;
+                }
+                parts.push(Self::node(o, raw.clone())?);
+                self.record(route, "raw");
+                continue;
+            };
+            let v = &routing.views[tier];
+            let res = v.resolution_ms;
+            self.record(route, &v.name);
+            let span = if func.is_some() {
+                range
+            } else {
+                range.max(res)
+            };
+            let (first, last) = (
+                at.eval_time(route.steps.start),
+                at.eval_time(route.steps.end),
+            );
+            let from = crate::tiers::window(first.min(last), span, res, exact).0;
+            let to = crate::tiers::window(first.max(last), span, res, exact).1;
+            let quantile = func == Some(RangeFn::QuantileOverTime);
+            let buckets = strata_rollup::catalog::read_buckets(
+                &self.ctx,
+                &v.table,
+                &names,
+                Some(&tiered.ids),
+                (from, to),
+                quantile,
+            )
+            .await
+            .map_err(tier_error)?;
+            if !exact {
+                self.note(false, format!(
+                    "PromQL info: raw samples have expired here: answered from the {} rollup tier with windows widened to whole {} buckets (approximate)",
+                    v.name, v.name
+                ));
+            }
+            if quantile {
+                self.note(false, format!(
+                    "PromQL info: quantile_over_time answered from the {} rollup tier's KLL sketches: approximate (rank error about 1.65%)",
+                    v.name
+                ));
+            }
+            let mut ids: Vec<&i64> = buckets.keys().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let (Some(l), Some(b)) = (series.get(*id), buckets.get(id)) else {
+                    continue;
+                };
+                let points: Vec<(i64, f64)> = match func {
+                    Some(f) => crate::tiers::eval_range(f, b, route, at, (range, res), &params)
+                        .map_err(tier_error)?,
+                    None => crate::tiers::eval_select(b, route, at, range, res)
+                        .into_iter()
+                        .map(|(t, (st, sv))| (t, if sample_ts { st as f64 / 1000.0 } else { sv }))
+                        .collect(),
+                };
+                for (t, v) in points {
+                    labels.push(l.clone());
+                    ts.push(t);
+                    values.push(v);
+                }
+            }
+        }
+        if !ts.is_empty() || parts.is_empty() {
+            let batch = RecordBatch::try_new(
+                crate::exec::prom_schema(),
+                vec![
+                    Arc::new(BinaryArray::from_iter_values(labels)),
+                    Arc::new(Int64Array::from(ts)),
+                    Arc::new(Float64Array::from(values)),
+                ],
+            )?;
+            parts.push(self.ctx.read_batch(batch)?.into_unoptimized_plan());
+        }
+        let mut b = LogicalPlanBuilder::from(parts.remove(0));
+        for p in parts {
+            b = b.union(p)?;
+        }
+        Ok(b.build()?)
+    }
+
+    /// [`Tiered::of`]; routes that all read raw samples are recorded as such here.
+    fn tiered(&self, routes: Vec<crate::tiers::Route>, picked: &Picked) -> Option<Tiered> {
+        if routes.iter().all(|r| r.source == crate::tiers::Source::Raw) {
+            for r in &routes {
+                self.record(r, "raw");
+            }
+            return None;
+        }
+        Tiered::of(routes, picked)
+    }
+
+    /// Records that `source` answered `route`'s steps.
+    fn record(&self, route: &crate::tiers::Route, source: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.push(crate::SourceRange {
+                source: source.to_string(),
+                start_ms: route.steps.start,
+                end_ms: route.steps.end,
+                exact: !matches!(
+                    route.source,
+                    crate::tiers::Source::Tier { exact: false, .. }
+                ),
+            });
+        }
     }
 
     fn node(op: PromOp, input: LogicalPlan) -> Result<LogicalPlan> {
@@ -457,7 +651,12 @@ impl Planner {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let schema = Arc::new(p.schema().as_arrow().clone());
-        let batches = crate::query::run_plan(&self.ctx, p).await?;
+        // DataFusion recurses once per node to start a plan up to MAX_PLAN_HEIGHT tall
+        // (kilobytes per frame unoptimized): more than the red zone the planner's
+        // recursion keeps, so it runs with a stack of its own.
+        let need = Arc::new(std::sync::atomic::AtomicUsize::new(EXEC_STACK));
+        let batches =
+            crate::depth::OnStack::new(crate::query::run_plan(&self.ctx, p), need).await?;
         let schema = batches.first().map_or(schema, |b| b.schema());
         let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
         Ok(LogicalPlanBuilder::scan(
@@ -511,11 +710,37 @@ impl Planner {
         sample_ts: bool,
     ) -> Result<LogicalPlan> {
         let at = self.at_of(&vs.at, &vs.offset);
-        let (lo, hi) = Self::eval_span(steps, at);
-        let Some((raw, series)) = self.raw_ids(vs, lo - self.lookback, hi, false).await? else {
+        let routes = match &self.routing {
+            Some(r) => r.routes(None, steps, at, self.lookback),
+            None => vec![],
+        };
+        let Some(picked) = self.pick(vs).await? else {
             return Ok(empty_plan());
         };
-        self.instant_node(steps, at, sample_ts, raw, series)
+        let Some(tiered) = self.tiered(routes, &picked) else {
+            let (lo, hi) = Self::eval_span(steps, at);
+            let (raw, series) = self
+                .scan_picked(&picked, lo - self.lookback, hi, false)
+                .await?;
+            return self.instant_node(steps, at, sample_ts, raw, series);
+        };
+        let raw = match tiered.raw_steps() {
+            Some(st) => {
+                let (lo, hi) = Self::eval_span(st, at);
+                self.scan_picked(&picked, lo - self.lookback, hi, false)
+                    .await?
+                    .0
+            }
+            None => empty_plan(),
+        };
+        let op = PromOp::InstantSelect {
+            steps,
+            lookback: self.lookback,
+            at,
+            sample_ts,
+            series: Some(SeriesMap::new(picked.labels())),
+        };
+        self.range_node(op, raw, Some(&tiered)).await
     }
 
     /// A [`PromOp::InstantSelect`] over `raw` (`(series_id, ts, value)` rows) and the
@@ -600,22 +825,60 @@ impl Planner {
     /// With a range selector, or a subquery over a [`Selection`] (fused: see
     /// [`InnerSelect`]), the rows are `(series_id, ts, value)` and `series` gives the
     /// labels; with any other subquery, the rows are `(labels, ts, value)`.
-    async fn range_input(&self, e: &P, steps: Steps) -> Result<RangeInput> {
+    fn range_input<'a>(
+        &'a self,
+        e: &'a P,
+        steps: Steps,
+        f: Option<RangeFn>,
+    ) -> BoxFuture<'a, Result<RangeInput>> {
+        // Boxed, as `range_node`.
+        Box::pin(self.range_input_unboxed(e, steps, f))
+    }
+
+    async fn range_input_unboxed(
+        &self,
+        e: &P,
+        steps: Steps,
+        f: Option<RangeFn>,
+    ) -> Result<RangeInput> {
         match unwrap_paren(e) {
             P::MatrixSelector(m) => {
                 let at = self.at_of(&m.vs.at, &m.vs.offset);
-                let (lo, hi) = Self::eval_span(steps, at);
                 let range = ms(m.range);
-                let (raw, series) = match self.raw_ids(&m.vs, lo - range, hi, false).await? {
-                    Some((raw, series)) => (raw, Some(series)),
-                    None => (empty_plan(), None),
+                let routes = match (&self.routing, f) {
+                    (Some(r), Some(f)) => r.routes(Some(f), steps, at, range),
+                    _ => vec![],
+                };
+                let Some(picked) = self.pick(&m.vs).await? else {
+                    return Ok(RangeInput {
+                        raw: empty_plan(),
+                        range,
+                        at,
+                        series: None,
+                        inner: None,
+                        tiered: None,
+                    });
+                };
+                let tiered = self.tiered(routes, &picked);
+                // Raw samples for the steps raw answers (all of them without tiers).
+                let raw_steps = match &tiered {
+                    Some(t) => t.raw_steps(),
+                    None => Some(steps),
+                };
+                let raw = match raw_steps {
+                    Some(st) => {
+                        let (lo, hi) = Self::eval_span(st, at);
+                        self.scan_picked(&picked, lo - range, hi, false).await?.0
+                    }
+                    None => empty_plan(),
                 };
                 Ok(RangeInput {
                     raw,
                     range,
                     at,
-                    series,
+                    series: Some(picked.labels()),
                     inner: None,
+                    tiered,
                 })
             }
             P::Subquery(sq) => {
@@ -639,6 +902,7 @@ impl Planner {
                                 lookback: self.lookback,
                                 at: sel_at,
                             }),
+                            tiered: None,
                         });
                     }
                 }
@@ -649,6 +913,7 @@ impl Planner {
                     at,
                     series: None,
                     inner: None,
+                    tiered: None,
                 })
             }
             _ => Err(bad(
@@ -795,21 +1060,27 @@ impl Planner {
                 at,
                 series,
                 inner,
-            } = self.range_input(args[ri], steps).await?;
+                tiered,
+            } = self
+                .range_input(args[ri], steps, step_params.is_empty().then_some(f))
+                .await?;
             if f == RangeFn::AbsentOverTime {
-                let present = Self::node(
-                    PromOp::RangeFunc {
-                        func: RangeFn::PresentOverTime,
-                        steps,
-                        range,
-                        at,
-                        params: ps,
-                        step_params,
-                        series: series.map(SeriesMap::new),
-                        inner,
-                    },
-                    raw,
-                )?;
+                let present = self
+                    .range_node(
+                        PromOp::RangeFunc {
+                            func: RangeFn::PresentOverTime,
+                            steps,
+                            range,
+                            at,
+                            params: ps,
+                            step_params,
+                            series: series.map(SeriesMap::new),
+                            inner,
+                        },
+                        raw,
+                        tiered.as_ref(),
+                    )
+                    .await?;
                 let vs = match unwrap_paren(args[ri]) {
                     P::MatrixSelector(m) => Some(&m.vs),
                     _ => None,
@@ -839,19 +1110,22 @@ impl Planner {
                 },
                 s => (s, true),
             };
-            let plan = Self::node(
-                PromOp::RangeFunc {
-                    func: f,
-                    steps,
-                    range,
-                    at,
-                    params: ps,
-                    step_params,
-                    series: series.map(SeriesMap::new),
-                    inner,
-                },
-                raw,
-            )?;
+            let plan = self
+                .range_node(
+                    PromOp::RangeFunc {
+                        func: f,
+                        steps,
+                        range,
+                        at,
+                        params: ps,
+                        step_params,
+                        series: series.map(SeriesMap::new),
+                        inner,
+                    },
+                    raw,
+                    tiered.as_ref(),
+                )
+                .await?;
             return Ok(Planned::Vector(if keep_name || !named {
                 plan
             } else {
@@ -1536,6 +1810,30 @@ fn relabelled(series: &[(i64, Vec<u8>)], ops: &[LabelOp]) -> Result<Option<Selec
 /// Selected series: `(series_id, encoded labels)`.
 type Selected = Vec<(i64, Vec<u8>)>;
 
+/// The series a selector picks ([`Planner::pick`]), and how many series its metrics have.
+struct Picked {
+    series: Vec<Arc<crate::selector::SeriesLabels>>,
+    candidates: usize,
+}
+
+impl Picked {
+    /// `(series_id, encoded labels)` of each series.
+    fn labels(&self) -> Selected {
+        self.series
+            .iter()
+            .map(|s| (s.series_id, crate::labels::encode(&s.labels)))
+            .collect()
+    }
+
+    /// The metric names, sorted and deduplicated.
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.series.iter().map(|s| s.get(NAME)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
 /// A range argument planned: see [`Planner::range_input`].
 struct RangeInput {
     raw: LogicalPlan,
@@ -1544,6 +1842,45 @@ struct RangeInput {
     at: At,
     series: Option<Selected>,
     inner: Option<InnerSelect>,
+    /// Where some steps read a rollup tier: the routes, and the series to read there
+    /// (`raw` then covers only the raw routes' steps).
+    tiered: Option<Tiered>,
+}
+
+/// A selector whose steps are routed to rollup tiers ([`crate::tiers`]).
+struct Tiered {
+    routes: Vec<crate::tiers::Route>,
+    names: Vec<String>,
+    ids: Vec<i64>,
+}
+
+impl Tiered {
+    /// `None` when every route reads raw samples.
+    fn of(routes: Vec<crate::tiers::Route>, picked: &Picked) -> Option<Tiered> {
+        routes
+            .iter()
+            .any(|r| r.source != crate::tiers::Source::Raw)
+            .then(|| Tiered {
+                routes,
+                names: picked.names().into_iter().map(str::to_string).collect(),
+                ids: picked.series.iter().map(|s| s.series_id).collect(),
+            })
+    }
+
+    /// The steps from the first to the last raw route's, `None` without raw routes.
+    fn raw_steps(&self) -> Option<Steps> {
+        let mut raw = self
+            .routes
+            .iter()
+            .filter(|r| r.source == crate::tiers::Source::Raw);
+        let first = raw.next()?.steps;
+        let last = raw.next_back().map_or(first, |r| r.steps);
+        Some(Steps {
+            start: first.start,
+            end: last.end,
+            step: first.step,
+        })
+    }
 }
 
 /// A selector, perhaps under `label_replace` / `label_join` calls: its series and their
@@ -1908,6 +2245,10 @@ fn taller_than(p: &LogicalPlan, h: usize) -> bool {
 /// it runs it as a part of the query ([`Planner::bounded`]). Ordinary queries stay under
 /// it (`sum(rate(x[5m])) / sum(rate(y[5m])) > 0.1` is 25 nodes tall).
 pub const MAX_PLAN_HEIGHT: usize = 96;
+
+/// Stack a plan at most [`MAX_PLAN_HEIGHT`] tall is started and run on when the planner
+/// runs it ([`Planner::materialize`]), bytes.
+const EXEC_STACK: usize = 4 << 20;
 
 /// The deepest query whose plans need no measuring against [`MAX_PLAN_HEIGHT`]: one
 /// level of an expression adds at most 8 nodes to a plan's height (a vector matching

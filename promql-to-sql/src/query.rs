@@ -517,14 +517,30 @@ fn prepare(
         est_rows: Default::default(),
         marked: Default::default(),
         root_call: Default::default(),
+        routing: crate::tiers::Routing::of(&ctx, now_ms(), opts.max_source_resolution_ms),
+        sources: Default::default(),
     };
     Ok((parsed, ctx, planner))
+}
+
+/// The wall clock, ms since the epoch (where retention horizons are, for routing).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `(start, end, step)` (ms) clamped to what a query computes with ([`crate::clamp_ms`]).
 fn clamped(start: i64, end: i64, step: i64) -> (i64, i64, i64) {
     use crate::clamp_ms;
     (clamp_ms(start), clamp_ms(end), clamp_ms(step))
+}
+
+fn take_sources(p: &Planner) -> Vec<crate::SourceRange> {
+    p.sources
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default()
 }
 
 fn take_notes(n: &crate::Notes) -> (Vec<String>, Vec<String>) {
@@ -690,6 +706,7 @@ pub async fn instant_query(
                 value,
                 warnings,
                 infos,
+                sources: take_sources(&planner),
             })
         })
     })
@@ -761,6 +778,7 @@ pub async fn range_query(
             value: QueryValue::Matrix(series),
             warnings,
             infos,
+            sources: take_sources(&planner),
         })
     })
     })
@@ -801,6 +819,10 @@ pub async fn explain(
             Planned::Str(s) => return Ok(format!("string {s:?}")),
         };
         let planning = started.elapsed();
+        let sources = format!(
+            "sources: {}\n",
+            crate::format_sources(&take_sources(&planner))
+        );
         let points = usize::try_from((end_ms - start_ms) / step_ms.max(1)).unwrap_or(usize::MAX);
         // The plans as a query runs them (`run_plan`): the logical plan as planned, and the
         // physical plan of the session the query would run in.
@@ -811,13 +833,13 @@ pub async fn explain(
             datafusion::physical_plan::collect(physical.clone(), task).await?;
             let shown = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(false);
             format!(
-                "PromQL planning (series selection included): {:.3} ms\n\
+                "PromQL planning (series selection included): {:.3} ms\n{sources}\
              logical plan:\n{logical}\nphysical plan with metrics:\n{shown}",
                 planning.as_secs_f64() * 1e3
             )
         } else {
             let shown = DisplayableExecutionPlan::new(physical.as_ref()).indent(false);
-            format!("logical plan:\n{logical}\nphysical plan:\n{shown}")
+            format!("{sources}logical plan:\n{logical}\nphysical plan:\n{shown}")
         })
     })
     .await

@@ -19,7 +19,7 @@
 //!
 //! Merging two adjacent buckets of a series gives what building the union from raw would
 //! give: `count`, `min`, `max`, `first*`, `last*`, `resets` and `changes` exactly; `sum`,
-//! the counter increase and the variance state up to floating-point rounding of the
+//! the counter's reset sum (and so its increase) and the variance state up to floating-point rounding of the
 //! additions' order (exact when the partial sums are exactly representable, as integer
 //! counters and gauges below 2^53 are). The variance state is merged as Chan, Golub and
 //! LeVeque, "Algorithms for computing the sample variance" (1979, eq. 2.1b): count, mean
@@ -51,9 +51,13 @@ pub struct Bucket {
     /// Sum of squared deviations from the mean (variance state): the population variance
     /// is `m2 / count`, as `stddev_over_time` squares.
     pub m2: f64,
-    /// The counter's increase from the first to the last sample, reset-aware
-    /// (`last - first` plus the value before each reset), not extrapolated.
-    pub increase: f64,
+    /// The sum of the values before each counter reset (a value lower than the one
+    /// before it; NaN compares as no reset): the counter's increase from the first to the
+    /// last sample is `last - first + reset_sum` ([`Bucket::increase`]), as
+    /// `extrapolatedRate` computes it before extrapolating. Kept apart from `last - first`
+    /// so that a NaN inside a bucket does not spoil a merged increase, as it does not
+    /// spoil Prometheus's.
+    pub reset_sum: f64,
     /// Number of counter resets between the first and the last sample (`resets`).
     pub resets: u64,
     /// Number of value changes between the first and the last sample (`changes`).
@@ -97,7 +101,7 @@ impl Bucket {
             last: v,
             mean,
             m2,
-            increase: 0.0,
+            reset_sum: 0.0,
             resets: 0,
             changes: 0,
         }
@@ -140,10 +144,7 @@ impl Bucket {
             last: b.last,
             mean,
             m2,
-            increase: a.increase
-                + b.increase
-                + (b.first - a.last)
-                + if reset { a.last } else { 0.0 },
+            reset_sum: a.reset_sum + b.reset_sum + if reset { a.last } else { 0.0 },
             resets: a.resets + b.resets + reset as u64,
             changes: a.changes + b.changes + changed(a.last, b.first) as u64,
         };
@@ -164,6 +165,12 @@ impl Bucket {
             }
         }
         out
+    }
+
+    /// The counter's increase from the first to the last sample, reset-aware and not
+    /// extrapolated: `last - first + reset_sum`.
+    pub fn increase(&self) -> f64 {
+        self.last - self.first + self.reset_sum
     }
 
     /// Population variance (`stdvar_over_time`): `m2 / count`.

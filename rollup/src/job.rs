@@ -32,6 +32,7 @@ use tokio::sync::Mutex;
 use std::collections::HashMap;
 
 use crate::bucket::{bucket_end, bucketize, coarsen};
+use crate::catalog::TierCatalog;
 use crate::error::{Result, RollupError};
 use crate::sketch;
 use crate::source::RawSample;
@@ -67,11 +68,14 @@ pub struct Rollups {
     /// The oldest raw sample's time (ms) once the scheduler has looked it up: where a
     /// tier never built starts ([`crate::schedule`]).
     pub(crate) oldest_sample: parking_lot::Mutex<Option<i64>>,
+    /// The tiers as queries see them, installed in the engine's session.
+    catalog: Arc<TierCatalog>,
 }
 
 impl Rollups {
-    /// Opens (or creates) the tier tables `rollup_<name>` under `data_dir` and registers
-    /// them in `engine`'s catalog under the same names, for SQL.
+    /// Opens (or creates) the tier tables `rollup_<name>` under `data_dir`, registers
+    /// them in `engine`'s catalog under the same names, for SQL, and installs the
+    /// [`TierCatalog`] PromQL routes by in `engine`'s session.
     ///
     /// # Errors
     /// [`RollupError::Config`] for an invalid tier list ([`tier::validate`]); storage,
@@ -104,7 +108,14 @@ impl Rollups {
             series_providers.push(latest);
             series_tables.push(Mutex::new(series));
         }
+        let mut watermarks = vec![];
+        for t in &tables {
+            watermarks.push(watermark_of(&*t.lock().await).await?);
+        }
+        let catalog = Arc::new(TierCatalog::new(tiers.clone(), watermarks));
+        catalog.install(&engine.context());
         Ok(Rollups {
+            catalog,
             engine,
             tiers,
             tables,
@@ -113,6 +124,11 @@ impl Rollups {
             series_providers,
             oldest_sample: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// The tiers as queries see them (also installed in the engine's session).
+    pub fn catalog(&self) -> &Arc<TierCatalog> {
+        &self.catalog
     }
 
     /// The engine the raw samples are read from.
@@ -363,6 +379,7 @@ impl Rollups {
         let written = replace(&table, batch, range, commit).await?;
         self.providers[tier].set(&written).await?;
         *table = written;
+        self.catalog.set_watermark(tier, watermark);
         report.rows_written += rows.len() as u64;
         report.commits += 1;
         Ok(())

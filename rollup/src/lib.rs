@@ -8,12 +8,14 @@
 //! that range in one Delta commit with the tier's watermark.
 //!
 //! Data enters as Arrow batches from the engine and leaves as Delta commits; the tables
-//! are registered in the engine's catalog (`rollup_1m`, ...) for SQL.
+//! are registered in the engine's catalog (`rollup_1m`, ...) for SQL, and [`catalog`]
+//! tells PromQL's planner which tier holds what (and reads a tier's buckets for it).
 //!
 //! Not here: the server's scheduling of the jobs and the HTTP endpoints (the `strata`
 //! binary).
 
 pub mod bucket;
+pub mod catalog;
 pub mod error;
 pub mod job;
 pub mod schedule;
@@ -23,6 +25,7 @@ pub mod sql;
 pub mod table;
 pub mod tier;
 
+pub use catalog::{TierCatalog, TierView};
 pub use error::{Result, RollupError};
 pub use job::{BuildReport, Expired, Rollups};
 pub use schedule::{RollupMetrics, ScheduleConfig};

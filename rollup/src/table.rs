@@ -5,7 +5,8 @@
 //! `samples`), `bucket_end` (timestamp, µs, UTC: the bucket is `(bucket_end - resolution,
 //! bucket_end]`), then the [`Bucket`] fields: `count` (long), `sum`, `min`, `max`
 //! (double), `first_ts` (timestamp), `first` (double), `last_ts` (timestamp), `last`,
-//! `mean`, `m2`, `increase` (double), `resets`, `changes` (long), then `sketch` (binary,
+//! `mean`, `m2`, `increase` (double: `last - first + reset_sum`), `reset_sum` (double: the
+//! values before the counter's resets), `resets`, `changes` (long), then `sketch` (binary,
 //! null where the tier has no sketches or the bucket only NaN values: a KLL doubles
 //! sketch, [`crate::sketch`]); partitioned by `date`
 //! (the UTC date of the bucket's first instant, `bucket_end - 1 µs`) and `metric_family`,
@@ -67,7 +68,7 @@ pub fn columns() -> Vec<StructField> {
     c.push(StructField::new("first_ts", DataType::TIMESTAMP, false));
     c.push(StructField::new("first", DataType::DOUBLE, true));
     c.push(StructField::new("last_ts", DataType::TIMESTAMP, false));
-    for f in ["last", "mean", "m2", "increase"] {
+    for f in ["last", "mean", "m2", "increase", "reset_sum"] {
         c.push(StructField::new(f, DataType::DOUBLE, true));
     }
     c.push(StructField::new("resets", DataType::LONG, false));
@@ -229,7 +230,7 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     let ts = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let (mut end, mut first_ts, mut last_ts) = (ts(), ts(), ts());
     let mut longs: [Int64Builder; 3] = std::array::from_fn(|_| Int64Builder::with_capacity(n));
-    let mut doubles: [Float64Builder; 8] =
+    let mut doubles: [Float64Builder; 9] =
         std::array::from_fn(|_| Float64Builder::with_capacity(n));
     let mut date = Date32Builder::with_capacity(n);
     let mut sketch = arrow::array::BinaryBuilder::new();
@@ -246,14 +247,22 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
             builder.append_value(v as i64);
         }
         for (builder, v) in doubles.iter_mut().zip([
-            b.sum, b.min, b.max, b.first, b.last, b.mean, b.m2, b.increase,
+            b.sum,
+            b.min,
+            b.max,
+            b.first,
+            b.last,
+            b.mean,
+            b.m2,
+            b.increase(),
+            b.reset_sum,
         ]) {
             builder.append_value(v);
         }
         date.append_value(date_of_ms(r.end_ms - 1));
     }
     let [count, resets, changes] = longs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [sum, min, max, first, last, mean, m2, increase] =
+    let [sum, min, max, first, last, mean, m2, increase, reset_sum] =
         doubles.map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let by_name: HashMap<&str, ArrayRef> = [
         ("metric_name", Arc::new(name.finish()) as ArrayRef),
@@ -270,6 +279,7 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
         ("mean", mean),
         ("m2", m2),
         ("increase", increase),
+        ("reset_sum", reset_sum),
         ("resets", resets),
         ("changes", changes),
         ("sketch", Arc::new(sketch.finish())),
@@ -336,7 +346,14 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
             .map(|a| a.as_primitive::<Int64Type>())
             .collect();
         let doubles = [
-            "sum", "min", "max", "first", "last", "mean", "m2", "increase",
+            "sum",
+            "min",
+            "max",
+            "first",
+            "last",
+            "mean",
+            "m2",
+            "reset_sum",
         ]
         .map(double)
         .into_iter()
@@ -367,7 +384,7 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                     last: d[4].value(i),
                     mean: d[5].value(i),
                     m2: d[6].value(i),
-                    increase: d[7].value(i),
+                    reset_sum: d[7].value(i),
                     resets: l[5].value(i) as u64,
                     changes: l[6].value(i) as u64,
                 },

@@ -1545,6 +1545,7 @@ mod tests {
             value: QueryValue::Vector(vec![]),
             warnings: w.iter().map(|s| s.to_string()).collect(),
             infos: i.iter().map(|s| s.to_string()).collect(),
+            sources: vec![],
         };
         let ev = eval_of(
             "eval instant at 1m foo\n  expect warn msg: PromQL warning: x (1:1)\n  expect no_info\n",

@@ -195,7 +195,9 @@ async fn instant_and_range_queries() {
     let (s, v) = get(
         addr,
         &format!(
-            "/api/v1/query_explain?{}&time={}",
+            // Raw samples: the rollup scheduler may have built the 1m tier, which
+            // answers this window without a plan node.
+            "/api/v1/query_explain?{}&time={}&max_source_resolution=raw",
             enc("rate(req_total[5m])"),
             t(5)
         ),
@@ -210,7 +212,7 @@ async fn instant_and_range_queries() {
     let (s, v) = get(
         addr,
         &format!(
-            "/api/v1/query_explain?{}&time={}&analyze=true",
+            "/api/v1/query_explain?{}&time={}&analyze=true&max_source_resolution=raw",
             enc("rate(req_total[5m])"),
             t(5)
         ),
@@ -273,7 +275,7 @@ async fn selectors_read_only_the_files_of_their_metric_and_time() {
     let (s, v) = get(
         addr,
         &format!(
-            "/api/v1/query_explain?{}&time={}&analyze=true",
+            "/api/v1/query_explain?{}&time={}&analyze=true&max_source_resolution=raw",
             enc("filea_x"),
             at(t_new)
         ),

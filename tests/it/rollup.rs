@@ -26,12 +26,16 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-/// A PromQL instant query's only value at `t_ms` (NaN for "NaN"), `None` if empty.
+/// A PromQL instant query's only value at `t_ms` (NaN for "NaN") over raw samples
+/// (`max_source_resolution=raw`), `None` if empty.
 async fn promql(addr: std::net::SocketAddr, q: &str, t_ms: i64) -> Option<f64> {
     let query = serde_urlencoded::to_string([("query", q)]).unwrap();
     let (s, v) = get(
         addr,
-        &format!("/api/v1/query?{query}&time={}", t_ms as f64 / 1000.0),
+        &format!(
+            "/api/v1/query?{query}&time={}&max_source_resolution=raw",
+            t_ms as f64 / 1000.0
+        ),
     )
     .await;
     assert_eq!(s, 200, "{q}: {v}");
@@ -445,4 +449,342 @@ async fn retention_never_drops_raw_not_rolled_up_and_vacuum_frees_files() {
     assert!(parquet_files(&dir.path().join("rollup_1m")) < tier_before);
     // Everything kept still answers.
     assert_eq!(count("SELECT count(*) FROM samples").await, 3 * 1440);
+}
+
+/// A PromQL query over HTTP (`params`: `time=...` or `start=...&end=...&step=...`, and
+/// maybe `max_source_resolution`): the `X-Strata-Sources` header and the JSON body.
+async fn query(addr: std::net::SocketAddr, path: &str, q: &str, params: &str) -> (String, Value) {
+    let query = serde_urlencoded::to_string([("query", q)]).unwrap();
+    let r = reqwest::get(format!("http://{addr}/api/v1/{path}?{query}&{params}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{q}");
+    let sources = r
+        .headers()
+        .get("x-strata-sources")
+        .map(|h| h.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (sources, r.json().await.unwrap())
+}
+
+/// PromQL reads the tiers where they give the raw answer (windows aligned with their
+/// buckets): the same queries with `max_source_resolution=raw` and without (`auto`)
+/// answer identically, for every aligned step, before and after a tier's watermark (the
+/// seam: the steps past it come from raw samples and the head, none missing or doubled);
+/// the header and `query_explain` say which tier answered which steps; where raw samples
+/// have expired, the tiers answer alone, approximately where windows do not align.
+#[tokio::test]
+async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| c.rollup.enabled = false).await;
+    let t0 = (now_ms() - 3 * DAY) / DAY * DAY;
+    let (counter, gauge) = data(t0);
+    let body = request(&[
+        (&[("__name__", "req_total"), ("job", "a")][..], &counter[..]),
+        (&[("__name__", "temp"), ("job", "a")][..], &gauge[..]),
+    ]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    let rollups = &srv.rollups;
+    let s = |ms: i64| ms / 1000;
+    // Phase 1: 1m and 1h built up to t0 + 20h only, 1d not at all.
+    rollups
+        .build(0, t0 - 2 * HOUR, t0 + 20 * HOUR, |_| {})
+        .await
+        .unwrap();
+    rollups
+        .build(1, t0 - 2 * HOUR, t0 + 20 * HOUR, |_| {})
+        .await
+        .unwrap();
+
+    let exact_fns = [
+        "count_over_time",
+        "sum_over_time",
+        "min_over_time",
+        "max_over_time",
+        "last_over_time",
+        "increase",
+        "rate",
+        "delta",
+        "resets",
+        "changes",
+        "avg_over_time",
+        "present_over_time",
+    ];
+    // (window, start, end, step, the sources `auto` must report)
+    let hour_steps = format!("start={}&end={}&step=3600", s(t0 + HOUR), s(t0 + 26 * HOUR));
+    let cases = [
+        (
+            "1h",
+            hour_steps.clone(),
+            format!(
+                "1h={}..{}, raw={}..{}",
+                s(t0 + HOUR),
+                s(t0 + 20 * HOUR),
+                s(t0 + 21 * HOUR),
+                s(t0 + 26 * HOUR)
+            ),
+        ),
+        (
+            "3h",
+            hour_steps.clone(),
+            format!(
+                "1h={}..{}, raw={}..{}",
+                s(t0 + HOUR),
+                s(t0 + 20 * HOUR),
+                s(t0 + 21 * HOUR),
+                s(t0 + 26 * HOUR)
+            ),
+        ),
+        (
+            "5m",
+            format!(
+                "start={}&end={}&step=300",
+                s(t0 + 19 * HOUR),
+                s(t0 + 21 * HOUR)
+            ),
+            format!(
+                "1m={}..{}, raw={}..{}",
+                s(t0 + 19 * HOUR),
+                s(t0 + 20 * HOUR),
+                s(t0 + 20 * HOUR + 5 * MIN),
+                s(t0 + 21 * HOUR)
+            ),
+        ),
+    ];
+    for (window, steps, want_sources) in &cases {
+        for metric in ["req_total", "temp"] {
+            for f in exact_fns {
+                let q = format!("{f}({metric}[{window}])");
+                let (raw_sources, raw) = query(
+                    srv.http_addr,
+                    "query_range",
+                    &q,
+                    &format!("{steps}&max_source_resolution=raw"),
+                )
+                .await;
+                let (sources, auto) = query(srv.http_addr, "query_range", &q, steps).await;
+                assert_eq!(raw_sources, "raw");
+                assert_eq!(&sources, want_sources, "{q}");
+                assert_eq!(raw["data"], auto["data"], "{q} {steps}");
+                assert!(!raw["data"]["result"].as_array().unwrap().is_empty(), "{q}");
+            }
+        }
+    }
+    // Aggregations and arithmetic over routed selectors; and a 1h tier capped to 1m.
+    for q in [
+        "sum by (job) (rate(req_total[1h]))",
+        "max_over_time(temp[1h]) - min_over_time(temp[1h])",
+        "count_over_time(temp[2h] offset 1h)",
+    ] {
+        let (_, raw) = query(
+            srv.http_addr,
+            "query_range",
+            q,
+            &format!("{hour_steps}&max_source_resolution=raw"),
+        )
+        .await;
+        let (sources, auto) = query(srv.http_addr, "query_range", q, &hour_steps).await;
+        assert!(sources.starts_with("1h="), "{q}: {sources}");
+        assert_eq!(raw["data"], auto["data"], "{q}");
+        let (sources, capped) = query(
+            srv.http_addr,
+            "query_range",
+            q,
+            &format!("{hour_steps}&max_source_resolution=1m"),
+        )
+        .await;
+        assert!(sources.starts_with("1m="), "{q}: {sources}");
+        assert_eq!(raw["data"], capped["data"], "{q}");
+    }
+    // What a tier cannot answer exactly reads raw samples: an unaligned window, irate.
+    for q in ["sum_over_time(temp[90s])", "irate(req_total[1h])"] {
+        let (sources, _) = query(srv.http_addr, "query_range", q, &hour_steps).await;
+        assert_eq!(
+            sources,
+            format!("raw={}..{}", s(t0 + HOUR), s(t0 + 26 * HOUR)),
+            "{q}"
+        );
+    }
+    // A bad max_source_resolution is named.
+    let r = reqwest::get(format!(
+        "http://{}/api/v1/query?query=up&max_source_resolution=fine",
+        srv.http_addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("max_source_resolution"));
+
+    // query_explain names the sources.
+    let (_, v) = query(
+        srv.http_addr,
+        "query_explain",
+        "rate(req_total[1h])",
+        &hour_steps,
+    )
+    .await;
+    let plan = v["data"].as_str().unwrap();
+    assert!(
+        plan.starts_with(&format!("sources: 1h={}..", s(t0 + HOUR))),
+        "{plan}"
+    );
+
+    // Phase 2: everything built, 1d too; a day window at t0 + 1d reads the 1d tier.
+    rollups
+        .build(0, t0 + 20 * HOUR, t0 + 26 * HOUR, |_| {})
+        .await
+        .unwrap();
+    rollups
+        .build(1, t0 + 20 * HOUR, t0 + 26 * HOUR, |_| {})
+        .await
+        .unwrap();
+    rollups.build(2, t0, t0 + DAY, |_| {}).await.unwrap();
+    for f in exact_fns {
+        for metric in ["req_total", "temp"] {
+            let q = format!("{f}({metric}[1d])");
+            let t = format!("time={}", s(t0 + DAY));
+            let (_, raw) = query(
+                srv.http_addr,
+                "query",
+                &q,
+                &format!("{t}&max_source_resolution=raw"),
+            )
+            .await;
+            let (sources, auto) = query(srv.http_addr, "query", &q, &t).await;
+            assert_eq!(
+                sources,
+                format!("1d={}..{}", s(t0 + DAY), s(t0 + DAY)),
+                "{q}"
+            );
+            assert_eq!(raw["data"], auto["data"], "{q}");
+        }
+    }
+    // quantile_over_time reads the sketches: within the KLL bound, and it says so.
+    let (sources, v) = query(
+        srv.http_addr,
+        "query",
+        "quantile_over_time(0.5, temp[1d])",
+        &format!("time={}", s(t0 + DAY)),
+    )
+    .await;
+    assert!(sources.starts_with("1d="), "{sources}");
+    let p50: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut day: Vec<f64> = gauge
+        .iter()
+        .filter(|(t, v)| *t > t0 && *t <= t0 + DAY && !v.is_nan())
+        .map(|(_, v)| *v)
+        .collect();
+    day.sort_by(f64::total_cmp);
+    let n = day.len() as f64;
+    let (lo, hi) = (
+        day[((0.5 - 0.0165) * n) as usize],
+        day[((0.5 + 0.0165) * n) as usize],
+    );
+    assert!(p50 >= lo && p50 <= hi, "{p50} not in [{lo}, {hi}]");
+    assert!(
+        v["infos"][0].as_str().unwrap().contains("KLL sketches"),
+        "{v}"
+    );
+    // promql_range in SQL routes the same way: its values equal the HTTP raw answer.
+    let b = srv
+        .engine
+        .sql(&format!(
+            "SELECT CAST(sum(value) AS DOUBLE) FROM promql_range('count_over_time(temp[1h])', {}, {}, '1h')",
+            s(t0 + HOUR),
+            s(t0 + 26 * HOUR)
+        ))
+        .await
+        .unwrap();
+    let sql_sum = b[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap()
+        .value(0);
+    // 240 samples an hour, one fewer in the hour of the staleness marker; the hour of
+    // t0 + 1h .. t0 + 26h: 26 hours.
+    assert_eq!(sql_sum, 26.0 * 240.0 - 1.0);
+
+    // Raw samples expire: with a raw retention of a day, the days before the first tier's
+    // watermark's day go. Then the tiers answer alone: exactly where aligned, else
+    // approximately (windows snapped to whole buckets), instant queries and plain
+    // selectors included.
+    srv.ingester.persist().await.unwrap();
+    let keep = std::time::Duration::from_secs(86_400);
+    rollups.catalog().set_raw_retention(keep);
+    strata::server::retention_pass(&srv.ingester, rollups, keep, now_ms())
+        .await
+        .unwrap();
+    let at5 = t0 + 5 * HOUR;
+    let (_, gone) = query(
+        srv.http_addr,
+        "query",
+        "temp",
+        &format!("time={}&max_source_resolution=raw", s(at5)),
+    )
+    .await;
+    assert_eq!(gone["data"]["result"], serde_json::json!([]), "raw expired");
+    let value_at = |t: i64| gauge.iter().find(|(x, _)| *x == t).unwrap().1;
+    let (sources, v) = query(
+        srv.http_addr,
+        "query",
+        "temp",
+        &format!("time={}", s(at5 + 30_000)),
+    )
+    .await;
+    assert_eq!(
+        sources,
+        format!("1m~={}..{}", s(at5 + 30_000), s(at5 + 30_000))
+    );
+    let got: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(got, value_at(at5), "the last sample of the latest minute");
+    assert!(
+        v["infos"][0].as_str().unwrap().contains("approximate"),
+        "{v}"
+    );
+    // max over (t0 + 4h 55m, t0 + 5h]: the 5m window at t0 + 5h 30s snapped to minutes.
+    let (_, v) = query(
+        srv.http_addr,
+        "query",
+        "max_over_time(temp[5m])",
+        &format!("time={}", s(at5 + 30_000)),
+    )
+    .await;
+    let got: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want = gauge
+        .iter()
+        .filter(|(t, _)| *t > at5 - 5 * MIN && *t <= at5)
+        .map(|(_, v)| *v)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(got, want);
+    // Aligned: still exact, from the 1h tier alone.
+    let (sources, v) = query(
+        srv.http_addr,
+        "query",
+        "sum_over_time(req_total[1h])",
+        &format!("time={}", s(at5)),
+    )
+    .await;
+    assert_eq!(sources, format!("1h={}..{}", s(at5), s(at5)));
+    let want: f64 = counter
+        .iter()
+        .filter(|(t, _)| *t > at5 - HOUR && *t <= at5)
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(
+        v["data"]["result"][0]["value"][1].as_str().unwrap(),
+        format!("{want}")
+    );
 }

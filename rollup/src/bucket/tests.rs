@@ -15,7 +15,8 @@ fn a_counter_bucket_by_hand() {
     assert_eq!(b.sum, 16.0);
     assert_eq!((b.min, b.max), (1.0, 5.0));
     assert_eq!((b.first_ts, b.first, b.last_ts, b.last), (1, 1.0, 5, 5.0));
-    assert_eq!(b.increase, 7.0);
+    assert_eq!(b.increase(), 7.0);
+    assert_eq!(b.reset_sum, 3.0);
     assert_eq!(b.resets, 1);
     assert_eq!(b.changes, 3);
     // Mean 3.2; squared deviations 4.84 + 0.04 + 1.44 + 3.24 + 3.24 = 12.8.
@@ -99,7 +100,8 @@ fn assert_same(a: &[(i64, Bucket)], b: &[(i64, Bucket)]) {
             (x.max, y.max),
             (x.first, y.first),
             (x.last, y.last),
-            (x.increase, y.increase),
+            (x.increase(), y.increase()),
+            (x.reset_sum, y.reset_sum),
         ] {
             assert!(same(p, q), "{x:?} != {y:?}");
         }

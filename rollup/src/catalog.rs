@@ -1,0 +1,248 @@
+//! What the query side knows of the tiers: each tier's resolution, whether it has
+//! sketches, how far it is built (its watermark) and how far back it still holds data
+//! (its retention horizon), and how far back raw samples are kept. PromQL's planner
+//! (`strata-promql`, `tiers` module) routes each query step to a tier or to raw samples by
+//! this, and reads a tier's buckets with [`read_buckets`].
+//!
+//! The catalog is a DataFusion session config extension of the engine's session
+//! ([`TierCatalog::of`]), installed by [`crate::Rollups::open`] and kept current by the
+//! jobs (each build commit moves the tier's watermark here too).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{col, lit};
+use datafusion::prelude::SessionContext;
+
+use crate::bucket::Bucket;
+use crate::error::Result;
+use crate::tier::Tier;
+
+/// "None" in the atomics below.
+const UNSET: i64 = i64::MIN;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The tiers as queries see them (a session config extension).
+#[derive(Debug)]
+pub struct TierCatalog {
+    tiers: Vec<Tier>,
+    /// Each tier's watermark, ms ([`UNSET`] before its first build).
+    watermarks: Vec<AtomicI64>,
+    /// Raw retention, ms (0: raw kept forever).
+    raw_retention_ms: AtomicI64,
+}
+
+/// One tier at one moment, as [`TierCatalog::views`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierView {
+    /// The tier's name (`1h`).
+    pub name: String,
+    /// Its table in the engine's catalog (`rollup_1h`).
+    pub table: String,
+    /// Bucket width, ms.
+    pub resolution_ms: i64,
+    /// Whether its buckets carry KLL sketches (`quantile_over_time` reads them).
+    pub sketch: bool,
+    /// The newest bucket end built, ms since the epoch (UTC); `None` before the first
+    /// build. Every bucket ending at or before it is built.
+    pub watermark_ms: Option<i64>,
+    /// Buckets ending at or before this time (ms, UTC midnight) may have been deleted by
+    /// retention; `None` when the tier keeps everything.
+    pub horizon_ms: Option<i64>,
+}
+
+impl TierCatalog {
+    /// A catalog of `tiers` with the given watermarks (ms; `None` for a tier never built),
+    /// raw samples kept forever until [`TierCatalog::set_raw_retention`].
+    pub fn new(tiers: Vec<Tier>, watermarks: Vec<Option<i64>>) -> TierCatalog {
+        TierCatalog {
+            watermarks: watermarks
+                .into_iter()
+                .map(|w| AtomicI64::new(w.unwrap_or(UNSET)))
+                .collect(),
+            tiers,
+            raw_retention_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// The catalog installed in `ctx`'s session, if any.
+    pub fn of(ctx: &SessionContext) -> Option<Arc<TierCatalog>> {
+        ctx.state_ref()
+            .read()
+            .config()
+            .get_extension::<TierCatalog>()
+    }
+
+    /// Installs this catalog in `ctx`'s session (and so in every session later derived
+    /// from it).
+    pub fn install(self: &Arc<Self>, ctx: &SessionContext) {
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(self.clone());
+    }
+
+    /// Sets how long raw samples are kept (zero: forever); the server's `raw_retention`.
+    pub fn set_raw_retention(&self, d: std::time::Duration) {
+        self.raw_retention_ms.store(
+            d.as_millis().min(i64::MAX as u128) as i64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn set_watermark(&self, tier: usize, ms: i64) {
+        if let Some(w) = self.watermarks.get(tier) {
+            w.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The tiers, finest first, as of `now_ms` (ms, UTC): a tier's horizon is the UTC
+    /// midnight of `now - retention`, the first day its retention keeps
+    /// ([`crate::Rollups::enforce_retention`]).
+    pub fn views(&self, now_ms: i64) -> Vec<TierView> {
+        self.tiers
+            .iter()
+            .zip(&self.watermarks)
+            .map(|(t, w)| {
+                let w = w.load(Ordering::Relaxed);
+                TierView {
+                    name: t.name.clone(),
+                    table: t.table(),
+                    resolution_ms: t.resolution_ms(),
+                    sketch: t.sketch,
+                    watermark_ms: (w != UNSET).then_some(w),
+                    horizon_ms: t
+                        .retention
+                        .map(|r| day_start(now_ms - r.as_millis().min(i64::MAX as u128) as i64)),
+                }
+            })
+            .collect()
+    }
+
+    /// Raw samples ending at or before this time (ms, UTC midnight) may have been deleted
+    /// by raw retention at `now_ms`: the midnight of `min(now - raw_retention, first
+    /// tier's watermark)`, as the server's retention pass cuts; `None` when raw samples
+    /// are kept forever or the first tier was never built (nothing is deleted then).
+    pub fn raw_horizon_ms(&self, now_ms: i64) -> Option<i64> {
+        let keep = self.raw_retention_ms.load(Ordering::Relaxed);
+        let built = self.watermarks.first()?.load(Ordering::Relaxed);
+        (keep > 0 && built != UNSET).then(|| day_start((now_ms - keep).min(built)))
+    }
+}
+
+fn day_start(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// One series' buckets of a tier in time order: `(bucket end ms, bucket, KLL sketch
+/// bytes)`.
+pub type SeriesBuckets = Vec<(i64, Bucket, Option<Vec<u8>>)>;
+
+/// Reads the buckets of tier table `table` (in `ctx`'s catalog) ending in `(from_ms,
+/// to_ms]` of the metrics `names`, and of the series `ids` when given (others dropped),
+/// by series id; sketches only `with_sketch`.
+///
+/// # Errors
+/// DataFusion errors reading the table; [`crate::RollupError::Invariant`] for a row that
+/// breaks the table's layout.
+pub async fn read_buckets(
+    ctx: &SessionContext,
+    table: &str,
+    names: &[&str],
+    ids: Option<&[i64]>,
+    (from_ms, to_ms): (i64, i64),
+    with_sketch: bool,
+) -> Result<HashMap<i64, SeriesBuckets>> {
+    let ts = |ms: i64| {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(ms * 1000),
+            Some("UTC".into()),
+        ))
+    };
+    let date = |ms: i64| {
+        lit(ScalarValue::Date32(Some(
+            strata_ingest::storage::date_of_ms(ms),
+        )))
+    };
+    // The date partition of a bucket is that of its first instant (`bucket_end - 1`).
+    let mut filter = col("metric_name")
+        .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+        .and(col("date").gt_eq(date(from_ms)))
+        .and(col("date").lt_eq(date(to_ms - 1)))
+        .and(col("bucket_end").gt(ts(from_ms)))
+        .and(col("bucket_end").lt_eq(ts(to_ms)));
+    if let Some(ids) = ids
+        && ids.len() <= strata_engine::MAX_SERIES_IN_LIST
+    {
+        filter = filter.and(col("series_id").in_list(ids.iter().map(|i| lit(*i)).collect(), false));
+    }
+    let mut df = ctx.table(table).await?.filter(filter)?;
+    if !with_sketch {
+        let cols: Vec<_> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "sketch" {
+                    lit(ScalarValue::Binary(None)).alias("sketch")
+                } else {
+                    col(f.name())
+                }
+            })
+            .collect();
+        df = df.select(cols)?;
+    }
+    let rows = crate::table::rows(&df.collect().await?)?;
+    let keep: Option<std::collections::HashSet<i64>> = ids.map(|i| i.iter().copied().collect());
+    let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
+    for r in rows {
+        if keep.as_ref().is_some_and(|k| !k.contains(&r.key.series_id)) {
+            continue;
+        }
+        out.entry(r.key.series_id)
+            .or_default()
+            .push((r.end_ms, r.bucket, r.sketch));
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|b| b.0);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn horizons_follow_retention_and_the_first_tier() {
+        let d = 86_400_000;
+        let tiers = vec![
+            Tier::new("1m", Duration::from_secs(60))
+                .with_retention(Duration::from_secs(2 * 86_400)),
+            Tier::new("1h", Duration::from_secs(3600)),
+        ];
+        let c = TierCatalog::new(tiers, vec![None, Some(5 * d)]);
+        let now = 10 * d + 3_600_000;
+        let v = c.views(now);
+        assert_eq!(v[0].horizon_ms, Some(8 * d));
+        assert_eq!(v[0].watermark_ms, None);
+        assert_eq!(v[1].horizon_ms, None);
+        assert_eq!(v[1].watermark_ms, Some(5 * d));
+        // Raw kept forever, or the first tier never built: nothing deleted.
+        assert_eq!(c.raw_horizon_ms(now), None);
+        c.set_raw_retention(Duration::from_secs(86_400));
+        assert_eq!(c.raw_horizon_ms(now), None);
+        // Built to day 4 12:00: raw is cut at day 4, not at day 9.
+        c.set_watermark(0, 4 * d + d / 2);
+        assert_eq!(c.raw_horizon_ms(now), Some(4 * d));
+        c.set_watermark(0, 20 * d);
+        assert_eq!(c.raw_horizon_ms(now), Some(9 * d));
+        // A watermark never moves back.
+        c.set_watermark(0, d);
+        assert_eq!(c.views(now)[0].watermark_ms, Some(20 * d));
+    }
+}
