@@ -248,15 +248,15 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         .map_err(|e| format!("starting the engine: {e}"))?;
     // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).
     strata_promql::sql_functions::register(&engine.context());
-    let rollups = Arc::new(
-        strata_rollup::Rollups::open(
-            engine.clone(),
-            ingester.data_dir(),
-            cfg.rollup.tiers.clone(),
-        )
-        .await
-        .map_err(|e| format!("opening the rollup tiers: {e}"))?,
-    );
+    let mut rollups = strata_rollup::Rollups::open(
+        engine.clone(),
+        ingester.data_dir(),
+        cfg.rollup.tiers.clone(),
+    )
+    .await
+    .map_err(|e| format!("opening the rollup tiers: {e}"))?;
+    rollups.track_late(ingester.clone()).await;
+    let rollups = Arc::new(rollups);
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
         // Where raw samples may be gone: PromQL reads the tiers there.
         rollups

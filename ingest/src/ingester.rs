@@ -101,6 +101,15 @@ pub struct Ingester {
     tables: parking_lot::RwLock<Tables>,
     metrics: IngestMetrics,
     data_dir: DataDir,
+    /// Samples written into time the rollup tiers have built ([`crate::late`]).
+    late: crate::late::LateMarks,
+}
+
+/// The times (ms) of every sample of `series`.
+fn sample_times(series: &[SeriesSamples]) -> impl Iterator<Item = i64> + '_ {
+    series
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|x| x.timestamp_ms))
 }
 
 /// Converts a decoded request to series without validation (WAL replay: the records were
@@ -141,10 +150,13 @@ impl Ingester {
         let head = Arc::new(Head::new(catalog_ids));
         let (wal, replay) = Wal::open(wal_dir, persisted_upto)?;
         let mut replayed = 0usize;
+        let late = crate::late::LateMarks::default();
         for rec in replay {
             let req = remote_write::decode_received(&rec.payload, usize::MAX)?;
             let series = request_to_series(req);
             replayed += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            // Whether these were late is not known any more: all are marked.
+            late.mark(sample_times(&series), i64::MAX);
             head.append(series);
         }
         if replayed > 0 {
@@ -160,7 +172,44 @@ impl Ingester {
             tables: parking_lot::RwLock::new(Tables { samples, series }),
             metrics,
             data_dir,
+            late,
         }))
+    }
+
+    /// Raises the late watermark to `ms` (ms, UTC): from now on a sample written with a
+    /// timestamp at or before it is marked late ([`crate::late`]). The rollup jobs call it
+    /// before they read a range to build; it waits for the writes in flight.
+    pub async fn raise_late_watermark(&self, ms: i64) {
+        let _g = self.gate.write().await;
+        self.late.raise(ms);
+    }
+
+    /// The late ranges recorded by the samples table's commits after version `version`
+    /// (`-1`: all), and the table's latest version: `(latest version, ranges)`. Commits
+    /// whose log entry is gone (expired logs) are skipped.
+    ///
+    /// # Errors
+    /// Delta errors reading the log.
+    pub async fn late_since(&self, version: i64) -> Result<(i64, crate::late::Ranges)> {
+        let table = self.tables.read().samples.clone();
+        let mut out = crate::late::Ranges::default();
+        let Some(latest) = table.version() else {
+            return Ok((-1, out));
+        };
+        let log = table.log_store();
+        for v in (version + 1).max(0) as u64..=latest {
+            let Some(bytes) = log.read_commit_entry(v).await? else {
+                continue;
+            };
+            for action in deltalake::logstore::get_actions(v, &bytes)? {
+                if let deltalake::kernel::Action::CommitInfo(ci) = action
+                    && let Some(r) = ci.info.get(crate::late::COMMIT_KEY)
+                {
+                    out.add_json(r);
+                }
+            }
+        }
+        Ok((latest as i64, out))
     }
 
     /// Validates a decoded remote-write request; series the head already holds skip label
@@ -229,6 +278,7 @@ impl Ingester {
         {
             let _g = self.gate.read().await;
             self.wal.append(payload).await?;
+            self.late.mark_late(sample_times(&v.series));
             self.head.append(v.series);
         }
         self.metrics
@@ -249,21 +299,22 @@ impl Ingester {
     pub async fn persist(&self) -> Result<PersistReport> {
         let _p = self.persist_lock.lock().await;
         let started = Instant::now();
-        let (sealed, frozen) = {
+        let (sealed, frozen, late) = {
             let _g = self.gate.write().await;
             let sealed = self.wal.rotate().await?;
             let frozen = self
                 .head
                 .freeze()
                 .expect("no frozen part outside a persist (persist_lock held)");
-            (sealed, frozen)
+            (sealed, frozen, self.late.take())
         };
         if frozen.series.is_empty() {
             self.head.release_frozen();
+            self.late.restore(&late);
             self.wal.truncate(sealed).await?;
             return Ok(PersistReport::default());
         }
-        match self.write_frozen(&frozen.series, sealed).await {
+        match self.write_frozen(&frozen.series, sealed, &late).await {
             Ok((tables, report)) => {
                 {
                     let mut t = self.tables.write();
@@ -286,6 +337,7 @@ impl Ingester {
             }
             Err(e) => {
                 self.head.unfreeze();
+                self.late.restore(&late);
                 self.metrics.persist_failures.inc();
                 tracing::error!(error = %e, "persisting the head failed; will retry");
                 Err(e)
@@ -297,6 +349,7 @@ impl Ingester {
         &self,
         frozen: &[(Arc<SeriesMeta>, Vec<Sample>)],
         sealed: u64,
+        late: &crate::late::Ranges,
     ) -> Result<(Tables, PersistReport)> {
         let (samples_t, series_t) = {
             let t = self.tables.read();
@@ -358,10 +411,15 @@ impl Ingester {
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(["date", "metric_family"])
             .with_writer_properties(storage::samples_writer_properties())
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(WAL_APP_ID, sealed as i64)),
-            )
+            .with_commit_properties({
+                let props = CommitProperties::default()
+                    .with_application_transaction(Transaction::new(WAL_APP_ID, sealed as i64));
+                if late.is_empty() {
+                    props
+                } else {
+                    props.with_metadata([(crate::late::COMMIT_KEY.to_string(), late.to_json())])
+                }
+            })
             .await?;
         report.version = samples_t.version();
         Ok((

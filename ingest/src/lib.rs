@@ -5,7 +5,8 @@
 //! and limits -> [`ingester::Ingester::write`] logs it to the [`wal`] (synced, group commit)
 //! and applies it to the in-memory [`head`] -> acknowledged. In the background
 //! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
-//! truncates the WAL.
+//! truncates the WAL. Samples written into time the rollup tiers already built are
+//! marked [`late`], durably, so that the tiers build it again.
 //!
 //! Not here: queries (the `strata-engine` crate reads the head and the tables through
 //! [`ingester::Ingester::read_samples`]) and HTTP (the `strata` binary).
@@ -16,6 +17,7 @@ pub mod exposition;
 pub mod head;
 pub mod ingester;
 pub mod json;
+pub mod late;
 pub mod metrics;
 pub mod model;
 pub mod remote_write;

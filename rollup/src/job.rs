@@ -70,7 +70,16 @@ pub struct Rollups {
     pub(crate) oldest_sample: parking_lot::Mutex<Option<i64>>,
     /// The tiers as queries see them, installed in the engine's session.
     catalog: Arc<TierCatalog>,
+    /// The write path whose late samples ([`strata_ingest::late`]) the tiers follow.
+    ingester: Option<Arc<strata_ingest::Ingester>>,
+    /// The samples-table version whose late marks are all built again; `None` until read
+    /// from the first tier's log ([`LATE_APP_ID`]).
+    late_checkpoint: Mutex<Option<i64>>,
 }
+
+/// The Delta application id under which the first tier table records the samples-table
+/// version up to which late samples have been built again.
+pub const LATE_APP_ID: &str = "strata-rollup-late";
 
 impl Rollups {
     /// Opens (or creates) the tier tables `rollup_<name>` under `data_dir`, registers
@@ -116,6 +125,8 @@ impl Rollups {
         catalog.install(&engine.context());
         Ok(Rollups {
             catalog,
+            ingester: None,
+            late_checkpoint: Mutex::new(None),
             engine,
             tiers,
             tables,
@@ -124,6 +135,17 @@ impl Rollups {
             series_providers,
             oldest_sample: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Follows `ingester`'s late samples: builds of the first tier raise its late
+    /// watermark before they read, and [`Rollups::rematerialize`] builds again the
+    /// buckets late samples fall in.
+    pub async fn track_late(&mut self, ingester: Arc<strata_ingest::Ingester>) {
+        // What is built already (before a restart too) is late from now on.
+        if let Some(w) = self.catalog.views(0).first().and_then(|v| v.watermark_ms) {
+            ingester.raise_late_watermark(w).await;
+        }
+        self.ingester = Some(ingester);
     }
 
     /// The tiers as queries see them (also installed in the engine's session).
@@ -194,6 +216,13 @@ impl Rollups {
         let mut start = from_ms;
         while start < to_ms {
             let end = (start + slice).min(to_ms);
+            if tier == 0
+                && let Some(ingester) = &self.ingester
+            {
+                // A sample written from now on into (.., end] is marked late: the read
+                // below sees it, or it is built again.
+                ingester.raise_late_watermark(end).await;
+            }
             let before = report.source_rows;
             let rows = self.source_rows(tier, start, end, &mut report).await?;
             self.write(tier, start, end, rows, &mut report).await?;
@@ -384,6 +413,100 @@ impl Rollups {
         report.commits += 1;
         Ok(())
     }
+}
+
+impl Rollups {
+    /// Builds again, in every tier, the built buckets that late samples persisted since
+    /// the last call fall in ([`strata_ingest::late`]; their marks are read from the
+    /// samples table's commits after the checkpoint), finest tier first, each from its
+    /// source; then records the samples-table version reached as the checkpoint, a Delta
+    /// `txn` ([`LATE_APP_ID`]) of the first tier's table. Killed before that commit, the
+    /// next call builds the same buckets again (builds replace: nothing counts twice).
+    /// Buckets whose source has expired (raw samples, or the finer tier, past retention
+    /// at `now_ms`) are left as they are. Returns what the builds did.
+    ///
+    /// # Errors
+    /// Delta errors reading the samples log or writing a tier; build errors.
+    pub async fn rematerialize(&self, now_ms: i64) -> Result<BuildReport> {
+        let mut report = BuildReport::default();
+        let Some(ingester) = &self.ingester else {
+            return Ok(report);
+        };
+        let mut checkpoint = self.late_checkpoint.lock().await;
+        let from_version = match *checkpoint {
+            Some(v) => v,
+            None => {
+                let table = self.tables[0].lock().await;
+                table
+                    .snapshot()?
+                    .transaction_version(table.log_store().as_ref(), LATE_APP_ID)
+                    .await?
+                    .unwrap_or(-1)
+            }
+        };
+        let (latest, marks) = ingester.late_since(from_version).await?;
+        if latest <= from_version || marks.is_empty() {
+            *checkpoint = Some(latest.max(from_version));
+            return Ok(report);
+        }
+        let views = self.catalog.views(now_ms);
+        let raw_horizon = self.catalog.raw_horizon_ms(now_ms);
+        for (i, t) in self.tiers.iter().enumerate() {
+            let r = t.resolution_ms();
+            let Some(built) = self.watermark(i).await? else {
+                continue;
+            };
+            let source_horizon = if i == 0 {
+                raw_horizon
+            } else {
+                views[i - 1].horizon_ms
+            };
+            let mut runs: Vec<(i64, i64)> = vec![];
+            for (lo, hi) in marks.iter() {
+                let mut from = bucket_end(lo + 1, r) - r;
+                if let Some(h) = source_horizon {
+                    from = from.max(bucket_end(h, r));
+                }
+                let to = bucket_end(hi, r).min(built);
+                if from >= to {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(last) if last.1 >= from => last.1 = last.1.max(to),
+                    _ => runs.push((from, to)),
+                }
+            }
+            for (from, to) in runs {
+                let rep = self.build(i, from, to, |_| {}).await?;
+                report.source_rows += rep.source_rows;
+                report.rows_written += rep.rows_written;
+                report.commits += rep.commits;
+            }
+        }
+        let mut table = self.tables[0].lock().await;
+        let done = commit_txn(&table, LATE_APP_ID, latest).await?;
+        self.providers[0].set(&done).await?;
+        *table = done;
+        *checkpoint = Some(latest);
+        Ok(report)
+    }
+}
+
+/// Commits to `table` only a `txn` action: application `app` at `version`.
+async fn commit_txn(table: &DeltaTable, app: &str, version: i64) -> Result<DeltaTable> {
+    use deltalake::kernel::transaction::CommitBuilder;
+    let done = CommitBuilder::from(
+        CommitProperties::default().with_application_transaction(Transaction::new(app, version)),
+    )
+    .build(
+        Some(table.snapshot()?),
+        table.log_store(),
+        deltalake::protocol::DeltaOperation::Update { predicate: None },
+    )
+    .await?;
+    let mut t = table.clone();
+    t.update_incremental(Some(done.version())).await?;
+    Ok(t)
 }
 
 /// A build's first slice, in buckets of the tier.

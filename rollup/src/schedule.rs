@@ -8,8 +8,9 @@
 //! head was persisted or not. A coarser tier's target is the newest of its buckets that
 //! the tier before covers (its watermark). A tier never built starts at the oldest raw
 //! sample. Samples written later than the allowed lateness, into buckets already built,
-//! are not in the tiers until those buckets are built again
-//! ([`crate::Rollups::build`], `strata rollup backfill`).
+//! are marked late by the write path ([`strata_ingest::late`]); once persisted, the next
+//! catch-up builds their buckets again in every tier ([`crate::Rollups::rematerialize`]).
+//! Until then, a query reading such a bucket from a tier does not see them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ pub struct RollupMetrics {
     pub watermark: IntGaugeVec,
     /// `strata_rollup_lag_seconds{tier}`: now minus the watermark, s.
     pub lag: IntGaugeVec,
+    /// `strata_rollup_late_rows_rebuilt_total`: series-buckets built again (all tiers)
+    /// because late samples fell in them.
+    pub late_rebuilt: prometheus::IntCounter,
 }
 
 impl RollupMetrics {
@@ -92,7 +96,12 @@ impl RollupMetrics {
                 ),
                 &["tier"],
             )?,
+            late_rebuilt: prometheus::IntCounter::new(
+                "strata_rollup_late_rows_rebuilt_total",
+                "Series-buckets built again because late samples fell in them",
+            )?,
         };
+        registry.register(Box::new(m.late_rebuilt.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.rows_written.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
@@ -124,8 +133,9 @@ impl Rollups {
     }
 
     /// Brings every tier up to date at time `now_ms` (ms, UTC): builds, finest first, the
-    /// buckets between each tier's watermark and its target (module doc). Returns the
-    /// rows written per tier.
+    /// buckets between each tier's watermark and its target (module doc), then the
+    /// buckets late samples fell in ([`Rollups::rematerialize`]). Returns the rows written
+    /// per tier by the first part.
     ///
     /// # Errors
     /// The first build that fails (the tiers after it are not built this time).
@@ -179,6 +189,10 @@ impl Rollups {
             }
             written.push(rows);
             source_watermark = w;
+        }
+        let late = self.rematerialize(now_ms).await?;
+        if let Some(m) = metrics {
+            m.late_rebuilt.inc_by(late.rows_written);
         }
         Ok(written)
     }

@@ -788,3 +788,171 @@ async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
         format!("{want}")
     );
 }
+
+/// A late sample (written after its buckets were built) is built again into every tier
+/// once persisted: the 1m, 1h and 1d buckets it falls in change, PromQL over the tiers
+/// equals PromQL over raw samples again, and a second pass builds nothing. The marks are
+/// durable: a new `Rollups` (a restarted process) reads them from the samples table's
+/// log, and samples only in the WAL at a crash are marked when it is replayed.
+#[tokio::test]
+async fn late_samples_are_built_again_in_every_tier_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| c.rollup.enabled = false).await;
+    let t0 = (now_ms() - 3 * DAY) / DAY * DAY;
+    let samples: Vec<(i64, f64)> = (1..=1440).map(|i| (t0 + i * MIN, 1.0)).collect();
+    let body = request(&[(&[("__name__", "late_x"), ("job", "l")][..], &samples[..])]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    let rollups = &srv.rollups;
+    for tier in 0..3 {
+        rollups.build(tier, t0, t0 + DAY, |_| {}).await.unwrap();
+    }
+    let day = format!("time={}", (t0 + DAY) / 1000);
+    let sum = |p: &'static str| {
+        let day = day.clone();
+        async move {
+            let (sources, v) = query(
+                srv.http_addr,
+                "query",
+                "sum_over_time(late_x[1d])",
+                &format!("{day}{p}"),
+            )
+            .await;
+            let s: f64 = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (sources, s)
+        }
+    };
+    assert_eq!(sum("").await.1, 1440.0);
+    // Late: 1000 at t0 + 5h 30s, between two samples of a built minute.
+    let late_t = t0 + 5 * HOUR + 30_000;
+    let body = request(&[(
+        &[("__name__", "late_x"), ("job", "l")][..],
+        &[(late_t, 1000.0)][..],
+    )]);
+    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    srv.ingester.persist().await.unwrap();
+    // Raw already has it; the 1d tier not yet.
+    assert_eq!(sum("&max_source_resolution=raw").await.1, 2440.0);
+    let (sources, stale) = sum("").await;
+    assert!(sources.starts_with("1d="), "{sources}");
+    assert_eq!(stale, 1440.0);
+
+    // A restarted process: a new Rollups over the same tables, its checkpoint read from
+    // the first tier's log (none yet), the marks from the samples table's commits.
+    let engine = strata_engine::Engine::new(std::sync::Arc::new(
+        strata_engine::source::IngesterSource(srv.ingester.clone()),
+    ))
+    .await
+    .unwrap();
+    let mut again = strata_rollup::Rollups::open(
+        engine.clone(),
+        srv.ingester.data_dir(),
+        strata_rollup::default_tiers(),
+    )
+    .await
+    .unwrap();
+    again.track_late(srv.ingester.clone()).await;
+    let rep = again.rematerialize(now_ms()).await.unwrap();
+    // One minute, one hour and one day of one series.
+    assert_eq!(rep.rows_written, 3, "{rep:?}");
+    let count_sum = |tier: &'static str, end: i64| {
+        let e = engine.clone();
+        async move {
+            let b = e
+                .sql(&format!(
+                    "SELECT CAST(count AS DOUBLE), sum FROM rollup_{tier} \
+                     WHERE metric_name = 'late_x' AND bucket_end = to_timestamp_millis({end})"
+                ))
+                .await
+                .unwrap();
+            let f = |c: usize| {
+                b[0].column(c)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float64Array>()
+                    .unwrap()
+                    .value(0)
+            };
+            (f(0), f(1))
+        }
+    };
+    assert_eq!(count_sum("1m", t0 + 5 * HOUR + MIN).await, (2.0, 1001.0));
+    assert_eq!(count_sum("1h", t0 + 6 * HOUR).await, (61.0, 1060.0));
+    assert_eq!(count_sum("1d", t0 + DAY).await, (1441.0, 2440.0));
+    let r = strata_promql::instant_query(
+        &strata_promql::prom_session(&engine.context()),
+        "sum_over_time(late_x[1d])",
+        t0 + DAY,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        strata_promql::format_sources(&r.sources).starts_with("1d="),
+        "{:?}",
+        r.sources
+    );
+    match r.value {
+        strata_promql::QueryValue::Vector(v) => assert_eq!(v[0].v, 2440.0),
+        other => panic!("{other:?}"),
+    }
+    // Nothing new: nothing built, in this process or in the next one (the checkpoint is
+    // in the first tier's log).
+    assert_eq!(again.rematerialize(now_ms()).await.unwrap().rows_written, 0);
+    drop(again);
+    let engine = strata_engine::Engine::new(std::sync::Arc::new(
+        strata_engine::source::IngesterSource(srv.ingester.clone()),
+    ))
+    .await
+    .unwrap();
+    let mut third = strata_rollup::Rollups::open(
+        engine,
+        srv.ingester.data_dir(),
+        strata_rollup::default_tiers(),
+    )
+    .await
+    .unwrap();
+    third.track_late(srv.ingester.clone()).await;
+    assert_eq!(third.rematerialize(now_ms()).await.unwrap().rows_written, 0);
+}
+
+/// Samples in the WAL when the process dies are replayed into the head and marked late,
+/// whatever the late watermark was: their first persist records them.
+#[tokio::test]
+async fn wal_replayed_samples_are_marked_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        strata_ingest::Ingester::open(
+            strata_ingest::storage::DataDir::Local(dir.path().to_path_buf()),
+            &dir.path().join("wal"),
+            strata_ingest::Limits::default(),
+            strata_ingest::PersistConfig::default(),
+            strata_ingest::metrics::IngestMetrics::new(),
+        )
+        .await
+        .unwrap()
+    };
+    let t = now_ms() - HOUR;
+    let mut v = strata_ingest::remote_write::Validated::default();
+    let pairs = vec![("__name__".to_string(), "replayed_x".to_string())];
+    let s = vec![strata_ingest::Sample {
+        timestamp_ms: t,
+        value: 1.0,
+    }];
+    v.push(&pairs, s, &strata_ingest::Limits::default(), now_ms());
+    {
+        let ing = open().await;
+        // No late watermark: not late when written.
+        ing.write(v, "test", None).await.unwrap();
+        let (_, marks) = ing.late_since(-1).await.unwrap();
+        assert!(marks.is_empty());
+        // Dropped without a persist: the sample is only in the WAL.
+    }
+    let ing = open().await;
+    ing.persist().await.unwrap();
+    let (_, marks) = ing.late_since(-1).await.unwrap();
+    assert_eq!(marks.iter().collect::<Vec<_>>(), vec![(t - 1, t)]);
+}
