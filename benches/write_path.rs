@@ -17,6 +17,8 @@ fn spec() -> LoadSpec {
         series_per_request: 2000,
         intervals_per_request: 1,
         start_ms: 1_700_000_000_000,
+        interval_ms: 10_000,
+        histogram_hosts: strata::bench::HISTOGRAM_HOSTS,
     }
 }
 

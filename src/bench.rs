@@ -38,9 +38,10 @@ pub const HISTOGRAM_LE: [&str; 12] = [
 pub const HISTOGRAM_HOSTS: usize = 50;
 
 /// Series of a load of `hosts` hosts: ten `cpu` fields per host, and the histogram's 12
-/// buckets, `_sum` and `_count` on the first [`HISTOGRAM_HOSTS`].
-pub fn series_count(hosts: usize) -> usize {
-    hosts * FIELDS.len() + hosts.min(HISTOGRAM_HOSTS) * (HISTOGRAM_LE.len() + 2)
+/// buckets, `_sum` and `_count` on the first `histogram_hosts` (by default
+/// [`HISTOGRAM_HOSTS`]).
+pub fn series_count(hosts: usize, histogram_hosts: usize) -> usize {
+    hosts * FIELDS.len() + hosts.min(histogram_hosts) * (HISTOGRAM_LE.len() + 2)
 }
 
 /// The value, seconds, at which `_sum` counts each observation of a bin (the observations
@@ -63,7 +64,7 @@ const HIST_PERIOD: u64 = 360;
 pub struct LoadSpec {
     /// Number of hosts (series: [`series_count`]).
     pub hosts: usize,
-    /// Number of 10 s intervals of data per series.
+    /// Number of intervals of data per series.
     pub intervals: usize,
     /// Series per remote-write request (each with one sample per interval of its batch).
     pub series_per_request: usize,
@@ -71,6 +72,11 @@ pub struct LoadSpec {
     pub intervals_per_request: usize,
     /// Start of the data, ms since the epoch (UTC).
     pub start_ms: i64,
+    /// Time between a series' samples, ms (10,000 in the dashboards bench; 300,000 in the
+    /// long-range one).
+    pub interval_ms: i64,
+    /// Hosts (the first ones) carrying the histogram (default [`HISTOGRAM_HOSTS`]).
+    pub histogram_hosts: usize,
 }
 
 /// Host tags, TSBS style: 7 tags per host.
@@ -183,7 +189,7 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
             series.push((series_labels(&tags, format!("cpu_{f}"), None), Source::Cpu));
         }
     }
-    for h in 0..spec.hosts.min(HISTOGRAM_HOSTS) {
+    for h in 0..spec.hosts.min(spec.histogram_hosts) {
         let all_tags = host_labels(h);
         // hostname and region.
         let tags = &all_tags[..2];
@@ -217,7 +223,7 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                     samples: (i0..i1)
                         .map(|i| PbSample {
                             value: source.value(k, i),
-                            timestamp: spec.start_ms + i as i64 * 10_000,
+                            timestamp: spec.start_ms + i as i64 * spec.interval_ms,
                         })
                         .collect(),
                 })
@@ -291,8 +297,9 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
 pub struct QueryCase {
     /// Name: TSBS's for the first ten cases; then kebab-case
     /// `<class>-<hosts>-<range>` (hosts 1, 8 or `all`; range 1h, 24h or 7d), and
-    /// `<op>-chain-<n>` for the chains of set and arithmetic operators.
-    pub name: &'static str,
+    /// `<op>-chain-<n>` for the chains of set and arithmetic operators; `<fn>-<range>`
+    /// and `sum-<fn>-<range>` in the long-range bench.
+    pub name: String,
     /// The PromQL query.
     pub query: String,
     /// Range, seconds (ending at the bench's end time).
@@ -329,8 +336,8 @@ pub fn promql_cases() -> Vec<QueryCase> {
             .collect::<Vec<_>>()
             .join(format!(" {op} ").as_str())
     };
-    let c = |name, query: String, range_s, step_s| QueryCase {
-        name,
+    let c = |name: &str, query: String, range_s, step_s| QueryCase {
+        name: name.to_string(),
         query,
         range_s,
         step_s,
@@ -692,6 +699,45 @@ pub fn promql_cases() -> Vec<QueryCase> {
     ]
 }
 
+/// The long-range bench's queries (`benches/long_range.sh`, over `cpu` data every 5
+/// minutes for two years): 2-year ranges at step 1d of day windows (`avg_over_time`,
+/// `max_over_time`, `rate`, `quantile_over_time(0.99, ...)`, and `sum by (region)` of
+/// each) over one field of every host, and 90-day ranges at step 1h of hour windows.
+/// Rollup tiers answer these in Strata (windows aligned with their buckets); the other
+/// systems read raw samples.
+pub fn long_range_cases() -> Vec<QueryCase> {
+    let day = 86_400;
+    let mut out = vec![];
+    let windows: [(&'static str, &'static str, i64, i64); 2] =
+        [("2y", "1d", 730 * day, day), ("90d", "1h", 90 * day, 3600)];
+    for (range_name, w, range_s, step_s) in windows {
+        let fns: [(&'static str, String); 4] = [
+            ("avg", format!("avg_over_time(cpu_usage_user[{w}])")),
+            ("max", format!("max_over_time(cpu_usage_user[{w}])")),
+            ("rate", format!("rate(cpu_usage_user[{w}])")),
+            (
+                "p99",
+                format!("quantile_over_time(0.99, cpu_usage_user[{w}])"),
+            ),
+        ];
+        for (f, q) in fns {
+            out.push(QueryCase {
+                name: format!("{f}-{range_name}"),
+                query: q.clone(),
+                range_s,
+                step_s,
+            });
+            out.push(QueryCase {
+                name: format!("sum-{f}-{range_name}"),
+                query: format!("sum by (region) ({q})"),
+                range_s,
+                step_s,
+            });
+        }
+    }
+    out
+}
+
 /// Runs `q` against the Prometheus API at each of `bases` (`http://host:port`),
 /// interleaved: `warmup` unmeasured rounds, then `repeat` measured ones, each round one
 /// request to every base in turn (so that a slow spell of the shared machine, such as
@@ -723,8 +769,11 @@ pub async fn time_queries(
             let Ok((times, series)) = slot else { continue };
             let t = Instant::now();
             let answer = async {
+                // A base may carry query parameters of its own
+                // (`http://host:port?max_source_resolution=raw`).
+                let (root, extra) = base.split_once('?').unwrap_or((base, ""));
                 let r = client
-                    .post(format!("{base}/api/v1/query_range"))
+                    .post(format!("{root}/api/v1/query_range?{extra}"))
                     .form(&params)
                     .send()
                     .await

@@ -67,9 +67,15 @@ enum Command {
         /// Hosts (series: 10 cpu fields per host, and a 14-series histogram on the first 50).
         #[arg(long, default_value_t = 1000)]
         hosts: usize,
-        /// 10-second intervals of data per series.
+        /// Intervals of data per series (ending a minute ago).
         #[arg(long, default_value_t = 360)]
         intervals: usize,
+        /// Seconds between a series' samples.
+        #[arg(long, default_value_t = 10)]
+        interval_seconds: i64,
+        /// Hosts (the first ones) carrying the 14-series histogram.
+        #[arg(long, default_value_t = strata::bench::HISTOGRAM_HOSTS)]
+        histogram_hosts: usize,
         /// Series per request.
         #[arg(long, default_value_t = 2000)]
         series_per_request: usize,
@@ -100,6 +106,11 @@ enum Command {
         /// dashboard that refreshes).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
+        /// The queries: `dashboards` (the TSBS and per-class cases over a day of 10 s
+        /// data) or `long-range` (2-year and 90-day ranges over 5-minute data, the rollup
+        /// tiers' bench; see benches/long_range.sh).
+        #[arg(long, default_value = "dashboards")]
+        cases: String,
     },
     /// Rollup tiers: rebuild their history on a running server.
     Rollup {
@@ -221,6 +232,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             series_per_request,
             intervals_per_request,
             concurrency,
+            interval_seconds,
+            histogram_hosts,
         } => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -231,14 +244,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 intervals,
                 series_per_request,
                 intervals_per_request,
-                // End the data a minute ago, aligned to 10 s.
-                start_ms: (now - 60_000 - intervals as i64 * 10_000) / 10_000 * 10_000,
+                // End the data a minute ago, aligned to the interval.
+                start_ms: {
+                    let i = interval_seconds.max(1) * 1000;
+                    (now - 60_000 - intervals as i64 * i) / i * i
+                },
+                interval_ms: interval_seconds.max(1) * 1000,
+                histogram_hosts,
             };
             let (bodies, samples) = strata::bench::payloads(&spec);
             let bytes: usize = bodies.iter().map(|b| b.len()).sum();
             println!(
                 "load: {hosts} hosts = {} series, {intervals} intervals, {samples} samples in {} requests ({:.1} MB snappy)",
-                strata::bench::series_count(hosts),
+                strata::bench::series_count(hosts, histogram_hosts),
                 bodies.len(),
                 bytes as f64 / 1e6
             );
@@ -287,6 +305,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             end,
             repeat,
             warmup,
+            cases,
         } => {
             let end = match end {
                 Some(e) => e,
@@ -307,7 +326,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 print!(" {name:>18}");
             }
             println!();
-            for q in strata::bench::promql_cases() {
+            let cases = match cases.as_str() {
+                "dashboards" => strata::bench::promql_cases(),
+                "long-range" => strata::bench::long_range_cases(),
+                other => {
+                    return Err(format!(
+                        "--cases {other}: expected dashboards or long-range"
+                    ));
+                }
+            };
+            for q in cases {
                 let mut first: Option<f64> = None;
                 let mut cells = vec![];
                 let urls: Vec<&str> = parsed.iter().map(|(_, url)| *url).collect();

@@ -1064,22 +1064,19 @@ impl Planner {
             } = self
                 .range_input(args[ri], steps, step_params.is_empty().then_some(f))
                 .await?;
+            let op = |func, series: Option<Selected>| PromOp::RangeFunc {
+                func,
+                steps,
+                range,
+                at,
+                params: ps,
+                step_params,
+                series: series.map(SeriesMap::new),
+                inner,
+            };
             if f == RangeFn::AbsentOverTime {
                 let present = self
-                    .range_node(
-                        PromOp::RangeFunc {
-                            func: RangeFn::PresentOverTime,
-                            steps,
-                            range,
-                            at,
-                            params: ps,
-                            step_params,
-                            series: series.map(SeriesMap::new),
-                            inner,
-                        },
-                        raw,
-                        tiered.as_ref(),
-                    )
+                    .range_node(op(RangeFn::PresentOverTime, series), raw, tiered.as_ref())
                     .await?;
                 let vs = match unwrap_paren(args[ri]) {
                     P::MatrixSelector(m) => Some(&m.vs),
@@ -1110,22 +1107,7 @@ impl Planner {
                 },
                 s => (s, true),
             };
-            let plan = self
-                .range_node(
-                    PromOp::RangeFunc {
-                        func: f,
-                        steps,
-                        range,
-                        at,
-                        params: ps,
-                        step_params,
-                        series: series.map(SeriesMap::new),
-                        inner,
-                    },
-                    raw,
-                    tiered.as_ref(),
-                )
-                .await?;
+            let plan = self.range_node(op(f, series), raw, tiered.as_ref()).await?;
             return Ok(Planned::Vector(if keep_name || !named {
                 plan
             } else {

@@ -4,11 +4,15 @@
 //! Java, C++ and Python (`datasketches`) libraries, Spark and Druid read.
 //!
 //! - KLL (Karnin, Lang, Liberty, "Optimal Quantile Approximation in Streams", FOCS 2016)
-//!   of doubles with `k` = [`KLL_K`]: a quantile's rank is within about 1.65% of the
-//!   true rank with 99% confidence, whatever the distribution (the library's
-//!   `normalized_rank_error(false)` for k = 200). Sketches merge without further loss of
-//!   that bound, so a tier built from the one below has the same error as one built from
-//!   raw. NaN values (and staleness markers) are not sketched; infinities are.
+//!   of floats (`f32`: values keep 24 bits of mantissa, about 7 significant digits;
+//!   beyond +-3.4e38 they become infinite) with `k` = [`KLL_K`]: a quantile's rank is
+//!   within about 1.65% of the true rank with 99% confidence, whatever the distribution
+//!   (the library's `normalized_rank_error(false)` for k = 200). Sketches merge without
+//!   further loss of that bound, so a tier built from the one below has the same error as
+//!   one built from raw. NaN values (and staleness markers) are not sketched; infinities
+//!   are. Floats rather than doubles, by measurement (`benches/sketch_choice.rs`,
+//!   benches/README.md "Sketch choice"): half the bytes per bucket at the same measured
+//!   rank error on log-normal, Pareto and bimodal latencies.
 //! - HLL (Flajolet et al., "HyperLogLog", 2007; the DataSketches HLL_8 layout) with
 //!   `lg_k` = [`HLL_LG_K`]: relative standard error about 1.6% (1.04 / sqrt(4096)), and
 //!   exact up to a few hundred distinct series (its list and set modes). The union of two
@@ -28,8 +32,8 @@ pub const KLL_K: u16 = 200;
 /// The HLL sketches' log2 of the number of registers.
 pub const HLL_LG_K: u8 = 12;
 
-/// A KLL sketch of doubles.
-pub type Kll = KllSketch<KllFloat<f64>>;
+/// A KLL sketch of floats.
+pub type Kll = KllSketch<KllFloat<f32>>;
 
 fn kll_error(e: datasketches::error::Error) -> RollupError {
     RollupError::Invariant(format!("KLL sketch: {e}"))
@@ -43,7 +47,7 @@ pub fn new_kll() -> Kll {
 /// Adds `v` to `sketch` unless it is NaN (a staleness marker included).
 pub fn kll_update(sketch: &mut Kll, v: f64) {
     if !is_stale_nan(v)
-        && let Ok(x) = KllFloat::<f64>::new(v)
+        && let Ok(x) = KllFloat::<f32>::new(v as f32)
     {
         sketch.update(x);
     }
@@ -54,7 +58,7 @@ pub fn kll_bytes(sketch: &Kll) -> Option<Vec<u8>> {
     (!sketch.is_empty()).then(|| sketch.serialize())
 }
 
-/// Reads a serialized KLL doubles sketch.
+/// Reads a serialized KLL floats sketch.
 ///
 /// # Errors
 /// [`RollupError::Invariant`] if the bytes are not one.
@@ -65,7 +69,7 @@ pub fn kll_read(bytes: &[u8]) -> Result<Kll> {
 /// Merges `other` (serialized) into `into`.
 ///
 /// # Errors
-/// [`RollupError::Invariant`] if the bytes are not a KLL doubles sketch.
+/// [`RollupError::Invariant`] if the bytes are not a KLL floats sketch.
 pub fn kll_merge(into: &mut Kll, other: &[u8]) -> Result<()> {
     into.merge(&kll_read(other)?).map_err(kll_error)
 }
@@ -85,7 +89,7 @@ pub fn kll_quantile(sketch: &Kll, q: f64) -> Result<Option<f64>> {
     Ok(sketch
         .quantile(q, SearchCriteria::Inclusive)
         .map_err(kll_error)?
-        .map(|x| x.into_inner()))
+        .map(|x| f64::from(x.into_inner())))
 }
 
 /// A new empty HLL sketch (`lg_k` = [`HLL_LG_K`], HLL_8).

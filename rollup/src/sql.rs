@@ -10,7 +10,7 @@
 //! WHERE metric_name = 'http_requests_total' AND bucket_end > now() - interval '30 days';
 //! ```
 //!
-//! - `kll_merge(binary) -> binary` (aggregate): the merged KLL doubles sketch of a group
+//! - `kll_merge(binary) -> binary` (aggregate): the merged KLL floats sketch of a group
 //!   (nulls skipped; null for a group of none).
 //! - `kll_quantile(binary, double) -> double`: the sketch's `q`-quantile, `0 <= q <= 1`
 //!   (error bound in [`crate::sketch`]); null for a null or empty sketch.

@@ -63,8 +63,10 @@ def test_tier_sketches_are_read_by_python_datasketches(stack):
         ]
         raw = next(c for c in cands if abs(sum(c) - h["sum"]) < 1e-9 * max(1.0, abs(h["sum"])))
         assert h["count"] == len(raw) == 360
-        sk = datasketches.kll_doubles_sketch.deserialize(h["sketch"])
-        assert sk.n == 360 and sk.get_min_value() == min(raw) and sk.get_max_value() == max(raw)
+        sk = datasketches.kll_floats_sketch.deserialize(h["sketch"])
+        # The sketch keeps floats (f32): its extremes are the raw ones rounded to float.
+        assert sk.n == 360
+        assert sk.get_min_value() == np.float32(min(raw)) and sk.get_max_value() == np.float32(max(raw))
         exact = np.sort(np.array(raw))
         for q in (0.5, 0.95, 0.99):
             # Inclusive rank (the smallest value whose rank is at least q), as Strata's

@@ -117,10 +117,10 @@ fn data(t0: i64) -> (Samples, Samples) {
     (counter, gauge)
 }
 
-#[tokio::test]
-async fn tiers_built_over_http_equal_promql_over_raw_samples() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(dir.path(), |c| c.rollup.enabled = false).await;
+/// A server without the rollup scheduler holding [`data`] as `req_total` and `temp`
+/// (job `a`), `t0` a UTC midnight three days ago: `(server, t0, counter, gauge)`.
+async fn loaded(dir: &std::path::Path) -> (strata::server::Running, i64, Samples, Samples) {
+    let srv = server_with(dir, |c| c.rollup.enabled = false).await;
     let t0 = (now_ms() - 3 * DAY) / DAY * DAY;
     let (counter, gauge) = data(t0);
     let body = request(&[
@@ -128,6 +128,13 @@ async fn tiers_built_over_http_equal_promql_over_raw_samples() {
         (&[("__name__", "temp"), ("job", "a")][..], &gauge[..]),
     ]);
     assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    (srv, t0, counter, gauge)
+}
+
+#[tokio::test]
+async fn tiers_built_over_http_equal_promql_over_raw_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, t0, counter, gauge) = loaded(dir.path()).await;
     // Half the data persisted, the rest still in the head: the first tier reads both.
     srv.ingester.persist().await.unwrap();
 
@@ -476,14 +483,7 @@ async fn query(addr: std::net::SocketAddr, path: &str, q: &str, params: &str) ->
 #[tokio::test]
 async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(dir.path(), |c| c.rollup.enabled = false).await;
-    let t0 = (now_ms() - 3 * DAY) / DAY * DAY;
-    let (counter, gauge) = data(t0);
-    let body = request(&[
-        (&[("__name__", "req_total"), ("job", "a")][..], &counter[..]),
-        (&[("__name__", "temp"), ("job", "a")][..], &gauge[..]),
-    ]);
-    assert_eq!(post_write(srv.http_addr, body).await.0, 204);
+    let (srv, t0, counter, gauge) = loaded(dir.path()).await;
     let rollups = &srv.rollups;
     let s = |ms: i64| ms / 1000;
     // Phase 1: 1m and 1h built up to t0 + 20h only, 1d not at all.
