@@ -289,14 +289,8 @@ fn value(
                     .unwrap_or(f64::NAN)
             }
         }
-        Irate
-        | Idelta
-        | MadOverTime
-        | Deriv
-        | PredictLinear
-        | DoubleExponentialSmoothing
-        | TsOfMinOverTime
-        | TsOfMaxOverTime => return None,
+        // Not answerable from buckets ([`answerable`]).
+        _ => return None,
     })
 }
 

@@ -512,29 +512,17 @@ async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
     ];
     // (window, start, end, step, the sources `auto` must report)
     let hour_steps = format!("start={}&end={}&step=3600", s(t0 + HOUR), s(t0 + 26 * HOUR));
+    // The 1h tier up to its watermark, raw samples after it.
+    let hour_seam = format!(
+        "1h={}..{}, raw={}..{}",
+        s(t0 + HOUR),
+        s(t0 + 20 * HOUR),
+        s(t0 + 21 * HOUR),
+        s(t0 + 26 * HOUR)
+    );
     let cases = [
-        (
-            "1h",
-            hour_steps.clone(),
-            format!(
-                "1h={}..{}, raw={}..{}",
-                s(t0 + HOUR),
-                s(t0 + 20 * HOUR),
-                s(t0 + 21 * HOUR),
-                s(t0 + 26 * HOUR)
-            ),
-        ),
-        (
-            "3h",
-            hour_steps.clone(),
-            format!(
-                "1h={}..{}, raw={}..{}",
-                s(t0 + HOUR),
-                s(t0 + 20 * HOUR),
-                s(t0 + 21 * HOUR),
-                s(t0 + 26 * HOUR)
-            ),
-        ),
+        ("1h", hour_steps.clone(), hour_seam.clone()),
+        ("3h", hour_steps.clone(), hour_seam),
         (
             "5m",
             format!(
