@@ -486,7 +486,7 @@ impl Planner {
             let quantile = func == Some(RangeFn::QuantileOverTime);
             let buckets = strata_rollup::catalog::read_buckets(
                 &self.ctx,
-                &v.table,
+                (&v.table, res),
                 &names,
                 Some(&tiered.ids),
                 (from, to),

@@ -141,16 +141,16 @@ fn day_start(ms: i64) -> i64 {
 /// bytes)`.
 pub type SeriesBuckets = Vec<(i64, Bucket, Option<Vec<u8>>)>;
 
-/// Reads the buckets of tier table `table` (in `ctx`'s catalog) ending in `(from_ms,
-/// to_ms]` of the metrics `names`, and of the series `ids` when given (others dropped),
-/// by series id; sketches only `with_sketch`.
+/// Reads the buckets of tier table `table` (in `ctx`'s catalog; resolution
+/// `resolution_ms`) ending in `(from_ms, to_ms]` of the metrics `names`, and of the series
+/// `ids` when given (others dropped), by series id; sketches only `with_sketch`.
 ///
 /// # Errors
 /// DataFusion errors reading the table; [`crate::RollupError::Invariant`] for a row that
 /// breaks the table's layout.
 pub async fn read_buckets(
     ctx: &SessionContext,
-    table: &str,
+    (table, resolution_ms): (&str, i64),
     names: &[&str],
     ids: Option<&[i64]>,
     (from_ms, to_ms): (i64, i64),
@@ -163,9 +163,10 @@ pub async fn read_buckets(
         ))
     };
     let date = |ms: i64| {
-        lit(ScalarValue::Date32(Some(
+        lit(ScalarValue::Date32(Some(crate::tier::partition_day(
+            resolution_ms,
             strata_ingest::storage::date_of_ms(ms),
-        )))
+        ))))
     };
     // The date partition of a bucket is that of its first instant (`bucket_end - 1`).
     let mut filter = col("metric_name")

@@ -394,7 +394,7 @@ impl Rollups {
         {
             let mut series = self.series_tables[tier].lock().await;
             let schema = series.snapshot()?.snapshot().arrow_schema();
-            let batch = table::series_batch(&schema, &rows)?;
+            let batch = table::series_batch(&schema, &rows, self.tiers[tier].resolution_ms())?;
             let written =
                 replace(&series, batch, range.clone(), CommitProperties::default()).await?;
             self.series_providers[tier].set(&written).await?;
@@ -402,7 +402,7 @@ impl Rollups {
         }
         let watermark = watermark_of(&table).await?.unwrap_or(i64::MIN).max(to);
         let schema = table.snapshot()?.snapshot().arrow_schema();
-        let batch = table::batch(&schema, &rows)?;
+        let batch = table::batch(&schema, &rows, self.tiers[tier].resolution_ms())?;
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(APP_ID, watermark));
         let written = replace(&table, batch, range, commit).await?;
@@ -760,8 +760,11 @@ impl Rollups {
                 continue;
             };
             // The first day to keep: the day of the cutoff (its buckets may be younger).
-            let keep_from =
-                strata_ingest::storage::date_of_ms(now_ms - retention.as_millis() as i64);
+            // (The partition holding that day: a month or a year for coarse tiers.)
+            let keep_from = tier::partition_day(
+                t.resolution_ms(),
+                strata_ingest::storage::date_of_ms(now_ms - retention.as_millis() as i64),
+            );
             let mut files_removed = 0u64;
             let mut table = self.tables[i].lock().await;
             let mut series = self.series_tables[i].lock().await;

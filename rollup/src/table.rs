@@ -8,8 +8,9 @@
 //! `mean`, `m2`, `increase` (double: `last - first + reset_sum`), `reset_sum` (double: the
 //! values before the counter's resets), `resets`, `changes` (long), then `sketch` (binary,
 //! null where the tier has no sketches or the bucket only NaN values: a KLL doubles
-//! sketch, [`crate::sketch`]); partitioned by `date`
-//! (the UTC date of the bucket's first instant, `bucket_end - 1 µs`) and `metric_family`,
+//! sketch, [`crate::sketch`]); partitioned by `date` (the UTC date of the bucket's first
+//! instant, `bucket_end - 1 µs`; for tiers of an hour or more the first day of its month,
+//! of a day or more of its year: [`crate::tier::partition_day`]) and `metric_family`,
 //! like `samples`, and written sorted by metric name, series and bucket, so that a
 //! selector's series prune files and pages the same way.
 //!
@@ -31,6 +32,7 @@ use strata_ingest::storage::date_of_ms;
 
 use crate::bucket::Bucket;
 use crate::error::{Result, RollupError};
+use crate::tier::partition_day;
 
 /// The Parquet settings of the tier tables: those of `samples`
 /// ([`strata_ingest::storage::samples_writer_properties`]: delta-encoded ids and times,
@@ -154,13 +156,13 @@ pub fn series_columns() -> Vec<StructField> {
     ]
 }
 
-/// Builds the series-table batch (in `schema`) of a tier's `rows` (sorted by family,
-/// metric name, series, bucket, as [`batch`] takes them): per metric and bucket, the
-/// number of series and an HLL sketch of their ids.
+/// Builds the series-table batch (in `schema`) of the `rows` of a tier of resolution
+/// `resolution_ms` (sorted by family, metric name, series, bucket, as [`batch`] takes
+/// them): per metric and bucket, the number of series and an HLL sketch of their ids.
 ///
 /// # Errors
 /// [`RollupError::Arrow`] if `schema` is not a series table's (a broken invariant).
-pub fn series_batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+pub fn series_batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<RecordBatch> {
     let mut groups: std::collections::BTreeMap<(&str, &str, i64), Vec<i64>> = Default::default();
     for r in rows {
         groups
@@ -188,7 +190,7 @@ pub fn series_batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
         end.append_value(e * 1000);
         series.append_value(distinct.len() as i64);
         hll.append_value(sketch.serialize());
-        date.append_value(date_of_ms(e - 1));
+        date.append_value(partition_day(resolution_ms, date_of_ms(e - 1)));
     }
     let by_name: HashMap<&str, ArrayRef> = [
         ("metric_name", Arc::new(name.finish()) as ArrayRef),
@@ -218,11 +220,12 @@ fn in_schema(schema: &SchemaRef, by_name: HashMap<&str, ArrayRef>) -> Result<Rec
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
-/// Builds a batch of `rows` in `schema` (the tier table's Arrow schema).
+/// Builds a batch of the `rows` of a tier of resolution `resolution_ms` in `schema` (the
+/// tier table's Arrow schema); the `date` partition as [`partition_day`] gives it.
 ///
 /// # Errors
 /// [`RollupError::Arrow`] if `schema` is not a tier table's (a broken invariant).
-pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+pub fn batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<RecordBatch> {
     let n = rows.len();
     let mut name = StringDictionaryBuilder::<Int32Type>::new();
     let mut fam = StringDictionaryBuilder::<Int32Type>::new();
@@ -259,7 +262,7 @@ pub fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
         ]) {
             builder.append_value(v);
         }
-        date.append_value(date_of_ms(r.end_ms - 1));
+        date.append_value(partition_day(resolution_ms, date_of_ms(r.end_ms - 1)));
     }
     let [count, resets, changes] = longs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let [sum, min, max, first, last, mean, m2, increase, reset_sum] =

@@ -64,6 +64,30 @@ impl Tier {
     }
 }
 
+/// The `date` partition (days since the epoch, UTC) of a bucket of a tier of resolution
+/// `resolution_ms` whose first instant falls on day `day`: that day for tiers finer than
+/// an hour, the first day of its month for tiers finer than a day, the first day of its
+/// year for coarser ones. Coarse tiers hold few rows per day; a partition per day made a
+/// 2-year read of the `1d` tier open 730 files (benches/README.md, long-range bench).
+pub fn partition_day(resolution_ms: i64, day: i32) -> i32 {
+    use chrono::Datelike;
+    /// `num_days_from_ce` of 1970-01-01.
+    const EPOCH_CE: i32 = 719_163;
+    if resolution_ms < 3_600_000 {
+        return day;
+    }
+    let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt(day.saturating_add(EPOCH_CE))
+    else {
+        return day;
+    };
+    let start = if resolution_ms < 86_400_000 {
+        date.with_day(1)
+    } else {
+        date.with_ordinal(1)
+    };
+    start.map_or(day, |d| d.num_days_from_ce() - EPOCH_CE)
+}
+
 /// The default tiers: `1m` without quantile sketches, kept 90 days; `1h` with, kept 2
 /// years (730 days); `1d` with, kept 5 years (1,825 days).
 pub fn default_tiers() -> Vec<Tier> {
@@ -130,6 +154,17 @@ pub fn validate(tiers: &[Tier]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coarse_tiers_partition_by_month_and_year() {
+        // 2026-12-06 is day 20,793; 2026-12-01 is 20,788; 2026-01-01 is 20,454.
+        let day = 20_793;
+        assert_eq!(partition_day(60_000, day), day);
+        assert_eq!(partition_day(3_600_000, day), 20_788);
+        assert_eq!(partition_day(86_400_000, day), 20_454);
+        assert_eq!(partition_day(3_600_000, 0), 0);
+        assert_eq!(partition_day(86_400_000, -1), -365, "1969-01-01");
+    }
 
     #[test]
     fn the_defaults_are_valid_and_bad_lists_are_named() {
