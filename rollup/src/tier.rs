@@ -67,8 +67,9 @@ impl Tier {
 /// The `date` partition (days since the epoch, UTC) of a bucket of a tier of resolution
 /// `resolution_ms` whose first instant falls on day `day`: that day for tiers finer than
 /// an hour, the first day of its month for tiers finer than a day, the first day of its
-/// year for coarser ones. Coarse tiers hold few rows per day; a partition per day made a
-/// 2-year read of the `1d` tier open 730 files (benches/README.md, long-range bench).
+/// year for coarser ones. Coarse tiers hold few rows per day: a partition per day gave the
+/// `1d` tier 730 files of a few KB for two years (25 with years; benches/README.md,
+/// long-range bench).
 pub fn partition_day(resolution_ms: i64, day: i32) -> i32 {
     use chrono::Datelike;
     /// `num_days_from_ce` of 1970-01-01.
