@@ -93,6 +93,14 @@ impl TierCatalog {
         );
     }
 
+    /// Tier `tier`'s watermark (ms, UTC): the newest bucket end built, `None` before the
+    /// first build (or for an unknown tier). Kept in memory: read from the tables' logs
+    /// when they are opened, moved by every build commit.
+    pub fn watermark_ms(&self, tier: usize) -> Option<i64> {
+        let w = self.watermarks.get(tier)?.load(Ordering::Relaxed);
+        (w != UNSET).then_some(w)
+    }
+
     pub(crate) fn set_watermark(&self, tier: usize, ms: i64) {
         if let Some(w) = self.watermarks.get(tier) {
             w.fetch_max(ms, Ordering::Relaxed);
@@ -105,19 +113,16 @@ impl TierCatalog {
     pub fn views(&self, now_ms: i64) -> Vec<TierView> {
         self.tiers
             .iter()
-            .zip(&self.watermarks)
-            .map(|(t, w)| {
-                let w = w.load(Ordering::Relaxed);
-                TierView {
-                    name: t.name.clone(),
-                    table: t.table(),
-                    resolution_ms: t.resolution_ms(),
-                    sketch: t.sketch,
-                    watermark_ms: (w != UNSET).then_some(w),
-                    horizon_ms: t
-                        .retention
-                        .map(|r| day_start(now_ms - r.as_millis().min(i64::MAX as u128) as i64)),
-                }
+            .enumerate()
+            .map(|(i, t)| TierView {
+                name: t.name.clone(),
+                table: t.table(),
+                resolution_ms: t.resolution_ms(),
+                sketch: t.sketch,
+                watermark_ms: self.watermark_ms(i),
+                horizon_ms: t
+                    .retention
+                    .map(|r| day_start(now_ms - r.as_millis().min(i64::MAX as u128) as i64)),
             })
             .collect()
     }
@@ -128,8 +133,8 @@ impl TierCatalog {
     /// are kept forever or the first tier was never built (nothing is deleted then).
     pub fn raw_horizon_ms(&self, now_ms: i64) -> Option<i64> {
         let keep = self.raw_retention_ms.load(Ordering::Relaxed);
-        let built = self.watermarks.first()?.load(Ordering::Relaxed);
-        (keep > 0 && built != UNSET).then(|| day_start((now_ms - keep).min(built)))
+        let built = self.watermark_ms(0)?;
+        (keep > 0).then(|| day_start((now_ms - keep).min(built)))
     }
 }
 

@@ -142,7 +142,7 @@ impl Rollups {
     /// buckets late samples fall in.
     pub async fn track_late(&mut self, ingester: Arc<strata_ingest::Ingester>) {
         // What is built already (before a restart too) is late from now on.
-        if let Some(w) = self.catalog.views(0).first().and_then(|v| v.watermark_ms) {
+        if let Some(w) = self.catalog.watermark_ms(0) {
             ingester.raise_late_watermark(w).await;
         }
         self.ingester = Some(ingester);
@@ -181,10 +181,10 @@ impl Rollups {
     /// the first build.
     ///
     /// # Errors
-    /// Delta errors reading the table's log.
+    /// None: the watermark is the catalog's ([`TierCatalog::watermark_ms`]), read from
+    /// the table's log when it was opened and moved by each build's commit.
     pub async fn watermark(&self, tier: usize) -> Result<Option<i64>> {
-        let table = self.tables[tier].lock().await;
-        watermark_of(&table).await
+        Ok(self.catalog.watermark_ms(tier))
     }
 
     /// Builds `tier`'s buckets ending in `(from_ms, to_ms]` (ms since the epoch, UTC; both
@@ -400,7 +400,7 @@ impl Rollups {
             self.series_providers[tier].set(&written).await?;
             *series = written;
         }
-        let watermark = watermark_of(&table).await?.unwrap_or(i64::MIN).max(to);
+        let watermark = self.catalog.watermark_ms(tier).unwrap_or(i64::MIN).max(to);
         let schema = table.snapshot()?.snapshot().arrow_schema();
         let batch = table::batch(&schema, &rows, self.tiers[tier].resolution_ms())?;
         let commit = CommitProperties::default()
