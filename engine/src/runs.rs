@@ -204,6 +204,44 @@ pub fn selection(runs: &[RunRef], total_rows: usize) -> RowSelection {
     )
 }
 
+/// Reads the rows of `file` in `runs` (runs of the file, sorted by first row, not
+/// overlapping, with the file's row count; `None`: every row) in the columns `columns`
+/// (by name, in the file's order), through `readers` (reader `partition` of a scan) with
+/// the file's offset index: only the pages holding the runs are fetched and only their
+/// rows decoded. Batches of up to `batch_rows` rows, in file order.
+///
+/// # Errors
+/// The file cannot be read or decoded.
+pub async fn read_runs(
+    readers: &dyn ParquetFileReaderFactory,
+    partition: usize,
+    file: &PartitionedFile,
+    runs: Option<(&[RunRef], usize)>,
+    columns: &[&str],
+    batch_rows: usize,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+    let reader: Box<dyn AsyncFileReader> = readers.create_reader(
+        partition,
+        file.clone(),
+        None,
+        &ExecutionPlanMetricsSet::new(),
+    )?;
+    let options = ArrowReaderOptions::new()
+        .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let builder = match runs {
+        Some((runs, total_rows)) => builder.with_row_selection(selection(runs, total_rows)),
+        None => builder,
+    };
+    Ok(builder
+        .with_projection(mask)
+        .with_batch_size(batch_rows.max(1))
+        .build()?
+        .try_collect()
+        .await?)
+}
+
 /// The runs one file contributes to a scan (or to one partition of it).
 #[derive(Debug, Clone)]
 pub struct FileRuns {
@@ -408,18 +446,20 @@ impl RunsBuilder {
     }
 }
 
-/// Reads the `series_id`, `timestamp` and `metric_name` columns of `file` through
-/// `readers` (the scan's reader factory, so the footer lands in the session's metadata
-/// cache) and lists its runs and each metric's series; `Ok(None)` when the file is not
-/// worth a list: a null id, timestamp or metric name, more than
-/// `u32::MAX` rows, or runs averaging fewer than 4 rows (an unsorted file).
+/// Reads the `series_id`, `time_column` (`timestamp` in `samples`, `bucket_end` in the
+/// rollup tiers: µs, UTC) and `metric_name` columns of `file` through `readers` (the
+/// scan's reader factory, so the footer lands in the session's metadata cache) and lists
+/// its runs and each metric's series; `Ok(None)` when the file is not worth a list: a
+/// null id, time or metric name, more than `u32::MAX` rows, or runs averaging fewer than
+/// 4 rows (an unsorted file).
 ///
 /// # Errors
-/// The file cannot be read, or lacks one of the three columns, or has `series_id` or
-/// `timestamp` in another type.
+/// The file cannot be read, or lacks one of the three columns, or has `series_id` or the
+/// time column in another type.
 pub async fn build(
     readers: &dyn ParquetFileReaderFactory,
     file: PartitionedFile,
+    time_column: &str,
 ) -> Result<Option<SeriesRuns>> {
     let reader: Box<dyn AsyncFileReader> =
         readers.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
@@ -427,7 +467,7 @@ pub async fn build(
         ParquetRecordBatchStreamBuilder::new_with_options(reader, ArrowReaderOptions::new())
             .await?;
     let descr = builder.parquet_schema();
-    let mask = ProjectionMask::columns(descr, ["series_id", "timestamp", "metric_name"]);
+    let mask = ProjectionMask::columns(descr, ["series_id", time_column, "metric_name"]);
     let mut stream = builder
         .with_projection(mask)
         .with_batch_size(65536)
@@ -439,7 +479,7 @@ pub async fn build(
                 DataFusionError::Execution(format!("a samples file without column {name}"))
             })
         };
-        let (id_col, ts_col) = (col("series_id")?, col("timestamp")?);
+        let (id_col, ts_col) = (col("series_id")?, col(time_column)?);
         let names = cast(&col("metric_name")?, &DataType::Utf8)?;
         if id_col.null_count() > 0 || ts_col.null_count() > 0 || names.null_count() > 0 {
             return Ok(None);
@@ -449,9 +489,9 @@ pub async fn build(
             id_col.as_primitive_opt::<Int64Type>(),
             ts_col.as_primitive_opt::<TimestampMicrosecondType>(),
         ) else {
-            return Err(DataFusionError::Execution(
-                "a samples file whose series_id or timestamp has another type".into(),
-            ));
+            return Err(DataFusionError::Execution(format!(
+                "a file whose series_id or {time_column} has another type"
+            )));
         };
         if runs
             .push(i.values(), t.values(), |row| names.value(row))
@@ -484,14 +524,32 @@ pub const REBUILD_AFTER: std::time::Duration = std::time::Duration::from_secs(60
 
 /// The run lists of the files of one table, by file path (files are immutable), at most
 /// [`RUNS_CACHE_BYTES`] together (least recently used evicted first, see
-/// [`REBUILD_AFTER`]).
-#[derive(Debug, Default)]
+/// [`REBUILD_AFTER`]). The default cache is the `samples` table's (runs timed by
+/// `timestamp`); [`RunsCache::timed_by`] makes one for another time column.
+#[derive(Debug)]
 pub struct RunsCache {
     slots: parking_lot::Mutex<HashMap<Path, Slot>>,
     clock: AtomicU64,
+    time_column: &'static str,
+}
+
+impl Default for RunsCache {
+    fn default() -> Self {
+        RunsCache::timed_by("timestamp")
+    }
 }
 
 impl RunsCache {
+    /// An empty cache of a table whose rows are timed by `time_column` (µs, UTC), sorted
+    /// by `metric_name` and `series_id` like `samples`.
+    pub fn timed_by(time_column: &'static str) -> RunsCache {
+        RunsCache {
+            slots: Default::default(),
+            clock: AtomicU64::new(0),
+            time_column,
+        }
+    }
+
     /// The run list of `file`, if ready.
     pub fn get(&self, file: &PartitionedFile) -> Option<Arc<SeriesRuns>> {
         match self.slots.lock().get(&file.object_meta.location) {
@@ -535,7 +593,7 @@ impl RunsCache {
             let (cache, readers, file) = (self.clone(), readers.clone(), file.clone());
             async move {
                 let started = std::time::Instant::now();
-                let built = build(readers.as_ref(), file).await;
+                let built = build(readers.as_ref(), file, cache.time_column).await;
                 cache.finish(path, built, started)
             }
         };

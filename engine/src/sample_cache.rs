@@ -37,10 +37,6 @@ use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
-use datafusion::parquet::arrow::async_reader::AsyncFileReader;
-use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
@@ -52,7 +48,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::runs::{FileRuns, MAX_RUN_ROWS, RunRef, selection, spread};
+use crate::runs::{FileRuns, MAX_RUN_ROWS, RunRef, spread};
 
 /// The default size of a [`SampleCache`] (bytes): 256 MiB, about 16 million samples
 /// (16 bytes each: an i64 timestamp and an f64 value).
@@ -400,25 +396,16 @@ impl Reading {
     /// Reads `wanted` (runs of `f`, sorted by first row) from the file: one Parquet read
     /// of their rows' `timestamp` and `value` columns.
     async fn decode(&self, f: &FileRuns, wanted: &[RunRef]) -> Result<Vec<Arc<CachedRun>>> {
-        let reader: Box<dyn AsyncFileReader> = self.readers.create_reader(
-            self.partition,
-            f.file.clone(),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
-        // The offset index, so that only the pages holding the runs are read.
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), ["timestamp", "value"]);
-        let selection = selection(wanted, f.total_rows);
         let rows: usize = wanted.iter().map(|r| r.rows as usize).sum();
-        let batches: Vec<RecordBatch> = builder
-            .with_projection(mask)
-            .with_row_selection(selection)
-            .with_batch_size(rows.max(1))
-            .build()?
-            .try_collect()
-            .await?;
+        let batches = crate::runs::read_runs(
+            self.readers.as_ref(),
+            self.partition,
+            &f.file,
+            Some((wanted, f.total_rows)),
+            &["timestamp", "value"],
+            rows,
+        )
+        .await?;
         let col = |name: &str| -> Result<ArrayRef> {
             let arrays = batches
                 .iter()

@@ -257,11 +257,11 @@ fn map_parquet_sources(
 /// index present and skips its own load (`load_page_index` in
 /// `datafusion-datasource-parquet`'s `opener/mod.rs`).
 #[derive(Debug)]
-pub(crate) struct PageIndexCaching(Arc<dyn ParquetFileReaderFactory>);
+pub struct PageIndexCaching(Arc<dyn ParquetFileReaderFactory>);
 
 impl PageIndexCaching {
     /// Wraps `inner`'s readers.
-    pub(crate) fn new(inner: Arc<dyn ParquetFileReaderFactory>) -> Self {
+    pub fn new(inner: Arc<dyn ParquetFileReaderFactory>) -> Self {
         PageIndexCaching(inner)
     }
 }

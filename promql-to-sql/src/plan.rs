@@ -484,16 +484,19 @@ impl Planner {
             let from = crate::tiers::window(first.min(last), span, res, exact).0;
             let to = crate::tiers::window(first.max(last), span, res, exact).1;
             let quantile = func == Some(RangeFn::QuantileOverTime);
-            let buckets = strata_rollup::catalog::read_buckets(
-                &self.ctx,
-                (&v.table, res),
-                &names,
-                Some(&tiered.ids),
-                (from, to),
-                quantile,
-            )
-            .await
-            .map_err(tier_error)?;
+            let catalog = strata_rollup::TierCatalog::of(&self.ctx)
+                .ok_or_else(|| bad("a tiered selector without a tier catalog"))?;
+            let buckets = catalog
+                .read_buckets(
+                    &self.ctx,
+                    tier,
+                    &names,
+                    Some(&tiered.ids),
+                    (from, to),
+                    quantile,
+                )
+                .await
+                .map_err(tier_error)?;
             if !exact {
                 self.note(false, format!(
                     "PromQL info: raw samples have expired here: answered from the {} rollup tier with windows widened to whole {} buckets (approximate)",

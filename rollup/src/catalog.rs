@@ -2,7 +2,7 @@
 //! sketches, how far it is built (its watermark) and how far back it still holds data
 //! (its retention horizon), and how far back raw samples are kept. PromQL's planner
 //! (`strata-promql`, `tiers` module) routes each query step to a tier or to raw samples by
-//! this, and reads a tier's buckets with [`read_buckets`].
+//! this, and reads a tier's buckets with [`TierCatalog::read_buckets`].
 //!
 //! The catalog is a DataFusion session config extension of the engine's session
 //! ([`TierCatalog::of`]), installed by [`crate::Rollups::open`] and kept current by the
@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 
 use crate::bucket::Bucket;
 use crate::error::Result;
+use crate::read::TierTable;
 use crate::tier::Tier;
 
 /// "None" in the atomics below.
@@ -33,6 +32,9 @@ pub struct TierCatalog {
     watermarks: Vec<AtomicI64>,
     /// Raw retention, ms (0: raw kept forever).
     raw_retention_ms: AtomicI64,
+    /// Each tier's table, for [`TierCatalog::read_buckets`] (empty in a catalog made
+    /// without them).
+    tables: Vec<Arc<TierTable>>,
 }
 
 /// One tier at one moment, as [`TierCatalog::views`] gives it.
@@ -65,7 +67,40 @@ impl TierCatalog {
                 .collect(),
             tiers,
             raw_retention_ms: AtomicI64::new(0),
+            tables: vec![],
         }
+    }
+
+    /// This catalog reading the tiers' buckets from `tables` (one per tier, in order).
+    pub(crate) fn with_tables(self, tables: Vec<Arc<TierTable>>) -> TierCatalog {
+        TierCatalog { tables, ..self }
+    }
+
+    /// Reads the buckets of tier `tier` ending in `(from_ms, to_ms]` (ms, UTC) of the
+    /// metrics `names`, and of the series `ids` when given, by series id, in time order;
+    /// sketches only `with_sketch` ([`TierTable::read_buckets`]; `ctx` is the query's
+    /// session).
+    ///
+    /// # Errors
+    /// [`crate::RollupError::Invariant`] for a tier this catalog has no table of, or a row
+    /// that breaks the table's layout; Parquet errors reading a file.
+    pub async fn read_buckets(
+        &self,
+        ctx: &SessionContext,
+        tier: usize,
+        names: &[&str],
+        ids: Option<&[i64]>,
+        range: (i64, i64),
+        with_sketch: bool,
+    ) -> Result<HashMap<i64, SeriesBuckets>> {
+        let (Some(t), Some(table)) = (self.tiers.get(tier), self.tables.get(tier)) else {
+            return Err(crate::RollupError::Invariant(format!(
+                "no table for tier {tier} in the catalog"
+            )));
+        };
+        table
+            .read_buckets(ctx, t.resolution_ms(), names, ids, range, with_sketch)
+            .await
     }
 
     /// The catalog installed in `ctx`'s session, if any.
@@ -145,78 +180,6 @@ fn day_start(ms: i64) -> i64 {
 /// One series' buckets of a tier in time order: `(bucket end ms, bucket, KLL sketch
 /// bytes)`.
 pub type SeriesBuckets = Vec<(i64, Bucket, Option<Vec<u8>>)>;
-
-/// Reads the buckets of tier table `table` (in `ctx`'s catalog; resolution
-/// `resolution_ms`) ending in `(from_ms, to_ms]` of the metrics `names`, and of the series
-/// `ids` when given (others dropped), by series id; sketches only `with_sketch`.
-///
-/// # Errors
-/// DataFusion errors reading the table; [`crate::RollupError::Invariant`] for a row that
-/// breaks the table's layout.
-pub async fn read_buckets(
-    ctx: &SessionContext,
-    (table, resolution_ms): (&str, i64),
-    names: &[&str],
-    ids: Option<&[i64]>,
-    (from_ms, to_ms): (i64, i64),
-    with_sketch: bool,
-) -> Result<HashMap<i64, SeriesBuckets>> {
-    let ts = |ms: i64| {
-        lit(ScalarValue::TimestampMicrosecond(
-            Some(ms * 1000),
-            Some("UTC".into()),
-        ))
-    };
-    let date = |ms: i64| {
-        lit(ScalarValue::Date32(Some(crate::tier::partition_day(
-            resolution_ms,
-            strata_ingest::storage::date_of_ms(ms),
-        ))))
-    };
-    // The date partition of a bucket is that of its first instant (`bucket_end - 1`).
-    let mut filter = col("metric_name")
-        .in_list(names.iter().map(|n| lit(*n)).collect(), false)
-        .and(col("date").gt_eq(date(from_ms)))
-        .and(col("date").lt_eq(date(to_ms - 1)))
-        .and(col("bucket_end").gt(ts(from_ms)))
-        .and(col("bucket_end").lt_eq(ts(to_ms)));
-    if let Some(ids) = ids
-        && ids.len() <= strata_engine::MAX_SERIES_IN_LIST
-    {
-        filter = filter.and(col("series_id").in_list(ids.iter().map(|i| lit(*i)).collect(), false));
-    }
-    let mut df = ctx.table(table).await?.filter(filter)?;
-    if !with_sketch {
-        let cols: Vec<_> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                if f.name() == "sketch" {
-                    lit(ScalarValue::Binary(None)).alias("sketch")
-                } else {
-                    col(f.name())
-                }
-            })
-            .collect();
-        df = df.select(cols)?;
-    }
-    let rows = crate::table::rows(&df.collect().await?)?;
-    let keep: Option<std::collections::HashSet<i64>> = ids.map(|i| i.iter().copied().collect());
-    let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
-    for r in rows {
-        if keep.as_ref().is_some_and(|k| !k.contains(&r.key.series_id)) {
-            continue;
-        }
-        out.entry(r.key.series_id)
-            .or_default()
-            .push((r.end_ms, r.bucket, r.sketch));
-    }
-    for v in out.values_mut() {
-        v.sort_by_key(|b| b.0);
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

@@ -15,11 +15,8 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
@@ -34,6 +31,7 @@ use std::collections::HashMap;
 use crate::bucket::{bucket_end, bucketize, coarsen};
 use crate::catalog::TierCatalog;
 use crate::error::{Result, RollupError};
+use crate::read::TierTable;
 use crate::sketch;
 use crate::source::RawSample;
 use crate::table::{self, Row};
@@ -63,8 +61,8 @@ pub struct Rollups {
     /// Each tier's series table (`rollup_<name>_series`), written under the tier's lock.
     series_tables: Vec<Mutex<DeltaTable>>,
     /// Each tier's table as registered in the engine's catalog (the latest version).
-    providers: Vec<Arc<Latest>>,
-    series_providers: Vec<Arc<Latest>>,
+    providers: Vec<Arc<TierTable>>,
+    series_providers: Vec<Arc<TierTable>>,
     /// The oldest raw sample's time (ms) once the scheduler has looked it up: where a
     /// tier never built starts ([`crate::schedule`]).
     pub(crate) oldest_sample: parking_lot::Mutex<Option<i64>>,
@@ -99,7 +97,7 @@ impl Rollups {
             let table = data_dir
                 .open_table(&t.table(), table::columns(), &table::PARTITIONS)
                 .await?;
-            let latest = Arc::new(Latest::of(&table).await?);
+            let latest = Arc::new(TierTable::of(&table, crate::read::TIER_FILE_CACHE_BYTES).await?);
             engine.context().register_table(t.table(), latest.clone())?;
             providers.push(latest);
             tables.push(Mutex::new(table));
@@ -110,7 +108,7 @@ impl Rollups {
                     &table::PARTITIONS,
                 )
                 .await?;
-            let latest = Arc::new(Latest::of(&series).await?);
+            let latest = Arc::new(TierTable::of(&series, 0).await?);
             engine
                 .context()
                 .register_table(t.series_table(), latest.clone())?;
@@ -121,7 +119,8 @@ impl Rollups {
         for t in &tables {
             watermarks.push(watermark_of(&*t.lock().await).await?);
         }
-        let catalog = Arc::new(TierCatalog::new(tiers.clone(), watermarks));
+        let catalog =
+            Arc::new(TierCatalog::new(tiers.clone(), watermarks).with_tables(providers.clone()));
         catalog.install(&engine.context());
         Ok(Rollups {
             catalog,
@@ -267,7 +266,7 @@ impl Rollups {
                 }
             }
         } else {
-            let source = self.providers[tier - 1].current();
+            let source = self.providers[tier - 1].provider();
             let df = SessionContext::new()
                 .read_table(source)?
                 .filter(
@@ -586,63 +585,6 @@ async fn watermark_of(table: &DeltaTable) -> Result<Option<i64>> {
         .await?)
 }
 
-/// A tier table as the engine's catalog holds it: the latest version the jobs wrote,
-/// swapped in after each commit, so that SQL never sees a missing table.
-#[derive(Debug)]
-pub(crate) struct Latest {
-    schema: arrow::datatypes::SchemaRef,
-    inner: parking_lot::RwLock<Arc<dyn TableProvider>>,
-}
-
-impl Latest {
-    async fn of(table: &DeltaTable) -> Result<Latest> {
-        let inner: Arc<dyn TableProvider> = table.table_provider().await?;
-        Ok(Latest {
-            schema: inner.schema(),
-            inner: parking_lot::RwLock::new(inner),
-        })
-    }
-
-    async fn set(&self, table: &DeltaTable) -> Result<()> {
-        let inner: Arc<dyn TableProvider> = table.table_provider().await?;
-        *self.inner.write() = inner;
-        Ok(())
-    }
-
-    fn current(&self) -> Arc<dyn TableProvider> {
-        self.inner.read().clone()
-    }
-}
-
-#[async_trait::async_trait]
-impl TableProvider for Latest {
-    fn schema(&self) -> arrow::datatypes::SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let inner = self.current();
-        inner.scan(state, projection, filters, limit).await
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        self.current().supports_filters_pushdown(filters)
-    }
-}
-
 #[cfg(test)]
 mod slice_tests {
     use super::*;
@@ -707,7 +649,7 @@ impl Rollups {
                 (watermark_of(&table).await?, bytes, files)
             };
             let b = SessionContext::new()
-                .read_table(self.providers[i].current())?
+                .read_table(self.providers[i].provider())?
                 .aggregate(
                     vec![],
                     vec![

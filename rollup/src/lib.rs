@@ -9,7 +9,7 @@
 //!
 //! Data enters as Arrow batches from the engine and leaves as Delta commits; the tables
 //! are registered in the engine's catalog (`rollup_1m`, ...) for SQL, and [`catalog`]
-//! tells PromQL's planner which tier holds what (and reads a tier's buckets for it).
+//! tells PromQL's planner which tier holds what; [`read`] reads a tier's buckets for it.
 //!
 //! Not here: the server's scheduling of the jobs and the HTTP endpoints (the `strata`
 //! binary).
@@ -18,6 +18,7 @@ pub mod bucket;
 pub mod catalog;
 pub mod error;
 pub mod job;
+pub mod read;
 pub mod schedule;
 pub mod sketch;
 pub mod source;

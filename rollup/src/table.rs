@@ -329,71 +329,132 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let mut keys = Keys::default();
     for b in batches {
         let utf8 = |n: &str| column(b, n, &ArrowType::Utf8);
-        let long = |n: &str| column(b, n, &ArrowType::Int64);
-        let double = |n: &str| column(b, n, &ArrowType::Float64);
         let (fam, name) = (utf8("metric_family")?, utf8("metric_name")?);
         let (fam, name) = (fam.as_string::<i32>(), name.as_string::<i32>());
-        let longs = [
-            "series_id",
-            "bucket_end",
-            "first_ts",
-            "last_ts",
-            "count",
-            "resets",
-            "changes",
-        ]
-        .map(long);
-        let longs = longs.into_iter().collect::<Result<Vec<_>>>()?;
-        let l: Vec<&arrow::array::PrimitiveArray<Int64Type>> = longs
-            .iter()
-            .map(|a| a.as_primitive::<Int64Type>())
-            .collect();
-        let doubles = [
-            "sum",
-            "min",
-            "max",
-            "first",
-            "last",
-            "mean",
-            "m2",
-            "reset_sum",
-        ]
-        .map(double)
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-        let d: Vec<&arrow::array::PrimitiveArray<Float64Type>> = doubles
-            .iter()
-            .map(|a| a.as_primitive::<Float64Type>())
-            .collect();
-        let sketch = column(b, "sketch", &ArrowType::Binary)?;
-        let sketch = sketch.as_binary::<i32>();
+        let cols = BucketColumns::of(b, true)?;
         for i in 0..b.num_rows() {
-            if l.iter().any(|a| a.is_null(i)) {
-                return Err(RollupError::Invariant(
-                    "a null in a tier table's key".into(),
-                ));
-            }
+            let (series_id, end_ms, bucket) = cols.row(i)?;
             out.push(Row {
-                key: keys.key(fam.value(i), name.value(i), l[0].value(i)),
-                end_ms: l[1].value(i) / 1000,
-                bucket: Bucket {
-                    count: l[4].value(i) as u64,
-                    sum: d[0].value(i),
-                    min: d[1].value(i),
-                    max: d[2].value(i),
-                    first_ts: l[2].value(i) / 1000,
-                    first: d[3].value(i),
-                    last_ts: l[3].value(i) / 1000,
-                    last: d[4].value(i),
-                    mean: d[5].value(i),
-                    m2: d[6].value(i),
-                    reset_sum: d[7].value(i),
-                    resets: l[5].value(i) as u64,
-                    changes: l[6].value(i) as u64,
-                },
-                sketch: (!sketch.is_null(i)).then(|| sketch.value(i).to_vec()),
+                key: keys.key(fam.value(i), name.value(i), series_id),
+                end_ms,
+                bucket,
+                sketch: cols.sketch(i).map(<[u8]>::to_vec),
             });
         }
     }
     Ok(out)
+}
+
+/// The bucket columns of a batch of tier-table rows (`series_id`, `bucket_end`, the
+/// [`Bucket`] fields and, if asked, `sketch`), cast to plain types once per batch, read
+/// row by row with [`BucketColumns::row`].
+pub(crate) struct BucketColumns {
+    /// `series_id`, `bucket_end`, `first_ts`, `last_ts` (µs), `count`, `resets`,
+    /// `changes`.
+    longs: Vec<arrow::array::PrimitiveArray<Int64Type>>,
+    /// `sum`, `min`, `max`, `first`, `last`, `mean`, `m2`, `reset_sum`.
+    doubles: Vec<arrow::array::PrimitiveArray<Float64Type>>,
+    sketch: Option<arrow::array::BinaryArray>,
+}
+
+impl BucketColumns {
+    /// The columns of `b`, with `sketch` when `with_sketch`.
+    ///
+    /// # Errors
+    /// [`RollupError::Invariant`] if a column is missing, Arrow cast errors.
+    pub(crate) fn of(b: &RecordBatch, with_sketch: bool) -> Result<BucketColumns> {
+        let long = |n: &str| {
+            column(b, n, &ArrowType::Int64).map(|a| a.as_primitive::<Int64Type>().clone())
+        };
+        let double = |n: &str| {
+            column(b, n, &ArrowType::Float64).map(|a| a.as_primitive::<Float64Type>().clone())
+        };
+        Ok(BucketColumns {
+            longs: [
+                "series_id",
+                "bucket_end",
+                "first_ts",
+                "last_ts",
+                "count",
+                "resets",
+                "changes",
+            ]
+            .map(long)
+            .into_iter()
+            .collect::<Result<_>>()?,
+            doubles: [
+                "sum",
+                "min",
+                "max",
+                "first",
+                "last",
+                "mean",
+                "m2",
+                "reset_sum",
+            ]
+            .map(double)
+            .into_iter()
+            .collect::<Result<_>>()?,
+            sketch: if with_sketch {
+                Some(
+                    column(b, "sketch", &ArrowType::Binary)?
+                        .as_binary::<i32>()
+                        .clone(),
+                )
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The series id of row `i`.
+    pub(crate) fn series_id(&self, i: usize) -> i64 {
+        self.longs[0].value(i)
+    }
+
+    /// The bucket end of row `i`, ms since the epoch, UTC.
+    pub(crate) fn end_ms(&self, i: usize) -> i64 {
+        self.longs[1].value(i) / 1000
+    }
+
+    /// Row `i`: its series id, bucket end (ms) and bucket.
+    ///
+    /// # Errors
+    /// [`RollupError::Invariant`] for a null in the row's key or counts.
+    pub(crate) fn row(&self, i: usize) -> Result<(i64, i64, Bucket)> {
+        let l = &self.longs;
+        if l.iter().any(|a| a.is_null(i)) {
+            return Err(RollupError::Invariant(
+                "a null in a tier table's key".into(),
+            ));
+        }
+        let d = &self.doubles;
+        Ok((
+            l[0].value(i),
+            l[1].value(i) / 1000,
+            Bucket {
+                count: l[4].value(i) as u64,
+                sum: d[0].value(i),
+                min: d[1].value(i),
+                max: d[2].value(i),
+                first_ts: l[2].value(i) / 1000,
+                first: d[3].value(i),
+                last_ts: l[3].value(i) / 1000,
+                last: d[4].value(i),
+                mean: d[5].value(i),
+                m2: d[6].value(i),
+                reset_sum: d[7].value(i),
+                resets: l[5].value(i) as u64,
+                changes: l[6].value(i) as u64,
+            },
+        ))
+    }
+
+    /// Row `i`'s sketch bytes, `None` for a null or when not asked for.
+    pub(crate) fn sketch(&self, i: usize) -> Option<&[u8]> {
+        self.sketch
+            .as_ref()
+            .filter(|s| !s.is_null(i))
+            .map(|s| s.value(i))
+    }
 }

@@ -1,0 +1,354 @@
+//! The tier tables as the engine's catalog holds them, and the read path PromQL takes
+//! through them.
+//!
+//! A [`TierTable`] is the latest version of one tier table (swapped in after each commit,
+//! so SQL never sees a missing table) and serves SQL through delta-rs's provider. PromQL
+//! does not go through SQL: a 2-year query at step 1d reads 730 buckets of each selected
+//! series, and through delta-rs and DataFusion that read cost 150 to 450 ms (planning the
+//! scan from the Delta log, statistics pruning of every file, a DataFusion plan and a row
+//! copy per bucket), more than VictoriaMetrics took to scan the raw samples
+//! (`benches/README.md`, long-range run 3). [`TierTable::read_buckets`] reads them the
+//! way the engine reads `samples` for PromQL:
+//! - the files of the version, listed once per version with their partition values
+//!   (`date`, `metric_family`), are chosen by partition: the dates the range covers, the
+//!   families of the selected metrics;
+//! - each file's series runs ([`strata_engine::runs`], built once per file, timed by
+//!   `bucket_end`) give the rows of the selected series whose buckets overlap the range,
+//!   as a Parquet row selection read with the offset index: only those pages are fetched
+//!   and only those rows decoded;
+//! - whole files are kept in memory ([`strata_engine::file_cache`], up to
+//!   [`TIER_FILE_CACHE_BYTES`] per tier: the 1d and 1h tiers of two years of 1,000 series
+//!   take 21 MB), so a dashboard's repeated query reads no file;
+//! - files are read concurrently, one task each.
+//!
+//! A file that is not sorted by series (its runs average fewer than 4 rows: one bucket
+//! per series, as a tier's newest files are until compaction merges them) is read whole
+//! and filtered by series.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::object_store::{ObjectMeta, ObjectStore};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use futures::StreamExt;
+use strata_engine::file_cache::FileCache;
+use strata_engine::runs::{RunRef, RunsCache, SeriesFilter, Wanted};
+use strata_engine::tables::PageIndexCaching;
+
+use crate::catalog::SeriesBuckets;
+use crate::error::{Result, RollupError};
+use crate::table::BucketColumns;
+
+/// The memory one tier table's files may take in the read path's file cache (bytes).
+pub const TIER_FILE_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// The columns the read path reads (besides `sketch`, when asked).
+const BUCKET_COLUMNS: [&str; 15] = [
+    "series_id",
+    "bucket_end",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "first_ts",
+    "first",
+    "last_ts",
+    "last",
+    "mean",
+    "m2",
+    "reset_sum",
+    "resets",
+    "changes",
+];
+
+/// One data file of a tier table's version, with its partition.
+#[derive(Debug, Clone)]
+struct TierFile {
+    file: PartitionedFile,
+    /// The `date` partition: days since the epoch (UTC).
+    day: i32,
+    metric_family: String,
+}
+
+/// What one version of a tier table offers: the provider SQL scans, and the files the
+/// PromQL read path reads, in the table's object store.
+struct Current {
+    provider: Arc<dyn TableProvider>,
+    files: Arc<Vec<TierFile>>,
+    store: Arc<dyn ObjectStore>,
+}
+
+/// A tier table (or a tier's series table) as the engine's catalog holds it: the latest
+/// version its jobs wrote, for SQL, and the PromQL read path over it
+/// ([`TierTable::read_buckets`]).
+pub struct TierTable {
+    schema: SchemaRef,
+    current: parking_lot::RwLock<Current>,
+    /// The series runs of the table's files, by `bucket_end`.
+    runs: Arc<RunsCache>,
+    /// Whole files in memory.
+    file_cache: Arc<FileCache>,
+}
+
+impl std::fmt::Debug for TierTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierTable")
+            .field("files", &self.current.read().files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TierTable {
+    /// The table at `table`'s loaded version, up to `cache_bytes` of its files kept in
+    /// memory for PromQL's reads (0: none).
+    ///
+    /// # Errors
+    /// Delta errors reading the version's files.
+    pub(crate) async fn of(table: &DeltaTable, cache_bytes: usize) -> Result<TierTable> {
+        let current = Self::current_of(table).await?;
+        Ok(TierTable {
+            schema: current.provider.schema(),
+            current: parking_lot::RwLock::new(current),
+            runs: Arc::new(RunsCache::timed_by("bucket_end")),
+            file_cache: Arc::new(FileCache::new(cache_bytes)),
+        })
+    }
+
+    /// Moves to `table`'s loaded version (after a commit); the runs and cached files of
+    /// files it no longer has are dropped.
+    ///
+    /// # Errors
+    /// Delta errors reading the version's files.
+    pub(crate) async fn set(&self, table: &DeltaTable) -> Result<()> {
+        let current = Self::current_of(table).await?;
+        let live: HashSet<_> = current
+            .files
+            .iter()
+            .map(|f| &f.file.object_meta.location)
+            .collect();
+        self.runs.retain(&live);
+        self.file_cache.retain(&live);
+        *self.current.write() = current;
+        Ok(())
+    }
+
+    async fn current_of(table: &DeltaTable) -> Result<Current> {
+        let provider: Arc<dyn TableProvider> = table.table_provider().await?;
+        let mut files = vec![];
+        for f in table.snapshot()?.snapshot().log_data().iter() {
+            let parts = f.partition_values_map();
+            let day = parts
+                .get("date")
+                .cloned()
+                .flatten()
+                .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+                .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32);
+            let (Some(day), Some(Some(metric_family))) = (day, parts.get("metric_family").cloned())
+            else {
+                return Err(RollupError::Invariant(format!(
+                    "tier file {} without its date and metric_family partition",
+                    f.path()
+                )));
+            };
+            files.push(TierFile {
+                file: PartitionedFile::new_from_meta(ObjectMeta {
+                    location: f.object_store_path(),
+                    last_modified: chrono::DateTime::from_timestamp_millis(f.modification_time())
+                        .unwrap_or_default(),
+                    size: f.size().max(0) as u64,
+                    e_tag: None,
+                    version: None,
+                }),
+                day,
+                metric_family,
+            });
+        }
+        Ok(Current {
+            provider,
+            files: Arc::new(files),
+            store: table.log_store().object_store(None),
+        })
+    }
+
+    /// The latest version's delta-rs provider (what SQL scans).
+    pub(crate) fn provider(&self) -> Arc<dyn TableProvider> {
+        self.current.read().provider.clone()
+    }
+
+    /// Reads the buckets of this tier table (resolution `resolution_ms`) ending in
+    /// `(from_ms, to_ms]` (ms, UTC) of the metrics `names`, and of the series `ids` when
+    /// given (others dropped), by series id, in time order; sketches only `with_sketch`.
+    /// `ctx` gives the session's Parquet metadata cache. See the module doc for how.
+    ///
+    /// # Errors
+    /// Parquet errors reading a file; [`RollupError::Invariant`] for a row that breaks the
+    /// table's layout.
+    pub async fn read_buckets(
+        &self,
+        ctx: &SessionContext,
+        resolution_ms: i64,
+        names: &[&str],
+        ids: Option<&[i64]>,
+        (from_ms, to_ms): (i64, i64),
+        with_sketch: bool,
+    ) -> Result<HashMap<i64, SeriesBuckets>> {
+        let (files, store) = {
+            let c = self.current.read();
+            (c.files.clone(), c.store.clone())
+        };
+        let families: HashSet<String> = names
+            .iter()
+            .map(|n| strata_ingest::model::metric_family(n))
+            .collect();
+        let day = |ms: i64| {
+            crate::tier::partition_day(resolution_ms, strata_ingest::storage::date_of_ms(ms))
+        };
+        // A bucket's partition is that of its first instant (`bucket_end - 1`).
+        let (first_day, last_day) = (day(from_ms), day(to_ms - 1));
+        let chosen: Vec<PartitionedFile> = files
+            .iter()
+            .filter(|f| {
+                f.day >= first_day && f.day <= last_day && families.contains(&f.metric_family)
+            })
+            .map(|f| f.file.clone())
+            .collect();
+        let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+        let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
+            CachedParquetFileReaderFactory::new(self.file_cache.store(store), cache),
+        )));
+        let wanted = match ids {
+            Some(ids) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                Wanted::Series(ids)
+            }
+            None => {
+                let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                names.sort_unstable();
+                names.dedup();
+                Wanted::Metrics(names)
+            }
+        };
+        let filter = Arc::new(SeriesFilter {
+            wanted,
+            from_us: Some(from_ms.saturating_mul(1000).saturating_add(1)),
+            to_us: Some(to_ms.saturating_mul(1000)),
+        });
+        let mut columns: Vec<&'static str> = BUCKET_COLUMNS.to_vec();
+        if with_sketch {
+            columns.push("sketch");
+        }
+        let columns = Arc::new(columns);
+        let reads = chosen.into_iter().map(|file| {
+            let (runs, readers, filter, columns) = (
+                self.runs.clone(),
+                readers.clone(),
+                filter.clone(),
+                columns.clone(),
+            );
+            tokio::spawn(async move { read_file(&runs, &readers, file, &filter, &columns).await })
+        });
+        let parallel = ctx.state().config().target_partitions().max(1);
+        let mut batches = futures::stream::iter(reads).buffered(parallel);
+        let keep: Option<HashSet<i64>> = ids.map(|i| i.iter().copied().collect());
+        let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
+        while let Some(read) = batches.next().await {
+            let read =
+                read.map_err(|e| RollupError::Invariant(format!("a tier read task: {e}")))?;
+            for b in read? {
+                let cols = BucketColumns::of(&b, with_sketch)?;
+                for i in 0..b.num_rows() {
+                    let (id, end) = (cols.series_id(i), cols.end_ms(i));
+                    if end <= from_ms
+                        || end > to_ms
+                        || keep.as_ref().is_some_and(|k| !k.contains(&id))
+                    {
+                        continue;
+                    }
+                    let (_, end, bucket) = cols.row(i)?;
+                    out.entry(id).or_default().push((
+                        end,
+                        bucket,
+                        cols.sketch(i).map(<[u8]>::to_vec),
+                    ));
+                }
+            }
+        }
+        for v in out.values_mut() {
+            // Files come in any order; within one, a series' buckets are in time order.
+            v.sort_by_key(|b| b.0);
+        }
+        Ok(out)
+    }
+}
+
+/// The rows of `file` the filter's series have in runs overlapping its time range (the
+/// whole file when it has no usable run list), in the columns `columns`.
+async fn read_file(
+    runs: &Arc<RunsCache>,
+    readers: &Arc<dyn ParquetFileReaderFactory>,
+    file: PartitionedFile,
+    filter: &SeriesFilter,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>> {
+    let selection = match runs.get_or_build(readers, &file, true).await {
+        Some(r) => {
+            let selected: Vec<RunRef> = r.select_runs(filter);
+            if selected.is_empty() {
+                return Ok(vec![]);
+            }
+            Some((selected, r.total_rows()))
+        }
+        None => None,
+    };
+    Ok(strata_engine::runs::read_runs(
+        readers.as_ref(),
+        0,
+        &file,
+        selection.as_ref().map(|(r, n)| (r.as_slice(), *n)),
+        columns,
+        8192,
+    )
+    .await?)
+}
+
+#[async_trait::async_trait]
+impl TableProvider for TierTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.provider()
+            .scan(state, projection, filters, limit)
+            .await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.provider().supports_filters_pushdown(filters)
+    }
+}
