@@ -151,6 +151,9 @@ pub struct RollupConfig {
     /// How often retention (the tiers' and raw) is enforced. Default 1h.
     #[serde(with = "humantime_serde")]
     pub retention_interval: std::time::Duration,
+    /// A partition of a tier table is compacted (its small files merged into one, sorted
+    /// by series) once builds have left this many files in it. Default 16.
+    pub compact_files: usize,
 }
 
 impl Default for RollupConfig {
@@ -163,6 +166,7 @@ impl Default for RollupConfig {
             interval: s.interval,
             raw_retention: std::time::Duration::from_secs(30 * 86_400),
             retention_interval: std::time::Duration::from_secs(3600),
+            compact_files: s.compact_files,
         }
     }
 }
@@ -173,6 +177,7 @@ impl RollupConfig {
         strata_rollup::ScheduleConfig {
             allowed_lateness: self.allowed_lateness,
             interval: self.interval,
+            compact_files: self.compact_files,
         }
     }
 }

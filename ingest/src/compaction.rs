@@ -68,16 +68,54 @@ pub struct Compaction {
     pub duplicates_dropped: u64,
 }
 
-/// `batch` (sorted by series and time, as the merge writes it) without the rows whose
-/// `series_id` and `timestamp` equal the row before them (`last`: the previous batch's
-/// last row, updated), and how many were dropped. Queries already answer with one
-/// sample per series and timestamp; the merged file keeps one of them (which one, when
-/// their values differ, is not defined, as it is not for queries of the files before).
+/// How the files of a table are merged by [`compact`].
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The order of the merged rows.
+    pub sort: Vec<deltalake::datafusion::logical_expr::SortExpr>,
+    /// A row whose values in these two columns (an Int64 and a µs timestamp, e.g.
+    /// `series_id` and `timestamp`) equal the row before it in `sort`'s order is dropped as
+    /// a duplicate; `None`: every row is kept.
+    pub unique: Option<[&'static str; 2]>,
+    /// The Parquet settings of the merged files.
+    pub properties: deltalake::parquet::file::properties::WriterProperties,
+    /// A partition is merged when it has at least this many files under
+    /// [`TARGET_FILE_BYTES`] (at least 2).
+    pub min_files: usize,
+}
+
+impl Layout {
+    /// The `samples` table's: sorted by `metric_name`, 2-hour window, `series_id`,
+    /// `timestamp`, one sample per series and timestamp (module doc), merged from two
+    /// files.
+    pub fn samples() -> Layout {
+        let window = cast(col("timestamp"), DataType::Int64) / lit(WINDOW_MS * 1000);
+        Layout {
+            sort: vec![
+                col("metric_name").sort(true, false),
+                window.sort(true, false),
+                col("series_id").sort(true, false),
+                col("timestamp").sort(true, false),
+            ],
+            unique: Some(["series_id", "timestamp"]),
+            properties: storage::samples_writer_properties(),
+            min_files: 2,
+        }
+    }
+}
+
+/// `batch` (sorted as the merge writes it) without the rows whose `key` columns (an
+/// Int64 and a µs timestamp: `series_id` and `timestamp` in `samples`) equal the row
+/// before them (`last`: the previous batch's last row, updated), and how many were
+/// dropped. Queries already answer with one sample per series and timestamp; the merged
+/// file keeps one of them (which one, when their values differ, is not defined, as it is
+/// not for queries of the files before).
 ///
 /// # Errors
-/// The batch has no `series_id` (Int64) or `timestamp` (µs) column.
+/// The batch lacks a key column, or has it in another type.
 fn without_duplicates(
     batch: deltalake::arrow::array::RecordBatch,
+    [id_col, ts_col]: [&str; 2],
     last: &mut Option<(i64, i64)>,
 ) -> Result<(deltalake::arrow::array::RecordBatch, usize)> {
     use deltalake::arrow::array::{AsArray, BooleanArray};
@@ -89,12 +127,12 @@ fn without_duplicates(
         Ok(batch
             .column_by_name(name)
             .and_then(|c| c.as_primitive_opt::<T>())
-            .ok_or_else(|| DeltaTableError::Generic(format!("merged samples have no {name}")))?
+            .ok_or_else(|| DeltaTableError::Generic(format!("merged rows have no {name}")))?
             .values()
             .clone())
     }
-    let ids = values::<Int64Type>(&batch, "series_id")?;
-    let ts = values::<TimestampMicrosecondType>(&batch, "timestamp")?;
+    let ids = values::<Int64Type>(&batch, id_col)?;
+    let ts = values::<TimestampMicrosecondType>(&batch, ts_col)?;
     let mut prev = *last;
     let keep: Vec<bool> = ids
         .iter()
@@ -117,12 +155,19 @@ fn without_duplicates(
     Ok((kept, dropped))
 }
 
-/// Merges, in each partition of the `samples` table, the files smaller than
-/// [`TARGET_FILE_BYTES`] when there are at least two, into one file sorted by
-/// `metric_name`, time window, `series_id`, `timestamp` (see the module doc; several
-/// files, each a sorted range, when the merge is larger than the target). Returns the
-/// table after the commit (or `table` itself when nothing was to be merged) and what was
-/// done.
+/// [`compact`] with the `samples` table's [`Layout::samples`].
+///
+/// # Errors
+/// Delta or DataFusion errors reading, writing or committing.
+pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compaction)> {
+    compact(table, &Layout::samples()).await
+}
+
+/// Merges, in each partition of `table`, the files smaller than [`TARGET_FILE_BYTES`]
+/// when there are at least `layout.min_files`, into one file sorted as `layout` says
+/// (`samples`: see the module doc; several files, each a sorted range, when the merge is
+/// larger than the target). Returns the table after the commit (or `table` itself when
+/// nothing was to be merged) and what was done.
 ///
 /// Not safe against concurrent writers of the same files: callers hold the ingester's
 /// persist lock. A conflicting commit from elsewhere fails the compaction (Delta's
@@ -131,7 +176,7 @@ fn without_duplicates(
 ///
 /// # Errors
 /// Delta or DataFusion errors reading, writing or committing.
-pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compaction)> {
+pub async fn compact(table: &DeltaTable, layout: &Layout) -> Result<(DeltaTable, Compaction)> {
     let snapshot = table.snapshot()?;
     let mut partitions: BTreeMap<String, Vec<LogicalFileView>> = BTreeMap::new();
     for f in snapshot.log_data().iter() {
@@ -141,7 +186,7 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
             partitions.entry(format!("{key:?}")).or_default().push(f);
         }
     }
-    partitions.retain(|_, files| files.len() >= 2);
+    partitions.retain(|_, files| files.len() >= layout.min_files.max(2));
     let mut done = Compaction::default();
     if partitions.is_empty() {
         return Ok((table.clone(), done));
@@ -160,7 +205,7 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
     for files in partitions.values() {
         let partition_values = files[0]
             .partition_values()
-            .ok_or_else(|| DeltaTableError::Generic("a samples file has no partition".into()))?;
+            .ok_or_else(|| DeltaTableError::Generic("a data file has no partition".into()))?;
         let partition_values: indexmap::IndexMap<_, _> = partition_values
             .fields()
             .iter()
@@ -175,7 +220,7 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
             .await?;
         // Past the target size the writer starts a new file; each covers a sorted range.
         let mut writer = RecordBatchWriter::for_table(table)?
-            .with_writer_properties(storage::samples_writer_properties())
+            .with_writer_properties(layout.properties.clone())
             .with_target_file_size(TARGET_FILE_BYTES);
         // The scan reads strings as views; the writer wants the table's own types.
         let as_table = writer
@@ -184,17 +229,17 @@ pub async fn compact_samples(table: &DeltaTable) -> Result<(DeltaTable, Compacti
             .iter()
             .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
             .collect::<Vec<_>>();
-        let window = cast(col("timestamp"), DataType::Int64) / lit(WINDOW_MS * 1000);
-        let sorted = ctx.read_table(provider)?.select(as_table)?.sort(vec![
-            col("metric_name").sort(true, false),
-            window.sort(true, false),
-            col("series_id").sort(true, false),
-            col("timestamp").sort(true, false),
-        ])?;
+        let sorted = ctx
+            .read_table(provider)?
+            .select(as_table)?
+            .sort(layout.sort.clone())?;
         let mut stream = sorted.execute_stream().await?;
         let mut last: Option<(i64, i64)> = None;
         while let Some(batch) = stream.next().await {
-            let (batch, dropped) = without_duplicates(batch?, &mut last)?;
+            let (batch, dropped) = match layout.unique {
+                Some(key) => without_duplicates(batch?, key, &mut last)?,
+                None => (batch?, 0),
+            };
             done.duplicates_dropped += dropped as u64;
             if batch.num_rows() > 0 {
                 writer

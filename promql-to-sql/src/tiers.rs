@@ -223,13 +223,16 @@ fn merged(
         acc.merge(b);
     }
     let kll = if with_sketch {
-        let mut k = sketch::new_kll();
-        for (_, _, bytes) in &series[a..z] {
-            if let Some(bytes) = bytes {
-                sketch::kll_merge(&mut k, bytes)?;
+        // The first bucket's sketch, the others merged into it (a one-bucket window, the
+        // common case, reads its sketch as it is).
+        let mut k: Option<sketch::Kll> = None;
+        for bytes in series[a..z].iter().filter_map(|b| b.2.as_deref()) {
+            match &mut k {
+                Some(k) => sketch::kll_merge(k, bytes)?,
+                None => k = Some(sketch::kll_read(bytes)?),
             }
         }
-        Some(k)
+        Some(k.unwrap_or_else(sketch::new_kll))
     } else {
         None
     };

@@ -727,6 +727,57 @@ impl Rollups {
         Ok(out)
     }
 
+    /// Merges each tier table's small files, and its series table's, partition by
+    /// partition, where a partition has at least `min_files` of them
+    /// ([`strata_ingest::compaction::compact`]): the scheduler adds one file per build
+    /// (a minute's buckets, an hour's), and a month of the 1h tier would otherwise be 720
+    /// files of one bucket per series, read whole by PromQL ([`crate::read`]). Merged
+    /// files are sorted by metric name, series and bucket end, as builds write them; the
+    /// series tables by metric name and bucket end. Returns the files removed and added.
+    ///
+    /// # Errors
+    /// Delta or DataFusion errors (that table is then unchanged).
+    pub async fn compact(&self, min_files: usize) -> Result<strata_ingest::compaction::Compaction> {
+        use strata_ingest::compaction::{Compaction, Layout, compact};
+        let tier_layout = Layout {
+            sort: vec![
+                col("metric_name").sort(true, false),
+                col("series_id").sort(true, false),
+                col("bucket_end").sort(true, false),
+            ],
+            unique: Some(["series_id", "bucket_end"]),
+            properties: table::writer_properties(),
+            min_files,
+        };
+        let series_layout = Layout {
+            sort: vec![
+                col("metric_name").sort(true, false),
+                col("bucket_end").sort(true, false),
+            ],
+            unique: None,
+            ..tier_layout.clone()
+        };
+        let mut total = Compaction::default();
+        for (tables, providers, layout) in [
+            (&self.tables, &self.providers, &tier_layout),
+            (&self.series_tables, &self.series_providers, &series_layout),
+        ] {
+            for (t, p) in tables.iter().zip(providers) {
+                let mut t = t.lock().await;
+                let (done, c) = compact(&t, layout).await?;
+                if c.files_added + c.files_removed > 0 {
+                    p.set(&done).await?;
+                    *t = done;
+                }
+                total.partitions += c.partitions;
+                total.files_added += c.files_added;
+                total.files_removed += c.files_removed;
+                total.duplicates_dropped += c.duplicates_dropped;
+            }
+        }
+        Ok(total)
+    }
+
     /// Deletes from disk the tier tables' data files that were removed from the tables
     /// (by rebuilds and retention) longer than `retention` ago (Delta vacuum); returns
     /// the number of files deleted.

@@ -11,6 +11,9 @@
 //! are marked late by the write path ([`strata_ingest::late`]); once persisted, the next
 //! catch-up builds their buckets again in every tier ([`crate::Rollups::rematerialize`]).
 //! Until then, a query reading such a bucket from a tier does not see them.
+//!
+//! Each catch-up ends by merging the small files builds left in a tier's partitions
+//! ([`Rollups::compact`], once a partition has [`ScheduleConfig::compact_files`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,9 @@ pub struct ScheduleConfig {
     pub allowed_lateness: Duration,
     /// How often the tiers catch up. Default 10 s.
     pub interval: Duration,
+    /// A partition of a tier table is compacted once it has this many small files
+    /// ([`Rollups::compact`]). Default 16.
+    pub compact_files: usize,
 }
 
 impl Default for ScheduleConfig {
@@ -37,6 +43,7 @@ impl Default for ScheduleConfig {
         ScheduleConfig {
             allowed_lateness: Duration::from_secs(30),
             interval: Duration::from_secs(10),
+            compact_files: 16,
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct RollupMetrics {
     /// `strata_rollup_late_rows_rebuilt_total`: series-buckets built again (all tiers)
     /// because late samples fell in them.
     pub late_rebuilt: prometheus::IntCounter,
+    /// `strata_rollup_files_compacted_total`: tier files merged into larger ones.
+    pub files_compacted: prometheus::IntCounter,
 }
 
 impl RollupMetrics {
@@ -100,8 +109,13 @@ impl RollupMetrics {
                 "strata_rollup_late_rows_rebuilt_total",
                 "Series-buckets built again because late samples fell in them",
             )?,
+            files_compacted: prometheus::IntCounter::new(
+                "strata_rollup_files_compacted_total",
+                "Tier files merged into larger ones",
+            )?,
         };
         registry.register(Box::new(m.late_rebuilt.clone()))?;
+        registry.register(Box::new(m.files_compacted.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.rows_written.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
@@ -193,6 +207,10 @@ impl Rollups {
         let late = self.rematerialize(now_ms).await?;
         if let Some(m) = metrics {
             m.late_rebuilt.inc_by(late.rows_written);
+        }
+        let merged = self.compact(cfg.compact_files).await?;
+        if let Some(m) = metrics {
+            m.files_compacted.inc_by(merged.files_removed);
         }
         Ok(written)
     }

@@ -618,10 +618,48 @@ async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
     );
 
     // Phase 2: everything built, 1d too; a day window at t0 + 1d reads the 1d tier.
+    // The first minutes one build each, as the scheduler builds them: files of one
+    // bucket per series, which the read path reads whole (no series runs).
+    for m in 0..3 {
+        let from = t0 + 20 * HOUR + m * MIN;
+        rollups.build(0, from, from + MIN, |_| {}).await.unwrap();
+    }
     rollups
-        .build(0, t0 + 20 * HOUR, t0 + 26 * HOUR, |_| {})
+        .build(0, t0 + 20 * HOUR + 3 * MIN, t0 + 26 * HOUR, |_| {})
         .await
         .unwrap();
+    // Those files, before and after compaction merges them into one sorted file.
+    let minute_steps = format!(
+        "start={}&end={}&step=60",
+        s(t0 + 20 * HOUR),
+        s(t0 + 20 * HOUR + 10 * MIN)
+    );
+    let compare = |q: &'static str| {
+        let minute_steps = minute_steps.clone();
+        async move {
+            let (_, raw) = query(
+                srv.http_addr,
+                "query_range",
+                q,
+                &format!("{minute_steps}&max_source_resolution=raw"),
+            )
+            .await;
+            let (sources, auto) = query(srv.http_addr, "query_range", q, &minute_steps).await;
+            assert!(sources.starts_with("1m="), "{q}: {sources}");
+            assert_eq!(raw["data"], auto["data"], "{q}");
+            assert_eq!(auto["data"]["result"].as_array().unwrap().len(), 1, "{q}");
+        }
+    };
+    for q in ["sum_over_time(temp[1m])", "increase(req_total[2m])"] {
+        compare(q).await;
+    }
+    let merged = rollups.compact(2).await.unwrap();
+    assert!(merged.files_removed >= 4, "{merged:?}");
+    assert!(merged.files_added < merged.files_removed, "{merged:?}");
+    assert_eq!(merged.duplicates_dropped, 0);
+    for q in ["sum_over_time(temp[1m])", "increase(req_total[2m])"] {
+        compare(q).await;
+    }
     rollups
         .build(1, t0 + 20 * HOUR, t0 + 26 * HOUR, |_| {})
         .await
