@@ -295,8 +295,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let r = strata::rollup_api::backfill(&url, &tier, from, to).await?;
             println!(
-                "tier {tier}: {} series-buckets written from {} source rows in {} commits",
-                r.rows_written, r.source_rows, r.commits
+                "tier {tier}: {} series-buckets written from {} source rows in {} commits; {} files compacted",
+                r.rows_written, r.source_rows, r.commits, r.files_compacted
             );
             Ok(())
         }

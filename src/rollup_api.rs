@@ -1,5 +1,6 @@
-//! The rollup tiers over HTTP: `GET /api/v1/status/tiers` and `POST
-//! /api/v1/admin/rollup/build` (what `strata rollup backfill` calls).
+//! The rollup tiers over HTTP: `GET /api/v1/status/tiers`, `POST
+//! /api/v1/admin/rollup/build` and `POST /api/v1/admin/rollup/compact` (what `strata
+//! rollup backfill` calls).
 
 use std::sync::Arc;
 
@@ -82,11 +83,28 @@ async fn build(State(r): State<Arc<Rollups>>, Query(p): Query<Build>) -> Respons
     }
 }
 
+/// `POST /api/v1/admin/rollup/compact`: merges the small files of every partition of the
+/// tier tables holding at least two ([`Rollups::compact`]; the scheduler waits for its
+/// `compact_files`). Answers `{"status": "success", "data": {"partitions",
+/// "files_removed", "files_added"}}`.
+async fn compact(State(r): State<Arc<Rollups>>) -> Response {
+    match r.compact(2).await {
+        Ok(c) => axum::Json(json!({"status": "success", "data": {
+            "partitions": c.partitions,
+            "files_removed": c.files_removed,
+            "files_added": c.files_added,
+        }}))
+        .into_response(),
+        Err(e) => from_rollup(e),
+    }
+}
+
 /// The routes above, over `rollups`.
 pub fn router(rollups: Arc<Rollups>) -> Router {
     Router::new()
         .route("/api/v1/status/tiers", get(status))
         .route("/api/v1/admin/rollup/build", post(build))
+        .route("/api/v1/admin/rollup/compact", post(compact))
         .with_state(rollups)
 }
 
@@ -102,12 +120,16 @@ pub struct Backfilled {
     pub rows_written: u64,
     /// Delta commits.
     pub commits: u64,
+    /// Tier files merged by the compaction that ends the backfill.
+    pub files_compacted: u64,
 }
 
 /// `strata rollup backfill`: rebuilds `tier` over `(from_ms, to_ms]` on the server at
 /// `base_url` (`http://host:port`) in requests of up to [`BACKFILL_CHUNK_DAYS`] UTC days
 /// (`POST /api/v1/admin/rollup/build`; the server cuts each into slices sized by the
-/// rows they read), with a progress bar in days on stderr.
+/// rows they read), with a progress bar in days on stderr; then merges the files the
+/// slices left (`POST /api/v1/admin/rollup/compact`), so that queries read one sorted file
+/// per partition.
 ///
 /// # Errors
 /// A message naming the request that failed and the server's answer; the days before it
@@ -169,5 +191,23 @@ pub async fn backfill(
         start = end;
     }
     bar.finish();
+    let url = format!(
+        "{}/api/v1/admin/rollup/compact",
+        base_url.trim_end_matches('/')
+    );
+    let resp = client
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("POST {url}: {status}, {e}"))?;
+    if !status.is_success() {
+        return Err(format!("POST {url}: {status}: {}", body["error"]));
+    }
+    total.files_compacted = body["data"]["files_removed"].as_u64().unwrap_or(0);
     Ok(total)
 }

@@ -456,7 +456,9 @@ impl Planner {
         let series = series.ok_or_else(|| bad("a tiered selector without its series"))?;
         let names: Vec<&str> = tiered.names.iter().map(String::as_str).collect();
         let mut parts = vec![];
-        let (mut labels, mut ts, mut values) = (vec![], vec![], vec![]);
+        // The tier routes' points: each point's series labels appended once, in place.
+        let mut labels = datafusion::arrow::array::BinaryBuilder::new();
+        let (mut ts, mut values) = (vec![], vec![]);
         for route in &tiered.routes {
             let Source::Tier { tier, exact } = route.source else {
                 let mut o = op.clone();
@@ -524,7 +526,7 @@ impl Planner {
                         .collect(),
                 };
                 for (t, v) in points {
-                    labels.push(l.clone());
+                    labels.append_value(l);
                     ts.push(t);
                     values.push(v);
                 }
@@ -534,7 +536,7 @@ impl Planner {
             let batch = RecordBatch::try_new(
                 crate::exec::prom_schema(),
                 vec![
-                    Arc::new(BinaryArray::from_iter_values(labels)),
+                    Arc::new(labels.finish()),
                     Arc::new(Int64Array::from(ts)),
                     Arc::new(Float64Array::from(values)),
                 ],

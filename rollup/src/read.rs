@@ -263,6 +263,9 @@ impl TierTable {
         let mut batches = futures::stream::iter(reads).buffered(parallel);
         let keep: Option<HashSet<i64>> = ids.map(|i| i.iter().copied().collect());
         let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
+        let per_series = usize::try_from((to_ms - from_ms) / resolution_ms.max(1))
+            .unwrap_or(0)
+            .min(1 << 16);
         while let Some(read) = batches.next().await {
             let read =
                 read.map_err(|e| RollupError::Invariant(format!("a tier read task: {e}")))?;
@@ -277,11 +280,9 @@ impl TierTable {
                         continue;
                     }
                     let (_, end, bucket) = cols.row(i)?;
-                    out.entry(id).or_default().push((
-                        end,
-                        bucket,
-                        cols.sketch(i).map(<[u8]>::to_vec),
-                    ));
+                    out.entry(id)
+                        .or_insert_with(|| Vec::with_capacity(per_series))
+                        .push((end, bucket, cols.sketch(i).map(<[u8]>::to_vec)));
                 }
             }
         }
