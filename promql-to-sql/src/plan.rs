@@ -456,9 +456,8 @@ impl Planner {
         let series = series.ok_or_else(|| bad("a tiered selector without its series"))?;
         let names: Vec<&str> = tiered.names.iter().map(String::as_str).collect();
         let mut parts = vec![];
-        // The tier routes' points: each point's series labels appended once, in place.
-        let mut labels = datafusion::arrow::array::BinaryBuilder::new();
-        let (mut ts, mut values) = (vec![], vec![]);
+        // The tier routes' points by series: `(labels, (step ms, value) points)`.
+        let mut tier_points: Vec<(&Vec<u8>, crate::tiers::Points)> = vec![];
         for route in &tiered.routes {
             let Source::Tier { tier, exact } = route.source else {
                 let mut o = op.clone();
@@ -495,6 +494,7 @@ impl Planner {
                     &names,
                     Some(&tiered.ids),
                     (from, to),
+                    crate::tiers::fields(func),
                     quantile,
                 )
                 .await
@@ -511,25 +511,38 @@ impl Planner {
                     v.name
                 ));
             }
-            let mut ids: Vec<&i64> = buckets.keys().collect();
-            ids.sort_unstable();
-            for id in ids {
-                let (Some(l), Some(b)) = (series.get(*id), buckets.get(id)) else {
-                    continue;
-                };
-                let points: Vec<(i64, f64)> = match func {
-                    Some(f) => crate::tiers::eval_range(f, b, route, at, (range, res), &params)
-                        .map_err(tier_error)?,
-                    None => crate::tiers::eval_select(b, route, at, range, res)
-                        .into_iter()
-                        .map(|(t, (st, sv))| (t, if sample_ts { st as f64 / 1000.0 } else { sv }))
-                        .collect(),
-                };
-                for (t, v) in points {
-                    labels.append_value(l);
-                    ts.push(t);
-                    values.push(v);
-                }
+            let points = crate::tiers::eval_series(
+                buckets,
+                crate::tiers::Eval {
+                    func,
+                    route: *route,
+                    at,
+                    range,
+                    res,
+                    params: params.clone(),
+                    sample_ts,
+                },
+                self.ctx.state().config().target_partitions(),
+            )
+            .await
+            .map_err(tier_error)?;
+            tier_points.extend(
+                points
+                    .into_iter()
+                    .filter_map(|(id, p)| Some((series.get(id)?, p))),
+            );
+        }
+        // One row per point, each with its series' labels, in buffers sized once.
+        let (n, bytes) = tier_points.iter().fold((0, 0), |(n, b), (l, p)| {
+            (n + p.len(), b + l.len() * p.len())
+        });
+        let mut labels = datafusion::arrow::array::BinaryBuilder::with_capacity(n, bytes);
+        let (mut ts, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (l, points) in tier_points {
+            for (t, v) in points {
+                labels.append_value(l);
+                ts.push(t);
+                values.push(v);
             }
         }
         if !ts.is_empty() || parts.is_empty() {

@@ -78,12 +78,13 @@ impl TierCatalog {
 
     /// Reads the buckets of tier `tier` ending in `(from_ms, to_ms]` (ms, UTC) of the
     /// metrics `names`, and of the series `ids` when given, by series id, in time order;
-    /// sketches only `with_sketch` ([`TierTable::read_buckets`]; `ctx` is the query's
-    /// session).
+    /// only the bucket fields `fields`, sketches only `with_sketch`
+    /// ([`TierTable::read_buckets`]; `ctx` is the query's session).
     ///
     /// # Errors
     /// [`crate::RollupError::Invariant`] for a tier this catalog has no table of, or a row
     /// that breaks the table's layout; Parquet errors reading a file.
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_buckets(
         &self,
         ctx: &SessionContext,
@@ -91,6 +92,7 @@ impl TierCatalog {
         names: &[&str],
         ids: Option<&[i64]>,
         range: (i64, i64),
+        fields: &[&str],
         with_sketch: bool,
     ) -> Result<HashMap<i64, SeriesBuckets>> {
         let (Some(t), Some(table)) = (self.tiers.get(tier), self.tables.get(tier)) else {
@@ -99,7 +101,15 @@ impl TierCatalog {
             )));
         };
         table
-            .read_buckets(ctx, t.resolution_ms(), names, ids, range, with_sketch)
+            .read_buckets(
+                ctx,
+                t.resolution_ms(),
+                names,
+                ids,
+                range,
+                fields,
+                with_sketch,
+            )
             .await
     }
 

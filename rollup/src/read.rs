@@ -52,25 +52,6 @@ use crate::table::BucketColumns;
 /// The memory one tier table's files may take in the read path's file cache (bytes).
 pub const TIER_FILE_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
-/// The columns the read path reads (besides `sketch`, when asked).
-const BUCKET_COLUMNS: [&str; 15] = [
-    "series_id",
-    "bucket_end",
-    "count",
-    "sum",
-    "min",
-    "max",
-    "first_ts",
-    "first",
-    "last_ts",
-    "last",
-    "mean",
-    "m2",
-    "reset_sum",
-    "resets",
-    "changes",
-];
-
 /// One data file of a tier table's version, with its partition.
 #[derive(Debug, Clone)]
 struct TierFile {
@@ -187,12 +168,15 @@ impl TierTable {
 
     /// Reads the buckets of this tier table (resolution `resolution_ms`) ending in
     /// `(from_ms, to_ms]` (ms, UTC) of the metrics `names`, and of the series `ids` when
-    /// given (others dropped), by series id, in time order; sketches only `with_sketch`.
-    /// `ctx` gives the session's Parquet metadata cache. See the module doc for how.
+    /// given (others dropped), by series id, in time order. Only the bucket fields
+    /// `fields` are read (names from [`crate::table::BUCKET_FIELDS`]; `count` always),
+    /// the others are 0; sketches only `with_sketch`. `ctx` gives the session's Parquet
+    /// metadata cache. See the module doc for how.
     ///
     /// # Errors
-    /// Parquet errors reading a file; [`RollupError::Invariant`] for a row that breaks the
-    /// table's layout.
+    /// [`RollupError::Invariant`] for a field that is not a bucket field or a row that
+    /// breaks the table's layout; Parquet errors reading a file.
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_buckets(
         &self,
         ctx: &SessionContext,
@@ -200,6 +184,7 @@ impl TierTable {
         names: &[&str],
         ids: Option<&[i64]>,
         (from_ms, to_ms): (i64, i64),
+        fields: &[&str],
         with_sketch: bool,
     ) -> Result<HashMap<i64, SeriesBuckets>> {
         let (files, store) = {
@@ -245,7 +230,16 @@ impl TierTable {
             from_us: Some(from_ms.saturating_mul(1000).saturating_add(1)),
             to_us: Some(to_ms.saturating_mul(1000)),
         });
-        let mut columns: Vec<&'static str> = BUCKET_COLUMNS.to_vec();
+        let mut columns: Vec<&'static str> = vec!["series_id", "bucket_end", "count"];
+        for f in fields {
+            let known = crate::table::BUCKET_FIELDS
+                .iter()
+                .find(|k| *k == f)
+                .ok_or_else(|| RollupError::Invariant(format!("{f} is not a bucket field")))?;
+            if !columns.contains(known) {
+                columns.push(known);
+            }
+        }
         if with_sketch {
             columns.push("sketch");
         }
@@ -288,7 +282,9 @@ impl TierTable {
         }
         for v in out.values_mut() {
             // Files come in any order; within one, a series' buckets are in time order.
-            v.sort_by_key(|b| b.0);
+            if !v.is_sorted_by_key(|b| b.0) {
+                v.sort_by_key(|b| b.0);
+            }
         }
         Ok(out)
     }

@@ -345,56 +345,96 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     Ok(out)
 }
 
-/// The bucket columns of a batch of tier-table rows (`series_id`, `bucket_end`, the
-/// [`Bucket`] fields and, if asked, `sketch`), cast to plain types once per batch, read
-/// row by row with [`BucketColumns::row`].
+/// The bucket columns of a batch of tier-table rows (`series_id`, `bucket_end`, `count`,
+/// whichever other [`Bucket`] fields the batch has, and, if asked, `sketch`), cast to
+/// plain types once per batch, read row by row with [`BucketColumns::row`]. A field the
+/// batch lacks reads as 0 (the PromQL read path reads only the fields its function
+/// needs: [`BUCKET_FIELDS`]).
 pub(crate) struct BucketColumns {
-    /// `series_id`, `bucket_end`, `first_ts`, `last_ts` (µs), `count`, `resets`,
+    /// `series_id`, `bucket_end`, `count`, `first_ts`, `last_ts` (µs), `resets`,
     /// `changes`.
-    longs: Vec<arrow::array::PrimitiveArray<Int64Type>>,
+    longs: Vec<Option<arrow::array::PrimitiveArray<Int64Type>>>,
     /// `sum`, `min`, `max`, `first`, `last`, `mean`, `m2`, `reset_sum`.
-    doubles: Vec<arrow::array::PrimitiveArray<Float64Type>>,
+    doubles: Vec<Option<arrow::array::PrimitiveArray<Float64Type>>>,
     sketch: Option<arrow::array::BinaryArray>,
 }
+
+/// The integer columns of a bucket, in [`BucketColumns`]'s order (the first three are
+/// the row's key and always read).
+const LONG_FIELDS: [&str; 7] = [
+    "series_id",
+    "bucket_end",
+    "count",
+    "first_ts",
+    "last_ts",
+    "resets",
+    "changes",
+];
+
+/// The float columns of a bucket, in [`BucketColumns`]'s order.
+const DOUBLE_FIELDS: [&str; 8] = [
+    "sum",
+    "min",
+    "max",
+    "first",
+    "last",
+    "mean",
+    "m2",
+    "reset_sum",
+];
+
+/// The [`Bucket`] fields of a tier table (its columns besides the key, the sketch and
+/// the derived `increase`).
+pub const BUCKET_FIELDS: [&str; 13] = [
+    "count",
+    "first_ts",
+    "last_ts",
+    "resets",
+    "changes",
+    "sum",
+    "min",
+    "max",
+    "first",
+    "last",
+    "mean",
+    "m2",
+    "reset_sum",
+];
 
 impl BucketColumns {
     /// The columns of `b`, with `sketch` when `with_sketch`.
     ///
     /// # Errors
-    /// [`RollupError::Invariant`] if a column is missing, Arrow cast errors.
+    /// [`RollupError::Invariant`] if `series_id`, `bucket_end` or `count` is missing (or
+    /// `sketch`, when asked); Arrow cast errors.
     pub(crate) fn of(b: &RecordBatch, with_sketch: bool) -> Result<BucketColumns> {
-        let long = |n: &str| {
-            column(b, n, &ArrowType::Int64).map(|a| a.as_primitive::<Int64Type>().clone())
+        let long = |n: &str| -> Result<_> {
+            match b.column_by_name(n) {
+                Some(_) => Ok(Some(
+                    column(b, n, &ArrowType::Int64)?
+                        .as_primitive::<Int64Type>()
+                        .clone(),
+                )),
+                None if LONG_FIELDS[..3].contains(&n) => Err(RollupError::Invariant(format!(
+                    "no column {n} in a tier scan"
+                ))),
+                None => Ok(None),
+            }
         };
-        let double = |n: &str| {
-            column(b, n, &ArrowType::Float64).map(|a| a.as_primitive::<Float64Type>().clone())
+        let double = |n: &str| -> Result<_> {
+            b.column_by_name(n)
+                .map(|_| {
+                    column(b, n, &ArrowType::Float64)
+                        .map(|a| a.as_primitive::<Float64Type>().clone())
+                })
+                .transpose()
         };
         Ok(BucketColumns {
-            longs: [
-                "series_id",
-                "bucket_end",
-                "first_ts",
-                "last_ts",
-                "count",
-                "resets",
-                "changes",
-            ]
-            .map(long)
-            .into_iter()
-            .collect::<Result<_>>()?,
-            doubles: [
-                "sum",
-                "min",
-                "max",
-                "first",
-                "last",
-                "mean",
-                "m2",
-                "reset_sum",
-            ]
-            .map(double)
-            .into_iter()
-            .collect::<Result<_>>()?,
+            longs: LONG_FIELDS.map(long).into_iter().collect::<Result<_>>()?,
+            doubles: DOUBLE_FIELDS
+                .map(double)
+                .into_iter()
+                .collect::<Result<_>>()?,
             sketch: if with_sketch {
                 Some(
                     column(b, "sketch", &ArrowType::Binary)?
@@ -407,45 +447,52 @@ impl BucketColumns {
         })
     }
 
+    fn long(&self, k: usize, i: usize) -> i64 {
+        self.longs[k].as_ref().map_or(0, |a| a.value(i))
+    }
+
+    fn double(&self, k: usize, i: usize) -> f64 {
+        self.doubles[k].as_ref().map_or(0.0, |a| a.value(i))
+    }
+
     /// The series id of row `i`.
     pub(crate) fn series_id(&self, i: usize) -> i64 {
-        self.longs[0].value(i)
+        self.long(0, i)
     }
 
     /// The bucket end of row `i`, ms since the epoch, UTC.
     pub(crate) fn end_ms(&self, i: usize) -> i64 {
-        self.longs[1].value(i) / 1000
+        self.long(1, i) / 1000
     }
 
-    /// Row `i`: its series id, bucket end (ms) and bucket.
+    /// Row `i`: its series id, bucket end (ms) and bucket (fields the batch lacks 0).
     ///
     /// # Errors
     /// [`RollupError::Invariant`] for a null in the row's key or counts.
     pub(crate) fn row(&self, i: usize) -> Result<(i64, i64, Bucket)> {
-        let l = &self.longs;
-        if l.iter().any(|a| a.is_null(i)) {
+        if self.longs.iter().flatten().any(|a| a.is_null(i)) {
             return Err(RollupError::Invariant(
                 "a null in a tier table's key".into(),
             ));
         }
-        let d = &self.doubles;
+        let (l, d) = (|k| self.long(k, i), |k| self.double(k, i));
         Ok((
-            l[0].value(i),
-            l[1].value(i) / 1000,
+            l(0),
+            l(1) / 1000,
             Bucket {
-                count: l[4].value(i) as u64,
-                sum: d[0].value(i),
-                min: d[1].value(i),
-                max: d[2].value(i),
-                first_ts: l[2].value(i) / 1000,
-                first: d[3].value(i),
-                last_ts: l[3].value(i) / 1000,
-                last: d[4].value(i),
-                mean: d[5].value(i),
-                m2: d[6].value(i),
-                reset_sum: d[7].value(i),
-                resets: l[5].value(i) as u64,
-                changes: l[6].value(i) as u64,
+                count: l(2) as u64,
+                sum: d(0),
+                min: d(1),
+                max: d(2),
+                first_ts: l(3) / 1000,
+                first: d(3),
+                last_ts: l(4) / 1000,
+                last: d(4),
+                mean: d(5),
+                m2: d(6),
+                reset_sum: d(7),
+                resets: l(5) as u64,
+                changes: l(6) as u64,
             },
         ))
     }
