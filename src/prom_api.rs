@@ -210,8 +210,10 @@ async fn label_values(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if !(name == "__name__" || strata_ingest::validate::is_valid_label_name(&name)) {
-        return bad_data(format!("invalid label name: \"{name}\"")).into_response();
+    // Any non-empty UTF-8 name (Prometheus 3), `U__` value-encoded ones decoded.
+    let name = strata_ingest::validate::unescape_values_name(&name).into_owned();
+    if name.is_empty() {
+        return bad_data("invalid label name: \"\"").into_response();
     }
     match pick(&ctx, &r).await {
         Ok(s) => sorted_unique(

@@ -116,6 +116,113 @@ async fn json_push_is_accepted_and_queryable() {
     srv.shutdown().await;
 }
 
+/// Names as users send them (Prometheus 3's UTF-8 names): the JSON push API's own
+/// example `http.request.latency` is accepted and selected by PromQL's quoted form; a
+/// server translating names to the legacy charset (`underscores`) stores
+/// `http_request_latency`; one validating legacy names rejects it with 400 naming the
+/// offending name.
+#[tokio::test]
+async fn utf8_names_are_accepted_selected_and_optionally_escaped() {
+    let ts = now_ms() / 1000 - 30;
+    let body = serde_json::json!([
+        {"metric": "http.request.latency", "tags": {"service": "api-gateway", "http.method": "GET"}, "timestamp": ts, "value": 0.25}
+    ]);
+    let push = |addr: std::net::SocketAddr| {
+        let body = body.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/metrics"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let instant = |addr: std::net::SocketAddr, q: &'static str| async move {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{addr}/api/v1/query"))
+            .query(&[("query", q), ("time", &ts.to_string())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "success", "{q}: {v}");
+        v["data"]["result"].as_array().unwrap().clone()
+    };
+
+    // Default: kept as sent.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    assert_eq!(push(srv.http_addr).await.0, 202);
+    let r = instant(
+        srv.http_addr,
+        r#"{"http.request.latency", service="api-gateway"}"#,
+    )
+    .await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["metric"]["__name__"], "http.request.latency");
+    assert_eq!(r[0]["metric"]["http.method"], "GET");
+    assert_eq!(r[0]["value"][1], "0.25");
+    let r = instant(
+        srv.http_addr,
+        r#"sum by ("http.method") ({"http.request.latency"})"#,
+    )
+    .await;
+    assert_eq!(r[0]["metric"]["http.method"], "GET", "{r:?}");
+    // The label values API takes the name as sent or value-encoded (`U__`), as
+    // Prometheus 3 does.
+    for path in ["http.method", "U__http_2e_method"] {
+        let v: serde_json::Value = reqwest::get(format!(
+            "http://{}/api/v1/label/{path}/values",
+            srv.http_addr
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(v["data"], serde_json::json!(["GET"]), "{path}: {v}");
+    }
+    srv.shutdown().await;
+
+    // Translated to the legacy charset on the way in.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.limits.metric_name_escaping_scheme = strata_ingest::validate::NameEscaping::Underscores
+    })
+    .await;
+    assert_eq!(push(srv.http_addr).await.0, 202);
+    let r = instant(srv.http_addr, "http_request_latency").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["metric"]["http_method"], "GET");
+    assert!(
+        instant(srv.http_addr, r#"{"http.request.latency"}"#)
+            .await
+            .is_empty()
+    );
+    srv.shutdown().await;
+
+    // Legacy validation: rejected, the name in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.limits.metric_name_validation_scheme = strata_ingest::validate::NameValidation::Legacy
+    })
+    .await;
+    let (status, msg) = push(srv.http_addr).await;
+    assert_eq!(status, 400, "{msg}");
+    // (The first offending name is named: here the label `http.method`.)
+    let err: serde_json::Value = serde_json::from_str(&msg).unwrap();
+    let err = err["error"].as_str().unwrap();
+    assert!(
+        err.contains("invalid label name \"http.method\"") && err.contains("\"legacy\""),
+        "{err}"
+    );
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,13 +247,10 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     let (s, m) = post_write(srv.http_addr, junk).await;
     assert_eq!(s, 400);
     assert!(m.contains("protobuf"), "{m}");
-    // Invalid metric name, in a request that also carries a valid series: 400 naming the
-    // problem, and the valid series is written.
+    // Invalid (empty) metric name, in a request that also carries a valid series: 400
+    // naming the problem, and the valid series is written.
     let mixed = request(&[
-        (
-            &[("__name__", "bad-name"), ("job", "x")][..],
-            &[(t0, 1.0)][..],
-        ),
+        (&[("__name__", ""), ("job", "x")][..], &[(t0, 1.0)][..]),
         (
             &[("__name__", "good_total"), ("job", "x")][..],
             &[(t0 + 1, 2.0)][..],
@@ -154,7 +258,10 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     ]);
     let (s, m) = post_write(srv.http_addr, mixed).await;
     assert_eq!(s, 400);
-    assert!(m.contains("invalid metric name \"bad-name\""), "{m}");
+    assert!(
+        m.contains("invalid metric name \"\": must not be empty"),
+        "{m}"
+    );
     // Huge label value.
     let huge = "x".repeat(5000);
     let (s, m) = post_write(
