@@ -167,20 +167,13 @@ pub async fn backfill(
             start as f64 / 1000.0,
             end as f64 / 1000.0
         );
-        let resp = client
-            .post(&url)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("POST {url}: {status}, {e}"))?;
-        if !status.is_success() {
-            bar.abandon();
-            return Err(format!("POST {url}: {status}: {}", body["error"]));
-        }
+        let body = match post_json(&client, &url).await {
+            Ok(b) => b,
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        };
         let d = &body["data"];
         let n = |k: &str| d[k].as_u64().unwrap_or(0);
         total.source_rows += n("source_rows");
@@ -195,8 +188,19 @@ pub async fn backfill(
         "{}/api/v1/admin/rollup/compact",
         base_url.trim_end_matches('/')
     );
+    let body = post_json(&client, &url).await?;
+    total.files_compacted = body["data"]["files_removed"].as_u64().unwrap_or(0);
+    Ok(total)
+}
+
+/// `POST url` and its JSON answer.
+///
+/// # Errors
+/// A message naming the request: a transport error, a body that is not JSON, or a
+/// non-2xx status with the server's `error`.
+async fn post_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
     let resp = client
-        .post(&url)
+        .post(url)
         .send()
         .await
         .map_err(|e| format!("POST {url}: {e}"))?;
@@ -208,6 +212,5 @@ pub async fn backfill(
     if !status.is_success() {
         return Err(format!("POST {url}: {status}: {}", body["error"]));
     }
-    total.files_compacted = body["data"]["files_removed"].as_u64().unwrap_or(0);
-    Ok(total)
+    Ok(body)
 }

@@ -68,7 +68,7 @@ mod tests {
     fn parses_points() {
         let body =
             br#"[{"metric":"temp","tags":{"room":"a"},"timestamp":1700000000.5,"value":21.5},
-                        {"metric":"bad name","timestamp":1,"value":1}]"#;
+                        {"metric":"","timestamp":1,"value":1}]"#;
         let v = parse(body, &Limits::default(), 1_800_000_000_000).unwrap();
         assert_eq!(v.series.len(), 1);
         assert_eq!(v.series[0].labels.get("room"), Some("a"));

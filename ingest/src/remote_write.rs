@@ -303,6 +303,9 @@ impl Validated {
 /// a series with that fingerprint passed validation before (the head holds it): those
 /// series skip label validation, which is a function of the label set alone. Their samples'
 /// timestamps are still checked. Pass `|f| vec![false; f.len()]` to validate everything.
+/// Under a name translation (`metric_name_escaping_scheme` other than `allow-utf-8`) no
+/// series skips: the head holds translated names, and a received label set equal to a
+/// translated one (`a__b` under `dots`) must still be translated itself.
 pub fn validate(
     req: Received,
     limits: &Limits,
@@ -319,7 +322,12 @@ pub fn validate(
             sorted_spans_fingerprint(&req.buf, &s.labels)
         })
         .collect();
-    let mut known = known(&fingerprints);
+    let mut known =
+        if limits.metric_name_escaping_scheme == crate::validate::NameEscaping::AllowUtf8 {
+            known(&fingerprints)
+        } else {
+            vec![]
+        };
     known.resize(fingerprints.len(), false);
     for ((ts, fingerprint), known) in series.into_iter().zip(fingerprints).zip(known) {
         if known {
@@ -515,7 +523,7 @@ mod tests {
             timeseries: vec![
                 series("up", "a", 1000),
                 series("up", "b", 10_000_000),
-                series("bad name", "c", 1000),
+                series("", "c", 1000),
             ],
             metadata: vec![],
         };
@@ -537,6 +545,31 @@ mod tests {
                 vec![true, true, false]
             },
         );
+        // Under a translation, no series skips it, even one the head says it knows.
+        let dots = Limits {
+            metric_name_escaping_scheme: crate::validate::NameEscaping::Dots,
+            ..Limits::default()
+        };
+        let translated = validate(decode_received(&body, 1 << 20).unwrap(), &dots, 2000, |f| {
+            vec![true; f.len()]
+        });
+        let names: Vec<_> = translated
+            .series
+            .iter()
+            .map(|s| s.labels.metric_name().to_string())
+            .collect();
+        assert_eq!(names, vec!["up"]);
+        let req_underscore = WriteRequest {
+            timeseries: vec![series("my_metric", "a", 1000)],
+            metadata: vec![],
+        };
+        let translated = validate(
+            decode_received(&encode(&req_underscore), 1 << 20).unwrap(),
+            &dots,
+            2000,
+            |f| vec![true; f.len()],
+        );
+        assert_eq!(translated.series[0].labels.metric_name(), "my__metric");
         // The fingerprints asked about are those of the sorted label sets.
         let want = crate::model::Labels::from_pairs([("job", "a"), ("__name__", "up")]);
         assert_eq!(asked[0], want.fingerprint());

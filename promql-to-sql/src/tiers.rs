@@ -119,14 +119,7 @@ pub fn fields(f: Option<RangeFn>) -> &'static [&'static str] {
         Resets => &["resets", "first", "last"],
         CountOverTime | PresentOverTime | AbsentOverTime | QuantileOverTime => &[],
         // Not answered from buckets ([`answerable`]): everything.
-        Irate
-        | Idelta
-        | MadOverTime
-        | Deriv
-        | PredictLinear
-        | DoubleExponentialSmoothing
-        | TsOfMinOverTime
-        | TsOfMaxOverTime => &strata_rollup::table::BUCKET_FIELDS,
+        _ => &strata_rollup::table::BUCKET_FIELDS,
     }
 }
 
