@@ -182,6 +182,20 @@ fn round_up_ms(a: ArrayRef) -> ArrayRef {
     }
 }
 
+/// A data file of a Delta table version (its `add` action, as delta-rs lists it) as
+/// DataFusion's Parquet scans take it: path relative to the table's object store, size
+/// and modification time; no partition values.
+pub fn partitioned_file(f: &deltalake::kernel::LogicalFileView) -> PartitionedFile {
+    PartitionedFile::new_from_meta(ObjectMeta {
+        location: f.object_store_path(),
+        last_modified: chrono::DateTime::from_timestamp_millis(f.modification_time())
+            .unwrap_or_default(),
+        size: f.size().max(0) as u64,
+        e_tag: None,
+        version: None,
+    })
+}
+
 impl FileList {
     /// Lists the files of `table`'s loaded version with the statistics of the columns of
     /// `file_schema` (the table's columns stored in its Parquet files).
@@ -209,15 +223,7 @@ impl FileList {
             if f.deletion_vector_descriptor().is_some() || f.path().contains("://") {
                 return Ok(None);
             }
-            let modified =
-                chrono::DateTime::from_timestamp_millis(f.modification_time()).unwrap_or_default();
-            files.push(PartitionedFile::new_from_meta(ObjectMeta {
-                location: f.object_store_path(),
-                last_modified: modified,
-                size: f.size().max(0) as u64,
-                e_tag: None,
-                version: None,
-            }));
+            files.push(partitioned_file(&f));
         }
         let stats = snapshot.log_data();
         let per_column = |f: &dyn Fn(&Column) -> Option<ArrayRef>| -> HashMap<String, ArrayRef> {

@@ -475,9 +475,10 @@ pub async fn build(
     let mut runs = RunsBuilder::default();
     while let Some(batch) = stream.try_next().await? {
         let col = |name: &str| {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                DataFusionError::Execution(format!("a samples file without column {name}"))
-            })
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| DataFusionError::Execution(format!("a file without column {name}")))
         };
         let (id_col, ts_col) = (col("series_id")?, col(time_column)?);
         let names = cast(&col("metric_name")?, &DataType::Utf8)?;
@@ -622,12 +623,12 @@ impl RunsCache {
         let runs = match built {
             Ok(Some(runs)) => Arc::new(runs),
             Ok(None) => {
-                tracing::debug!(file = %path, "samples file not sorted by series: no run list");
+                tracing::debug!(file = %path, "file not sorted by series: no run list");
                 self.slots.lock().insert(path, Slot::Unusable);
                 return None;
             }
             Err(e) => {
-                tracing::warn!(file = %path, error = %e, "reading a samples file's series runs failed");
+                tracing::warn!(file = %path, error = %e, "reading a file's series runs failed");
                 self.slots.lock().insert(path, Slot::Unusable);
                 return None;
             }

@@ -68,6 +68,15 @@ pub struct Compaction {
     pub duplicates_dropped: u64,
 }
 
+impl std::ops::AddAssign for Compaction {
+    fn add_assign(&mut self, c: Compaction) {
+        self.partitions += c.partitions;
+        self.files_removed += c.files_removed;
+        self.files_added += c.files_added;
+        self.duplicates_dropped += c.duplicates_dropped;
+    }
+}
+
 /// How the files of a table are merged by [`compact`].
 #[derive(Debug, Clone)]
 pub struct Layout {

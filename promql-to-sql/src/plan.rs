@@ -485,14 +485,13 @@ impl Planner {
             let from = crate::tiers::window(first.min(last), span, res, exact).0;
             let to = crate::tiers::window(first.max(last), span, res, exact).1;
             let quantile = func == Some(RangeFn::QuantileOverTime);
-            let catalog = strata_rollup::TierCatalog::of(&self.ctx)
-                .ok_or_else(|| bad("a tiered selector without a tier catalog"))?;
-            let buckets = catalog
+            let buckets = routing
+                .catalog
                 .read_buckets(
                     &self.ctx,
                     tier,
                     &names,
-                    Some(&tiered.ids),
+                    &tiered.ids,
                     (from, to),
                     crate::tiers::fields(func),
                     quantile,

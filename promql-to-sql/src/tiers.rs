@@ -69,6 +69,8 @@ pub struct Routing {
     /// The coarsest resolution a query may read (ms), from `max_source_resolution`;
     /// `None` for `auto`.
     pub max_resolution_ms: Option<i64>,
+    /// The catalog the views come from, which reads the tiers' buckets.
+    pub catalog: std::sync::Arc<strata_rollup::TierCatalog>,
 }
 
 /// Whether `f` can be computed from a tier's bucket columns: the `*_over_time` functions
@@ -144,6 +146,7 @@ impl Routing {
             views,
             raw_horizon_ms: catalog.raw_horizon_ms(now_ms),
             max_resolution_ms,
+            catalog,
         })
     }
 
@@ -502,6 +505,7 @@ mod tests {
             ],
             raw_horizon_ms: raw_horizon,
             max_resolution_ms: cap,
+            catalog: std::sync::Arc::new(strata_rollup::TierCatalog::new(vec![], vec![])),
         }
     }
 

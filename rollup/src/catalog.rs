@@ -77,7 +77,7 @@ impl TierCatalog {
     }
 
     /// Reads the buckets of tier `tier` ending in `(from_ms, to_ms]` (ms, UTC) of the
-    /// metrics `names`, and of the series `ids` when given, by series id, in time order;
+    /// series `ids` of the metrics `names`, by series id, in time order;
     /// only the bucket fields `fields`, sketches only `with_sketch`
     /// ([`TierTable::read_buckets`]; `ctx` is the query's session).
     ///
@@ -90,7 +90,7 @@ impl TierCatalog {
         ctx: &SessionContext,
         tier: usize,
         names: &[&str],
-        ids: Option<&[i64]>,
+        ids: &[i64],
         range: (i64, i64),
         fields: &[&str],
         with_sketch: bool,

@@ -638,7 +638,8 @@ impl Rollups {
         use datafusion::functions_aggregate::expr_fn::{count, max, min};
         let mut out = vec![];
         for (i, t) in self.tiers.iter().enumerate() {
-            let (watermark, bytes, files) = {
+            let watermark = self.catalog.watermark_ms(i);
+            let (bytes, files) = {
                 let table = self.tables[i].lock().await;
                 let snapshot = table.snapshot()?;
                 let (mut bytes, mut files) = (0u64, 0u64);
@@ -646,7 +647,7 @@ impl Rollups {
                     bytes += f.size().max(0) as u64;
                     files += 1;
                 }
-                (watermark_of(&table).await?, bytes, files)
+                (bytes, files)
             };
             let b = SessionContext::new()
                 .read_table(self.providers[i].provider())?
@@ -769,10 +770,7 @@ impl Rollups {
                     p.set(&done).await?;
                     *t = done;
                 }
-                total.partitions += c.partitions;
-                total.files_added += c.files_added;
-                total.files_removed += c.files_removed;
-                total.duplicates_dropped += c.duplicates_dropped;
+                total += c;
             }
         }
         Ok(total)

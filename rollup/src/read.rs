@@ -36,7 +36,6 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::object_store::{ObjectMeta, ObjectStore};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -61,12 +60,14 @@ struct TierFile {
     metric_family: String,
 }
 
-/// What one version of a tier table offers: the provider SQL scans, and the files the
-/// PromQL read path reads, in the table's object store.
+/// A table version and its files.
+type Listed = (Option<u64>, Arc<Vec<TierFile>>);
+
+/// One version of a tier table: the delta-rs provider SQL scans, and the table itself,
+/// whose files the PromQL read path lists on its first read of the version.
 struct Current {
     provider: Arc<dyn TableProvider>,
-    files: Arc<Vec<TierFile>>,
-    store: Arc<dyn ObjectStore>,
+    table: Arc<DeltaTable>,
 }
 
 /// A tier table (or a tier's series table) as the engine's catalog holds it: the latest
@@ -75,6 +76,8 @@ struct Current {
 pub struct TierTable {
     schema: SchemaRef,
     current: parking_lot::RwLock<Current>,
+    /// The files of the version PromQL read last, by version.
+    files: parking_lot::Mutex<Option<Listed>>,
     /// The series runs of the table's files, by `bucket_end`.
     runs: Arc<RunsCache>,
     /// Whole files in memory.
@@ -84,7 +87,7 @@ pub struct TierTable {
 impl std::fmt::Debug for TierTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TierTable")
-            .field("files", &self.current.read().files.len())
+            .field("version", &self.current.read().table.version())
             .finish_non_exhaustive()
     }
 }
@@ -94,37 +97,50 @@ impl TierTable {
     /// memory for PromQL's reads (0: none).
     ///
     /// # Errors
-    /// Delta errors reading the version's files.
+    /// Delta errors making the version's provider.
     pub(crate) async fn of(table: &DeltaTable, cache_bytes: usize) -> Result<TierTable> {
         let current = Self::current_of(table).await?;
         Ok(TierTable {
             schema: current.provider.schema(),
             current: parking_lot::RwLock::new(current),
+            files: parking_lot::Mutex::new(None),
             runs: Arc::new(RunsCache::timed_by("bucket_end")),
             file_cache: Arc::new(FileCache::new(cache_bytes)),
         })
     }
 
-    /// Moves to `table`'s loaded version (after a commit); the runs and cached files of
-    /// files it no longer has are dropped.
+    /// Moves to `table`'s loaded version (after a commit).
     ///
     /// # Errors
-    /// Delta errors reading the version's files.
+    /// Delta errors making the version's provider.
     pub(crate) async fn set(&self, table: &DeltaTable) -> Result<()> {
         let current = Self::current_of(table).await?;
-        let live: HashSet<_> = current
-            .files
-            .iter()
-            .map(|f| &f.file.object_meta.location)
-            .collect();
-        self.runs.retain(&live);
-        self.file_cache.retain(&live);
         *self.current.write() = current;
         Ok(())
     }
 
     async fn current_of(table: &DeltaTable) -> Result<Current> {
-        let provider: Arc<dyn TableProvider> = table.table_provider().await?;
+        Ok(Current {
+            provider: table.table_provider().await?,
+            table: Arc::new(table.clone()),
+        })
+    }
+
+    /// The files of `table` (this table's current version), listed once per version
+    /// with their partitions; the runs and cached files of files the version no longer
+    /// has are dropped then.
+    ///
+    /// # Errors
+    /// [`RollupError::Invariant`] for a file without its `date` and `metric_family`
+    /// partition values; Delta errors.
+    fn files(&self, table: &DeltaTable) -> Result<Arc<Vec<TierFile>>> {
+        let version = table.version();
+        let mut cached = self.files.lock();
+        if let Some((v, files)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(files.clone());
+        }
         let mut files = vec![];
         for f in table.snapshot()?.snapshot().log_data().iter() {
             let parts = f.partition_values_map();
@@ -142,23 +158,17 @@ impl TierTable {
                 )));
             };
             files.push(TierFile {
-                file: PartitionedFile::new_from_meta(ObjectMeta {
-                    location: f.object_store_path(),
-                    last_modified: chrono::DateTime::from_timestamp_millis(f.modification_time())
-                        .unwrap_or_default(),
-                    size: f.size().max(0) as u64,
-                    e_tag: None,
-                    version: None,
-                }),
+                file: strata_engine::files::partitioned_file(&f),
                 day,
                 metric_family,
             });
         }
-        Ok(Current {
-            provider,
-            files: Arc::new(files),
-            store: table.log_store().object_store(None),
-        })
+        let live: HashSet<_> = files.iter().map(|f| &f.file.object_meta.location).collect();
+        self.runs.retain(&live);
+        self.file_cache.retain(&live);
+        let files = Arc::new(files);
+        *cached = Some((version, files.clone()));
+        Ok(files)
     }
 
     /// The latest version's delta-rs provider (what SQL scans).
@@ -167,8 +177,8 @@ impl TierTable {
     }
 
     /// Reads the buckets of this tier table (resolution `resolution_ms`) ending in
-    /// `(from_ms, to_ms]` (ms, UTC) of the metrics `names`, and of the series `ids` when
-    /// given (others dropped), by series id, in time order. Only the bucket fields
+    /// `(from_ms, to_ms]` (ms, UTC) of the series `ids` (of the metrics `names`, whose
+    /// families choose the files), by series id, in time order. Only the bucket fields
     /// `fields` are read (names from [`crate::table::BUCKET_FIELDS`]; `count` always),
     /// the others are 0; sketches only `with_sketch`. `ctx` gives the session's Parquet
     /// metadata cache. See the module doc for how.
@@ -182,15 +192,14 @@ impl TierTable {
         ctx: &SessionContext,
         resolution_ms: i64,
         names: &[&str],
-        ids: Option<&[i64]>,
+        ids: &[i64],
         (from_ms, to_ms): (i64, i64),
         fields: &[&str],
         with_sketch: bool,
     ) -> Result<HashMap<i64, SeriesBuckets>> {
-        let (files, store) = {
-            let c = self.current.read();
-            (c.files.clone(), c.store.clone())
-        };
+        let table = self.current.read().table.clone();
+        let files = self.files(&table)?;
+        let store = table.log_store().object_store(None);
         let families: HashSet<String> = names
             .iter()
             .map(|n| strata_ingest::model::metric_family(n))
@@ -211,22 +220,11 @@ impl TierTable {
         let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
             CachedParquetFileReaderFactory::new(self.file_cache.store(store), cache),
         )));
-        let wanted = match ids {
-            Some(ids) => {
-                let mut ids = ids.to_vec();
-                ids.sort_unstable();
-                ids.dedup();
-                Wanted::Series(ids)
-            }
-            None => {
-                let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                names.sort_unstable();
-                names.dedup();
-                Wanted::Metrics(names)
-            }
-        };
+        let mut wanted = ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
         let filter = Arc::new(SeriesFilter {
-            wanted,
+            wanted: Wanted::Series(wanted.clone()),
             from_us: Some(from_ms.saturating_mul(1000).saturating_add(1)),
             to_us: Some(to_ms.saturating_mul(1000)),
         });
@@ -255,7 +253,8 @@ impl TierTable {
         });
         let parallel = ctx.state().config().target_partitions().max(1);
         let mut batches = futures::stream::iter(reads).buffered(parallel);
-        let keep: Option<HashSet<i64>> = ids.map(|i| i.iter().copied().collect());
+        // A file read whole (no run list) holds other series too.
+        let keep = |id: i64| wanted.binary_search(&id).is_ok();
         let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
         let per_series = usize::try_from((to_ms - from_ms) / resolution_ms.max(1))
             .unwrap_or(0)
@@ -267,10 +266,7 @@ impl TierTable {
                 let cols = BucketColumns::of(&b, with_sketch)?;
                 for i in 0..b.num_rows() {
                     let (id, end) = (cols.series_id(i), cols.end_ms(i));
-                    if end <= from_ms
-                        || end > to_ms
-                        || keep.as_ref().is_some_and(|k| !k.contains(&id))
-                    {
+                    if end <= from_ms || end > to_ms || !keep(id) {
                         continue;
                     }
                     let (_, end, bucket) = cols.row(i)?;

@@ -359,32 +359,12 @@ pub(crate) struct BucketColumns {
     sketch: Option<arrow::array::BinaryArray>,
 }
 
-/// The integer columns of a bucket, in [`BucketColumns`]'s order (the first three are
-/// the row's key and always read).
-const LONG_FIELDS: [&str; 7] = [
-    "series_id",
-    "bucket_end",
-    "count",
-    "first_ts",
-    "last_ts",
-    "resets",
-    "changes",
-];
-
-/// The float columns of a bucket, in [`BucketColumns`]'s order.
-const DOUBLE_FIELDS: [&str; 8] = [
-    "sum",
-    "min",
-    "max",
-    "first",
-    "last",
-    "mean",
-    "m2",
-    "reset_sum",
-];
+/// The key columns of a tier-table row, always read.
+const KEY_COLUMNS: [&str; 2] = ["series_id", "bucket_end"];
 
 /// The [`Bucket`] fields of a tier table (its columns besides the key, the sketch and
-/// the derived `increase`).
+/// the derived `increase`): the first [`LONG_FIELDS`] are integers (timestamps in µs),
+/// the others floats.
 pub const BUCKET_FIELDS: [&str; 13] = [
     "count",
     "first_ts",
@@ -401,6 +381,9 @@ pub const BUCKET_FIELDS: [&str; 13] = [
     "reset_sum",
 ];
 
+/// How many of [`BUCKET_FIELDS`] are integers.
+const LONG_FIELDS: usize = 5;
+
 impl BucketColumns {
     /// The columns of `b`, with `sketch` when `with_sketch`.
     ///
@@ -415,9 +398,9 @@ impl BucketColumns {
                         .as_primitive::<Int64Type>()
                         .clone(),
                 )),
-                None if LONG_FIELDS[..3].contains(&n) => Err(RollupError::Invariant(format!(
-                    "no column {n} in a tier scan"
-                ))),
+                None if KEY_COLUMNS.contains(&n) || n == "count" => Err(RollupError::Invariant(
+                    format!("no column {n} in a tier scan"),
+                )),
                 None => Ok(None),
             }
         };
@@ -430,10 +413,14 @@ impl BucketColumns {
                 .transpose()
         };
         Ok(BucketColumns {
-            longs: LONG_FIELDS.map(long).into_iter().collect::<Result<_>>()?,
-            doubles: DOUBLE_FIELDS
-                .map(double)
-                .into_iter()
+            longs: KEY_COLUMNS
+                .iter()
+                .chain(&BUCKET_FIELDS[..LONG_FIELDS])
+                .map(|n| long(n))
+                .collect::<Result<_>>()?,
+            doubles: BUCKET_FIELDS[LONG_FIELDS..]
+                .iter()
+                .map(|n| double(n))
                 .collect::<Result<_>>()?,
             sketch: if with_sketch {
                 Some(
