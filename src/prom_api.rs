@@ -226,14 +226,40 @@ async fn label_values(
     }
 }
 
-/// Formats a sample value as Prometheus does (Go `strconv.FormatFloat(v, 'f', -1, 64)`).
-fn fmt_value(v: f64) -> String {
-    strata_promql::labels::format_value(v)
+/// A sample value as Prometheus formats it (Go `strconv.FormatFloat(v, 'f', -1, 64)`,
+/// `NaN`, `+Inf`, `-Inf`; [`strata_promql::labels::format_value`]), written into the
+/// JSON string without an intermediate `String`.
+struct SampleValue(f64);
+
+impl std::fmt::Display for SampleValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            v if v == f64::INFINITY => f.write_str("+Inf"),
+            v if v == f64::NEG_INFINITY => f.write_str("-Inf"),
+            v => write!(f, "{v}"),
+        }
+    }
 }
 
-/// A timestamp in ms as the API's float seconds.
-fn ts_json(t_ms: i64) -> f64 {
-    t_ms as f64 / 1000.0
+impl serde::Serialize for SampleValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A timestamp in ms as the API's seconds: an integer when whole, as Prometheus writes
+/// it (`web/api/v1/json_codec.go` `marshalTimestamp`), else the float of its ms / 1000.
+struct Timestamp(i64);
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_i64(self.0 / 1000)
+        } else {
+            s.serialize_f64(self.0 as f64 / 1000.0)
+        }
+    }
 }
 
 /// A query answer's JSON (`{"data": {"result": ..., "resultType": ...}, "status":
@@ -266,8 +292,8 @@ impl serde::Serialize for Point {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&ts_json(self.0))?;
-        t.serialize_element(&fmt_value(self.1))?;
+        t.serialize_element(&Timestamp(self.0))?;
+        t.serialize_element(&SampleValue(self.1))?;
         t.end()
     }
 }
@@ -317,7 +343,7 @@ impl serde::Serialize for ResultJson<'_> {
         let limit = self.1;
         match self.0 {
             QueryValue::Scalar { t_ms, v } => Point(*t_ms, *v).serialize(s),
-            QueryValue::String { t_ms, s: text } => (ts_json(*t_ms), text).serialize(s),
+            QueryValue::String { t_ms, s: text } => (Timestamp(*t_ms), text).serialize(s),
             QueryValue::Vector(samples) => {
                 s.collect_seq(samples.iter().take(limit).map(|x| Series {
                     labels: &x.labels,

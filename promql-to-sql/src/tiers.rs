@@ -236,16 +236,28 @@ pub fn window(e: i64, r: i64, res: i64, exact: bool) -> (i64, i64) {
     (hi - buckets * res, hi)
 }
 
-/// The buckets of `series` ending in `(lo, hi]`, merged (`None` when there are none),
-/// with their sketches merged when `with_sketch`.
+/// The index of the first bucket of `series` ending after `t`, searched from `from`
+/// forward (galloping: a window one bucket on from the last costs two comparisons), or
+/// over the whole series when the bucket before `from` already ends after `t`.
+fn seek(series: &SeriesBuckets, from: usize, t: i64) -> usize {
+    if from > 0 && series[from - 1].0 > t {
+        return series[..from].partition_point(|b| b.0 <= t);
+    }
+    let rest = &series[from..];
+    let mut hi = 1;
+    while hi < rest.len() && rest[hi - 1].0 <= t {
+        hi *= 2;
+    }
+    from + rest[..hi.min(rest.len())].partition_point(|b| b.0 <= t)
+}
+
+/// The buckets `window` (those of one series ending in a window), merged (`None` when
+/// there are none), with their sketches merged when `with_sketch`.
 fn merged(
-    series: &SeriesBuckets,
-    (lo, hi): (i64, i64),
+    window: &[(i64, Bucket, Option<datafusion::arrow::buffer::Buffer>)],
     with_sketch: bool,
 ) -> Result<Option<(Bucket, Option<sketch::Kll>)>, strata_rollup::RollupError> {
-    let a = series.partition_point(|b| b.0 <= lo);
-    let z = series.partition_point(|b| b.0 <= hi);
-    let Some(((_, first, _), rest)) = series[a..z].split_first() else {
+    let Some(((_, first, _), rest)) = window.split_first() else {
         return Ok(None);
     };
     let mut acc = *first;
@@ -256,7 +268,7 @@ fn merged(
         // The first bucket's sketch, the others merged into it (a one-bucket window, the
         // common case, reads its sketch as it is).
         let mut k: Option<sketch::Kll> = None;
-        for bytes in series[a..z].iter().filter_map(|b| b.2.as_deref()) {
+        for bytes in window.iter().filter_map(|b| b.2.as_deref()) {
             match &mut k {
                 Some(k) => sketch::kll_merge(k, bytes)?,
                 None => k = Some(sketch::kll_read(bytes)?),
@@ -348,9 +360,13 @@ pub fn eval_range(
         1
     };
     let mut out = Vec::with_capacity(n);
+    // The windows move forward with the steps: each one's buckets are found from the
+    // last one's.
+    let (mut a, mut z) = (0, 0);
     for t in route.steps.iter() {
         let w = window(at.eval_time(t), r, res, exact);
-        if let Some((b, kll)) = merged(series, w, f == RangeFn::QuantileOverTime)?
+        (a, z) = (seek(series, a, w.0), seek(series, z, w.1));
+        if let Some((b, kll)) = merged(&series[a..z.max(a)], f == RangeFn::QuantileOverTime)?
             && let Some(v) = value(f, &b, kll.as_ref(), w, params)
         {
             out.push((t, v));
@@ -613,6 +629,27 @@ mod tests {
         };
         let routes = r.routes(Some(RangeFn::SumOverTime), steps, at, D);
         assert_eq!(routes[0].steps.end, 100 * D);
+    }
+
+    #[test]
+    fn seeking_from_the_last_window_finds_what_a_search_finds() {
+        // Bucket ends every 10 ms from 10 to 1,000; targets moving forward by small and
+        // large jumps, staying, and moving back.
+        let series: SeriesBuckets =
+            strata_rollup::bucket::bucketize((1..=100).map(|i| (i * 10, 1.0)), 10)
+                .into_iter()
+                .map(|(e, b)| (e, b, None))
+                .collect();
+        assert_eq!((series[0].0, series[99].0), (10, 1000));
+        let mut at = 0;
+        for t in [
+            -5, 0, 10, 11, 19, 20, 20, 35, 400, 401, 990, 1000, 1001, 5000, 500, 9, 10,
+        ] {
+            let want = series.partition_point(|b| b.0 <= t);
+            at = seek(&series, at, t);
+            assert_eq!(at, want, "t = {t}");
+        }
+        assert_eq!(seek(&vec![], 0, 5), 0);
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn day_start(ms: i64) -> i64 {
 
 /// One series' buckets of a tier in time order: `(bucket end ms, bucket, KLL sketch
 /// bytes)`.
-pub type SeriesBuckets = Vec<(i64, Bucket, Option<Vec<u8>>)>;
+pub type SeriesBuckets = Vec<(i64, Bucket, Option<arrow::buffer::Buffer>)>;
 
 #[cfg(test)]
 mod tests {

@@ -209,13 +209,16 @@ impl TierTable {
         };
         // A bucket's partition is that of its first instant (`bucket_end - 1`).
         let (first_day, last_day) = (day(from_ms), day(to_ms - 1));
-        let chosen: Vec<PartitionedFile> = files
+        // In date order: a series' buckets then arrive in time order (files of one date,
+        // until compaction merges them, may still interleave).
+        let mut chosen: Vec<&TierFile> = files
             .iter()
             .filter(|f| {
                 f.day >= first_day && f.day <= last_day && families.contains(&f.metric_family)
             })
-            .map(|f| f.file.clone())
             .collect();
+        chosen.sort_by_key(|f| f.day);
+        let chosen: Vec<PartitionedFile> = chosen.into_iter().map(|f| f.file.clone()).collect();
         let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
         let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
             CachedParquetFileReaderFactory::new(self.file_cache.store(store), cache),
@@ -264,15 +267,25 @@ impl TierTable {
                 read.map_err(|e| RollupError::Invariant(format!("a tier read task: {e}")))?;
             for b in read? {
                 let cols = BucketColumns::of(&b, with_sketch)?;
+                // Rows come in runs of one series: the map is looked up once a run.
+                let mut run: Option<(i64, &mut SeriesBuckets)> = None;
                 for i in 0..b.num_rows() {
                     let (id, end) = (cols.series_id(i), cols.end_ms(i));
                     if end <= from_ms || end > to_ms || !keep(id) {
                         continue;
                     }
                     let (_, end, bucket) = cols.row(i)?;
-                    out.entry(id)
-                        .or_insert_with(|| Vec::with_capacity(per_series))
-                        .push((end, bucket, cols.sketch(i).map(<[u8]>::to_vec)));
+                    let row = (end, bucket, cols.sketch_buffer(i));
+                    match &mut run {
+                        Some((r, v)) if *r == id => v.push(row),
+                        _ => {
+                            let v = out
+                                .entry(id)
+                                .or_insert_with(|| Vec::with_capacity(per_series));
+                            v.push(row);
+                            run = Some((id, v));
+                        }
+                    }
                 }
             }
         }

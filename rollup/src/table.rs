@@ -357,6 +357,8 @@ pub(crate) struct BucketColumns {
     /// `sum`, `min`, `max`, `first`, `last`, `mean`, `m2`, `reset_sum`.
     doubles: Vec<Option<arrow::array::PrimitiveArray<Float64Type>>>,
     sketch: Option<arrow::array::BinaryArray>,
+    /// Whether any of `longs` has a null (checked per row only then).
+    long_nulls: bool,
 }
 
 /// The key columns of a tier-table row, always read.
@@ -412,12 +414,14 @@ impl BucketColumns {
                 })
                 .transpose()
         };
+        let longs: Vec<_> = KEY_COLUMNS
+            .iter()
+            .chain(&BUCKET_FIELDS[..LONG_FIELDS])
+            .map(|n| long(n))
+            .collect::<Result<_>>()?;
         Ok(BucketColumns {
-            longs: KEY_COLUMNS
-                .iter()
-                .chain(&BUCKET_FIELDS[..LONG_FIELDS])
-                .map(|n| long(n))
-                .collect::<Result<_>>()?,
+            long_nulls: longs.iter().flatten().any(|a| a.null_count() > 0),
+            longs,
             doubles: BUCKET_FIELDS[LONG_FIELDS..]
                 .iter()
                 .map(|n| double(n))
@@ -457,7 +461,7 @@ impl BucketColumns {
     /// # Errors
     /// [`RollupError::Invariant`] for a null in the row's key or counts.
     pub(crate) fn row(&self, i: usize) -> Result<(i64, i64, Bucket)> {
-        if self.longs.iter().flatten().any(|a| a.is_null(i)) {
+        if self.long_nulls && self.longs.iter().flatten().any(|a| a.is_null(i)) {
             return Err(RollupError::Invariant(
                 "a null in a tier table's key".into(),
             ));
@@ -490,5 +494,14 @@ impl BucketColumns {
             .as_ref()
             .filter(|s| !s.is_null(i))
             .map(|s| s.value(i))
+    }
+
+    /// Row `i`'s sketch bytes as a slice of the batch's buffer (no copy), `None` for a
+    /// null or when not asked for.
+    pub(crate) fn sketch_buffer(&self, i: usize) -> Option<arrow::buffer::Buffer> {
+        let s = self.sketch.as_ref().filter(|s| !s.is_null(i))?;
+        let offsets = s.value_offsets();
+        let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
+        Some(s.values().slice_with_length(a, z - a))
     }
 }

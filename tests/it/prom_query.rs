@@ -43,20 +43,21 @@ async fn instant_and_range_queries() {
     // persist so that the answers come from the Delta table.
     srv.ingester.persist().await.unwrap();
     let addr = srv.http_addr;
-    let t = |m: i64| (t0 + m * 60_000) as f64 / 1000.0;
+    // Whole seconds: the API writes them as integers, as Prometheus does.
+    let t = |m: i64| (t0 + m * 60_000) / 1000;
 
     // Instant selector at t0+5m30s: the latest sample at or before, 50 and 100.
     let (s, v) = get(
         addr,
-        &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5) + 30.0),
+        &format!("/api/v1/query?{}&time={}", enc("req_total"), t(5) + 30),
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
         json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"__name__": "req_total", "instance": "a", "job": "api"}, "value": [t(5) + 30.0, "50"]},
-            {"metric": {"__name__": "req_total", "instance": "b", "job": "api"}, "value": [t(5) + 30.0, "100"]},
+            {"metric": {"__name__": "req_total", "instance": "a", "job": "api"}, "value": [t(5) + 30, "50"]},
+            {"metric": {"__name__": "req_total", "instance": "b", "job": "api"}, "value": [t(5) + 30, "100"]},
         ]}})
     );
 
@@ -111,7 +112,7 @@ async fn instant_and_range_queries() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(
         v["data"],
-        json!({"resultType": "scalar", "result": [100.0, "7"]})
+        json!({"resultType": "scalar", "result": [100, "7"]})
     );
 
     // Errors: Prometheus's shapes and statuses.
