@@ -327,6 +327,52 @@ impl serde::Serialize for Series<'_> {
     }
 }
 
+impl<'a> Series<'a> {
+    fn of(x: &'a strata_promql::RangeSeries) -> Series<'a> {
+        Series {
+            labels: &x.labels,
+            value: None,
+            values: &x.points,
+        }
+    }
+}
+
+/// A matrix of more points than this is serialized by several threads.
+const PARALLEL_POINTS: usize = 32_768;
+
+/// The JSON of each of `series`, serialized by up to one thread per core, when they
+/// have more than [`PARALLEL_POINTS`] points (`None` otherwise, or on an error): a 2-year
+/// range at step 1d of 100 series is 73,000 points, and formatting their floats took a
+/// third of such a query's time on one thread.
+fn serialize_in_parallel(
+    series: &[strata_promql::RangeSeries],
+) -> Option<Vec<Box<serde_json::value::RawValue>>> {
+    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if points <= PARALLEL_POINTS || threads < 2 || series.len() < 2 {
+        return None;
+    }
+    let per = series.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let chunks: Vec<_> = series
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|x| serde_json::value::to_raw_value(&Series::of(x)).ok())
+                        .collect::<Option<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(series.len());
+        for c in chunks {
+            out.extend(c.join().ok()??);
+        }
+        Some(out)
+    })
+}
+
 /// Serializes an iterator's items as a JSON array.
 fn serde_iter<T: serde::Serialize, I: Iterator<Item = T> + Clone>(it: I) -> impl serde::Serialize {
     struct Seq<I>(I);
@@ -352,11 +398,11 @@ impl serde::Serialize for ResultJson<'_> {
                 }))
             }
             QueryValue::Matrix(series) => {
-                s.collect_seq(series.iter().take(limit).map(|x| Series {
-                    labels: &x.labels,
-                    value: None,
-                    values: &x.points,
-                }))
+                let series = &series[..series.len().min(limit)];
+                match serialize_in_parallel(series) {
+                    Some(parts) => s.collect_seq(parts),
+                    None => s.collect_seq(series.iter().map(Series::of)),
+                }
             }
         }
     }
