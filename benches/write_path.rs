@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strata::bench::{LoadSpec, payloads};
 use strata_ingest::head::Head;
-use strata_ingest::remote_write::{decode_received as decode, validate};
+use strata_ingest::receive::remote_write::{decode_received as decode, validate};
 use strata_ingest::validate::Limits;
 
 fn spec() -> LoadSpec {
@@ -61,9 +61,9 @@ fn write_path(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2000));
     g.bench_function("parse_2000_lines", |b| {
         b.iter(|| {
-            strata_ingest::exposition::parse(
+            strata_ingest::receive::exposition::parse(
                 &text,
-                strata_ingest::exposition::Format::PrometheusText,
+                strata_ingest::receive::exposition::Format::PrometheusText,
             )
             .unwrap()
         })

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use strata_ingest::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
+use strata_ingest::receive::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
 
 /// The ten `cpu` fields of TSBS's devops use case.
 pub const FIELDS: [&str; 10] = [

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use strata_ingest::scrape::ScrapeConfig;
+use strata_ingest::receive::scrape::ScrapeConfig;
 use strata_ingest::{Limits, PersistConfig};
 
 /// The whole configuration file. Every key is optional. Example:

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_engine::Engine;
 use strata_engine::source::IngesterSource;
+use strata_ingest::receive::remote_write;
 use strata_ingest::storage::DataDir;
-use strata_ingest::{IngestError, Ingester, remote_write};
+use strata_ingest::{IngestError, Ingester};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -124,7 +125,7 @@ async fn remote_write_handler(
 
 /// `POST /api/v1/metrics`: JSON push; `202 Accepted` with `{"accepted": n}`.
 async fn json_handler(State(st): State<AppState>, body: Bytes) -> Response {
-    let v = match strata_ingest::json::parse(&body, st.ingester.limits(), now_ms()) {
+    let v = match strata_ingest::receive::json::parse(&body, st.ingester.limits(), now_ms()) {
         Ok(v) => v,
         Err(e) => return error_response(e),
     };
@@ -145,6 +146,120 @@ async fn json_handler(State(st): State<AppState>, body: Bytes) -> Response {
             .into_response(),
         Err(e) => error_response(e),
     }
+}
+
+/// Which InfluxDB API a line protocol request came through: its parameters and the
+/// shape of its errors differ.
+#[derive(Clone, Copy, PartialEq)]
+enum InfluxApi {
+    /// `/write`: `db`, `precision` (`n`, `u`, `ms`, `s`, `m`, `h`); errors
+    /// `{"error": ...}`.
+    V1,
+    /// `/api/v2/write`: `org`, `bucket`, `precision` (`ns`, `us`, `ms`, `s`); errors
+    /// `{"code": ..., "message": ...}`.
+    V2,
+}
+
+/// `POST /write` and `POST /api/v2/write`: InfluxDB line protocol
+/// ([`strata_ingest::receive::influx`]); `204 No Content` once durable.
+async fn influx_write(
+    api: InfluxApi,
+    st: AppState,
+    params: std::collections::HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use strata_ingest::receive::influx;
+    let code = |status: StatusCode| match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "invalid",
+        _ => "internal error",
+    };
+    let fail = |e: IngestError| {
+        let message = e.to_string();
+        let mut r = error_response(e);
+        let status = r.status();
+        *r.body_mut() = axum::body::Body::from(
+            match api {
+                InfluxApi::V1 => serde_json::json!({"error": message}),
+                InfluxApi::V2 => serde_json::json!({"code": code(status), "message": message}),
+            }
+            .to_string(),
+        );
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let run = async {
+        let precision =
+            influx::Precision::parse(params.get("precision").map_or("", String::as_str))?;
+        let db = match api {
+            InfluxApi::V1 => params.get("db"),
+            InfluxApi::V2 => params.get("bucket"),
+        }
+        .filter(|d| !d.is_empty())
+        .cloned();
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let body = strata_ingest::receive::decode_content(body, encoding, st.max_decoded)?;
+        let parsed = influx::parse(
+            &body,
+            &influx::Options { precision, db },
+            st.ingester.limits(),
+            now_ms(),
+        )?;
+        if parsed.skipped_strings > 0 {
+            st.ingester
+                .metrics()
+                .samples_rejected
+                .with_label_values(&["influx_string_field"])
+                .inc_by(parsed.skipped_strings as u64);
+        }
+        st.ingester.write(parsed.validated, "influx", None).await
+    };
+    match run.await {
+        Ok(out) if out.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(out) => fail(IngestError::BadRequest(format!(
+            "partial write: {} samples rejected ({} accepted): {}",
+            out.rejected,
+            out.accepted,
+            out.first_error.unwrap_or_default()
+        ))),
+        Err(e) => fail(e),
+    }
+}
+
+/// `POST /write` (InfluxDB 1.x).
+async fn influx_v1_handler(
+    State(st): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    influx_write(InfluxApi::V1, st, params, headers, body).await
+}
+
+/// `POST /api/v2/write` (InfluxDB 2.x).
+async fn influx_v2_handler(
+    State(st): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    influx_write(InfluxApi::V2, st, params, headers, body).await
+}
+
+/// `GET|HEAD /ping`: what InfluxDB clients and Telegraf check before writing.
+async fn influx_ping() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [("X-Influxdb-Version", "1.8.10 (Strata)")],
+    )
+        .into_response()
 }
 
 /// `POST /api/v1/admin/flush`: persists the head now; answers after the Delta commit.
@@ -178,6 +293,9 @@ fn router(st: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/metrics", post(json_handler))
+        .route("/write", post(influx_v1_handler))
+        .route("/api/v2/write", post(influx_v2_handler))
+        .route("/ping", get(influx_ping).head(influx_ping))
         .route("/api/v1/admin/flush", post(flush_handler))
         .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
@@ -302,7 +420,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             tracing::error!(error = %e, "Flight SQL server failed");
         }
     }));
-    tasks.extend(strata_ingest::scrape::spawn(
+    tasks.extend(strata_ingest::receive::scrape::spawn(
         &cfg.scrape_configs,
         ingester.clone(),
         stop_rx.clone(),

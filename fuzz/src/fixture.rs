@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use strata_engine::Engine;
 use strata_engine::source::IngesterSource;
 use strata_ingest::metrics::IngestMetrics;
-use strata_ingest::remote_write::Validated;
+use strata_ingest::receive::remote_write::Validated;
 use strata_ingest::storage::DataDir;
 use strata_ingest::{Ingester, Limits, PersistConfig, Sample};
 

@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
-use strata_ingest::exposition::{self, Format};
-use strata_ingest::remote_write::{self, Validated};
+use strata_ingest::receive::exposition::{self, Format};
+use strata_ingest::receive::remote_write::{self, Validated};
 use strata_ingest::{IngestError, Labels, Limits, Sample};
 
 /// The newest sample of the PromQL target's data, and its evaluation time (ms).
@@ -65,12 +65,30 @@ pub fn remote_write(body: &[u8]) {
 
 /// A JSON push body (`POST /api/v1/metrics`).
 pub fn json_push(body: &[u8]) {
-    match strata_ingest::json::parse(body, &Limits::default(), NOW) {
+    match strata_ingest::receive::json::parse(body, &Limits::default(), NOW) {
         Ok(v) => wal_round_trip(&v),
         Err(e) => assert!(
             matches!(&e, IngestError::BadRequest(m) if !m.is_empty()),
             "not a 400: {e:?}"
         ),
+    }
+}
+
+/// An InfluxDB line protocol body (`POST /write`, `/api/v2/write`), in every precision,
+/// with and without a `db`.
+pub fn influx(body: &[u8]) {
+    use strata_ingest::receive::influx::{Options, Precision, parse};
+    for (precision, db) in [
+        (Precision::Nanoseconds, None),
+        (Precision::Hours, Some("db".to_string())),
+    ] {
+        match parse(body, &Options { precision, db }, &Limits::default(), NOW) {
+            Ok(p) => wal_round_trip(&p.validated),
+            Err(e) => assert!(
+                matches!(&e, IngestError::BadRequest(m) if !m.is_empty()),
+                "not a 400: {e:?}"
+            ),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{IngestError, Result};
 use crate::head::{Head, HeadSamples, SeriesMeta};
 use crate::metrics::IngestMetrics;
 use crate::model::{RawLabels, Sample, SeriesSamples};
-use crate::remote_write::{self, Validated};
+use crate::receive::remote_write::{self, Validated};
 use crate::storage::{self, DataDir, WAL_APP_ID};
 use crate::wal::Wal;
 

@@ -1,7 +1,7 @@
 //! Strata's write path.
 //!
-//! Where a sample goes: a protocol module turns a request into series
-//! ([`remote_write`], [`json`], [`scrape`] with [`exposition`]) -> [`validate`] checks names
+//! Where a sample goes: a protocol module of [`receive`] turns a request into series
+//! (remote write, JSON, Influx line protocol, scrapes) -> [`validate`] checks names
 //! and limits -> [`ingester::Ingester::write`] logs it to the [`wal`] (synced, group commit)
 //! and applies it to the in-memory [`head`] -> acknowledged. In the background
 //! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
@@ -13,15 +13,12 @@
 
 pub mod compaction;
 pub mod error;
-pub mod exposition;
 pub mod head;
 pub mod ingester;
-pub mod json;
 pub mod late;
 pub mod metrics;
 pub mod model;
-pub mod remote_write;
-pub mod scrape;
+pub mod receive;
 pub mod storage;
 pub mod validate;
 pub mod wal;

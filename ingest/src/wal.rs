@@ -3,7 +3,7 @@
 //! A directory of numbered segment files (`00000000000000000001.wal`, ...). Each record is
 //! `len: u32 LE | crc32: u32 LE (CRC-32/ISO-HDLC of the payload) | payload`, where the payload
 //! is a snappy-compressed protobuf `WriteRequest` (the remote-write message, see
-//! [`crate::remote_write`]) holding validated series. A remote-write body that passed
+//! [`crate::receive::remote_write`]) holding validated series. A remote-write body that passed
 //! validation whole is logged exactly as received.
 //!
 //! **Group commit**: one writer thread takes every record queued while the previous

@@ -39,7 +39,7 @@ use futures::FutureExt;
 use promql_parser::label::Matchers;
 use promql_parser::parser::{AtModifier, BinModifier, Expr, LabelModifier};
 use strata_ingest::Ingester;
-use strata_ingest::remote_write::Validated;
+use strata_ingest::receive::remote_write::Validated;
 use strata_promql::{QueryOptions, QueryResult, QueryValue};
 
 use parse::{Command, Eval, EvalKind, ExpectKind, Expected, Labels, Load, MessageMatch, SeqValue};

@@ -6,7 +6,7 @@ use arrow::array::{Array, Float64Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use strata::config::Config;
 use strata::server::{Running, start};
-use strata_ingest::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
+use strata_ingest::receive::remote_write::{Label, PbSample, TimeSeries, WriteRequest, encode};
 
 /// Now, ms since the epoch.
 pub fn now_ms() -> i64 {

@@ -27,7 +27,9 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use prost::Message as _;
 use strata_ingest::Ingester;
-use strata_ingest::remote_write::{Label, MetricMetadata, PbSample, TimeSeries, WriteRequest};
+use strata_ingest::receive::remote_write::{
+    Label, MetricMetadata, PbSample, TimeSeries, WriteRequest,
+};
 use strata_ingest::storage::DataDir;
 use strata_promql::{PromqlError, QueryOptions};
 
@@ -1354,6 +1356,42 @@ const EXPOSITION_TOKENS: &[&[u8]] = &[
     b"1_000",
 ];
 
+/// Valid line protocol to mutate: every field type, escapes, precisions' extremes.
+const INFLUX_SEEDS: &[&str] = &[
+    "cpu,host=a,region=west usage_user=1.5,usage_system=2i 1700000000000000000\n",
+    "m v=1u,b=true,c=F,s=\"text\" 1\nm2 v=-1e308\n",
+    "my\\ meas\\,ure,tag\\ k\\,1=v\\=1 f\\ k=1 -9223372036854775808\n",
+    "# comment\n\nm,db=x v=\"42\" 9223372036854775807\n",
+    "m,a=1,b=2 v=18446744073709551615u,w=9223372036854775807i\r\n",
+];
+
+/// Line protocol's special bytes and values.
+const INFLUX_TOKENS: &[&[u8]] = &[
+    b" ",
+    b",",
+    b"=",
+    b"\\",
+    b"\"",
+    b"\n",
+    b"#",
+    b"i",
+    b"u",
+    b"t",
+    b"FALSE",
+    b"1e309",
+    b"NaN",
+    b"-",
+    b"\xff",
+    b"\xc3\xa9",
+    b"99999999999999999999",
+    b"\\ ",
+];
+
+fn influx_body() -> BoxedStrategy<Vec<u8>> {
+    let seeds: Vec<Vec<u8>> = INFLUX_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    prop_oneof![4 => mutated(seeds, INFLUX_TOKENS), 1 => any_bytes(256)].boxed()
+}
+
 fn exposition_body() -> BoxedStrategy<Vec<u8>> {
     let seeds: Vec<Vec<u8>> = EXPOSITION_SEEDS
         .iter()
@@ -1373,6 +1411,11 @@ proptest! {
     #[test]
     fn json_push_bodies(body in json_body()) {
         checks::json_push(&body);
+    }
+
+    #[test]
+    fn influx_bodies(body in influx_body()) {
+        checks::influx(&body);
     }
 
     /// The scraper reads bodies as text, replacing invalid UTF-8 (`reqwest`'s `text()`).

@@ -116,6 +116,118 @@ async fn json_push_is_accepted_and_queryable() {
     srv.shutdown().await;
 }
 
+/// InfluxDB line protocol through both APIs (v1 `/write` with `db` and seconds, v2
+/// `/api/v2/write` with `bucket`, milliseconds and a gzip body): each field a sample
+/// named `{measurement}_{field}`, read back by PromQL and SQL; then bad requests get
+/// each API's error shape and lose nothing written before.
+#[tokio::test]
+async fn influx_line_protocol_v1_and_v2_are_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let addr = srv.http_addr;
+    let client = reqwest::Client::new();
+    let t_s = now_ms() / 1000 - 30;
+    let v1 = format!(
+        "cpu,host=a usage_user=1.5,usage_idle=90i,state=\"ok\" {t_s}\n\
+         cpu,host=b usage_user=2.5 {t_s}\n"
+    );
+    let r = client
+        .post(format!("http://{addr}/write?db=telegraf&precision=s"))
+        .body(v1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
+    let v2 = format!("disk,host=a used=10u,ok=true {}\n", t_s * 1000 + 500);
+    let mut gz = flate2::write::GzEncoder::new(vec![], flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, v2.as_bytes()).unwrap();
+    let r = client
+        .post(format!(
+            "http://{addr}/api/v2/write?org=o&bucket=b1&precision=ms"
+        ))
+        .header("Content-Encoding", "gzip")
+        .header("Authorization", "Token anything")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
+
+    let instant = |q: &'static str| {
+        let client = client.clone();
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("http://{addr}/api/v1/query"))
+                .query(&[("query", q), ("time", &(t_s + 1).to_string())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v["status"], "success", "{q}: {v}");
+            v["data"]["result"].as_array().unwrap().clone()
+        }
+    };
+    let r = instant("sum(cpu_usage_user)").await;
+    assert_eq!(r[0]["value"][1], "4", "{r:?}");
+    let r = instant(r#"cpu_usage_idle{db="telegraf", host="a"}"#).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["value"][1], "90");
+    let r = instant(r#"disk_used{db="b1"} + disk_ok"#).await;
+    assert_eq!(r[0]["value"][1], "11", "{r:?}");
+    assert_eq!(
+        samples_of(&srv.engine, "disk_used").await,
+        vec![(t_s * 1000 + 500, 10.0)]
+    );
+    // The string field is not a sample, and is counted.
+    assert!(instant("cpu_state").await.is_empty());
+    assert!(
+        metrics_text(addr)
+            .await
+            .contains(r#"strata_samples_rejected_total{reason="influx_string_field"} 1"#)
+    );
+
+    // Bad requests: v2's `{"code", "message"}`, v1's `{"error"}`.
+    let r = client
+        .post(format!("http://{addr}/api/v2/write?bucket=b1"))
+        .body("disk,host=a used=11u\ndisk,host=a\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "invalid", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("line 2"), "{e}");
+    for (url, body, encoding) in [
+        ("/write?precision=d", "m v=1", None),
+        ("/write", "m v=1", Some("br")),
+        ("/write", "m v=1", Some("gzip")),
+    ] {
+        let mut req = client.post(format!("http://{addr}{url}")).body(body);
+        if let Some(e) = encoding {
+            req = req.header("Content-Encoding", e);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{url} {encoding:?}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(!e["error"].as_str().unwrap().is_empty(), "{e}");
+    }
+    // Nothing of the rejected body was written; what came before is all there.
+    assert_eq!(
+        samples_of(&srv.engine, "disk_used").await,
+        vec![(t_s * 1000 + 500, 10.0)]
+    );
+    assert_eq!(samples_of(&srv.engine, "cpu_usage_user").await.len(), 2);
+    let r = client
+        .get(format!("http://{addr}/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    srv.shutdown().await;
+}
+
 /// Names as users send them (Prometheus 3's UTF-8 names): the JSON push API's own
 /// example `http.request.latency` is accepted and selected by PromQL's quoted form; a
 /// server translating names to the legacy charset (`underscores`) stores
@@ -326,7 +438,7 @@ async fn overload_refuses_writes_and_keeps_earlier_samples() {
     .unwrap();
     let t0 = now_ms() - 10_000;
     let batch = |k: i64| {
-        let mut v = strata_ingest::remote_write::Validated::default();
+        let mut v = strata_ingest::receive::remote_write::Validated::default();
         let pairs = vec![("__name__".to_string(), "load_total".to_string())];
         let samples = (0..5)
             .map(|i| strata_ingest::Sample {

@@ -971,7 +971,7 @@ async fn wal_replayed_samples_are_marked_late() {
         .unwrap()
     };
     let t = now_ms() - HOUR;
-    let mut v = strata_ingest::remote_write::Validated::default();
+    let mut v = strata_ingest::receive::remote_write::Validated::default();
     let pairs = vec![("__name__".to_string(), "replayed_x".to_string())];
     let s = vec![strata_ingest::Sample {
         timestamp_ms: t,

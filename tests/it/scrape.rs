@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, Float64Array};
 use axum::routing::get;
-use strata_ingest::scrape::{ScrapeConfig, StaticConfig};
+use strata_ingest::receive::scrape::{ScrapeConfig, StaticConfig};
 
 use crate::common::*;
 

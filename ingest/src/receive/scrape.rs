@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::exposition::{self, Format};
 use crate::ingester::Ingester;
 use crate::model::{Labels, METRIC_NAME_LABEL, Sample, stale_nan};
-use crate::remote_write::Validated;
+use crate::receive::exposition::{self, Format};
+use crate::receive::remote_write::Validated;
 
 /// One `scrape_configs` entry.
 #[derive(Debug, Clone, Deserialize)]

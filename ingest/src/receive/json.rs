@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::error::{IngestError, Result};
 use crate::model::{METRIC_NAME_LABEL, Sample};
-use crate::remote_write::Validated;
+use crate::receive::remote_write::Validated;
 use crate::validate::Limits;
 
 #[derive(Deserialize)]
