@@ -3,7 +3,8 @@
 #   benches/load.sh [HOSTS] [INTERVALS]
 # Builds Strata in release mode, starts `strata serve` and `victoria-metrics` (Debian
 # package, installed if missing) with fresh data directories, sends the same TSBS-like cpu
-# load to each with `strata bench-load`, then flushes Strata and reports bytes per sample
+# load to each with `strata bench-load` (remote write, then InfluxDB line protocol), then
+# flushes Strata and reports bytes per sample
 # on disk (Parquet files of the samples table) and memory per active series (RSS growth of
 # the server process over the load, divided by the series count).
 set -euo pipefail
@@ -37,7 +38,13 @@ S1=$(rss $SPID); V1=$(rss $VPID)
 $BIN bench-load --hosts "$HOSTS" --intervals "$INTERVALS" \
   --target "strata=http://127.0.0.1:$SH/api/v1/write" \
   --target "victoriametrics=http://127.0.0.1:$VP/api/v1/write"
-SERIES=$((HOSTS * 10)); SAMPLES=$((HOSTS * 10 * (INTERVALS + 1)))
+# Phase 3: the same cpu data as InfluxDB line protocol (`/write`), a day earlier (so no
+# sample repeats phase 2's), to both; phase 2's Strata line is the remote-write figure
+# beside it.
+$BIN bench-load --protocol influx --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds 86400 \
+  --target "strata=http://127.0.0.1:$SH/write" \
+  --target "victoriametrics=http://127.0.0.1:$VP/write"
+SERIES=$((HOSTS * 10)); SAMPLES=$((HOSTS * 10 * (2 * INTERVALS + 1)))
 curl -sf -XPOST "http://127.0.0.1:$SH/api/v1/admin/flush"; echo
 curl -sf "http://127.0.0.1:$VP/internal/force_flush" >/dev/null || true
 sleep 2

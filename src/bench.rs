@@ -239,13 +239,74 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
     (out, n)
 }
 
-/// Sends every payload to `url` with `concurrency` requests in flight; returns the
-/// elapsed seconds. Requests are sent in interval order, as a Prometheus shard would.
+/// The protocol a load is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Prometheus remote write 1.0 (snappy protobuf): [`payloads`].
+    RemoteWrite,
+    /// InfluxDB line protocol, nanosecond timestamps, uncompressed: [`influx_payloads`].
+    Influx,
+}
+
+/// The load's `cpu` data as InfluxDB line protocol, as TSBS writes it for InfluxDB: one
+/// line per host and interval, measurement `cpu` with the host's tags and the ten
+/// fields (so the series are named `cpu_usage_user`... as in [`payloads`], with values
+/// from the same random walks); timestamps in ns. A request holds
+/// `series_per_request / 10` hosts by `intervals_per_request` intervals, the samples of a
+/// remote-write request. The histogram is not in it (line protocol has no histograms).
+/// Returns the bodies and the number of samples they carry.
+pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    use std::fmt::Write;
+    let hosts_per_request = (spec.series_per_request / FIELDS.len()).max(1);
+    let tags: Vec<String> = (0..spec.hosts)
+        .map(|h| {
+            let mut t = host_labels(h);
+            t.sort();
+            t.iter().map(|(n, v)| format!(",{n}={v}")).collect()
+        })
+        .collect();
+    let (mut out, mut n) = (vec![], 0);
+    let mut i0 = 0;
+    while i0 < spec.intervals {
+        let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
+        for hosts in (0..spec.hosts)
+            .collect::<Vec<_>>()
+            .chunks(hosts_per_request)
+        {
+            let mut body = String::new();
+            for &h in hosts {
+                for i in i0..i1 {
+                    body.push_str("cpu");
+                    body.push_str(&tags[h]);
+                    for (f, name) in FIELDS.iter().enumerate() {
+                        let sep = if f == 0 { ' ' } else { ',' };
+                        let _ = write!(body, "{sep}{name}={}", value(h * FIELDS.len() + f, i));
+                    }
+                    let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                    let _ = writeln!(body, " {t_ns}");
+                    n += FIELDS.len();
+                }
+            }
+            out.push(body.into_bytes());
+        }
+        i0 = i1;
+    }
+    (out, n)
+}
+
+/// Sends every payload to `url` in `protocol` with `concurrency` requests in flight;
+/// returns the elapsed seconds. Requests are sent in interval order, as a Prometheus
+/// shard would.
 ///
 /// # Errors
 /// The first non-2xx answer other than 429/503 (retried after `Retry-After`), or a
 /// transport error.
-pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Result<f64, String> {
+pub async fn send_all(
+    url: &str,
+    protocol: Protocol,
+    bodies: &[Vec<u8>],
+    concurrency: usize,
+) -> Result<f64, String> {
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut stream = futures::stream::iter(bodies.iter().cloned())
@@ -253,11 +314,17 @@ pub async fn send_all(url: &str, bodies: &[Vec<u8>], concurrency: usize) -> Resu
             let client = client.clone();
             async move {
                 loop {
-                    let r = client
-                        .post(url)
-                        .header("Content-Encoding", "snappy")
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    let req = match protocol {
+                        Protocol::RemoteWrite => client
+                            .post(url)
+                            .header("Content-Encoding", "snappy")
+                            .header("Content-Type", "application/x-protobuf")
+                            .header("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                        Protocol::Influx => client
+                            .post(url)
+                            .header("Content-Type", "text/plain; charset=utf-8"),
+                    };
+                    let r = req
                         .body(b.clone())
                         .send()
                         .await

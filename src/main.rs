@@ -61,9 +61,13 @@ enum Command {
     /// samples/s (see benches/README.md; benches/load.sh runs it against Strata and
     /// VictoriaMetrics).
     BenchLoad {
-        /// Remote-write URLs, each as NAME=URL (e.g. strata=http://127.0.0.1:9201/api/v1/write).
+        /// Write URLs, each as NAME=URL (e.g. strata=http://127.0.0.1:9201/api/v1/write,
+        /// or .../write for `--protocol influx`).
         #[arg(long = "target", required = true)]
         targets: Vec<String>,
+        /// The protocol: remote write 1.0, or InfluxDB line protocol (the `cpu` data only).
+        #[arg(long, value_enum, default_value = "remote-write")]
+        protocol: strata::bench::Protocol,
         /// Hosts (series: 10 cpu fields per host, and a 14-series histogram on the first 50).
         #[arg(long, default_value_t = 1000)]
         hosts: usize,
@@ -73,6 +77,9 @@ enum Command {
         /// Seconds between a series' samples.
         #[arg(long, default_value_t = 10)]
         interval_seconds: i64,
+        /// The data ends this many seconds ago.
+        #[arg(long, default_value_t = 60)]
+        end_ago_seconds: i64,
         /// Hosts (the first ones) carrying the 14-series histogram.
         #[arg(long, default_value_t = strata::bench::HISTOGRAM_HOSTS)]
         histogram_hosts: usize,
@@ -227,6 +234,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::BenchLoad {
             targets,
+            protocol,
+            end_ago_seconds,
             hosts,
             intervals,
             series_per_request,
@@ -244,28 +253,39 @@ async fn run(cli: Cli) -> Result<(), String> {
                 intervals,
                 series_per_request,
                 intervals_per_request,
-                // End the data a minute ago, aligned to the interval.
+                // End the data `end_ago_seconds` ago, aligned to the interval.
                 start_ms: {
                     let i = interval_seconds.max(1) * 1000;
-                    (now - 60_000 - intervals as i64 * i) / i * i
+                    (now - end_ago_seconds * 1000 - intervals as i64 * i) / i * i
                 },
                 interval_ms: interval_seconds.max(1) * 1000,
                 histogram_hosts,
             };
-            let (bodies, samples) = strata::bench::payloads(&spec);
+            let (bodies, samples) = match protocol {
+                strata::bench::Protocol::RemoteWrite => strata::bench::payloads(&spec),
+                strata::bench::Protocol::Influx => strata::bench::influx_payloads(&spec),
+            };
             let bytes: usize = bodies.iter().map(|b| b.len()).sum();
             println!(
-                "load: {hosts} hosts = {} series, {intervals} intervals, {samples} samples in {} requests ({:.1} MB snappy)",
-                strata::bench::series_count(hosts, histogram_hosts),
+                "load ({protocol:?}): {hosts} hosts = {} series, {intervals} intervals, {samples} samples in {} requests ({:.1} MB {})",
+                match protocol {
+                    strata::bench::Protocol::RemoteWrite =>
+                        strata::bench::series_count(hosts, histogram_hosts),
+                    strata::bench::Protocol::Influx => strata::bench::series_count(hosts, 0),
+                },
                 bodies.len(),
-                bytes as f64 / 1e6
+                bytes as f64 / 1e6,
+                match protocol {
+                    strata::bench::Protocol::RemoteWrite => "snappy",
+                    strata::bench::Protocol::Influx => "text",
+                }
             );
             let mut first: Option<f64> = None;
             for t in targets {
                 let (name, url) = t
                     .split_once('=')
                     .ok_or_else(|| format!("--target {t}: expected NAME=URL"))?;
-                let secs = strata::bench::send_all(url, &bodies, concurrency).await?;
+                let secs = strata::bench::send_all(url, protocol, &bodies, concurrency).await?;
                 let rate = samples as f64 / secs;
                 let ratio = first.map(|f| rate / f).unwrap_or(1.0);
                 first.get_or_insert(rate);

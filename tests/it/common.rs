@@ -112,6 +112,26 @@ pub async fn samples_of(engine: &strata_engine::Engine, name: &str) -> Vec<(i64,
     )
 }
 
+/// The `result` of the instant query `q` at `time_s` (Unix seconds) through
+/// `GET /api/v1/query`, asserting that it succeeded.
+pub async fn instant_result(
+    addr: std::net::SocketAddr,
+    q: &str,
+    time_s: impl std::fmt::Display,
+) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/query"))
+        .query(&[("query", q), ("time", &time_s.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "success", "{q}: {v}");
+    v["data"]["result"].as_array().unwrap().clone()
+}
+
 /// The text of `GET /metrics`.
 pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))

@@ -153,22 +153,7 @@ async fn influx_line_protocol_v1_and_v2_are_queryable() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
 
-    let instant = |q: &'static str| {
-        let client = client.clone();
-        async move {
-            let v: serde_json::Value = client
-                .get(format!("http://{addr}/api/v1/query"))
-                .query(&[("query", q), ("time", &(t_s + 1).to_string())])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(v["status"], "success", "{q}: {v}");
-            v["data"]["result"].as_array().unwrap().clone()
-        }
-    };
+    let instant = |q: &'static str| instant_result(addr, q, t_s + 1);
     let r = instant("sum(cpu_usage_user)").await;
     assert_eq!(r[0]["value"][1], "4", "{r:?}");
     let r = instant(r#"cpu_usage_idle{db="telegraf", host="a"}"#).await;
@@ -251,19 +236,7 @@ async fn utf8_names_are_accepted_selected_and_optionally_escaped() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let instant = |addr: std::net::SocketAddr, q: &'static str| async move {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://{addr}/api/v1/query"))
-            .query(&[("query", q), ("time", &ts.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["status"], "success", "{q}: {v}");
-        v["data"]["result"].as_array().unwrap().clone()
-    };
+    let instant = |addr: std::net::SocketAddr, q: &'static str| instant_result(addr, q, ts);
 
     // Default: kept as sent.
     let dir = tempfile::tempdir().unwrap();

@@ -133,6 +133,9 @@ pub fn parse(body: &[u8], opts: &Options, limits: &Limits, now_ms: i64) -> Resul
             labels.push((DB_LABEL.to_string(), db.clone()));
         }
         let measurement = line.series.measurement.as_str();
+        // The name is the last pair, rewritten for each field (no copy of the tags).
+        let name_at = labels.len();
+        labels.push((METRIC_NAME_LABEL.to_string(), String::new()));
         for (field, value) in &line.field_set {
             let v = match value {
                 FieldValue::F64(v) => *v,
@@ -147,13 +150,13 @@ pub fn parse(body: &[u8], opts: &Options, limits: &Limits, now_ms: i64) -> Resul
                     }
                 },
             };
-            let mut pairs = labels.clone();
-            pairs.push((
-                METRIC_NAME_LABEL.to_string(),
-                format!("{measurement}_{}", field.as_str()),
-            ));
+            let name = &mut labels[name_at].1;
+            name.clear();
+            name.push_str(measurement);
+            name.push('_');
+            name.push_str(field.as_str());
             out.validated.push(
-                &pairs,
+                &labels,
                 vec![Sample {
                     timestamp_ms: t,
                     value: v,
