@@ -226,9 +226,11 @@ async fn label_values(
     }
 }
 
-/// A sample value as Prometheus formats it (Go `strconv.FormatFloat(v, 'f', -1, 64)`,
-/// `NaN`, `+Inf`, `-Inf`; [`strata_promql::labels::format_value`]), written into the
-/// JSON string without an intermediate `String`.
+/// A sample value as Prometheus's JSON API writes it (`web/api/v1/json_codec.go`
+/// `marshalFloat`): the shortest decimal that reads back as the value, in Go's
+/// `strconv.FormatFloat` `'f'` form, or its `'e'` form (`1e-07`, `1.5e+21`: a sign and at
+/// least two exponent digits) when the magnitude is below 1e-6 or at least 1e21; `NaN`,
+/// `+Inf`, `-Inf`. Written into the JSON string without an intermediate `String`.
 struct SampleValue(f64);
 
 impl std::fmt::Display for SampleValue {
@@ -237,6 +239,14 @@ impl std::fmt::Display for SampleValue {
             v if v.is_nan() => f.write_str("NaN"),
             v if v == f64::INFINITY => f.write_str("+Inf"),
             v if v == f64::NEG_INFINITY => f.write_str("-Inf"),
+            v if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) => {
+                // Rust's shortest `{:e}` (`1.5e21`, `1e-7`) with Go's exponent.
+                let e = format!("{v:e}");
+                let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+                let exp: i32 = exp.parse().unwrap_or(0);
+                let sign = if exp < 0 { '-' } else { '+' };
+                write!(f, "{mantissa}e{sign}{:02}", exp.unsigned_abs())
+            }
             v => write!(f, "{v}"),
         }
     }
@@ -693,6 +703,31 @@ pub fn router(ctx: SessionContext) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_written_as_prometheus_writes_them() {
+        // Go: strconv.FormatFloat(v, 'f' or 'e', -1, 64), as marshalFloat picks.
+        for (v, want) in [
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (0.0, "0"),
+            (1e-6, "0.000001"),
+            (1e20, "100000000000000000000"),
+            (123456789.125, "123456789.125"),
+            (1e-7, "1e-07"),
+            (-2.5e-10, "-2.5e-10"),
+            (1e21, "1e+21"),
+            (1.5e21, "1.5e+21"),
+            (1e100, "1e+100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(SampleValue(v).to_string(), want, "{v:?}");
+        }
+    }
 
     #[test]
     fn times() {
