@@ -244,8 +244,49 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
 pub enum Protocol {
     /// Prometheus remote write 1.0 (snappy protobuf): [`payloads`].
     RemoteWrite,
-    /// InfluxDB line protocol, nanosecond timestamps, uncompressed: [`influx_payloads`].
+    /// InfluxDB line protocol, nanosecond timestamps, uncompressed: [`influx_payloads`]
+    /// (the `cpu` series only).
     Influx,
+}
+
+impl Protocol {
+    /// The request bodies of the load `spec` in this protocol and the samples they carry.
+    pub fn payloads(self, spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+        match self {
+            Protocol::RemoteWrite => payloads(spec),
+            Protocol::Influx => influx_payloads(spec),
+        }
+    }
+
+    /// The series the load `spec` writes in this protocol.
+    pub fn series(self, spec: &LoadSpec) -> usize {
+        match self {
+            Protocol::RemoteWrite => series_count(spec.hosts, spec.histogram_hosts),
+            Protocol::Influx => series_count(spec.hosts, 0),
+        }
+    }
+
+    /// How the bodies are encoded.
+    pub fn encoding(self) -> &'static str {
+        match self {
+            Protocol::RemoteWrite => "snappy",
+            Protocol::Influx => "text",
+        }
+    }
+
+    /// A POST of a body in this protocol to `url`, with the protocol's headers.
+    fn post(self, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        match self {
+            Protocol::RemoteWrite => client
+                .post(url)
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            Protocol::Influx => client
+                .post(url)
+                .header("Content-Type", "text/plain; charset=utf-8"),
+        }
+    }
 }
 
 /// The load's `cpu` data as InfluxDB line protocol, as TSBS writes it for InfluxDB: one
@@ -269,15 +310,12 @@ pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
     let mut i0 = 0;
     while i0 < spec.intervals {
         let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
-        for hosts in (0..spec.hosts)
-            .collect::<Vec<_>>()
-            .chunks(hosts_per_request)
-        {
+        for h0 in (0..spec.hosts).step_by(hosts_per_request) {
             let mut body = String::new();
-            for &h in hosts {
+            for (h, host_tags) in tags.iter().enumerate().skip(h0).take(hosts_per_request) {
                 for i in i0..i1 {
                     body.push_str("cpu");
-                    body.push_str(&tags[h]);
+                    body.push_str(host_tags);
                     for (f, name) in FIELDS.iter().enumerate() {
                         let sep = if f == 0 { ' ' } else { ',' };
                         let _ = write!(body, "{sep}{name}={}", value(h * FIELDS.len() + f, i));
@@ -314,17 +352,8 @@ pub async fn send_all(
             let client = client.clone();
             async move {
                 loop {
-                    let req = match protocol {
-                        Protocol::RemoteWrite => client
-                            .post(url)
-                            .header("Content-Encoding", "snappy")
-                            .header("Content-Type", "application/x-protobuf")
-                            .header("X-Prometheus-Remote-Write-Version", "0.1.0"),
-                        Protocol::Influx => client
-                            .post(url)
-                            .header("Content-Type", "text/plain; charset=utf-8"),
-                    };
-                    let r = req
+                    let r = protocol
+                        .post(&client, url)
                         .body(b.clone())
                         .send()
                         .await

@@ -261,24 +261,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 interval_ms: interval_seconds.max(1) * 1000,
                 histogram_hosts,
             };
-            let (bodies, samples) = match protocol {
-                strata::bench::Protocol::RemoteWrite => strata::bench::payloads(&spec),
-                strata::bench::Protocol::Influx => strata::bench::influx_payloads(&spec),
-            };
+            let (bodies, samples) = protocol.payloads(&spec);
             let bytes: usize = bodies.iter().map(|b| b.len()).sum();
             println!(
                 "load ({protocol:?}): {hosts} hosts = {} series, {intervals} intervals, {samples} samples in {} requests ({:.1} MB {})",
-                match protocol {
-                    strata::bench::Protocol::RemoteWrite =>
-                        strata::bench::series_count(hosts, histogram_hosts),
-                    strata::bench::Protocol::Influx => strata::bench::series_count(hosts, 0),
-                },
+                protocol.series(&spec),
                 bodies.len(),
                 bytes as f64 / 1e6,
-                match protocol {
-                    strata::bench::Protocol::RemoteWrite => "snappy",
-                    strata::bench::Protocol::Influx => "text",
-                }
+                protocol.encoding(),
             );
             let mut first: Option<f64> = None;
             for t in targets {

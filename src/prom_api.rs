@@ -230,24 +230,23 @@ async fn label_values(
 /// `marshalFloat`): the shortest decimal that reads back as the value, in Go's
 /// `strconv.FormatFloat` `'f'` form, or its `'e'` form (`1e-07`, `1.5e+21`: a sign and at
 /// least two exponent digits) when the magnitude is below 1e-6 or at least 1e21; `NaN`,
-/// `+Inf`, `-Inf`. Written into the JSON string without an intermediate `String`.
+/// `+Inf`, `-Inf` ([`strata_promql::labels::FloatText`] otherwise). Written into the JSON
+/// string without an intermediate `String`.
 struct SampleValue(f64);
 
 impl std::fmt::Display for SampleValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            v if v.is_nan() => f.write_str("NaN"),
-            v if v == f64::INFINITY => f.write_str("+Inf"),
-            v if v == f64::NEG_INFINITY => f.write_str("-Inf"),
-            v if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) => {
-                // Rust's shortest `{:e}` (`1.5e21`, `1e-7`) with Go's exponent.
-                let e = format!("{v:e}");
-                let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
-                let exp: i32 = exp.parse().unwrap_or(0);
-                let sign = if exp < 0 { '-' } else { '+' };
-                write!(f, "{mantissa}e{sign}{:02}", exp.unsigned_abs())
-            }
-            v => write!(f, "{v}"),
+        let v = self.0;
+        let magnitude = v.abs();
+        if v != 0.0 && magnitude.is_finite() && !(1e-6..1e21).contains(&magnitude) {
+            // Rust's shortest `{:e}` (`1.5e21`, `1e-7`) with Go's exponent.
+            let e = format!("{v:e}");
+            let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+            let exp: i32 = exp.parse().unwrap_or(0);
+            let sign = if exp < 0 { '-' } else { '+' };
+            write!(f, "{mantissa}e{sign}{:02}", exp.unsigned_abs())
+        } else {
+            std::fmt::Display::fmt(&strata_promql::labels::FloatText(v), f)
         }
     }
 }

@@ -109,18 +109,19 @@ async fn remote_write_handler(
         .await
     {
         Ok(out) if out.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok(out) => (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} samples rejected ({} accepted): {}\n",
-                out.rejected,
-                out.accepted,
-                out.first_error.unwrap_or_default()
-            ),
-        )
-            .into_response(),
+        Ok(out) => (StatusCode::BAD_REQUEST, format!("{}\n", rejections(&out))).into_response(),
         Err(e) => error_response(e),
     }
+}
+
+/// What a write that kept some samples and rejected others tells its client.
+fn rejections(out: &strata_ingest::WriteOutcome) -> String {
+    format!(
+        "{} samples rejected ({} accepted): {}",
+        out.rejected,
+        out.accepted,
+        out.first_error.as_deref().unwrap_or_default()
+    )
 }
 
 /// `POST /api/v1/metrics`: JSON push; `202 Accepted` with `{"accepted": n}`.
@@ -160,16 +161,21 @@ enum InfluxApi {
     V2,
 }
 
-/// `POST /write` and `POST /api/v2/write`: InfluxDB line protocol
+/// `POST /write` (v1) and `POST /api/v2/write` (v2): InfluxDB line protocol
 /// ([`strata_ingest::receive::influx`]); `204 No Content` once durable.
-async fn influx_write(
-    api: InfluxApi,
-    st: AppState,
-    params: std::collections::HashMap<String, String>,
+async fn influx_handler(
+    State(st): State<AppState>,
+    path: axum::extract::MatchedPath,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     use strata_ingest::receive::influx;
+    let api = if path.as_str() == "/write" {
+        InfluxApi::V1
+    } else {
+        InfluxApi::V2
+    };
     let code = |status: StatusCode| match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request too large",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
@@ -224,33 +230,11 @@ async fn influx_write(
     match run.await {
         Ok(out) if out.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
         Ok(out) => fail(IngestError::BadRequest(format!(
-            "partial write: {} samples rejected ({} accepted): {}",
-            out.rejected,
-            out.accepted,
-            out.first_error.unwrap_or_default()
+            "partial write: {}",
+            rejections(&out)
         ))),
         Err(e) => fail(e),
     }
-}
-
-/// `POST /write` (InfluxDB 1.x).
-async fn influx_v1_handler(
-    State(st): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    influx_write(InfluxApi::V1, st, params, headers, body).await
-}
-
-/// `POST /api/v2/write` (InfluxDB 2.x).
-async fn influx_v2_handler(
-    State(st): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    influx_write(InfluxApi::V2, st, params, headers, body).await
 }
 
 /// `GET|HEAD /ping`: what InfluxDB clients and Telegraf check before writing.
@@ -293,8 +277,8 @@ fn router(st: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/metrics", post(json_handler))
-        .route("/write", post(influx_v1_handler))
-        .route("/api/v2/write", post(influx_v2_handler))
+        .route("/write", post(influx_handler))
+        .route("/api/v2/write", post(influx_handler))
         .route("/ping", get(influx_ping).head(influx_ping))
         .route("/api/v1/admin/flush", post(flush_handler))
         .route("/metrics", get(metrics_handler))

@@ -29,7 +29,7 @@
 use datafusion::prelude::SessionContext;
 use strata_rollup::TierView;
 use strata_rollup::bucket::Bucket;
-use strata_rollup::catalog::SeriesBuckets;
+use strata_rollup::catalog::{SeriesBucket, SeriesBuckets};
 use strata_rollup::sketch;
 
 use crate::exec::{At, Steps};
@@ -239,7 +239,7 @@ pub fn window(e: i64, r: i64, res: i64, exact: bool) -> (i64, i64) {
 /// The index of the first bucket of `series` ending after `t`, searched from `from`
 /// forward (galloping: a window one bucket on from the last costs two comparisons), or
 /// over the whole series when the bucket before `from` already ends after `t`.
-fn seek(series: &SeriesBuckets, from: usize, t: i64) -> usize {
+fn seek(series: &[SeriesBucket], from: usize, t: i64) -> usize {
     if from > 0 && series[from - 1].0 > t {
         return series[..from].partition_point(|b| b.0 <= t);
     }
@@ -254,7 +254,7 @@ fn seek(series: &SeriesBuckets, from: usize, t: i64) -> usize {
 /// The buckets `window` (those of one series ending in a window), merged (`None` when
 /// there are none), with their sketches merged when `with_sketch`.
 fn merged(
-    window: &[(i64, Bucket, Option<datafusion::arrow::buffer::Buffer>)],
+    window: &[SeriesBucket],
     with_sketch: bool,
 ) -> Result<Option<(Bucket, Option<sketch::Kll>)>, strata_rollup::RollupError> {
     let Some(((_, first, _), rest)) = window.split_first() else {
@@ -649,7 +649,7 @@ mod tests {
             at = seek(&series, at, t);
             assert_eq!(at, want, "t = {t}");
         }
-        assert_eq!(seek(&vec![], 0, 5), 0);
+        assert_eq!(seek(&[], 0, 5), 0);
     }
 
     #[test]

@@ -187,9 +187,11 @@ fn day_start(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
 }
 
-/// One series' buckets of a tier in time order: `(bucket end ms, bucket, KLL sketch
-/// bytes)`.
-pub type SeriesBuckets = Vec<(i64, Bucket, Option<arrow::buffer::Buffer>)>;
+/// One bucket of a series: `(bucket end ms, bucket, KLL sketch bytes)`.
+pub type SeriesBucket = (i64, Bucket, Option<arrow::buffer::Buffer>);
+
+/// One series' buckets of a tier in time order.
+pub type SeriesBuckets = Vec<SeriesBucket>;
 
 #[cfg(test)]
 mod tests {

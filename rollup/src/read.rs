@@ -267,24 +267,24 @@ impl TierTable {
                 read.map_err(|e| RollupError::Invariant(format!("a tier read task: {e}")))?;
             for b in read? {
                 let cols = BucketColumns::of(&b, with_sketch)?;
-                // Rows come in runs of one series: the map is looked up once a run.
-                let mut run: Option<(i64, &mut SeriesBuckets)> = None;
+                // Rows come in runs of one series: whether it is wanted, and where its
+                // buckets go, are looked up once a run (`None`: not wanted).
+                let mut run: Option<(i64, Option<&mut SeriesBuckets>)> = None;
                 for i in 0..b.num_rows() {
                     let (id, end) = (cols.series_id(i), cols.end_ms(i));
-                    if end <= from_ms || end > to_ms || !keep(id) {
+                    if end <= from_ms || end > to_ms {
                         continue;
                     }
-                    let (_, end, bucket) = cols.row(i)?;
-                    let row = (end, bucket, cols.sketch_buffer(i));
-                    match &mut run {
-                        Some((r, v)) if *r == id => v.push(row),
-                        _ => {
-                            let v = out
-                                .entry(id)
-                                .or_insert_with(|| Vec::with_capacity(per_series));
-                            v.push(row);
-                            run = Some((id, v));
-                        }
+                    if run.as_ref().is_none_or(|(r, _)| *r != id) {
+                        let v = keep(id).then(|| {
+                            out.entry(id)
+                                .or_insert_with(|| Vec::with_capacity(per_series))
+                        });
+                        run = Some((id, v));
+                    }
+                    if let Some((_, Some(v))) = &mut run {
+                        let (_, end, bucket) = cols.row(i)?;
+                        v.push((end, bucket, cols.sketch_buffer(i)));
                     }
                 }
             }
