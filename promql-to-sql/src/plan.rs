@@ -35,6 +35,8 @@ use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Call, Expr as P, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
 };
+use strata_rollup::catalog::SketchRead;
+use strata_rollup::sketch;
 
 use crate::exec::{At, InnerSelect, PromNode, PromOp, SeriesMap, Steps, prom_schema};
 use crate::kernels::RangeFn;
@@ -485,6 +487,14 @@ impl Planner {
             let from = crate::tiers::window(first.min(last), span, res, exact).0;
             let to = crate::tiers::window(first.max(last), span, res, exact).1;
             let quantile = func == Some(RangeFn::QuantileOverTime);
+            // Windows of one bucket each (a range of the tier's resolution: exact windows
+            // are aligned, snapped ones one bucket wide) read a stored quantile's column,
+            // when φ is one, rather than the sketches.
+            let sketch_read = match params.first().and_then(|phi| sketch::stored_quantile(*phi)) {
+                _ if !quantile => SketchRead::None,
+                Some(i) if range == res => SketchRead::Quantile(i),
+                _ => SketchRead::Sketch,
+            };
             let buckets = routing
                 .catalog
                 .read_buckets(
@@ -494,7 +504,7 @@ impl Planner {
                     &tiered.ids,
                     (from, to),
                     crate::tiers::fields(func),
-                    quantile,
+                    sketch_read,
                 )
                 .await
                 .map_err(tier_error)?;

@@ -240,15 +240,15 @@ pub fn window(e: i64, r: i64, res: i64, exact: bool) -> (i64, i64) {
 /// forward (galloping: a window one bucket on from the last costs two comparisons), or
 /// over the whole series when the bucket before `from` already ends after `t`.
 fn seek(series: &[SeriesBucket], from: usize, t: i64) -> usize {
-    if from > 0 && series[from - 1].0 > t {
-        return series[..from].partition_point(|b| b.0 <= t);
+    if from > 0 && series[from - 1].end_ms > t {
+        return series[..from].partition_point(|b| b.end_ms <= t);
     }
     let rest = &series[from..];
     let mut hi = 1;
-    while hi < rest.len() && rest[hi - 1].0 <= t {
+    while hi < rest.len() && rest[hi - 1].end_ms <= t {
         hi *= 2;
     }
-    from + rest[..hi.min(rest.len())].partition_point(|b| b.0 <= t)
+    from + rest[..hi.min(rest.len())].partition_point(|b| b.end_ms <= t)
 }
 
 /// The buckets `window` (those of one series ending in a window), merged (`None` when
@@ -257,18 +257,18 @@ fn merged(
     window: &[SeriesBucket],
     with_sketch: bool,
 ) -> Result<Option<(Bucket, Option<sketch::Kll>)>, strata_rollup::RollupError> {
-    let Some(((_, first, _), rest)) = window.split_first() else {
+    let Some((first, rest)) = window.split_first() else {
         return Ok(None);
     };
-    let mut acc = *first;
-    for (_, b, _) in rest {
-        acc.merge(b);
+    let mut acc = first.bucket;
+    for b in rest {
+        acc.merge(&b.bucket);
     }
     let kll = if with_sketch {
         // The first bucket's sketch, the others merged into it (a one-bucket window, the
         // common case, reads its sketch as it is).
         let mut k: Option<sketch::Kll> = None;
-        for bytes in window.iter().filter_map(|b| b.2.as_deref()) {
+        for bytes in window.iter().filter_map(|b| b.sketch.as_deref()) {
             match &mut k {
                 Some(k) => sketch::kll_merge(k, bytes)?,
                 None => k = Some(sketch::kll_read(bytes)?),
@@ -282,12 +282,14 @@ fn merged(
 }
 
 /// `f` over the merged bucket `b` of the window `(lo, hi]` (ms), as
-/// [`kernels::eval_range`] gives it over the window's raw samples; `kll` is the merged
-/// sketch for `quantile_over_time` (whose `params[0]` is φ).
+/// [`kernels::eval_range`] gives it over the window's raw samples; for
+/// `quantile_over_time` (whose `params[0]` is φ), `stored` is the window's one bucket's
+/// stored φ-quantile if it was read, else `kll` the merged sketch.
 fn value(
     f: RangeFn,
     b: &Bucket,
     kll: Option<&sketch::Kll>,
+    stored: Option<f64>,
     (lo, hi): (i64, i64),
     params: &[f64],
 ) -> Option<f64> {
@@ -330,7 +332,8 @@ fn value(
             } else if phi > 1.0 {
                 f64::INFINITY
             } else {
-                kll.and_then(|k| sketch::kll_quantile(k, phi).ok().flatten())
+                stored
+                    .or_else(|| kll.and_then(|k| sketch::kll_quantile(k, phi).ok().flatten()))
                     .unwrap_or(f64::NAN)
             }
         }
@@ -366,8 +369,15 @@ pub fn eval_range(
     for t in route.steps.iter() {
         let w = window(at.eval_time(t), r, res, exact);
         (a, z) = (seek(series, a, w.0), seek(series, z, w.1));
-        if let Some((b, kll)) = merged(&series[a..z.max(a)], f == RangeFn::QuantileOverTime)?
-            && let Some(v) = value(f, &b, kll.as_ref(), w, params)
+        let buckets = &series[a..z.max(a)];
+        // A one-bucket window whose stored quantile was read needs no sketch.
+        let stored = match buckets {
+            [one] => one.quantile,
+            _ => None,
+        };
+        let quantile = f == RangeFn::QuantileOverTime && stored.is_none();
+        if let Some((b, kll)) = merged(buckets, quantile)?
+            && let Some(v) = value(f, &b, kll.as_ref(), stored, w, params)
         {
             out.push((t, v));
         }
@@ -388,9 +398,9 @@ pub fn eval_select(
     let mut out = vec![];
     for t in route.steps.iter() {
         let (lo, hi) = window(at.eval_time(t), lookback.max(res), res, false);
-        let z = series.partition_point(|b| b.0 <= hi);
-        if z > 0 && series[z - 1].0 > lo {
-            let b = &series[z - 1].1;
+        let z = series.partition_point(|b| b.end_ms <= hi);
+        if z > 0 && series[z - 1].end_ms > lo {
+            let b = &series[z - 1].bucket;
             out.push((t, (b.last_ts, b.last)));
         }
     }
@@ -638,14 +648,14 @@ mod tests {
         let series: SeriesBuckets =
             strata_rollup::bucket::bucketize((1..=100).map(|i| (i * 10, 1.0)), 10)
                 .into_iter()
-                .map(|(e, b)| (e, b, None))
+                .map(|(e, b)| SeriesBucket::new(e, b))
                 .collect();
-        assert_eq!((series[0].0, series[99].0), (10, 1000));
+        assert_eq!((series[0].end_ms, series[99].end_ms), (10, 1000));
         let mut at = 0;
         for t in [
             -5, 0, 10, 11, 19, 20, 20, 35, 400, 401, 990, 1000, 1001, 5000, 500, 9, 10,
         ] {
-            let want = series.partition_point(|b| b.0 <= t);
+            let want = series.partition_point(|b| b.end_ms <= t);
             at = seek(&series, at, t);
             assert_eq!(at, want, "t = {t}");
         }
@@ -669,7 +679,7 @@ mod tests {
             let samples: Vec<(i64, f64)> = (1..=1000).map(|m| (m * M, (id + m) as f64)).collect();
             let b: SeriesBuckets = strata_rollup::bucket::bucketize(samples, M)
                 .into_iter()
-                .map(|(e, b)| (e, b, None))
+                .map(|(e, b)| SeriesBucket::new(e, b))
                 .collect();
             all.insert(id * 7919 % 1000, b);
         }
@@ -737,7 +747,7 @@ mod tests {
         }
         let buckets: SeriesBuckets = strata_rollup::bucket::bucketize(samples.clone(), M)
             .into_iter()
-            .map(|(e, b)| (e, b, None))
+            .map(|(e, b)| SeriesBucket::new(e, b))
             .collect();
         let route = Route {
             source: Source::Tier {

@@ -78,7 +78,7 @@ impl TierCatalog {
 
     /// Reads the buckets of tier `tier` ending in `(from_ms, to_ms]` (ms, UTC) of the
     /// series `ids` of the metrics `names`, by series id, in time order;
-    /// only the bucket fields `fields`, sketches only `with_sketch`
+    /// only the bucket fields `fields`, and of the sketch columns what `sketch` says
     /// ([`TierTable::read_buckets`]; `ctx` is the query's session).
     ///
     /// # Errors
@@ -93,7 +93,7 @@ impl TierCatalog {
         ids: &[i64],
         range: (i64, i64),
         fields: &[&str],
-        with_sketch: bool,
+        sketch: SketchRead,
     ) -> Result<HashMap<i64, SeriesBuckets>> {
         let (Some(t), Some(table)) = (self.tiers.get(tier), self.tables.get(tier)) else {
             return Err(crate::RollupError::Invariant(format!(
@@ -101,15 +101,7 @@ impl TierCatalog {
             )));
         };
         table
-            .read_buckets(
-                ctx,
-                t.resolution_ms(),
-                names,
-                ids,
-                range,
-                fields,
-                with_sketch,
-            )
+            .read_buckets(ctx, t.resolution_ms(), names, ids, range, fields, sketch)
             .await
     }
 
@@ -187,8 +179,42 @@ fn day_start(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
 }
 
-/// One bucket of a series: `(bucket end ms, bucket, KLL sketch bytes)`.
-pub type SeriesBucket = (i64, Bucket, Option<arrow::buffer::Buffer>);
+/// One bucket of a series, as [`TierCatalog::read_buckets`] reads it.
+#[derive(Debug, Clone)]
+pub struct SeriesBucket {
+    /// The bucket's end, ms since the epoch, UTC.
+    pub end_ms: i64,
+    /// Its aggregates (the fields not read are 0).
+    pub bucket: Bucket,
+    /// Its KLL sketch's bytes (a slice of the decoded column), when read and present.
+    pub sketch: Option<arrow::buffer::Buffer>,
+    /// Its stored quantile ([`SketchRead::Quantile`]), when read and present.
+    pub quantile: Option<f64>,
+}
+
+impl SeriesBucket {
+    /// The bucket `bucket` ending at `end_ms` (ms, UTC), without sketch columns.
+    pub fn new(end_ms: i64, bucket: Bucket) -> SeriesBucket {
+        SeriesBucket {
+            end_ms,
+            bucket,
+            sketch: None,
+            quantile: None,
+        }
+    }
+}
+
+/// What [`TierCatalog::read_buckets`] reads of the sketch columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SketchRead {
+    /// Nothing.
+    None,
+    /// The KLL sketch.
+    Sketch,
+    /// The stored quantile [`crate::sketch::STORED_QUANTILES`]`[i]` (8 bytes a bucket
+    /// rather than a sketch); the sketch instead from files written before the column.
+    Quantile(usize),
+}
 
 /// One series' buckets of a tier in time order.
 pub type SeriesBuckets = Vec<SeriesBucket>;

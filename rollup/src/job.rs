@@ -97,6 +97,7 @@ impl Rollups {
             let table = data_dir
                 .open_table(&t.table(), table::columns(), &table::PARTITIONS)
                 .await?;
+            let table = table::with_new_columns(table).await?;
             let latest = Arc::new(TierTable::of(&table, crate::read::TIER_FILE_CACHE_BYTES).await?);
             engine.context().register_table(t.table(), latest.clone())?;
             providers.push(latest);
@@ -254,15 +255,8 @@ impl Rollups {
                     Default::default()
                 };
                 for (end_ms, bucket) in bucketize(run.iter().map(|s| (s.t_ms, s.value)), r) {
-                    out.push(Row {
-                        key: key.clone(),
-                        end_ms,
-                        bucket,
-                        sketch: sketches
-                            .remove(&end_ms)
-                            .as_ref()
-                            .and_then(sketch::kll_bytes),
-                    });
+                    let k = sketches.remove(&end_ms);
+                    out.push(Row::new(key.clone(), end_ms, bucket, k.as_ref()));
                 }
             }
         } else {
@@ -303,12 +297,7 @@ impl Rollups {
                     let k = merged
                         .remove(&end_ms)
                         .or_else(|| raw_sketches.remove(&(key.series_id, end_ms)));
-                    out.push(Row {
-                        key: key.clone(),
-                        end_ms,
-                        bucket,
-                        sketch: k.as_ref().and_then(sketch::kll_bytes),
-                    });
+                    out.push(Row::new(key.clone(), end_ms, bucket, k.as_ref()));
                 }
             }
         }
@@ -535,7 +524,7 @@ fn next_slice_ms(len: i64, rows: u64, r: i64) -> i64 {
 
 /// Replaces the rows of `table` matching `range` with `batch` in one commit (Delta's
 /// `replaceWhere`), sorted as given, with the tier tables' Parquet settings.
-async fn replace(
+pub(crate) async fn replace(
     table: &DeltaTable,
     batch: arrow::record_batch::RecordBatch,
     range: Expr,

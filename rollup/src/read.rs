@@ -44,7 +44,7 @@ use strata_engine::file_cache::FileCache;
 use strata_engine::runs::{RunRef, RunsCache, SeriesFilter, Wanted};
 use strata_engine::tables::PageIndexCaching;
 
-use crate::catalog::SeriesBuckets;
+use crate::catalog::{SeriesBucket, SeriesBuckets, SketchRead};
 use crate::error::{Result, RollupError};
 use crate::table::BucketColumns;
 
@@ -180,7 +180,7 @@ impl TierTable {
     /// `(from_ms, to_ms]` (ms, UTC) of the series `ids` (of the metrics `names`, whose
     /// families choose the files), by series id, in time order. Only the bucket fields
     /// `fields` are read (names from [`crate::table::BUCKET_FIELDS`]; `count` always),
-    /// the others are 0; sketches only `with_sketch`. `ctx` gives the session's Parquet
+    /// the others are 0; of the sketch columns, what `sketch` says. `ctx` gives the session's Parquet
     /// metadata cache. See the module doc for how.
     ///
     /// # Errors
@@ -195,7 +195,7 @@ impl TierTable {
         ids: &[i64],
         (from_ms, to_ms): (i64, i64),
         fields: &[&str],
-        with_sketch: bool,
+        sketch: SketchRead,
     ) -> Result<HashMap<i64, SeriesBuckets>> {
         let table = self.current.read().table.clone();
         let files = self.files(&table)?;
@@ -241,9 +241,20 @@ impl TierTable {
                 columns.push(known);
             }
         }
-        if with_sketch {
-            columns.push("sketch");
-        }
+        let quantile = match sketch {
+            SketchRead::None => None,
+            SketchRead::Sketch => {
+                columns.push("sketch");
+                None
+            }
+            SketchRead::Quantile(i) => {
+                let (_, c) = crate::sketch::STORED_QUANTILES
+                    .get(i)
+                    .ok_or_else(|| RollupError::Invariant(format!("no stored quantile {i}")))?;
+                columns.push(c);
+                Some(*c)
+            }
+        };
         let columns = Arc::new(columns);
         let reads = chosen.into_iter().map(|file| {
             let (runs, readers, filter, columns) = (
@@ -252,7 +263,20 @@ impl TierTable {
                 filter.clone(),
                 columns.clone(),
             );
-            tokio::spawn(async move { read_file(&runs, &readers, file, &filter, &columns).await })
+            tokio::spawn(async move {
+                let got = read_file(&runs, &readers, file.clone(), &filter, &columns).await?;
+                match (quantile, got.first()) {
+                    // A file written before the stored quantiles: its sketches instead.
+                    (Some(q), Some(b)) if b.column_by_name(q).is_none() => {
+                        let instead: Vec<&str> = columns
+                            .iter()
+                            .map(|c| if *c == q { "sketch" } else { *c })
+                            .collect();
+                        read_file(&runs, &readers, file, &filter, &instead).await
+                    }
+                    _ => Ok(got),
+                }
+            })
         });
         let parallel = ctx.state().config().target_partitions().max(1);
         let mut batches = futures::stream::iter(reads).buffered(parallel);
@@ -266,7 +290,8 @@ impl TierTable {
             let read =
                 read.map_err(|e| RollupError::Invariant(format!("a tier read task: {e}")))?;
             for b in read? {
-                let cols = BucketColumns::of(&b, with_sketch)?;
+                let with_sketch = b.column_by_name("sketch").is_some();
+                let cols = BucketColumns::with_quantile(&b, with_sketch, quantile)?;
                 // Rows come in runs of one series: whether it is wanted, and where its
                 // buckets go, are looked up once a run (`None`: not wanted).
                 let mut run: Option<(i64, Option<&mut SeriesBuckets>)> = None;
@@ -284,15 +309,20 @@ impl TierTable {
                     }
                     if let Some((_, Some(v))) = &mut run {
                         let (_, end, bucket) = cols.row(i)?;
-                        v.push((end, bucket, cols.sketch_buffer(i)));
+                        v.push(SeriesBucket {
+                            end_ms: end,
+                            bucket,
+                            sketch: cols.sketch_buffer(i),
+                            quantile: cols.quantile(i),
+                        });
                     }
                 }
             }
         }
         for v in out.values_mut() {
             // Files come in any order; within one, a series' buckets are in time order.
-            if !v.is_sorted_by_key(|b| b.0) {
-                v.sort_by_key(|b| b.0);
+            if !v.is_sorted_by_key(|b| b.end_ms) {
+                v.sort_by_key(|b| b.end_ms);
             }
         }
         Ok(out)
@@ -356,5 +386,131 @@ impl TableProvider for TierTable {
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         self.provider().supports_filters_pushdown(filters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::Bucket;
+    use crate::table::{self, Row, SeriesKey};
+    use datafusion::prelude::lit;
+
+    const H: i64 = 3_600_000;
+
+    /// Rows of one series for the hours ending at `hours`, each with a sketch of 100
+    /// values `hour * 1000 + 0..100`.
+    fn rows(hours: std::ops::RangeInclusive<i64>) -> Vec<Row> {
+        let key = SeriesKey {
+            family: "lat".into(),
+            metric_name: "lat".into(),
+            series_id: 7,
+        };
+        hours
+            .map(|h| {
+                let mut k = crate::sketch::new_kll();
+                let mut b: Option<Bucket> = None;
+                for i in 0..100 {
+                    let (t, v) = ((h - 1) * H + 1 + i * 1000, (h * 1000 + i) as f64);
+                    crate::sketch::kll_update(&mut k, v);
+                    match &mut b {
+                        Some(b) => b.push(t, v),
+                        None => b = Some(Bucket::of(t, v)),
+                    }
+                }
+                Row::new(key.clone(), h * H, b.unwrap(), Some(&k))
+            })
+            .collect()
+    }
+
+    async fn write(table: &DeltaTable, rows: &[Row]) -> DeltaTable {
+        let schema = table.snapshot().unwrap().snapshot().arrow_schema();
+        let batch = table::batch(&schema, rows, H).unwrap();
+        crate::job::replace(
+            table,
+            batch,
+            lit(true),
+            deltalake::kernel::transaction::CommitProperties::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn files_from_before_the_stored_quantiles_answer_from_their_sketches() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = strata_ingest::storage::DataDir::Local(dir.path().to_path_buf());
+        // A table made before the stored quantiles, with hours 1 to 3 written.
+        let old: Vec<_> = table::columns()
+            .into_iter()
+            .filter(|f| !table::quantile_columns().contains(f))
+            .collect();
+        let t = data_dir
+            .open_table("rollup_1h", old, &table::PARTITIONS)
+            .await
+            .unwrap();
+        let t = write(&t, &rows(1..=3)).await;
+        // Opened again: the columns are added, and hours 4 to 5 written with them (a
+        // replace of hours 4 and 5 only).
+        let t = table::with_new_columns(t).await.unwrap();
+        let schema = t.snapshot().unwrap().snapshot().arrow_schema();
+        assert!(schema.field_with_name("p99").is_ok());
+        let new = rows(4..=5);
+        let batch = table::batch(&schema, &new, H).unwrap();
+        let ts = |ms: i64| {
+            lit(datafusion::common::ScalarValue::TimestampMicrosecond(
+                Some(ms * 1000),
+                Some("UTC".into()),
+            ))
+        };
+        let range = datafusion::prelude::col("bucket_end")
+            .gt(ts(3 * H))
+            .and(datafusion::prelude::col("bucket_end").lt_eq(ts(5 * H)));
+        let t = crate::job::replace(
+            &t,
+            batch,
+            range,
+            deltalake::kernel::transaction::CommitProperties::default(),
+        )
+        .await
+        .unwrap();
+        // Reopening it adds nothing.
+        let version = t.version();
+        let t = table::with_new_columns(t).await.unwrap();
+        assert_eq!(t.version(), version);
+
+        let tier = TierTable::of(&t, 0).await.unwrap();
+        let ctx = SessionContext::new();
+        let p99 = crate::sketch::stored_quantile(0.99).unwrap();
+        let read = tier
+            .read_buckets(
+                &ctx,
+                H,
+                &["lat"],
+                &[7],
+                (0, 5 * H),
+                &[],
+                SketchRead::Quantile(p99),
+            )
+            .await
+            .unwrap();
+        let got = &read[&7];
+        assert_eq!(
+            got.iter().map(|b| b.end_ms).collect::<Vec<_>>(),
+            (1..=5).map(|h| h * H).collect::<Vec<_>>()
+        );
+        for b in got {
+            let h = b.end_ms / H;
+            // The 0.99 quantile of h*1000 + 0..100 (inclusive rank: the 99th value).
+            let want = (h * 1000 + 98) as f64;
+            if h <= 3 {
+                assert_eq!(b.quantile, None, "hour {h}: an old file has no column");
+                let k = crate::sketch::kll_read(b.sketch.as_deref().unwrap()).unwrap();
+                assert_eq!(crate::sketch::kll_quantile(&k, 0.99).unwrap(), Some(want));
+            } else {
+                assert_eq!(b.quantile, Some(want), "hour {h}");
+                assert!(b.sketch.is_none(), "hour {h}: the sketch is not read");
+            }
+        }
     }
 }

@@ -92,6 +92,30 @@ pub fn kll_quantile(sketch: &Kll, q: f64) -> Result<Option<f64>> {
         .map(|x| f64::from(x.into_inner())))
 }
 
+/// The quantiles each sketched bucket also stores as plain columns (`φ`, column name):
+/// the ones dashboards ask for. A PromQL `quantile_over_time` whose windows are one
+/// bucket each and whose `φ` is one of these reads the column instead of deserializing
+/// the sketch (the same value: [`kll_stored_quantiles`] takes it from the same sketch).
+pub const STORED_QUANTILES: [(f64, &str); 4] =
+    [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")];
+
+/// The index in [`STORED_QUANTILES`] of `phi`, if it is stored.
+pub fn stored_quantile(phi: f64) -> Option<usize> {
+    STORED_QUANTILES.iter().position(|(q, _)| *q == phi)
+}
+
+/// The [`STORED_QUANTILES`] of a sketch ([`kll_quantile`] of each, one sorted view for
+/// all), `None` if it is empty.
+pub fn kll_stored_quantiles(sketch: &Kll) -> Option<[f64; STORED_QUANTILES.len()]> {
+    let ranks = STORED_QUANTILES.map(|(q, _)| q);
+    let got = sketch.quantiles(&ranks, SearchCriteria::Inclusive).ok()??;
+    let mut out = [f64::NAN; STORED_QUANTILES.len()];
+    for (o, x) in out.iter_mut().zip(got) {
+        *o = f64::from(x.into_inner());
+    }
+    Some(out)
+}
+
 /// A new empty HLL sketch (`lg_k` = [`HLL_LG_K`], HLL_8).
 pub fn new_hll() -> HllSketch {
     HllSketch::new(HLL_LG_K, HllType::Hll8).expect("HLL_LG_K is a valid lg_k")
@@ -137,6 +161,14 @@ mod tests {
         kll_update(&mut empty, f64::NAN);
         assert_eq!(kll_bytes(&empty), None);
         assert_eq!(kll_quantile(&empty, 0.5).unwrap(), None);
+        assert_eq!(kll_stored_quantiles(&empty), None);
+        // The stored columns are the sketch's own quantiles.
+        let stored = kll_stored_quantiles(&all).unwrap();
+        for (i, (q, _)) in STORED_QUANTILES.iter().enumerate() {
+            assert_eq!(stored[i], kll_quantile(&all, *q).unwrap().unwrap());
+            assert_eq!(stored_quantile(*q), Some(i));
+        }
+        assert_eq!(stored_quantile(0.98), None);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! `mean`, `m2`, `increase` (double: `last - first + reset_sum`), `reset_sum` (double: the
 //! values before the counter's resets), `resets`, `changes` (long), then `sketch` (binary,
 //! null where the tier has no sketches or the bucket only NaN values: a KLL doubles
-//! sketch, [`crate::sketch`]); partitioned by `date` (the UTC date of the bucket's first
+//! sketch, [`crate::sketch`]), then `p50`, `p90`, `p95`, `p99` (double, null where
+//! `sketch` is: that sketch's quantiles, [`crate::sketch::STORED_QUANTILES`], so that a
+//! dashboard's `quantile_over_time` reads 8 bytes a bucket, not a sketch); partitioned by `date` (the UTC date of the bucket's first
 //! instant, `bucket_end - 1 µs`; for tiers of an hour or more the first day of its month,
 //! of a day or more of its year: [`crate::tier::partition_day`]) and `metric_family`,
 //! like `samples`, and written sorted by metric name, series and bucket, so that a
@@ -76,9 +78,40 @@ pub fn columns() -> Vec<StructField> {
     c.push(StructField::new("resets", DataType::LONG, false));
     c.push(StructField::new("changes", DataType::LONG, false));
     c.push(StructField::new("sketch", DataType::BINARY, true));
+    c.extend(quantile_columns());
     c.push(StructField::new("date", DataType::DATE, false));
     c.push(StructField::new("metric_family", DataType::STRING, false));
     c
+}
+
+/// The stored-quantile columns ([`crate::sketch::STORED_QUANTILES`]): tables made before
+/// they existed get them added when opened (their older files read them as null).
+pub fn quantile_columns() -> Vec<StructField> {
+    crate::sketch::STORED_QUANTILES
+        .iter()
+        .map(|(_, name)| StructField::new(*name, DataType::DOUBLE, true))
+        .collect()
+}
+
+/// `table` (a tier table) with the columns of [`columns`] it lacks added (a table made
+/// by an older Strata): a Delta schema change, no file rewritten.
+///
+/// # Errors
+/// Delta errors committing the change.
+pub async fn with_new_columns(table: deltalake::DeltaTable) -> Result<deltalake::DeltaTable> {
+    let schema = table.snapshot()?.snapshot().arrow_schema();
+    let missing: Vec<StructField> = columns()
+        .into_iter()
+        .filter(|f| schema.field_with_name(f.name()).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    tracing::info!(
+        columns = ?missing.iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+        "adding columns to a rollup table"
+    );
+    Ok(table.add_columns().with_fields(missing).await?)
 }
 
 /// A series as the tier tables key it; ordered as the tables are sorted (family, metric
@@ -142,6 +175,27 @@ pub struct Row {
     pub bucket: Bucket,
     /// The serialized KLL sketch of the values, if the tier keeps sketches.
     pub sketch: Option<Vec<u8>>,
+    /// The sketch's [`crate::sketch::STORED_QUANTILES`], where there is a sketch.
+    pub quantiles: Option<[f64; crate::sketch::STORED_QUANTILES.len()]>,
+}
+
+impl Row {
+    /// The row of `bucket` (ending at `end_ms`, ms UTC) of series `key`, with the sketch
+    /// columns of `kll` (none for `None` or an empty sketch).
+    pub fn new(
+        key: SeriesKey,
+        end_ms: i64,
+        bucket: Bucket,
+        kll: Option<&crate::sketch::Kll>,
+    ) -> Row {
+        Row {
+            key,
+            end_ms,
+            bucket,
+            sketch: kll.and_then(crate::sketch::kll_bytes),
+            quantiles: kll.and_then(crate::sketch::kll_stored_quantiles),
+        }
+    }
 }
 
 /// The Delta columns of a tier's series table (`rollup_<name>_series`), in order.
@@ -237,9 +291,14 @@ pub fn batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<Rec
         std::array::from_fn(|_| Float64Builder::with_capacity(n));
     let mut date = Date32Builder::with_capacity(n);
     let mut sketch = arrow::array::BinaryBuilder::new();
+    let mut quantiles: [Float64Builder; crate::sketch::STORED_QUANTILES.len()] =
+        std::array::from_fn(|_| Float64Builder::with_capacity(n));
     for r in rows {
         let b = &r.bucket;
         sketch.append_option(r.sketch.as_deref());
+        for (k, q) in quantiles.iter_mut().enumerate() {
+            q.append_option(r.quantiles.map(|v| v[k]));
+        }
         name.append_value(r.key.metric_name.as_ref());
         fam.append_value(r.key.family.as_ref());
         sid.append_value(r.key.series_id);
@@ -267,7 +326,7 @@ pub fn batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<Rec
     let [count, resets, changes] = longs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let [sum, min, max, first, last, mean, m2, increase, reset_sum] =
         doubles.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let by_name: HashMap<&str, ArrayRef> = [
+    let mut by_name: HashMap<&str, ArrayRef> = [
         ("metric_name", Arc::new(name.finish()) as ArrayRef),
         ("series_id", Arc::new(sid.finish())),
         ("bucket_end", Arc::new(end.finish())),
@@ -291,6 +350,9 @@ pub fn batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<Rec
     ]
     .into_iter()
     .collect();
+    for ((_, c), mut q) in crate::sketch::STORED_QUANTILES.iter().zip(quantiles) {
+        by_name.insert(c, Arc::new(q.finish()));
+    }
     in_schema(schema, by_name)
 }
 
@@ -332,6 +394,13 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
         let (fam, name) = (utf8("metric_family")?, utf8("metric_name")?);
         let (fam, name) = (fam.as_string::<i32>(), name.as_string::<i32>());
         let cols = BucketColumns::of(b, true)?;
+        let stored: [Option<arrow::array::PrimitiveArray<Float64Type>>;
+            crate::sketch::STORED_QUANTILES.len()] =
+            crate::sketch::STORED_QUANTILES.map(|(_, c)| {
+                b.column_by_name(c)
+                    .and_then(|a| cast(a, &ArrowType::Float64).ok())
+                    .map(|a| a.as_primitive::<Float64Type>().clone())
+            });
         for i in 0..b.num_rows() {
             let (series_id, end_ms, bucket) = cols.row(i)?;
             out.push(Row {
@@ -339,6 +408,12 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                 end_ms,
                 bucket,
                 sketch: cols.sketch(i).map(<[u8]>::to_vec),
+                quantiles: stored
+                    .iter()
+                    .all(|q| q.as_ref().is_some_and(|q| !q.is_null(i)))
+                    .then(|| {
+                        std::array::from_fn(|k| stored[k].as_ref().map_or(f64::NAN, |q| q.value(i)))
+                    }),
             });
         }
     }
@@ -357,6 +432,8 @@ pub(crate) struct BucketColumns {
     /// `sum`, `min`, `max`, `first`, `last`, `mean`, `m2`, `reset_sum`.
     doubles: Vec<Option<arrow::array::PrimitiveArray<Float64Type>>>,
     sketch: Option<arrow::array::BinaryArray>,
+    /// The stored-quantile column asked for, if the batch has it.
+    quantile: Option<arrow::array::PrimitiveArray<Float64Type>>,
     /// Whether any of `longs` has a null (checked per row only then).
     long_nulls: bool,
 }
@@ -387,12 +464,26 @@ pub const BUCKET_FIELDS: [&str; 13] = [
 const LONG_FIELDS: usize = 5;
 
 impl BucketColumns {
-    /// The columns of `b`, with `sketch` when `with_sketch`.
+    /// The columns of `b`, with `sketch` when `with_sketch` (and the stored-quantile
+    /// column `quantile`, when the batch has it).
     ///
     /// # Errors
     /// [`RollupError::Invariant`] if `series_id`, `bucket_end` or `count` is missing (or
     /// `sketch`, when asked); Arrow cast errors.
     pub(crate) fn of(b: &RecordBatch, with_sketch: bool) -> Result<BucketColumns> {
+        Self::with_quantile(b, with_sketch, None)
+    }
+
+    /// [`BucketColumns::of`], with the stored-quantile column named `quantile` when the
+    /// batch has it.
+    ///
+    /// # Errors
+    /// As [`BucketColumns::of`].
+    pub(crate) fn with_quantile(
+        b: &RecordBatch,
+        with_sketch: bool,
+        quantile: Option<&str>,
+    ) -> Result<BucketColumns> {
         let long = |n: &str| -> Result<_> {
             match b.column_by_name(n) {
                 Some(_) => Ok(Some(
@@ -435,7 +526,20 @@ impl BucketColumns {
             } else {
                 None
             },
+            quantile: quantile
+                .filter(|q| b.column_by_name(q).is_some())
+                .map(|q| column(b, q, &ArrowType::Float64))
+                .transpose()?
+                .map(|a| a.as_primitive::<Float64Type>().clone()),
         })
+    }
+
+    /// Row `i`'s stored quantile, `None` for a null (no sketch) or when not read.
+    pub(crate) fn quantile(&self, i: usize) -> Option<f64> {
+        self.quantile
+            .as_ref()
+            .filter(|q| !q.is_null(i))
+            .map(|q| q.value(i))
     }
 
     fn long(&self, k: usize, i: usize) -> i64 {

@@ -296,6 +296,28 @@ async fn tiers_built_over_http_equal_promql_over_raw_samples() {
         let hi = day_values[(((q + 0.0165) * n).ceil() as usize).min(day_values.len()) - 1];
         assert!(got >= lo && got <= hi, "p{q}: {got} not in [{lo}, {hi}]");
     }
+    // Each sketched bucket also stores its sketch's p50, p90, p95 and p99 as columns
+    // (what a one-bucket `quantile_over_time` reads): the library's quantiles of the
+    // same sketch, in every row of both sketched tiers.
+    for t in ["rollup_1h", "rollup_1d"] {
+        let engine = &srv.engine;
+        let sql = async |q: String| scalar_i64(&engine.sql(&q).await.unwrap());
+        let differ = sql(format!(
+            "SELECT count(*) FROM {t} WHERE \
+             (p50 IS DISTINCT FROM kll_quantile(sketch, 0.5)) OR \
+             (p90 IS DISTINCT FROM kll_quantile(sketch, 0.9)) OR \
+             (p95 IS DISTINCT FROM kll_quantile(sketch, 0.95)) OR \
+             (p99 IS DISTINCT FROM kll_quantile(sketch, 0.99))"
+        ))
+        .await;
+        assert_eq!(differ, 0, "{t}: rows whose stored quantiles differ");
+        let stored = sql(format!("SELECT count(p99) FROM {t}")).await;
+        let sketched = sql(format!("SELECT count(sketch) FROM {t}")).await;
+        assert!(
+            stored > 0 && stored == sketched,
+            "{t}: {stored} of {sketched}"
+        );
+    }
     let nulls = srv
         .engine
         .sql("SELECT count(*) FROM rollup_1m WHERE sketch IS NOT NULL")
@@ -694,20 +716,8 @@ async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
             assert_eq!(raw["data"], auto["data"], "{q}");
         }
     }
-    // quantile_over_time reads the sketches: within the KLL bound, and it says so.
-    let (sources, v) = query(
-        srv.http_addr,
-        "query",
-        "quantile_over_time(0.5, temp[1d])",
-        &format!("time={}", s(t0 + DAY)),
-    )
-    .await;
-    assert!(sources.starts_with("1d="), "{sources}");
-    let p50: f64 = v["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // quantile_over_time reads the sketches (φ = 0.6), or the stored quantile of a
+    // one-bucket window (φ = 0.5): within the KLL bound, and it says so.
     let mut day: Vec<f64> = gauge
         .iter()
         .filter(|(t, v)| *t > t0 && *t <= t0 + DAY && !v.is_nan())
@@ -715,15 +725,30 @@ async fn promql_reads_the_tiers_exactly_and_stitches_at_their_watermarks() {
         .collect();
     day.sort_by(f64::total_cmp);
     let n = day.len() as f64;
-    let (lo, hi) = (
-        day[((0.5 - 0.0165) * n) as usize],
-        day[((0.5 + 0.0165) * n) as usize],
-    );
-    assert!(p50 >= lo && p50 <= hi, "{p50} not in [{lo}, {hi}]");
-    assert!(
-        v["infos"][0].as_str().unwrap().contains("KLL sketches"),
-        "{v}"
-    );
+    for phi in [0.5, 0.6] {
+        let (sources, v) = query(
+            srv.http_addr,
+            "query",
+            &format!("quantile_over_time({phi}, temp[1d])"),
+            &format!("time={}", s(t0 + DAY)),
+        )
+        .await;
+        assert!(sources.starts_with("1d="), "{sources}");
+        let got: f64 = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (lo, hi) = (
+            day[((phi - 0.0165) * n) as usize],
+            day[((phi + 0.0165) * n) as usize],
+        );
+        assert!(got >= lo && got <= hi, "φ {phi}: {got} not in [{lo}, {hi}]");
+        assert!(
+            v["infos"][0].as_str().unwrap().contains("KLL sketches"),
+            "{v}"
+        );
+    }
     // promql_range in SQL routes the same way: its values equal the HTTP raw answer.
     let b = srv
         .engine
