@@ -209,15 +209,16 @@ impl TierTable {
         };
         // A bucket's partition is that of its first instant (`bucket_end - 1`).
         let (first_day, last_day) = (day(from_ms), day(to_ms - 1));
-        // In date order: a series' buckets then arrive in time order (files of one date,
-        // until compaction merges them, may still interleave).
+        // In date order, and within a date in the order they were written: a series'
+        // buckets then arrive in time order (the builds move forward in time; files of
+        // rebuilt buckets interleave, and are sorted below).
         let mut chosen: Vec<&TierFile> = files
             .iter()
             .filter(|f| {
                 f.day >= first_day && f.day <= last_day && families.contains(&f.metric_family)
             })
             .collect();
-        chosen.sort_by_key(|f| f.day);
+        chosen.sort_by_key(|f| (f.day, f.file.object_meta.last_modified));
         let chosen: Vec<PartitionedFile> = chosen.into_iter().map(|f| f.file.clone()).collect();
         let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
         let readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(PageIndexCaching::new(Arc::new(
