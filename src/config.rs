@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use strata_ingest::receive::otlp::OtlpConfig;
 use strata_ingest::receive::scrape::ScrapeConfig;
 use strata_ingest::{Limits, PersistConfig};
 
@@ -33,6 +34,12 @@ use strata_ingest::{Limits, PersistConfig};
 /// interval = "5m"
 /// max_head_samples = 20000000
 /// compact_interval = "1h"
+///
+/// [otlp]                         # OpenTelemetry metrics (docs/ingest.md)
+/// grpc_addr = "127.0.0.1:4317"   # "" for no gRPC receiver
+/// translation_strategy = "UnderscoreEscapingWithSuffixes"
+/// promote_resource_attributes = ["deployment.environment"]
+/// delta_temporality = "cumulative"
 ///
 /// [[scrape_configs]]
 /// job_name = "node"
@@ -68,6 +75,8 @@ pub struct Config {
     pub rollup: RollupConfig,
     /// Scrape jobs.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// The OTLP receivers.
+    pub otlp: OtlpConfig,
 }
 
 impl Default for Config {
@@ -84,6 +93,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             rollup: RollupConfig::default(),
             scrape_configs: vec![],
+            otlp: OtlpConfig::default(),
         }
     }
 }

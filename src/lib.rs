@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod otlp;
 pub mod prom_api;
 pub mod promqltest;
 pub mod rollup_api;

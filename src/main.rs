@@ -45,6 +45,9 @@ enum Command {
         /// Arrow Flight SQL address (default 127.0.0.1:50051).
         #[arg(long)]
         flight_addr: Option<SocketAddr>,
+        /// OTLP gRPC address (default 127.0.0.1:4317; "" for none).
+        #[arg(long)]
+        otlp_grpc_addr: Option<String>,
     },
     /// Run one SQL statement and print the result as a table.
     Sql {
@@ -191,6 +194,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             wal_dir,
             http_addr,
             flight_addr,
+            otlp_grpc_addr,
         } => {
             let mut cfg = match config {
                 Some(p) => Config::from_file(&p)?,
@@ -208,10 +212,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             if let Some(a) = flight_addr {
                 cfg.flight_addr = a;
             }
+            if let Some(a) = otlp_grpc_addr {
+                cfg.otlp.grpc_addr = a;
+            }
             let running = strata::server::start(cfg).await?;
             eprintln!(
-                "strata: HTTP on {}, Flight SQL on {}",
-                running.http_addr, running.flight_addr
+                "strata: HTTP on {}, Flight SQL on {}, OTLP gRPC on {}",
+                running.http_addr,
+                running.flight_addr,
+                running
+                    .otlp_grpc_addr
+                    .map_or_else(|| "none".to_string(), |a| a.to_string())
             );
             shutdown_signal().await;
             eprintln!("strata: shutting down (persisting the head)");

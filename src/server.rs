@@ -26,6 +26,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The Flight SQL address actually bound.
     pub flight_addr: SocketAddr,
+    /// The OTLP gRPC address bound, if any.
+    pub otlp_grpc_addr: Option<SocketAddr>,
     /// The write path.
     pub ingester: Arc<Ingester>,
     /// The query engine.
@@ -326,8 +328,28 @@ pub async fn retention_pass(
     Ok((tier_files, raw_files))
 }
 
+/// Binds the OTLP gRPC address `addr` (`None` for an empty one). The default address
+/// taken by another process (an OpenTelemetry collector on the same host) is logged and
+/// skipped; an address the configuration sets must bind.
+///
+/// # Errors
+/// A message when a configured address does not parse or bind.
+async fn bind_otlp_grpc(addr: &str) -> Result<Option<tokio::net::TcpListener>, String> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if addr == strata_ingest::receive::otlp::DEFAULT_GRPC_ADDR => {
+            tracing::warn!(error = %e, %addr, "the OTLP gRPC port is taken; serving without OTLP over gRPC (set [otlp] grpc_addr)");
+            Ok(None)
+        }
+        Err(e) => Err(format!("binding the OTLP gRPC address {addr}: {e}")),
+    }
+}
+
 /// Starts everything `cfg` describes: opens the tables and the WAL (replaying it), binds
-/// the HTTP and Flight addresses (port 0 picks a free port), starts scraping and
+/// the HTTP, Flight and OTLP gRPC addresses (port 0 picks a free port), starts scraping and
 /// background persistence.
 ///
 /// # Errors
@@ -382,7 +404,27 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         max_decoded: cfg.max_request_bytes.saturating_mul(8),
     };
     let mut tasks = vec![];
+    let otlp = Arc::new(crate::otlp::Otlp::new(
+        ingester.clone(),
+        strata_promql::prom_session(&engine.context()),
+        cfg.otlp.clone(),
+        st.max_decoded,
+    ));
+    let grpc_addr = match bind_otlp_grpc(&cfg.otlp.grpc_addr).await? {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let (o, rx) = (otlp.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::otlp::serve_grpc(listener, o, wait(rx)).await {
+                    tracing::error!(error = %e, "OTLP gRPC server failed");
+                }
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
     let app = router(st, cfg.max_request_bytes)
+        .merge(crate::otlp::router(otlp))
         .merge(crate::prom_api::router(strata_promql::prom_session(
             &engine.context(),
         )))
@@ -446,10 +488,11 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             r.run(schedule, Some(metrics), wait(rx)).await;
         }));
     }
-    tracing::info!(%http_addr, %flight_addr, "Strata is serving");
+    tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, "Strata is serving");
     Ok(Running {
         http_addr,
         flight_addr,
+        otlp_grpc_addr: grpc_addr,
         ingester,
         engine,
         rollups,

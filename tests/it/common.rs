@@ -27,6 +27,10 @@ pub async fn server_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Running
         data_dir: dir.to_string_lossy().into_owned(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         flight_addr: "127.0.0.1:0".parse().unwrap(),
+        otlp: strata_ingest::receive::otlp::OtlpConfig {
+            grpc_addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
         ..Config::default()
     };
     tweak(&mut cfg);

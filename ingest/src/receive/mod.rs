@@ -10,6 +10,7 @@
 pub mod exposition;
 pub mod influx;
 pub mod json;
+pub mod otlp;
 pub mod remote_write;
 pub mod scrape;
 

@@ -1,0 +1,369 @@
+//! Serving OTLP metrics (`strata_ingest::receive::otlp` translates them): `POST
+//! /v1/metrics` and `POST /api/v1/otlp/v1/metrics` on the HTTP port (protobuf or JSON,
+//! gzip), and the gRPC `MetricsService` on its own port (default 127.0.0.1:4317).
+//!
+//! Answers as the OTLP specification (`opentelemetry-proto` `docs/specification.md`,
+//! "OTLP/HTTP Response" and "OTLP/gRPC Response") says:
+//! - `200` with an `ExportMetricsServiceResponse` in the request's encoding; points that
+//!   could not be stored are counted in its `partial_success` (`rejected_data_points`,
+//!   `error_message`), and the client does not retry them;
+//! - `400` (gRPC `INVALID_ARGUMENT`) for a body that does not decode, `413` for one too
+//!   large, `415` for a `Content-Type` other than `application/x-protobuf` and
+//!   `application/json`: not retried; the body a `google.rpc.Status`;
+//! - `503` (gRPC `UNAVAILABLE`) with `Retry-After` when the write path is behind: retried.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use datafusion::prelude::SessionContext;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use strata_ingest::receive::otlp::{self, DeltaState, LabelSet, OtlpConfig};
+use strata_ingest::{IngestError, Ingester};
+
+use crate::server::now_ms;
+
+/// How far back the running total of a delta series is looked up after a restart: older
+/// than this, the series starts again from 0 (a counter reset to `rate`).
+const DELTA_RESUME_RANGE: &str = "7d";
+
+/// The OTLP receiver shared by the HTTP routes and the gRPC service.
+pub(crate) struct Otlp {
+    ingester: Arc<Ingester>,
+    /// The PromQL session the running totals of delta series are resumed from.
+    ctx: SessionContext,
+    cfg: OtlpConfig,
+    deltas: DeltaState,
+    /// Requests with delta points one at a time: their running totals are taken back
+    /// when the write fails, before another request adds to them.
+    delta_writes: tokio::sync::Mutex<()>,
+    /// Largest decoded body, bytes.
+    max_decoded: usize,
+}
+
+/// `google.rpc.Status`, the body of an OTLP error answer (`code`, `message`; no
+/// details).
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The request encodings OTLP/HTTP defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+impl Otlp {
+    /// The receiver writing to `ingester`, resuming delta series' totals through the
+    /// PromQL session `ctx`.
+    pub(crate) fn new(
+        ingester: Arc<Ingester>,
+        ctx: SessionContext,
+        cfg: OtlpConfig,
+        max_decoded: usize,
+    ) -> Otlp {
+        Otlp {
+            ingester,
+            ctx,
+            cfg,
+            deltas: DeltaState::default(),
+            delta_writes: tokio::sync::Mutex::new(()),
+            max_decoded,
+        }
+    }
+
+    /// Translates and writes one request; `Ok` once what was kept is durable, with the
+    /// points that were not counted in `partial_success`.
+    ///
+    /// # Errors
+    /// [`IngestError::Overloaded`] and the write path's other errors.
+    async fn export(
+        &self,
+        req: &ExportMetricsServiceRequest,
+    ) -> Result<ExportMetricsServiceResponse, IngestError> {
+        let now = now_ms();
+        let limits = self.ingester.limits();
+        let mut t = otlp::translate(req, &self.cfg, limits, now);
+        let out = if t.deltas.is_empty() {
+            self.ingester.write(std::mem::take(&mut t.validated), "otlp", None).await?
+        } else {
+            let _one = self.delta_writes.lock().await;
+            let unknown = self.deltas.unknown(&t);
+            if !unknown.is_empty() {
+                self.deltas.resume(self.last_stored(&unknown, now).await);
+            }
+            let undo = self.deltas.apply(&mut t, limits, now);
+            match self
+                .ingester
+                .write(std::mem::take(&mut t.validated), "otlp", None)
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    self.deltas.undo(undo);
+                    return Err(e);
+                }
+            }
+        };
+        if t.rejected_points > 0 {
+            self.ingester
+                .metrics()
+                .samples_rejected
+                .with_label_values(&["otlp_untranslatable"])
+                .inc_by(t.rejected_points);
+        }
+        let rejected = t.rejected_points + out.rejected as u64;
+        Ok(ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected as i64,
+                error_message: t.first_error.or(out.first_error).unwrap_or_default(),
+            }),
+        })
+    }
+
+    /// The last stored sample `(ms, value)` of each of the series `wanted` within
+    /// [`DELTA_RESUME_RANGE`] before `now_ms`, by PromQL (`last_over_time` and
+    /// `ts_of_last_over_time` per metric name); series not found are left out. A failed
+    /// lookup is logged and resumes nothing (those series start from 0).
+    async fn last_stored(&self, wanted: &[LabelSet], now_ms: i64) -> Vec<(LabelSet, (i64, f64))> {
+        let without_name = |l: &LabelSet| -> LabelSet {
+            l.iter()
+                .filter(|(n, _)| n != strata_ingest::model::METRIC_NAME_LABEL)
+                .cloned()
+                .collect()
+        };
+        let mut names: Vec<&str> = wanted
+            .iter()
+            .filter_map(|l| {
+                l.iter()
+                    .find(|(n, _)| n == strata_ingest::model::METRIC_NAME_LABEL)
+                    .map(|(_, v)| v.as_str())
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let opts = strata_promql::QueryOptions::default();
+        let mut found = vec![];
+        for name in names {
+            let selector = format!(
+                "{{__name__={}}}[{DELTA_RESUME_RANGE}]",
+                serde_json::Value::String(name.to_string())
+            );
+            let mut by_labels: std::collections::HashMap<LabelSet, (i64, f64)> =
+                Default::default();
+            for (f, is_time) in [("ts_of_last_over_time", true), ("last_over_time", false)] {
+                let q = format!("{f}({selector})");
+                match strata_promql::instant_query(&self.ctx, &q, now_ms, &opts).await {
+                    Ok(r) => {
+                        if let strata_promql::QueryValue::Vector(v) = r.value {
+                            for s in v {
+                                let e = by_labels.entry(without_name(&s.labels)).or_default();
+                                if is_time {
+                                    e.0 = (s.v * 1000.0).round() as i64;
+                                } else {
+                                    e.1 = s.v;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, query = %q, "resuming OTLP delta totals");
+                    }
+                }
+            }
+            for l in wanted {
+                if let Some(last) = by_labels.get(&without_name(l)) {
+                    found.push((l.clone(), *last));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The HTTP routes: `POST /v1/metrics` (OTLP/HTTP's path) and `POST
+/// /api/v1/otlp/v1/metrics` (Prometheus 3's).
+pub(crate) fn router(otlp: Arc<Otlp>) -> Router {
+    Router::new()
+        .route("/v1/metrics", post(http_export))
+        .route("/api/v1/otlp/v1/metrics", post(http_export))
+        .with_state(otlp)
+}
+
+/// An OTLP/HTTP answer of `status` with `body` in `encoding`.
+fn reply(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    r
+}
+
+/// An OTLP/HTTP error answer: the status `IngestError` maps to, a `google.rpc.Status`
+/// body in `encoding`, and `Retry-After` where the client should retry.
+fn error_reply(e: IngestError, encoding: Encoding) -> Response {
+    let (status, code, retry) = match &e {
+        IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, None),
+        IngestError::TooLarge(_) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::InvalidArgument,
+            None,
+        ),
+        IngestError::Overloaded { retry_after_s, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            Some(*retry_after_s),
+        ),
+        IngestError::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            Some(5),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            None,
+        ),
+    };
+    let status_body = RpcStatus {
+        code: code as i32,
+        message: e.to_string(),
+    };
+    let body = match encoding {
+        Encoding::Protobuf => status_body.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&status_body).unwrap_or_default(),
+    };
+    let mut r = reply(status, encoding, body);
+    if let Some(s) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// `POST /v1/metrics`: one `ExportMetricsServiceRequest`.
+async fn http_export(State(otlp): State<Arc<Otlp>>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let encoding = match media.as_str() {
+        "application/x-protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        _ => {
+            let e = IngestError::BadRequest(format!(
+                "unsupported Content-Type {content_type:?}: OTLP/HTTP takes application/x-protobuf or application/json"
+            ));
+            let mut r = error_reply(e, Encoding::Protobuf);
+            *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return r;
+        }
+    };
+    let run = async {
+        let encoding_header = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let body =
+            strata_ingest::receive::decode_content(body, encoding_header, otlp.max_decoded)?;
+        let req = match encoding {
+            Encoding::Protobuf => ExportMetricsServiceRequest::decode(body.as_ref()).map_err(|e| {
+                IngestError::BadRequest(format!("OTLP protobuf body does not decode: {e}"))
+            })?,
+            Encoding::Json => serde_json::from_slice(&body).map_err(|e| {
+                IngestError::BadRequest(format!("OTLP JSON body does not decode: {e}"))
+            })?,
+        };
+        otlp.export(&req).await
+    };
+    match run.await {
+        Ok(resp) => {
+            let body = match encoding {
+                Encoding::Protobuf => resp.encode_to_vec(),
+                // Full success is `{}`; the crate writes `"partialSuccess": null`.
+                Encoding::Json => match &resp.partial_success {
+                    None => b"{}".to_vec(),
+                    Some(_) => serde_json::to_vec(&resp).unwrap_or_default(),
+                },
+            };
+            reply(StatusCode::OK, encoding, body)
+        }
+        Err(e) => error_reply(e, encoding),
+    }
+}
+
+/// The gRPC `MetricsService` over the shared receiver.
+struct Grpc(Arc<Otlp>);
+
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        match self.0.export(request.get_ref()).await {
+            Ok(r) => Ok(tonic::Response::new(r)),
+            Err(e @ (IngestError::BadRequest(_) | IngestError::TooLarge(_))) => {
+                Err(tonic::Status::invalid_argument(e.to_string()))
+            }
+            Err(e @ (IngestError::Overloaded { .. } | IngestError::ShuttingDown)) => {
+                Err(tonic::Status::unavailable(e.to_string()))
+            }
+            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        }
+    }
+}
+
+/// Serves the gRPC `MetricsService` on `listener` until `stop` resolves (gzip requests
+/// accepted; messages up to `max_decoded` bytes).
+///
+/// # Errors
+/// A message when the server fails.
+pub(crate) async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    otlp: Arc<Otlp>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let max = otlp.max_decoded;
+    let service = MetricsServiceServer::new(Grpc(otlp))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop,
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
