@@ -109,7 +109,9 @@ impl Otlp {
         let limits = self.ingester.limits();
         let mut t = otlp::translate(req, &self.cfg, limits, now);
         let out = if t.deltas.is_empty() {
-            self.ingester.write(std::mem::take(&mut t.validated), "otlp", None).await?
+            self.ingester
+                .write(std::mem::take(&mut t.validated), "otlp", None)
+                .await?
         } else {
             let _one = self.delta_writes.lock().await;
             let unknown = self.deltas.unknown(&t);
@@ -173,8 +175,7 @@ impl Otlp {
                 "{{__name__={}}}[{DELTA_RESUME_RANGE}]",
                 serde_json::Value::String(name.to_string())
             );
-            let mut by_labels: std::collections::HashMap<LabelSet, (i64, f64)> =
-                Default::default();
+            let mut by_labels: std::collections::HashMap<LabelSet, (i64, f64)> = Default::default();
             for (f, is_time) in [("ts_of_last_over_time", true), ("last_over_time", false)] {
                 let q = format!("{f}({selector})");
                 match strata_promql::instant_query(&self.ctx, &q, now_ms, &opts).await {
@@ -294,12 +295,13 @@ async fn http_export(State(otlp): State<Arc<Otlp>>, headers: HeaderMap, body: By
         let encoding_header = headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let body =
-            strata_ingest::receive::decode_content(body, encoding_header, otlp.max_decoded)?;
+        let body = strata_ingest::receive::decode_content(body, encoding_header, otlp.max_decoded)?;
         let req = match encoding {
-            Encoding::Protobuf => ExportMetricsServiceRequest::decode(body.as_ref()).map_err(|e| {
-                IngestError::BadRequest(format!("OTLP protobuf body does not decode: {e}"))
-            })?,
+            Encoding::Protobuf => {
+                ExportMetricsServiceRequest::decode(body.as_ref()).map_err(|e| {
+                    IngestError::BadRequest(format!("OTLP protobuf body does not decode: {e}"))
+                })?
+            }
             Encoding::Json => serde_json::from_slice(&body).map_err(|e| {
                 IngestError::BadRequest(format!("OTLP JSON body does not decode: {e}"))
             })?,

@@ -5,6 +5,7 @@ mod crash;
 mod fuzz;
 mod hardening;
 mod ingest_http;
+mod otlp;
 mod prom_api;
 mod prom_query;
 mod promqltest;
