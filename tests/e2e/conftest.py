@@ -84,6 +84,7 @@ class Stack:
     strata_http_port: int
     strata_flight_port: int
     prometheus_port: int
+    strata_otlp_grpc_port: int = 0
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -97,6 +98,10 @@ class Stack:
     @property
     def flight_uri(self) -> str:
         return f"grpc://127.0.0.1:{self.strata_flight_port}"
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.strata_otlp_grpc_port}"
 
     @property
     def prometheus_url(self) -> str:
@@ -211,7 +216,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"{b} is missing: {hint}", pytrace=False)
 
     tmp = tmp_path_factory.mktemp("e2e")
-    ports = distinct_free_ports(4)
+    ports = distinct_free_ports(5)
     stack = Stack(
         tmp=tmp,
         data_dir=tmp / "strata-data",
@@ -219,6 +224,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         strata_http_port=ports[1],
         strata_flight_port=ports[2],
         prometheus_port=ports[3],
+        strata_otlp_grpc_port=ports[4],
     )
     textfile_dir = tmp / "textfile"
     textfile_dir.mkdir()
@@ -257,6 +263,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 f"127.0.0.1:{stack.strata_http_port}",
                 "--flight-addr",
                 f"127.0.0.1:{stack.strata_flight_port}",
+                "--otlp-grpc-addr",
+                f"127.0.0.1:{stack.strata_otlp_grpc_port}",
             ],
             env=env,
         )
