@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
-use strata_ingest::receive::otlp::{self, DeltaState, LabelSet, OtlpConfig};
+use strata_ingest::receive::otlp::{self, DeltaState, Encoding, LabelSet, OtlpConfig};
 use strata_ingest::{IngestError, Ingester};
 
 use crate::server::now_ms;
@@ -59,22 +59,6 @@ struct RpcStatus {
     code: i32,
     #[prost(string, tag = "2")]
     message: String,
-}
-
-/// The request encodings OTLP/HTTP defines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Protobuf,
-    Json,
-}
-
-impl Encoding {
-    fn content_type(self) -> &'static str {
-        match self {
-            Encoding::Protobuf => "application/x-protobuf",
-            Encoding::Json => "application/json",
-        }
-    }
 }
 
 impl Otlp {
@@ -273,39 +257,20 @@ async fn http_export(State(otlp): State<Arc<Otlp>>, headers: HeaderMap, body: By
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let encoding = match media.as_str() {
-        "application/x-protobuf" => Encoding::Protobuf,
-        "application/json" => Encoding::Json,
-        _ => {
-            let e = IngestError::BadRequest(format!(
-                "unsupported Content-Type {content_type:?}: OTLP/HTTP takes application/x-protobuf or application/json"
-            ));
-            let mut r = error_reply(e, Encoding::Protobuf);
-            *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return r;
-        }
+    let Some(encoding) = Encoding::of_content_type(content_type) else {
+        let e = IngestError::BadRequest(format!(
+            "unsupported Content-Type {content_type:?}: OTLP/HTTP takes application/x-protobuf or application/json"
+        ));
+        let mut r = error_reply(e, Encoding::Protobuf);
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return r;
     };
     let run = async {
         let encoding_header = headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
         let body = strata_ingest::receive::decode_content(body, encoding_header, otlp.max_decoded)?;
-        let req = match encoding {
-            Encoding::Protobuf => {
-                ExportMetricsServiceRequest::decode(body.as_ref()).map_err(|e| {
-                    IngestError::BadRequest(format!("OTLP protobuf body does not decode: {e}"))
-                })?
-            }
-            Encoding::Json => serde_json::from_slice(&body).map_err(|e| {
-                IngestError::BadRequest(format!("OTLP JSON body does not decode: {e}"))
-            })?,
-        };
+        let req = otlp::decode_request(&body, encoding)?;
         otlp.export(&req).await
     };
     match run.await {

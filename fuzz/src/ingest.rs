@@ -92,6 +92,56 @@ pub fn influx(body: &[u8]) {
     }
 }
 
+/// An OTLP body as protobuf and as JSON (`POST /v1/metrics`, the gRPC service): decoding,
+/// then the translation under every naming strategy and both delta modes, with the
+/// running totals of delta series; what it keeps goes through the WAL round trip.
+pub fn otlp(body: &[u8]) {
+    use strata_ingest::receive::otlp::{
+        DeltaState, DeltaTemporality, Encoding, OtlpConfig, TranslationStrategy, decode_request,
+        translate,
+    };
+    let limits = Limits::default();
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let req = match decode_request(body, encoding) {
+            Ok(r) => r,
+            Err(e) => {
+                assert_client_error(&e);
+                continue;
+            }
+        };
+        for (strategy, delta) in [
+            (
+                TranslationStrategy::UnderscoreEscapingWithSuffixes,
+                DeltaTemporality::Cumulative,
+            ),
+            (
+                TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
+                DeltaTemporality::Raw,
+            ),
+            (
+                TranslationStrategy::NoUTF8EscapingWithSuffixes,
+                DeltaTemporality::Cumulative,
+            ),
+            (TranslationStrategy::NoTranslation, DeltaTemporality::Raw),
+        ] {
+            let cfg = OtlpConfig {
+                translation_strategy: strategy,
+                delta_temporality: delta,
+                promote_resource_attributes: vec!["host.name".into(), String::new()],
+                keep_identifying_resource_attributes: true,
+                ..OtlpConfig::default()
+            };
+            let mut t = translate(&req, &cfg, &limits, NOW);
+            let state = DeltaState::default();
+            let unknown = state.unknown(&t);
+            state.resume(unknown.into_iter().map(|l| (l, (T, 1.0))));
+            let undo = state.apply(&mut t, &limits, NOW);
+            wal_round_trip(&t.validated);
+            state.undo(undo);
+        }
+    }
+}
+
 /// A scraped body in both text formats, and what the scraper then does with its samples.
 pub fn exposition(body: &str) {
     let limits = Limits::default();

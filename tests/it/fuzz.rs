@@ -1392,6 +1392,137 @@ fn influx_body() -> BoxedStrategy<Vec<u8>> {
     prop_oneof![4 => mutated(seeds, INFLUX_TOKENS), 1 => any_bytes(256)].boxed()
 }
 
+/// An OTLP protobuf request with every point type.
+fn otlp_protobuf_seeds() -> Vec<Vec<u8>> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::*;
+    use prost::Message;
+    let kv = |k: &str, v: any_value::Value| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let t = 1_700_000_000_000_000_000u64;
+    let number = NumberDataPoint {
+        attributes: vec![
+            kv("a.b", any_value::Value::StringValue("x".into())),
+            kv("1", any_value::Value::IntValue(2)),
+        ],
+        start_time_unix_nano: t - 1_000_000_000,
+        time_unix_nano: t,
+        value: Some(number_data_point::Value::AsDouble(1.5)),
+        ..Default::default()
+    };
+    let metrics = vec![
+        Metric {
+            name: "g.x".into(),
+            unit: "1".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![number.clone()],
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "s".into(),
+            unit: "By/s".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![number.clone()],
+                aggregation_temporality: 1,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "h".into(),
+            unit: "ms".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    time_unix_nano: t,
+                    count: 3,
+                    sum: Some(2.0),
+                    bucket_counts: vec![1, 2],
+                    explicit_bounds: vec![1.0],
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "e".into(),
+            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    time_unix_nano: t,
+                    count: 3,
+                    scale: 20,
+                    zero_count: 1,
+                    positive: Some(exponential_histogram_data_point::Buckets {
+                        offset: -5,
+                        bucket_counts: vec![1, 1],
+                    }),
+                    ..Default::default()
+                }],
+                aggregation_temporality: 1,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "q".into(),
+            data: Some(metric::Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    time_unix_nano: t,
+                    count: 1,
+                    sum: 1.0,
+                    quantile_values: vec![summary_data_point::ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 1.0,
+                    }],
+                    flags: 1,
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        },
+    ];
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![
+                    kv("service.name", any_value::Value::StringValue("svc".into())),
+                    kv("host.name", any_value::Value::BoolValue(true)),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    vec![req.encode_to_vec()]
+}
+
+const OTLP_JSON_SEEDS: &[&str] = &[
+    r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"s"}}]},"scopeMetrics":[{"metrics":[{"name":"t","unit":"Cel","gauge":{"dataPoints":[{"timeUnixNano":"1700000000000000000","asDouble":21.5}]}},{"name":"c","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{"startTimeUnixNano":"1","timeUnixNano":"2","asInt":"3"}]}}]}]}]}"#,
+    r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"e","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[{"timeUnixNano":1,"count":"2","scale":-10,"zeroCount":"1","negative":{"offset":-2147483648,"bucketCounts":["1"]}}]}}]}]}]}"#,
+    "{}",
+];
+
+fn otlp_body() -> BoxedStrategy<Vec<u8>> {
+    let json: Vec<Vec<u8>> = OTLP_JSON_SEEDS
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    prop_oneof![
+        2 => mutated(otlp_protobuf_seeds(), PROTOBUF_TOKENS),
+        2 => mutated(json, JSON_TOKENS),
+        1 => any_bytes(256),
+    ]
+    .boxed()
+}
+
 fn exposition_body() -> BoxedStrategy<Vec<u8>> {
     let seeds: Vec<Vec<u8>> = EXPOSITION_SEEDS
         .iter()
@@ -1416,6 +1547,11 @@ proptest! {
     #[test]
     fn influx_bodies(body in influx_body()) {
         checks::influx(&body);
+    }
+
+    #[test]
+    fn otlp_bodies(body in otlp_body()) {
+        checks::otlp(&body);
     }
 
     /// The scraper reads bodies as text, replacing invalid UTF-8 (`reqwest`'s `text()`).

@@ -260,6 +260,57 @@ impl Translated {
     }
 }
 
+/// The request encodings OTLP/HTTP defines (the request's `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-protobuf`: the binary protobuf.
+    Protobuf,
+    /// `application/json`: OTLP/JSON (proto3 JSON with lowerCamelCase names, 64-bit
+    /// integers as strings or numbers, enums as integers, hex trace ids).
+    Json,
+}
+
+impl Encoding {
+    /// The encoding of a `Content-Type` (parameters ignored), `None` for another.
+    pub fn of_content_type(content_type: &str) -> Option<Encoding> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("application/x-protobuf") {
+            Some(Encoding::Protobuf)
+        } else if media.eq_ignore_ascii_case("application/json") {
+            Some(Encoding::Json)
+        } else {
+            None
+        }
+    }
+
+    /// The `Content-Type` of this encoding (the answer's, which must be the request's).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// Decodes an `ExportMetricsServiceRequest` body (already decompressed).
+///
+/// # Errors
+/// [`crate::IngestError::BadRequest`] naming what does not decode.
+pub fn decode_request(
+    body: &[u8],
+    encoding: Encoding,
+) -> crate::Result<ExportMetricsServiceRequest> {
+    match encoding {
+        Encoding::Protobuf => <ExportMetricsServiceRequest as prost::Message>::decode(body)
+            .map_err(|e| {
+                crate::IngestError::BadRequest(format!("OTLP protobuf body does not decode: {e}"))
+            }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            crate::IngestError::BadRequest(format!("OTLP JSON body does not decode: {e}"))
+        }),
+    }
+}
+
 /// The text of an attribute value, as Prometheus's translation writes it
 /// (`pcommon.Value.AsString`): strings as they are, integers in decimal, doubles in
 /// their shortest form, booleans `true`/`false`, bytes in base64, arrays and maps as
@@ -927,6 +978,10 @@ fn exponential_histogram(
     let mut cumulative = 0u64;
     for (bound, count) in bounds {
         cumulative += count;
+        if bound == f64::INFINITY {
+            // Beyond f64 (scales far below 0): the `+Inf` bucket below holds it.
+            continue;
+        }
         sink.sample(
             &l,
             &bucket,
