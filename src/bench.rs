@@ -247,6 +247,9 @@ pub enum Protocol {
     /// InfluxDB line protocol, nanosecond timestamps, uncompressed: [`influx_payloads`]
     /// (the `cpu` series only).
     Influx,
+    /// OTLP metrics, uncompressed protobuf, to `/v1/metrics`: [`otlp_payloads`] (the `cpu`
+    /// series only).
+    Otlp,
 }
 
 impl Protocol {
@@ -255,6 +258,7 @@ impl Protocol {
         match self {
             Protocol::RemoteWrite => payloads(spec),
             Protocol::Influx => influx_payloads(spec),
+            Protocol::Otlp => otlp_payloads(spec),
         }
     }
 
@@ -262,7 +266,7 @@ impl Protocol {
     pub fn series(self, spec: &LoadSpec) -> usize {
         match self {
             Protocol::RemoteWrite => series_count(spec.hosts, spec.histogram_hosts),
-            Protocol::Influx => series_count(spec.hosts, 0),
+            Protocol::Influx | Protocol::Otlp => series_count(spec.hosts, 0),
         }
     }
 
@@ -271,6 +275,7 @@ impl Protocol {
         match self {
             Protocol::RemoteWrite => "snappy",
             Protocol::Influx => "text",
+            Protocol::Otlp => "protobuf",
         }
     }
 
@@ -285,6 +290,9 @@ impl Protocol {
             Protocol::Influx => client
                 .post(url)
                 .header("Content-Type", "text/plain; charset=utf-8"),
+            Protocol::Otlp => client
+                .post(url)
+                .header("Content-Type", "application/x-protobuf"),
         }
     }
 }
@@ -326,6 +334,83 @@ pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                 }
             }
             out.push(body.into_bytes());
+        }
+        i0 = i1;
+    }
+    (out, n)
+}
+
+/// The load's `cpu` data as OTLP metrics (`ExportMetricsServiceRequest`, protobuf), as an
+/// OpenTelemetry SDK or collector sends gauges: one metric per field (`cpu_usage_user`...,
+/// names that translate to themselves), one data point per host and interval with the
+/// host's labels as attributes (so the series are those of [`payloads`], with the same
+/// values); a request holds the samples of a remote-write request. Returns the bodies and
+/// the number of samples they carry.
+pub fn otlp_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use prost::Message;
+    let hosts_per_request = (spec.series_per_request / FIELDS.len()).max(1);
+    let attrs: Vec<Vec<KeyValue>> = (0..spec.hosts)
+        .map(|h| {
+            host_labels(h)
+                .into_iter()
+                .map(|(k, v)| KeyValue {
+                    key: k,
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v)),
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .collect();
+    let (mut out, mut n) = (vec![], 0);
+    let mut i0 = 0;
+    while i0 < spec.intervals {
+        let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
+        for h0 in (0..spec.hosts).step_by(hosts_per_request) {
+            let hosts = h0..(h0 + hosts_per_request).min(spec.hosts);
+            let metrics: Vec<Metric> = FIELDS
+                .iter()
+                .enumerate()
+                .map(|(f, name)| {
+                    let mut data_points = vec![];
+                    for h in hosts.clone() {
+                        for i in i0..i1 {
+                            let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                            data_points.push(NumberDataPoint {
+                                attributes: attrs[h].clone(),
+                                time_unix_nano: t_ns as u64,
+                                value: Some(number_data_point::Value::AsDouble(value(
+                                    h * FIELDS.len() + f,
+                                    i,
+                                ))),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    n += data_points.len();
+                    Metric {
+                        name: format!("cpu_{name}"),
+                        data: Some(metric::Data::Gauge(Gauge { data_points })),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let req = ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    scope_metrics: vec![ScopeMetrics {
+                        metrics,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            out.push(req.encode_to_vec());
         }
         i0 = i1;
     }
@@ -905,4 +990,66 @@ pub async fn time_queries(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(sorted labels, ms, value)` of every sample kept.
+    fn samples(v: &strata_ingest::receive::remote_write::Validated) -> Vec<(String, i64, f64)> {
+        let mut out: Vec<_> = v
+            .series
+            .iter()
+            .flat_map(|s| {
+                let mut l: Vec<String> = s.labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                l.sort();
+                let l = l.join(",");
+                s.samples
+                    .iter()
+                    .map(move |x| (l.clone(), x.timestamp_ms, x.value))
+            })
+            .collect();
+        out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out
+    }
+
+    #[test]
+    fn otlp_and_line_protocol_loads_carry_the_same_samples() {
+        use strata_ingest::receive::{influx, otlp};
+        let spec = LoadSpec {
+            hosts: 3,
+            intervals: 5,
+            series_per_request: 20,
+            intervals_per_request: 2,
+            start_ms: 1_700_000_000_000,
+            interval_ms: 10_000,
+            histogram_hosts: 0,
+        };
+        let limits = strata_ingest::Limits::default();
+        let now = spec.start_ms + 3_600_000;
+        let (bodies, n) = Protocol::Otlp.payloads(&spec);
+        assert_eq!(n, 3 * 5 * FIELDS.len());
+        let mut from_otlp = vec![];
+        for b in &bodies {
+            let req = otlp::decode_request(b, otlp::Encoding::Protobuf).unwrap();
+            let t = otlp::translate(&req, &otlp::OtlpConfig::default(), &limits, now);
+            assert_eq!(t.rejected_points, 0);
+            from_otlp.extend(samples(&t.validated));
+        }
+        let mut from_influx = vec![];
+        let opts = influx::Options {
+            precision: influx::Precision::Nanoseconds,
+            db: None,
+        };
+        for b in &Protocol::Influx.payloads(&spec).0 {
+            from_influx.extend(samples(
+                &influx::parse(b, &opts, &limits, now).unwrap().validated,
+            ));
+        }
+        from_otlp.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        from_influx.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(from_otlp.len(), n);
+        assert_eq!(from_otlp, from_influx);
+    }
 }

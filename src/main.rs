@@ -68,7 +68,8 @@ enum Command {
         /// or .../write for `--protocol influx`).
         #[arg(long = "target", required = true)]
         targets: Vec<String>,
-        /// The protocol: remote write 1.0, or InfluxDB line protocol (the `cpu` data only).
+        /// The protocol: remote write 1.0, InfluxDB line protocol or OTLP (protobuf, to
+        /// .../v1/metrics; these two the `cpu` data only).
         #[arg(long, value_enum, default_value = "remote-write")]
         protocol: strata::bench::Protocol,
         /// Hosts (series: 10 cpu fields per host, and a 14-series histogram on the first 50).

@@ -5,6 +5,7 @@
 //! - [`remote_write`]: Prometheus remote write 1.0 (snappy protobuf), `POST /api/v1/write`.
 //! - [`json`]: JSON push, `POST /api/v1/metrics`.
 //! - [`influx`]: InfluxDB line protocol, `POST /write` (v1) and `/api/v2/write` (v2).
+//! - [`otlp`]: OpenTelemetry metrics (OTLP over HTTP and gRPC; the server binds them).
 //! - [`scrape`]: the scrape loops, reading targets' [`exposition`] formats.
 
 pub mod exposition;
