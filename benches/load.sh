@@ -3,7 +3,8 @@
 #   benches/load.sh [HOSTS] [INTERVALS]
 # Builds Strata in release mode, starts `strata serve` and `victoria-metrics` (Debian
 # package, installed if missing) with fresh data directories, sends the same TSBS-like cpu
-# load to each with `strata bench-load` (remote write, then InfluxDB line protocol), then
+# load to each with `strata bench-load` (remote write, then InfluxDB line protocol; then
+# OTLP to Strata alone: Debian's VictoriaMetrics 1.79 predates its OTLP support), then
 # flushes Strata and reports bytes per sample
 # on disk (Parquet files of the samples table) and memory per active series (RSS growth of
 # the server process over the load, divided by the series count).
@@ -44,12 +45,16 @@ $BIN bench-load --hosts "$HOSTS" --intervals "$INTERVALS" \
 $BIN bench-load --protocol influx --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds 86400 \
   --target "strata=http://127.0.0.1:$SH/write" \
   --target "victoriametrics=http://127.0.0.1:$VP/write"
-SERIES=$((HOSTS * 10)); SAMPLES=$((HOSTS * 10 * (2 * INTERVALS + 1)))
+# Phase 4: the same cpu data as OTLP (protobuf gauges to `/v1/metrics`), two days earlier,
+# to Strata alone.
+$BIN bench-load --protocol otlp --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds 172800 \
+  --target "strata=http://127.0.0.1:$SH/v1/metrics"
+SERIES=$((HOSTS * 10)); SAMPLES=$((HOSTS * 10 * (2 * INTERVALS + 1))); STRATA_SAMPLES=$((SAMPLES + HOSTS * 10 * INTERVALS))
 curl -sf -XPOST "http://127.0.0.1:$SH/api/v1/admin/flush"; echo
 curl -sf "http://127.0.0.1:$VP/internal/force_flush" >/dev/null || true
 sleep 2
 SB=$(find "$TMP/strata/samples" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}')
 VB=$(du -sb "$TMP/vm/data" | awk '{print $1}')
-awk -v sb="$SB" -v vb="$VB" -v n="$SAMPLES" -v s0="$S0" -v s1="$S1" -v v0="$V0" -v v1="$V1" -v k="$SERIES" 'BEGIN {
-  printf "strata: %.3f bytes/sample on disk (samples table Parquet), %.0f bytes RSS growth per active series\n", sb/n, (s1-s0)/k;
+awk -v sb="$SB" -v vb="$VB" -v n="$SAMPLES" -v ns="$STRATA_SAMPLES" -v s0="$S0" -v s1="$S1" -v v0="$V0" -v v1="$V1" -v k="$SERIES" 'BEGIN {
+  printf "strata: %.3f bytes/sample on disk (samples table Parquet), %.0f bytes RSS growth per active series\n", sb/ns, (s1-s0)/k;
   printf "victoriametrics: %.3f bytes/sample on disk (data dir, before background merges), %.0f bytes RSS growth per active series\n", vb/n, (v1-v0)/k }'
