@@ -297,6 +297,23 @@ impl Protocol {
     }
 }
 
+/// The requests of the `cpu`-only loads (line protocol, OTLP), in send order: `(intervals,
+/// hosts)` of each, `series_per_request / 10` hosts by `intervals_per_request` intervals
+/// (the samples of a remote-write request), interval batches in time order.
+fn cpu_requests(
+    spec: &LoadSpec,
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+    let hosts_per_request = (spec.series_per_request / FIELDS.len()).max(1);
+    (0..spec.intervals)
+        .step_by(spec.intervals_per_request.max(1))
+        .flat_map(move |i0| {
+            let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
+            (0..spec.hosts)
+                .step_by(hosts_per_request)
+                .map(move |h0| (i0..i1, h0..(h0 + hosts_per_request).min(spec.hosts)))
+        })
+}
+
 /// The load's `cpu` data as InfluxDB line protocol, as TSBS writes it for InfluxDB: one
 /// line per host and interval, measurement `cpu` with the host's tags and the ten
 /// fields (so the series are named `cpu_usage_user`... as in [`payloads`], with values
@@ -306,7 +323,6 @@ impl Protocol {
 /// Returns the bodies and the number of samples they carry.
 pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
     use std::fmt::Write;
-    let hosts_per_request = (spec.series_per_request / FIELDS.len()).max(1);
     let tags: Vec<String> = (0..spec.hosts)
         .map(|h| {
             let mut t = host_labels(h);
@@ -315,27 +331,22 @@ pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
         })
         .collect();
     let (mut out, mut n) = (vec![], 0);
-    let mut i0 = 0;
-    while i0 < spec.intervals {
-        let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
-        for h0 in (0..spec.hosts).step_by(hosts_per_request) {
-            let mut body = String::new();
-            for (h, host_tags) in tags.iter().enumerate().skip(h0).take(hosts_per_request) {
-                for i in i0..i1 {
-                    body.push_str("cpu");
-                    body.push_str(host_tags);
-                    for (f, name) in FIELDS.iter().enumerate() {
-                        let sep = if f == 0 { ' ' } else { ',' };
-                        let _ = write!(body, "{sep}{name}={}", value(h * FIELDS.len() + f, i));
-                    }
-                    let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
-                    let _ = writeln!(body, " {t_ns}");
-                    n += FIELDS.len();
+    for (intervals, hosts) in cpu_requests(spec) {
+        let mut body = String::new();
+        for h in hosts {
+            for i in intervals.clone() {
+                body.push_str("cpu");
+                body.push_str(&tags[h]);
+                for (f, name) in FIELDS.iter().enumerate() {
+                    let sep = if f == 0 { ' ' } else { ',' };
+                    let _ = write!(body, "{sep}{name}={}", value(h * FIELDS.len() + f, i));
                 }
+                let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                let _ = writeln!(body, " {t_ns}");
+                n += FIELDS.len();
             }
-            out.push(body.into_bytes());
         }
-        i0 = i1;
+        out.push(body.into_bytes());
     }
     (out, n)
 }
@@ -353,7 +364,6 @@ pub fn otlp_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
         Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
     };
     use prost::Message;
-    let hosts_per_request = (spec.series_per_request / FIELDS.len()).max(1);
     let attrs: Vec<Vec<KeyValue>> = (0..spec.hosts)
         .map(|h| {
             host_labels(h)
@@ -369,50 +379,42 @@ pub fn otlp_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
         })
         .collect();
     let (mut out, mut n) = (vec![], 0);
-    let mut i0 = 0;
-    while i0 < spec.intervals {
-        let i1 = (i0 + spec.intervals_per_request).min(spec.intervals);
-        for h0 in (0..spec.hosts).step_by(hosts_per_request) {
-            let hosts = h0..(h0 + hosts_per_request).min(spec.hosts);
-            let metrics: Vec<Metric> = FIELDS
-                .iter()
-                .enumerate()
-                .map(|(f, name)| {
-                    let mut data_points = vec![];
-                    for h in hosts.clone() {
-                        for i in i0..i1 {
-                            let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
-                            data_points.push(NumberDataPoint {
-                                attributes: attrs[h].clone(),
-                                time_unix_nano: t_ns as u64,
-                                value: Some(number_data_point::Value::AsDouble(value(
-                                    h * FIELDS.len() + f,
-                                    i,
-                                ))),
-                                ..Default::default()
-                            });
-                        }
+    for (intervals, hosts) in cpu_requests(spec) {
+        let metrics: Vec<Metric> = FIELDS
+            .iter()
+            .enumerate()
+            .map(|(f, name)| {
+                let mut data_points = vec![];
+                for h in hosts.clone() {
+                    for i in intervals.clone() {
+                        let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                        let v = value(h * FIELDS.len() + f, i);
+                        data_points.push(NumberDataPoint {
+                            attributes: attrs[h].clone(),
+                            time_unix_nano: t_ns as u64,
+                            value: Some(number_data_point::Value::AsDouble(v)),
+                            ..Default::default()
+                        });
                     }
-                    n += data_points.len();
-                    Metric {
-                        name: format!("cpu_{name}"),
-                        data: Some(metric::Data::Gauge(Gauge { data_points })),
-                        ..Default::default()
-                    }
-                })
-                .collect();
-            let req = ExportMetricsServiceRequest {
-                resource_metrics: vec![ResourceMetrics {
-                    scope_metrics: vec![ScopeMetrics {
-                        metrics,
-                        ..Default::default()
-                    }],
+                }
+                n += data_points.len();
+                Metric {
+                    name: format!("cpu_{name}"),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
                     ..Default::default()
                 }],
-            };
-            out.push(req.encode_to_vec());
-        }
-        i0 = i1;
+                ..Default::default()
+            }],
+        };
+        out.push(req.encode_to_vec());
     }
     (out, n)
 }

@@ -906,38 +906,44 @@ fn histogram(
     let l = point_labels(&p.attributes, resource, escape);
     let span = (ms(p.start_time_unix_nano), ms(p.time_unix_nano));
     let stale = no_value(p.flags);
+    let buckets = p
+        .explicit_bounds
+        .iter()
+        .copied()
+        .zip(p.bucket_counts.iter().copied());
+    classic_histogram(sink, &l, name, (span, stale), buckets, p.count, p.sum);
+}
+
+/// Writes a classic histogram of series `l`: `{name}_bucket{le}` the cumulative counts of
+/// `buckets` (`(upper bound, count)` in increasing order of bounds; an infinite bound is
+/// left to the `+Inf` bucket), `{name}_bucket{le="+Inf"}` = `count`, `{name}_sum` when
+/// there is a sum, `{name}_count`; all at `span` (start ms, ms), staleness markers when
+/// `stale`.
+fn classic_histogram(
+    sink: &mut Sink<'_>,
+    l: &[(String, String)],
+    name: &str,
+    (span, stale): ((i64, i64), bool),
+    buckets: impl IntoIterator<Item = (f64, u64)>,
+    count: u64,
+    sum: Option<f64>,
+) {
     let bucket = format!("{name}_bucket");
     let mut cumulative = 0u64;
-    for (bound, count) in p.explicit_bounds.iter().zip(&p.bucket_counts) {
-        cumulative += count;
-        sink.sample(
-            &l,
-            &bucket,
-            Some(("le", le_text(*bound))),
-            span,
-            cumulative as f64,
-            stale,
-        );
+    for (bound, n) in buckets {
+        cumulative = cumulative.saturating_add(n);
+        if bound == f64::INFINITY {
+            continue;
+        }
+        let le = Some(("le", le_text(bound)));
+        sink.sample(l, &bucket, le, span, cumulative as f64, stale);
     }
-    sink.sample(
-        &l,
-        &bucket,
-        Some(("le", "+Inf".into())),
-        span,
-        p.count as f64,
-        stale,
-    );
-    if let Some(sum) = p.sum {
-        sink.sample(&l, &format!("{name}_sum"), None, span, sum, stale);
+    let le = Some(("le", "+Inf".to_string()));
+    sink.sample(l, &bucket, le, span, count as f64, stale);
+    if let Some(sum) = sum {
+        sink.sample(l, &format!("{name}_sum"), None, span, sum, stale);
     }
-    sink.sample(
-        &l,
-        &format!("{name}_count"),
-        None,
-        span,
-        p.count as f64,
-        stale,
-    );
+    sink.sample(l, &format!("{name}_count"), None, span, count as f64, stale);
 }
 
 /// The upper bound of exponential bucket `index` at `scale`: `base^(index + 1)`, `base =
@@ -957,7 +963,6 @@ fn exponential_histogram(
     let l = point_labels(&p.attributes, resource, escape);
     let span = (ms(p.start_time_unix_nano), ms(p.time_unix_nano));
     let stale = no_value(p.flags);
-    let bucket = format!("{name}_bucket");
     // Bounds in increasing order with the count of each bucket: negative buckets from
     // the largest magnitude (bucket `i` holds `[-base^(i+1), -base^i)`, its upper bound
     // `-base^i`), the zero bucket, then the positive ones.
@@ -975,41 +980,8 @@ fn exponential_histogram(
             bounds.push((exponential_upper_bound(index, p.scale), *c));
         }
     }
-    let mut cumulative = 0u64;
-    for (bound, count) in bounds {
-        cumulative += count;
-        if bound == f64::INFINITY {
-            // Beyond f64 (scales far below 0): the `+Inf` bucket below holds it.
-            continue;
-        }
-        sink.sample(
-            &l,
-            &bucket,
-            Some(("le", le_text(bound))),
-            span,
-            cumulative as f64,
-            stale,
-        );
-    }
-    sink.sample(
-        &l,
-        &bucket,
-        Some(("le", "+Inf".into())),
-        span,
-        p.count as f64,
-        stale,
-    );
-    if let Some(sum) = p.sum {
-        sink.sample(&l, &format!("{name}_sum"), None, span, sum, stale);
-    }
-    sink.sample(
-        &l,
-        &format!("{name}_count"),
-        None,
-        span,
-        p.count as f64,
-        stale,
-    );
+    // Bounds beyond f64 (scales far below 0) are left to the `+Inf` bucket.
+    classic_histogram(sink, &l, name, (span, stale), bounds, p.count, p.sum);
 }
 
 fn summary(
