@@ -28,6 +28,8 @@ pub fn snappy(raw: &[u8]) -> Vec<u8> {
 /// it) and decodes again (as the WAL replay reads it), series for series.
 fn wal_round_trip(v: &Validated) {
     let record = remote_write::encode(&remote_write::to_request(&v.series));
+    // The write path's own encoder writes the same bytes.
+    assert_eq!(remote_write::encode_series(&v.series), record);
     let back = remote_write::decode_received(&record, usize::MAX)
         .unwrap_or_else(|e| panic!("a WAL record of valid series does not decode: {e}"));
     assert_eq!(back.series.len(), v.series.len());

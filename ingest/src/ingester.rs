@@ -273,7 +273,7 @@ impl Ingester {
         let n = v.sample_count();
         let payload = match raw {
             Some(r) if v.rejected.is_empty() => r,
-            _ => remote_write::encode(&remote_write::to_request(&v.series)),
+            _ => remote_write::encode_series(&v.series),
         };
         {
             let _g = self.gate.read().await;

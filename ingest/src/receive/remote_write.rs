@@ -376,9 +376,121 @@ pub fn to_request(series: &[SeriesSamples]) -> WriteRequest {
     }
 }
 
+/// The snappy-compressed protobuf `WriteRequest` of `series`, as
+/// `encode(&to_request(series))` gives it byte for byte, written straight from each
+/// series' label buffer: the WAL record of the protocols that do not receive remote
+/// write. (Building the `WriteRequest` first cloned a `Bytes` handle per label name and
+/// value, a quarter of line protocol's ingest CPU.) The fields are written with prost's
+/// own encoding primitives, skipping default values as prost's generated code does.
+pub fn encode_series(series: &[SeriesSamples]) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    // A length-delimited field's size: key, length, bytes.
+    let delimited = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let bytes_field = |tag: u32, b: &[u8]| {
+        if b.is_empty() {
+            0
+        } else {
+            delimited(tag, b.len())
+        }
+    };
+    let label_len = |n: &[u8], v: &[u8]| bytes_field(1, n) + bytes_field(2, v);
+    let sample_len = |x: &Sample| {
+        (if x.value != 0.0 { key_len(1) + 8 } else { 0 })
+            + if x.timestamp_ms != 0 {
+                key_len(2) + encoded_len_varint(x.timestamp_ms as u64)
+            } else {
+                0
+            }
+    };
+    let series_len = |s: &SeriesSamples| {
+        s.labels
+            .pair_bytes()
+            .map(|(n, v)| delimited(1, label_len(n, v)))
+            .sum::<usize>()
+            + s.samples
+                .iter()
+                .map(|x| delimited(2, sample_len(x)))
+                .sum::<usize>()
+    };
+    let total: usize = series.iter().map(|s| delimited(1, series_len(s))).sum();
+    let mut raw: Vec<u8> = Vec::with_capacity(total);
+    let put_bytes = |tag: u32, b: &[u8], buf: &mut Vec<u8>| {
+        if !b.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(b.len() as u64, buf);
+            buf.extend_from_slice(b);
+        }
+    };
+    for s in series {
+        encode_key(1, WireType::LengthDelimited, &mut raw);
+        encode_varint(series_len(s) as u64, &mut raw);
+        for (n, v) in s.labels.pair_bytes() {
+            encode_key(1, WireType::LengthDelimited, &mut raw);
+            encode_varint(label_len(n, v) as u64, &mut raw);
+            put_bytes(1, n, &mut raw);
+            put_bytes(2, v, &mut raw);
+        }
+        for x in &s.samples {
+            encode_key(2, WireType::LengthDelimited, &mut raw);
+            encode_varint(sample_len(x) as u64, &mut raw);
+            if x.value != 0.0 {
+                encode_key(1, WireType::SixtyFourBit, &mut raw);
+                raw.extend_from_slice(&x.value.to_le_bytes());
+            }
+            if x.timestamp_ms != 0 {
+                encode_key(2, WireType::Varint, &mut raw);
+                encode_varint(x.timestamp_ms as u64, &mut raw);
+            }
+        }
+    }
+    debug_assert_eq!(raw.len(), total);
+    let mut out = snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .expect("snappy compression of an in-memory buffer cannot fail");
+    out.shrink_to_fit();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_encode_as_prost_encodes_their_write_request() {
+        // Empty values, zero and negative-zero values, zero and negative timestamps, NaN,
+        // long labels (multi-byte lengths), a series without samples.
+        let long = "x".repeat(300);
+        let series: Vec<SeriesSamples> = vec![
+            (
+                vec![("__name__", "a"), ("empty", ""), ("long", long.as_str())],
+                vec![
+                    (0, 0.0),
+                    (-5, -0.0),
+                    (1_700_000_000_000, 1.5),
+                    (7, f64::NAN),
+                ],
+            ),
+            (vec![("__name__", "b")], vec![]),
+            (
+                vec![("__name__", "c"), ("z", "é")],
+                vec![(i64::MIN, f64::INFINITY), (i64::MAX, -1e300)],
+            ),
+        ]
+        .into_iter()
+        .map(|(pairs, samples)| SeriesSamples {
+            labels: crate::model::RawLabels::from_pairs(pairs),
+            samples: samples
+                .into_iter()
+                .map(|(t, v)| Sample {
+                    timestamp_ms: t,
+                    value: v,
+                })
+                .collect(),
+        })
+        .collect();
+        assert_eq!(encode_series(&series), encode(&to_request(&series)));
+        assert_eq!(encode_series(&[]), encode(&to_request(&[])));
+    }
 
     /// Label pairs, and samples as (timestamp, value bits) so that NaNs compare equal.
     type Decoded = Vec<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)>;
