@@ -79,6 +79,13 @@ pub struct LoadSpec {
     pub histogram_hosts: usize,
 }
 
+impl LoadSpec {
+    /// The time of interval `i`, ms since the epoch (UTC).
+    pub fn time_ms(&self, i: usize) -> i64 {
+        self.start_ms + i as i64 * self.interval_ms
+    }
+}
+
 /// Host tags, TSBS style: 7 tags per host.
 fn host_labels(h: usize) -> Vec<(String, String)> {
     let regions = ["us-east-1", "us-west-1", "eu-west-1", "ap-south-1"];
@@ -223,7 +230,7 @@ pub fn payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                     samples: (i0..i1)
                         .map(|i| PbSample {
                             value: source.value(k, i),
-                            timestamp: spec.start_ms + i as i64 * spec.interval_ms,
+                            timestamp: spec.time_ms(i),
                         })
                         .collect(),
                 })
@@ -341,7 +348,7 @@ pub fn influx_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                     let sep = if f == 0 { ' ' } else { ',' };
                     let _ = write!(body, "{sep}{name}={}", value(h * FIELDS.len() + f, i));
                 }
-                let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                let t_ns = spec.time_ms(i) * 1_000_000;
                 let _ = writeln!(body, " {t_ns}");
                 n += FIELDS.len();
             }
@@ -387,7 +394,7 @@ pub fn otlp_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
                 let mut data_points = vec![];
                 for h in hosts.clone() {
                     for i in intervals.clone() {
-                        let t_ns = (spec.start_ms + i as i64 * spec.interval_ms) * 1_000_000;
+                        let t_ns = spec.time_ms(i) * 1_000_000;
                         let v = value(h * FIELDS.len() + f, i);
                         data_points.push(NumberDataPoint {
                             attributes: attrs[h].clone(),

@@ -31,7 +31,7 @@ use prost::Message;
 use strata_ingest::receive::otlp::{self, DeltaState, Encoding, LabelSet, OtlpConfig};
 use strata_ingest::{IngestError, Ingester};
 
-use crate::server::now_ms;
+use crate::server::{now_ms, status_of};
 
 /// How far back the running total of a delta series is looked up after a restart: older
 /// than this, the series starts again from 0 (a counter reset to `rate`).
@@ -212,29 +212,8 @@ fn reply(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
 /// An OTLP/HTTP error answer: the status `IngestError` maps to, a `google.rpc.Status`
 /// body in `encoding`, and `Retry-After` where the client should retry.
 fn error_reply(e: IngestError, encoding: Encoding) -> Response {
-    let (status, code, retry) = match &e {
-        IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, None),
-        IngestError::TooLarge(_) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::InvalidArgument,
-            None,
-        ),
-        IngestError::Overloaded { retry_after_s, .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            Some(*retry_after_s),
-        ),
-        IngestError::ShuttingDown => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            Some(5),
-        ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            None,
-        ),
-    };
+    let (status, retry) = status_of(&e);
+    let code = grpc_code(status);
     let status_body = RpcStatus {
         code: code as i32,
         message: e.to_string(),
@@ -249,6 +228,17 @@ fn error_reply(e: IngestError, encoding: Encoding) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
+}
+
+/// The gRPC code OTLP gives an HTTP status ("OTLP/gRPC Response"): `INVALID_ARGUMENT`
+/// for data never accepted (400, 413), `UNAVAILABLE` for a retryable 503, `INTERNAL`
+/// otherwise.
+fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::InvalidArgument,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
 }
 
 /// `POST /v1/metrics`: one `ExportMetricsServiceRequest`.
@@ -298,16 +288,11 @@ impl MetricsService for Grpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        match self.0.export(request.get_ref()).await {
-            Ok(r) => Ok(tonic::Response::new(r)),
-            Err(e @ (IngestError::BadRequest(_) | IngestError::TooLarge(_))) => {
-                Err(tonic::Status::invalid_argument(e.to_string()))
-            }
-            Err(e @ (IngestError::Overloaded { .. } | IngestError::ShuttingDown)) => {
-                Err(tonic::Status::unavailable(e.to_string()))
-            }
-            Err(e) => Err(tonic::Status::internal(e.to_string())),
-        }
+        self.0
+            .export(request.get_ref())
+            .await
+            .map(tonic::Response::new)
+            .map_err(|e| tonic::Status::new(grpc_code(status_of(&e).0), e.to_string()))
     }
 }
 

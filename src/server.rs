@@ -63,10 +63,11 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Maps write-path errors to HTTP answers, as the remote-write spec asks: 4xx for data that
-/// will never be accepted (no retry), 503 with `Retry-After` for overload, 500 otherwise.
-fn error_response(e: IngestError) -> Response {
-    let (status, retry) = match &e {
+/// The HTTP status of a write-path error and its `Retry-After` (s), as the remote-write
+/// spec asks: 400/413 for data that will never be accepted (no retry), 503 with
+/// `Retry-After` for overload and shutdown, 500 otherwise.
+pub(crate) fn status_of(e: &IngestError) -> (StatusCode, Option<u64>) {
+    match e {
         IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
         IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
         IngestError::Overloaded { retry_after_s, .. } => {
@@ -74,7 +75,13 @@ fn error_response(e: IngestError) -> Response {
         }
         IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
-    };
+    }
+}
+
+/// Maps write-path errors to HTTP answers ([`status_of`]): 4xx for data that
+/// will never be accepted (no retry), 503 with `Retry-After` for overload, 500 otherwise.
+fn error_response(e: IngestError) -> Response {
+    let (status, retry) = status_of(&e);
     let mut r = (status, format!("{e}\n")).into_response();
     if let Some(s) = retry {
         r.headers_mut()
@@ -330,10 +337,10 @@ pub async fn retention_pass(
 
 /// Binds the OTLP gRPC address `addr` (`None` for an empty one). The default address
 /// taken by another process (an OpenTelemetry collector on the same host) is logged and
-/// skipped; an address the configuration sets must bind.
+/// skipped, whether or not the configuration spells it out; any other address must bind.
 ///
 /// # Errors
-/// A message when a configured address does not parse or bind.
+/// A message when another address does not parse or bind.
 async fn bind_otlp_grpc(addr: &str) -> Result<Option<tokio::net::TcpListener>, String> {
     if addr.is_empty() {
         return Ok(None);

@@ -15,6 +15,24 @@ pub fn stale_nan() -> f64 {
     f64::from_bits(STALE_NAN_BITS)
 }
 
+/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it, as Prometheus writes
+/// floats in label values (`le`, `quantile`, `count_values`) and the API's sample values:
+/// shortest round-trip digits, no exponent (Rust's `Display`), `NaN`, `+Inf`, `-Inf`.
+/// Written by `Display`, without a `String`.
+#[derive(Debug, Clone, Copy)]
+pub struct FloatText(pub f64);
+
+impl std::fmt::Display for FloatText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            v if v == f64::INFINITY => f.write_str("+Inf"),
+            v if v == f64::NEG_INFINITY => f.write_str("-Inf"),
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
 /// Whether `v` is the staleness marker (an exact bit comparison: an ordinary NaN is not).
 pub fn is_stale_nan(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS

@@ -116,22 +116,7 @@ pub fn get<'a>(b: &'a [u8], name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (count_values'
-/// label values, the `'f'` form of the API's sample values): shortest round-trip digits,
-/// no exponent, `NaN`, `+Inf`, `-Inf`. Written by `Display`, without a `String`.
-#[derive(Debug, Clone, Copy)]
-pub struct FloatText(pub f64);
-
-impl std::fmt::Display for FloatText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            v if v.is_nan() => f.write_str("NaN"),
-            v if v == f64::INFINITY => f.write_str("+Inf"),
-            v if v == f64::NEG_INFINITY => f.write_str("-Inf"),
-            v => write!(f, "{v}"),
-        }
-    }
-}
+pub use strata_ingest::model::FloatText;
 
 /// [`FloatText`] as a `String`.
 pub fn format_value(v: f64) -> String {

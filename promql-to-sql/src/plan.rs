@@ -490,10 +490,11 @@ impl Planner {
             // Windows of one bucket each (a range of the tier's resolution: exact windows
             // are aligned, snapped ones one bucket wide) read a stored quantile's column,
             // when φ is one, rather than the sketches.
-            let sketch_read = match params.first().and_then(|phi| sketch::stored_quantile(*phi)) {
-                _ if !quantile => SketchRead::None,
-                Some(i) if range == res => SketchRead::Quantile(i),
-                _ => SketchRead::Sketch,
+            let stored = params.first().and_then(|phi| sketch::stored_quantile(*phi));
+            let sketch_read = match (quantile, stored) {
+                (false, _) => SketchRead::None,
+                (true, Some(i)) if range == res => SketchRead::Quantile(i),
+                (true, _) => SketchRead::Sketch,
             };
             let buckets = routing
                 .catalog

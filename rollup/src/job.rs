@@ -543,7 +543,7 @@ pub(crate) async fn replace(
 }
 
 /// A UTC timestamp literal (µs) of `ms`.
-fn ts_lit(ms: i64) -> Expr {
+pub(crate) fn ts_lit(ms: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(ms * 1000),
         Some("UTC".into()),

@@ -395,7 +395,6 @@ mod tests {
     use super::*;
     use crate::bucket::Bucket;
     use crate::table::{self, Row, SeriesKey};
-    use datafusion::prelude::lit;
 
     const H: i64 = 3_600_000;
 
@@ -424,17 +423,18 @@ mod tests {
             .collect()
     }
 
-    async fn write(table: &DeltaTable, rows: &[Row]) -> DeltaTable {
+    /// `rows` written over the buckets ending in `(from_ms, to_ms]`, in `table`'s schema.
+    async fn write(table: &DeltaTable, rows: &[Row], (from_ms, to_ms): (i64, i64)) -> DeltaTable {
+        use crate::job::ts_lit;
         let schema = table.snapshot().unwrap().snapshot().arrow_schema();
         let batch = table::batch(&schema, rows, H).unwrap();
-        crate::job::replace(
-            table,
-            batch,
-            lit(true),
-            deltalake::kernel::transaction::CommitProperties::default(),
-        )
-        .await
-        .unwrap()
+        let range = datafusion::prelude::col("bucket_end")
+            .gt(ts_lit(from_ms))
+            .and(datafusion::prelude::col("bucket_end").lt_eq(ts_lit(to_ms)));
+        let commit = deltalake::kernel::transaction::CommitProperties::default();
+        crate::job::replace(table, batch, range, commit)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -450,31 +450,13 @@ mod tests {
             .open_table("rollup_1h", old, &table::PARTITIONS)
             .await
             .unwrap();
-        let t = write(&t, &rows(1..=3)).await;
+        let t = write(&t, &rows(1..=3), (0, 3 * H)).await;
         // Opened again: the columns are added, and hours 4 to 5 written with them (a
         // replace of hours 4 and 5 only).
         let t = table::with_new_columns(t).await.unwrap();
         let schema = t.snapshot().unwrap().snapshot().arrow_schema();
         assert!(schema.field_with_name("p99").is_ok());
-        let new = rows(4..=5);
-        let batch = table::batch(&schema, &new, H).unwrap();
-        let ts = |ms: i64| {
-            lit(datafusion::common::ScalarValue::TimestampMicrosecond(
-                Some(ms * 1000),
-                Some("UTC".into()),
-            ))
-        };
-        let range = datafusion::prelude::col("bucket_end")
-            .gt(ts(3 * H))
-            .and(datafusion::prelude::col("bucket_end").lt_eq(ts(5 * H)));
-        let t = crate::job::replace(
-            &t,
-            batch,
-            range,
-            deltalake::kernel::transaction::CommitProperties::default(),
-        )
-        .await
-        .unwrap();
+        let t = write(&t, &rows(4..=5), (3 * H, 5 * H)).await;
         // Reopening it adds nothing.
         let version = t.version();
         let t = table::with_new_columns(t).await.unwrap();

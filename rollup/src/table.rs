@@ -175,7 +175,8 @@ pub struct Row {
     pub bucket: Bucket,
     /// The serialized KLL sketch of the values, if the tier keeps sketches.
     pub sketch: Option<Vec<u8>>,
-    /// The sketch's [`crate::sketch::STORED_QUANTILES`], where there is a sketch.
+    /// The sketch's [`crate::sketch::STORED_QUANTILES`], where there is a sketch (to write;
+    /// [`rows`] does not read them back).
     pub quantiles: Option<[f64; crate::sketch::STORED_QUANTILES.len()]>,
 }
 
@@ -382,7 +383,7 @@ pub(crate) fn first_i64(batches: &[RecordBatch], c: usize) -> Result<Option<i64>
 }
 
 /// Reads tier-table rows back from batches holding at least the tier columns (any string
-/// or timestamp encoding DataFusion's scans give).
+/// or timestamp encoding DataFusion's scans give), without their stored quantiles.
 ///
 /// # Errors
 /// [`RollupError::Invariant`] if a column is missing, Arrow cast errors.
@@ -394,13 +395,6 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
         let (fam, name) = (utf8("metric_family")?, utf8("metric_name")?);
         let (fam, name) = (fam.as_string::<i32>(), name.as_string::<i32>());
         let cols = BucketColumns::of(b, true)?;
-        let stored: [Option<arrow::array::PrimitiveArray<Float64Type>>;
-            crate::sketch::STORED_QUANTILES.len()] =
-            crate::sketch::STORED_QUANTILES.map(|(_, c)| {
-                b.column_by_name(c)
-                    .and_then(|a| cast(a, &ArrowType::Float64).ok())
-                    .map(|a| a.as_primitive::<Float64Type>().clone())
-            });
         for i in 0..b.num_rows() {
             let (series_id, end_ms, bucket) = cols.row(i)?;
             out.push(Row {
@@ -408,12 +402,9 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                 end_ms,
                 bucket,
                 sketch: cols.sketch(i).map(<[u8]>::to_vec),
-                quantiles: stored
-                    .iter()
-                    .all(|q| q.as_ref().is_some_and(|q| !q.is_null(i)))
-                    .then(|| {
-                        std::array::from_fn(|k| stored[k].as_ref().map_or(f64::NAN, |q| q.value(i)))
-                    }),
+                // Not read back: a tier built from these rows stores the quantiles
+                // of its own merged sketches ([`Row::new`]).
+                quantiles: None,
             });
         }
     }

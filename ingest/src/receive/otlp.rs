@@ -43,12 +43,12 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
-    SummaryDataPoint, metric, number_data_point,
+    AggregationTemporality, ExponentialHistogramDataPoint, Gauge, HistogramDataPoint,
+    NumberDataPoint, Sum, SummaryDataPoint, metric, number_data_point,
 };
 use serde::Deserialize;
 
-use crate::model::{METRIC_NAME_LABEL, Sample, stale_nan};
+use crate::model::{FloatText, METRIC_NAME_LABEL, Sample, stale_nan};
 use crate::receive::remote_write::Validated;
 use crate::validate::Limits;
 
@@ -102,8 +102,8 @@ pub enum DeltaTemporality {
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
     /// The gRPC receiver's address (`host:port`); empty for none. Default
-    /// `127.0.0.1:4317`, OTLP's port: when it is taken (a collector on the same host),
-    /// Strata logs a warning and serves without it; an address set here must bind.
+    /// `127.0.0.1:4317`, OTLP's port: when that address is taken (a collector on the same
+    /// host), Strata logs a warning and serves without it; any other address must bind.
     pub grpc_addr: String,
     /// How names are translated.
     pub translation_strategy: TranslationStrategy,
@@ -196,13 +196,13 @@ impl DeltaState {
                 continue;
             }
             let now = (d.t_ms, total + d.value);
-            undo.0.push((d.labels.clone(), before));
-            totals.insert(d.labels.clone(), now);
             let sample = vec![Sample {
                 timestamp_ms: now.0,
                 value: now.1,
             }];
             t.validated.push(&d.labels, sample, limits, now_ms);
+            undo.0.push((d.labels.clone(), before));
+            totals.insert(d.labels, now);
         }
         undo
     }
@@ -319,7 +319,7 @@ pub fn value_text(v: Option<&AnyValue>) -> String {
     match v.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => float_text(*d),
+        Some(any_value::Value::DoubleValue(d)) => FloatText(*d).to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::BytesValue(b)) => {
             use base64::Engine as _;
@@ -646,15 +646,14 @@ pub fn translate(
             promoted: attribute_labels(&promoted_attrs, escape),
             identity,
         };
-        let (mut earliest, mut latest) = (i64::MAX, i64::MIN);
+        // The earliest and latest sample of the resource.
+        let mut times = (i64::MAX, i64::MIN);
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
-                for t in translate_metric(m, &resource, cfg, limits, now_ms, &mut out) {
-                    earliest = earliest.min(t);
-                    latest = latest.max(t);
-                }
+                translate_metric(m, &resource, cfg, (limits, now_ms), &mut out, &mut times);
             }
         }
+        let (earliest, latest) = times;
         // target_info: the resource's other attributes, where it has any.
         let identifying = [SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_INSTANCE_ID];
         let info_attrs: Vec<&KeyValue> = attrs
@@ -724,13 +723,14 @@ fn no_value(flags: u32) -> bool {
 }
 
 /// Where one metric's samples go: straight into the request's series, or (delta
-/// temporality converted to cumulative) to the delta list.
+/// temporality converted to cumulative) to the delta list; `times` follows the earliest
+/// and latest sample time (ms).
 struct Sink<'a> {
     out: &'a mut Translated,
     limits: &'a Limits,
     now_ms: i64,
     delta: bool,
-    times: Vec<i64>,
+    times: &'a mut (i64, i64),
 }
 
 impl Sink<'_> {
@@ -749,7 +749,7 @@ impl Sink<'_> {
         if let Some((n, v)) = extra {
             labels.push((n.to_string(), v));
         }
-        self.times.push(t_ms);
+        *self.times = (self.times.0.min(t_ms), self.times.1.max(t_ms));
         if self.delta {
             labels.sort();
             self.out.deltas.push(DeltaPoint {
@@ -774,32 +774,30 @@ impl Sink<'_> {
     }
 }
 
-/// Translates one metric into `out`; returns the timestamps (ms) of its samples.
+/// Translates one metric into `out` (validated under `limits` at `now_ms`), widening
+/// `times` (earliest, latest ms) to its samples' times.
 fn translate_metric(
     m: &opentelemetry_proto::tonic::metrics::v1::Metric,
     resource: &ResourceLabels,
     cfg: &OtlpConfig,
-    limits: &Limits,
-    now_ms: i64,
+    (limits, now_ms): (&Limits, i64),
     out: &mut Translated,
-) -> Vec<i64> {
+    times: &mut (i64, i64),
+) {
     let strategy = cfg.translation_strategy;
     let escape = strategy.escapes();
     let Some(data) = &m.data else {
-        return vec![];
+        return;
     };
-    let points = match data {
-        metric::Data::Gauge(g) => g.data_points.len(),
-        metric::Data::Sum(s) => s.data_points.len(),
-        metric::Data::Histogram(h) => h.data_points.len(),
-        metric::Data::ExponentialHistogram(h) => h.data_points.len(),
-        metric::Data::Summary(s) => s.data_points.len(),
-    };
-    let temporality = match data {
-        metric::Data::Sum(s) => Some(s.aggregation_temporality),
-        metric::Data::Histogram(h) => Some(h.aggregation_temporality),
-        metric::Data::ExponentialHistogram(h) => Some(h.aggregation_temporality),
-        _ => None,
+    // Its number of points, and its temporality (gauges and summaries have none).
+    let (points, temporality) = match data {
+        metric::Data::Gauge(g) => (g.data_points.len(), None),
+        metric::Data::Sum(s) => (s.data_points.len(), Some(s.aggregation_temporality)),
+        metric::Data::Histogram(h) => (h.data_points.len(), Some(h.aggregation_temporality)),
+        metric::Data::ExponentialHistogram(h) => {
+            (h.data_points.len(), Some(h.aggregation_temporality))
+        }
+        metric::Data::Summary(s) => (s.data_points.len(), None),
     };
     let delta = temporality == Some(AggregationTemporality::Delta as i32);
     if let Some(t) = temporality
@@ -812,7 +810,7 @@ fn translate_metric(
                 m.name
             ));
         }
-        return vec![];
+        return;
     }
     let convert = delta && cfg.delta_temporality == DeltaTemporality::Cumulative;
     let kind = match data {
@@ -827,14 +825,14 @@ fn translate_metric(
                 m.name
             ));
         }
-        return vec![];
+        return;
     };
     let mut sink = Sink {
         out,
         limits,
         now_ms,
         delta: convert,
-        times: vec![],
+        times,
     };
     let number = |p: &NumberDataPoint| match p.value {
         Some(number_data_point::Value::AsDouble(v)) => v,
@@ -842,15 +840,8 @@ fn translate_metric(
         None => 0.0,
     };
     match data {
-        metric::Data::Gauge(g) => {
-            for p in &g.data_points {
-                let l = point_labels(&p.attributes, resource, escape);
-                let span = (ms(p.start_time_unix_nano), ms(p.time_unix_nano));
-                sink.sample(&l, &name, None, span, number(p), no_value(p.flags));
-            }
-        }
-        metric::Data::Sum(s) => {
-            for p in &s.data_points {
+        metric::Data::Gauge(Gauge { data_points }) | metric::Data::Sum(Sum { data_points, .. }) => {
+            for p in data_points {
                 let l = point_labels(&p.attributes, resource, escape);
                 let span = (ms(p.start_time_unix_nano), ms(p.time_unix_nano));
                 sink.sample(&l, &name, None, span, number(p), no_value(p.flags));
@@ -871,28 +862,6 @@ fn translate_metric(
                 summary(&mut sink, p, resource, escape, &name);
             }
         }
-    }
-    sink.times
-}
-
-/// A bound or quantile as a label value (Go's `FormatFloat(v, 'f', -1, 64)`: the
-/// shortest decimal, never an exponent; `+Inf`).
-fn le_text(v: f64) -> String {
-    float_text(v)
-}
-
-/// A float as Prometheus writes it in a label: the shortest decimal that reads back as
-/// `v` (Rust's `Display`, which never uses an exponent, as Go's `'f', -1`), `NaN`,
-/// `+Inf`, `-Inf`.
-fn float_text(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
     }
 }
 
@@ -935,7 +904,7 @@ fn classic_histogram(
         if bound == f64::INFINITY {
             continue;
         }
-        let le = Some(("le", le_text(bound)));
+        let le = Some(("le", FloatText(bound).to_string()));
         sink.sample(l, &bucket, le, span, cumulative as f64, stale);
     }
     let le = Some(("le", "+Inf".to_string()));
@@ -998,7 +967,7 @@ fn summary(
         sink.sample(
             &l,
             name,
-            Some(("quantile", le_text(q.quantile))),
+            Some(("quantile", FloatText(q.quantile).to_string())),
             span,
             q.value,
             stale,
