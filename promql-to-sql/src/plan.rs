@@ -68,6 +68,9 @@ impl Planned {
     }
 }
 
+/// One series' answer: its encoded labels and `(step ms, value)` points.
+pub type LabelledPoints = (Vec<u8>, crate::tiers::Points);
+
 /// Plans one query.
 pub struct Planner {
     /// The engine's session (tables `samples`, `series`).
@@ -109,6 +112,14 @@ pub struct Planner {
     pub routing: Option<crate::tiers::Routing>,
     /// Which source answered which steps, in planning order.
     pub sources: std::sync::Mutex<Vec<crate::SourceRange>>,
+    /// Whether a range function that is the whole query, and reads rollup tiers only, may
+    /// leave its series in [`Planner::direct`] instead of in its plan (set for range
+    /// queries, whose answer is series: no plan needs to run then).
+    pub direct_ok: bool,
+    /// That query's answer, computed at planning: `(encoded labels, (step ms, value)
+    /// points)` per series, its plan an empty scan ([`Planner::plan_query`] builds the
+    /// plan from them where one is still needed).
+    pub direct: std::sync::Mutex<Option<Vec<LabelledPoints>>>,
 }
 
 /// The sample interval, ms, [`Planner::est_rows`] assumes: Prometheus's default scrape
@@ -408,14 +419,19 @@ impl Planner {
     ///
     /// # Errors
     /// Reading a tier fails; plan building errors.
+    ///
+    /// With `whole` (`op` is the whole query's plan: a range function at its root whose
+    /// labels need no more work) and [`Planner::direct_ok`], tier routes answering every
+    /// step leave their series in [`Planner::direct`] and the plan is an empty scan.
     fn range_node<'a>(
         &'a self,
         op: PromOp,
         raw: LogicalPlan,
         tiered: Option<&'a Tiered>,
+        whole: bool,
     ) -> BoxFuture<'a, Result<LogicalPlan>> {
         // Boxed: its state stays out of `call`'s, whose frames deep queries stack up.
-        Box::pin(self.tiered_node(op, raw, tiered))
+        Box::pin(self.tiered_node(op, raw, tiered, whole))
     }
 
     async fn tiered_node(
@@ -423,6 +439,7 @@ impl Planner {
         op: PromOp,
         raw: LogicalPlan,
         tiered: Option<&Tiered>,
+        whole: bool,
     ) -> Result<LogicalPlan> {
         use crate::tiers::Source;
         let Some(tiered) = tiered else {
@@ -542,29 +559,19 @@ impl Planner {
                     .filter_map(|(id, p)| Some((series.get(id)?, p))),
             );
         }
-        // One row per point, each with its series' labels, in buffers sized once.
-        let (n, bytes) = tier_points.iter().fold((0, 0), |(n, b), (l, p)| {
-            (n + p.len(), b + l.len() * p.len())
-        });
-        let mut labels = datafusion::arrow::array::BinaryBuilder::with_capacity(n, bytes);
-        let (mut ts, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (l, points) in tier_points {
-            for (t, v) in points {
-                labels.append_value(l);
-                ts.push(t);
-                values.push(v);
+        if whole && self.direct_ok && parts.is_empty() {
+            let answer = tier_points
+                .into_iter()
+                .map(|(l, p)| (l.clone(), p))
+                .collect();
+            if let Ok(mut d) = self.direct.lock() {
+                *d = Some(answer);
+                return Ok(empty_plan());
             }
+            return Err(bad("a poisoned lock"));
         }
-        if !ts.is_empty() || parts.is_empty() {
-            let batch = RecordBatch::try_new(
-                crate::exec::prom_schema(),
-                vec![
-                    Arc::new(labels.finish()),
-                    Arc::new(Int64Array::from(ts)),
-                    Arc::new(Float64Array::from(values)),
-                ],
-            )?;
-            parts.push(self.ctx.read_batch(batch)?.into_unoptimized_plan());
+        if !tier_points.is_empty() || parts.is_empty() {
+            parts.push(points_plan(&self.ctx, tier_points)?);
         }
         let mut b = LogicalPlanBuilder::from(parts.remove(0));
         for p in parts {
@@ -630,6 +637,19 @@ impl Planner {
         {
             return Ok(planned);
         }
+        // An answer left in `direct` is the plan's rows.
+        let direct = self.direct.lock().ok().and_then(|mut d| d.take());
+        let built;
+        let p = match direct {
+            Some(points) => {
+                built = points_plan(
+                    &self.ctx,
+                    points.iter().map(|(l, p)| (l, p.clone())).collect(),
+                )?;
+                &built
+            }
+            None => p,
+        };
         let fin = check_unique_labels(relabel(p.clone(), LabelOp::Finalize)?)?;
         Ok(match planned {
             Planned::Matrix(_) => Planned::Matrix(fin),
@@ -768,7 +788,7 @@ impl Planner {
             sample_ts,
             series: Some(SeriesMap::new(picked.labels())),
         };
-        self.range_node(op, raw, Some(&tiered)).await
+        self.range_node(op, raw, Some(&tiered), false).await
     }
 
     /// A [`PromOp::InstantSelect`] over `raw` (`(series_id, ts, value)` rows) and the
@@ -1104,7 +1124,12 @@ impl Planner {
             };
             if f == RangeFn::AbsentOverTime {
                 let present = self
-                    .range_node(op(RangeFn::PresentOverTime, series), raw, tiered.as_ref())
+                    .range_node(
+                        op(RangeFn::PresentOverTime, series),
+                        raw,
+                        tiered.as_ref(),
+                        false,
+                    )
                     .await?;
                 let vs = match unwrap_paren(args[ri]) {
                     P::MatrixSelector(m) => Some(&m.vs),
@@ -1135,7 +1160,10 @@ impl Planner {
                 },
                 s => (s, true),
             };
-            let plan = self.range_node(op(f, series), raw, tiered.as_ref()).await?;
+            let whole = root && (keep_name || !named);
+            let plan = self
+                .range_node(op(f, series), raw, tiered.as_ref(), whole)
+                .await?;
             return Ok(Planned::Vector(if keep_name || !named {
                 plan
             } else {
@@ -1732,6 +1760,38 @@ fn drops_name(e: &P) -> bool {
         }
         _ => false,
     }
+}
+
+/// A scan of `points` (`(encoded labels, (step ms, value) points)` per series): one
+/// row per point, each with its series' labels, in buffers sized once.
+///
+/// # Errors
+/// Building the batch or the plan.
+fn points_plan(
+    ctx: &SessionContext,
+    points: Vec<(&Vec<u8>, crate::tiers::Points)>,
+) -> Result<LogicalPlan> {
+    let (n, bytes) = points.iter().fold((0, 0), |(n, b), (l, p)| {
+        (n + p.len(), b + l.len() * p.len())
+    });
+    let mut labels = datafusion::arrow::array::BinaryBuilder::with_capacity(n, bytes);
+    let (mut ts, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (l, points) in points {
+        for (t, v) in points {
+            labels.append_value(l);
+            ts.push(t);
+            values.push(v);
+        }
+    }
+    let batch = RecordBatch::try_new(
+        crate::exec::prom_schema(),
+        vec![
+            Arc::new(labels.finish()),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(values)),
+        ],
+    )?;
+    Ok(ctx.read_batch(batch)?.into_unoptimized_plan())
 }
 
 /// Whether a plan marks names for removal at run time (a [`LabelOp::DropName`] UDF).

@@ -474,9 +474,15 @@ fn matrix(batches: &[RecordBatch], keep: impl Fn(f64) -> bool) -> Vec<RangeSerie
             series[k].1.push((t.value(i), v.value(i)));
         }
     }
+    series_of(series)
+}
+
+/// Series as a range query answers them: each distinct label set decoded once, series
+/// with equal labels merged, sorted by labels, each one's points sorted by time.
+fn series_of<L: AsRef<[u8]>>(series: impl IntoIterator<Item = (L, Points)>) -> Vec<RangeSeries> {
     let mut m: BTreeMap<crate::value::LabelSet, Points> = BTreeMap::new();
     for (labels, points) in series {
-        m.entry(crate::labels::decode(labels))
+        m.entry(crate::labels::decode(labels.as_ref()))
             .or_default()
             .extend(points);
     }
@@ -519,6 +525,8 @@ fn prepare(
         root_call: Default::default(),
         routing: crate::tiers::Routing::of(&ctx, now_ms(), opts.max_source_resolution_ms),
         sources: Default::default(),
+        direct_ok: false,
+        direct: Default::default(),
     };
     Ok((parsed, ctx, planner))
 }
@@ -745,8 +753,9 @@ pub async fn range_query(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let (parsed, ctx, planner) =
+        let (parsed, ctx, mut planner) =
             prepare(ctx, query, &need, opts, (start_ms, end_ms, step_ms))?;
+        planner.direct_ok = true;
         let expr = &parsed.expr;
         let steps = Steps {
             start: start_ms,
@@ -754,20 +763,25 @@ pub async fn range_query(
             step: step_ms,
         };
         let planned = planner.plan_query(expr, steps).await?;
+        let direct = planner.direct.lock().ok().and_then(|mut d| d.take());
         let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
         let run = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
-        let series = match planned {
-            Planned::Const(v) => vec![RangeSeries {
+        let series = match (planned, direct) {
+            // Answered at planning from rollup tiers ([`Planner::direct`]).
+            (_, Some(direct)) => series_of(direct),
+            (Planned::Const(v), _) => vec![RangeSeries {
                 labels: vec![],
                 points: steps.iter().map(|t| (t, v)).collect(),
             }],
-            Planned::Scalar(p) | Planned::Vector(p) => matrix(&run_in(&run, p).await?, |_| true),
-            Planned::Str(_) => {
+            (Planned::Scalar(p) | Planned::Vector(p), _) => {
+                matrix(&run_in(&run, p).await?, |_| true)
+            }
+            (Planned::Str(_), _) => {
                 return Err(PromqlError::BadData(
                     "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
                 ));
             }
-            Planned::Matrix(_) => {
+            (Planned::Matrix(_), _) => {
                 return Err(PromqlError::BadData(
                     "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
                 ));

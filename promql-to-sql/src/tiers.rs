@@ -29,7 +29,7 @@
 use datafusion::prelude::SessionContext;
 use strata_rollup::TierView;
 use strata_rollup::bucket::Bucket;
-use strata_rollup::catalog::{SeriesBucket, SeriesBuckets};
+use strata_rollup::catalog::SeriesBuckets;
 use strata_rollup::sketch;
 
 use crate::exec::{At, Steps};
@@ -236,39 +236,41 @@ pub fn window(e: i64, r: i64, res: i64, exact: bool) -> (i64, i64) {
     (hi - buckets * res, hi)
 }
 
-/// The index of the first bucket of `series` ending after `t`, searched from `from`
-/// forward (galloping: a window one bucket on from the last costs two comparisons), or
-/// over the whole series when the bucket before `from` already ends after `t`.
-fn seek(series: &[SeriesBucket], from: usize, t: i64) -> usize {
-    if from > 0 && series[from - 1].end_ms > t {
-        return series[..from].partition_point(|b| b.end_ms <= t);
+/// The index of the first of the bucket ends `ends` (ascending) after `t`, searched from
+/// `from` forward (galloping: a window one bucket on from the last costs two
+/// comparisons), or over the whole series when the bucket before `from` already ends
+/// after `t`.
+fn seek(ends: &[i64], from: usize, t: i64) -> usize {
+    if from > 0 && ends[from - 1] > t {
+        return ends[..from].partition_point(|e| *e <= t);
     }
-    let rest = &series[from..];
+    let rest = &ends[from..];
     let mut hi = 1;
-    while hi < rest.len() && rest[hi - 1].end_ms <= t {
+    while hi < rest.len() && rest[hi - 1] <= t {
         hi *= 2;
     }
-    from + rest[..hi.min(rest.len())].partition_point(|b| b.end_ms <= t)
+    from + rest[..hi.min(rest.len())].partition_point(|e| *e <= t)
 }
 
-/// The buckets `window` (those of one series ending in a window), merged (`None` when
+/// The buckets `window` of `series` (those ending in a window), merged (`None` when
 /// there are none), with their sketches merged when `with_sketch`.
 fn merged(
-    window: &[SeriesBucket],
+    series: &SeriesBuckets,
+    window: std::ops::Range<usize>,
     with_sketch: bool,
 ) -> Result<Option<(Bucket, Option<sketch::Kll>)>, strata_rollup::RollupError> {
-    let Some((first, rest)) = window.split_first() else {
+    if window.is_empty() {
         return Ok(None);
-    };
-    let mut acc = first.bucket;
-    for b in rest {
-        acc.merge(&b.bucket);
+    }
+    let mut acc = series.bucket(window.start)?;
+    for i in window.start + 1..window.end {
+        acc.merge(&series.bucket(i)?);
     }
     let kll = if with_sketch {
         // The first bucket's sketch, the others merged into it (a one-bucket window, the
         // common case, reads its sketch as it is).
         let mut k: Option<sketch::Kll> = None;
-        for bytes in window.iter().filter_map(|b| b.sketch.as_deref()) {
+        for bytes in window.filter_map(|i| series.sketch(i)) {
             match &mut k {
                 Some(k) => sketch::kll_merge(k, bytes)?,
                 None => k = Some(sketch::kll_read(bytes)?),
@@ -346,7 +348,8 @@ fn value(
 /// `res`): `(step ms, value)` pairs, steps without a value left out.
 ///
 /// # Errors
-/// A sketch that does not deserialize (a broken invariant of the tier table).
+/// A sketch that does not deserialize, or a null in a bucket's key or counts (broken
+/// invariants of the tier table).
 pub fn eval_range(
     f: RangeFn,
     series: &SeriesBuckets,
@@ -366,17 +369,18 @@ pub fn eval_range(
     // The windows move forward with the steps: each one's buckets are found from the
     // last one's.
     let (mut a, mut z) = (0, 0);
+    let ends = series.ends();
     for t in route.steps.iter() {
         let w = window(at.eval_time(t), r, res, exact);
-        (a, z) = (seek(series, a, w.0), seek(series, z, w.1));
-        let buckets = &series[a..z.max(a)];
+        (a, z) = (seek(ends, a, w.0), seek(ends, z, w.1));
+        let buckets = a..z.max(a);
         // A one-bucket window whose stored quantile was read needs no sketch.
-        let stored = match buckets {
-            [one] => one.quantile,
+        let stored = match buckets.len() {
+            1 => series.quantile(a),
             _ => None,
         };
         let quantile = f == RangeFn::QuantileOverTime && stored.is_none();
-        if let Some((b, kll)) = merged(buckets, quantile)?
+        if let Some((b, kll)) = merged(series, buckets, quantile)?
             && let Some(v) = value(f, &b, kll.as_ref(), stored, w, params)
         {
             out.push((t, v));
@@ -385,26 +389,33 @@ pub fn eval_range(
     Ok(out)
 }
 
+/// A sample: `(sample ms, value)`.
+pub type SamplePoint = (i64, f64);
+
 /// A plain selector of one series at `route`'s steps from its tier buckets (resolution
 /// `res`), where raw samples have expired: at each step, the last sample of the latest
 /// bucket ending within `max(lookback, res)` before it (`(step ms, (sample ms, value))`).
+///
+/// # Errors
+/// A null in a bucket's key or counts (a broken invariant of the tier table).
 pub fn eval_select(
     series: &SeriesBuckets,
     route: &Route,
     at: At,
     lookback: i64,
     res: i64,
-) -> Vec<(i64, (i64, f64))> {
+) -> Result<Vec<(i64, SamplePoint)>, strata_rollup::RollupError> {
     let mut out = vec![];
+    let ends = series.ends();
     for t in route.steps.iter() {
         let (lo, hi) = window(at.eval_time(t), lookback.max(res), res, false);
-        let z = series.partition_point(|b| b.end_ms <= hi);
-        if z > 0 && series[z - 1].end_ms > lo {
-            let b = &series[z - 1].bucket;
+        let z = ends.partition_point(|e| *e <= hi);
+        if z > 0 && ends[z - 1] > lo {
+            let b = series.bucket(z - 1)?;
             out.push((t, (b.last_ts, b.last)));
         }
     }
-    out
+    Ok(out)
 }
 
 /// What [`eval_series`] evaluates: `func(v[range])` (`None`: the plain selector `v`,
@@ -458,7 +469,7 @@ pub async fn eval_series(
                 (eval.range, eval.res),
                 &eval.params,
             )?,
-            None => eval_select(b, &eval.route, eval.at, eval.range, eval.res)
+            None => eval_select(b, &eval.route, eval.at, eval.range, eval.res)?
                 .into_iter()
                 .map(|(t, (st, sv))| {
                     (
@@ -645,18 +656,18 @@ mod tests {
     fn seeking_from_the_last_window_finds_what_a_search_finds() {
         // Bucket ends every 10 ms from 10 to 1,000; targets moving forward by small and
         // large jumps, staying, and moving back.
-        let series: SeriesBuckets =
-            strata_rollup::bucket::bucketize((1..=100).map(|i| (i * 10, 1.0)), 10)
-                .into_iter()
-                .map(|(e, b)| SeriesBucket::new(e, b))
-                .collect();
-        assert_eq!((series[0].end_ms, series[99].end_ms), (10, 1000));
+        let series = SeriesBuckets::from_buckets(&strata_rollup::bucket::bucketize(
+            (1..=100).map(|i| (i * 10, 1.0)),
+            10,
+        ));
+        let ends = series.ends();
+        assert_eq!((ends[0], ends[99]), (10, 1000));
         let mut at = 0;
         for t in [
             -5, 0, 10, 11, 19, 20, 20, 35, 400, 401, 990, 1000, 1001, 5000, 500, 9, 10,
         ] {
-            let want = series.partition_point(|b| b.end_ms <= t);
-            at = seek(&series, at, t);
+            let want = ends.partition_point(|e| *e <= t);
+            at = seek(ends, at, t);
             assert_eq!(at, want, "t = {t}");
         }
         assert_eq!(seek(&[], 0, 5), 0);
@@ -677,10 +688,7 @@ mod tests {
         let mut all = std::collections::HashMap::new();
         for id in 0..40i64 {
             let samples: Vec<(i64, f64)> = (1..=1000).map(|m| (m * M, (id + m) as f64)).collect();
-            let b: SeriesBuckets = strata_rollup::bucket::bucketize(samples, M)
-                .into_iter()
-                .map(|(e, b)| SeriesBucket::new(e, b))
-                .collect();
+            let b = SeriesBuckets::from_buckets(&strata_rollup::bucket::bucketize(samples, M));
             all.insert(id * 7919 % 1000, b);
         }
         let eval = Eval {
@@ -745,10 +753,8 @@ mod tests {
             }
             samples.push((i * 15_000, v));
         }
-        let buckets: SeriesBuckets = strata_rollup::bucket::bucketize(samples.clone(), M)
-            .into_iter()
-            .map(|(e, b)| SeriesBucket::new(e, b))
-            .collect();
+        let buckets =
+            SeriesBuckets::from_buckets(&strata_rollup::bucket::bucketize(samples.clone(), M));
         let route = Route {
             source: Source::Tier {
                 tier: 0,

@@ -17,6 +17,7 @@ use datafusion::prelude::SessionContext;
 use crate::bucket::Bucket;
 use crate::error::Result;
 use crate::read::TierTable;
+use crate::table::BucketColumns;
 use crate::tier::Tier;
 
 /// "None" in the atomics below.
@@ -179,31 +180,6 @@ fn day_start(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
 }
 
-/// One bucket of a series, as [`TierCatalog::read_buckets`] reads it.
-#[derive(Debug, Clone)]
-pub struct SeriesBucket {
-    /// The bucket's end, ms since the epoch, UTC.
-    pub end_ms: i64,
-    /// Its aggregates (the fields not read are 0).
-    pub bucket: Bucket,
-    /// Its KLL sketch's bytes (a slice of the decoded column), when read and present.
-    pub sketch: Option<arrow::buffer::Buffer>,
-    /// Its stored quantile ([`SketchRead::Quantile`]), when read and present.
-    pub quantile: Option<f64>,
-}
-
-impl SeriesBucket {
-    /// The bucket `bucket` ending at `end_ms` (ms, UTC), without sketch columns.
-    pub fn new(end_ms: i64, bucket: Bucket) -> SeriesBucket {
-        SeriesBucket {
-            end_ms,
-            bucket,
-            sketch: None,
-            quantile: None,
-        }
-    }
-}
-
 /// What [`TierCatalog::read_buckets`] reads of the sketch columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SketchRead {
@@ -216,8 +192,89 @@ pub enum SketchRead {
     Quantile(usize),
 }
 
-/// One series' buckets of a tier in time order.
-pub type SeriesBuckets = Vec<SeriesBucket>;
+/// One series' buckets of a tier in time order, as [`TierCatalog::read_buckets`] reads
+/// them: where each one is in the decoded batches of the read (shared by all its
+/// series), its [`Bucket`] made when asked for. Copying every bucket's 13 fields out of
+/// the batches first was the largest part of a two-year query's time
+/// (`benches/README.md`, run 8).
+#[derive(Clone)]
+pub struct SeriesBuckets {
+    /// Each bucket's end, ms since the epoch, UTC, ascending.
+    ends: Vec<i64>,
+    /// Each bucket's `(batch, row)` in `columns`.
+    at: Vec<(u32, u32)>,
+    columns: Arc<[BucketColumns]>,
+}
+
+impl std::fmt::Debug for SeriesBuckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesBuckets")
+            .field("ends", &self.ends)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeriesBuckets {
+    /// The buckets at `rows` (`(end ms, batch, row)`, ascending by end) of `columns`.
+    pub(crate) fn new(columns: Arc<[BucketColumns]>, rows: Vec<(i64, u32, u32)>) -> Self {
+        let (ends, at) = rows.into_iter().map(|(e, b, r)| (e, (b, r))).unzip();
+        SeriesBuckets { ends, at, columns }
+    }
+
+    /// `buckets` (`(end ms, bucket)`, ascending by end), without sketch columns: for
+    /// buckets made in memory rather than read.
+    pub fn from_buckets(buckets: &[(i64, Bucket)]) -> Self {
+        let rows = (0..buckets.len())
+            .map(|i| (buckets[i].0, 0, i as u32))
+            .collect();
+        SeriesBuckets::new(Arc::new([BucketColumns::of_buckets(buckets)]), rows)
+    }
+
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The buckets' ends, ms since the epoch, UTC, ascending.
+    pub fn ends(&self) -> &[i64] {
+        &self.ends
+    }
+
+    /// Bucket `i`'s aggregates (the fields not read are 0).
+    ///
+    /// # Errors
+    /// [`crate::RollupError::Invariant`] for a null in the row's key or counts.
+    ///
+    /// # Panics
+    /// If `i` is not below [`SeriesBuckets::len`].
+    pub fn bucket(&self, i: usize) -> Result<Bucket> {
+        let (b, r) = self.at[i];
+        Ok(self.columns[b as usize].row(r as usize)?.2)
+    }
+
+    /// Bucket `i`'s KLL sketch bytes, when read and present.
+    ///
+    /// # Panics
+    /// If `i` is not below [`SeriesBuckets::len`].
+    pub fn sketch(&self, i: usize) -> Option<&[u8]> {
+        let (b, r) = self.at[i];
+        self.columns[b as usize].sketch(r as usize)
+    }
+
+    /// Bucket `i`'s stored quantile ([`SketchRead::Quantile`]), when read and present.
+    ///
+    /// # Panics
+    /// If `i` is not below [`SeriesBuckets::len`].
+    pub fn quantile(&self, i: usize) -> Option<f64> {
+        let (b, r) = self.at[i];
+        self.columns[b as usize].quantile(r as usize)
+    }
+}
 
 #[cfg(test)]
 mod tests {

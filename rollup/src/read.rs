@@ -44,7 +44,7 @@ use strata_engine::file_cache::FileCache;
 use strata_engine::runs::{RunRef, RunsCache, SeriesFilter, Wanted};
 use strata_engine::tables::PageIndexCaching;
 
-use crate::catalog::{SeriesBucket, SeriesBuckets, SketchRead};
+use crate::catalog::{SeriesBuckets, SketchRead};
 use crate::error::{Result, RollupError};
 use crate::table::BucketColumns;
 
@@ -91,6 +91,9 @@ impl std::fmt::Debug for TierTable {
             .finish_non_exhaustive()
     }
 }
+
+/// A bucket's end (ms) and where it is: `(batch, row)` of a read's decoded batches.
+type RowAt = (i64, u32, u32);
 
 impl TierTable {
     /// The table at `table`'s loaded version, up to `cache_bytes` of its files kept in
@@ -283,7 +286,11 @@ impl TierTable {
         let mut batches = futures::stream::iter(reads).buffered(parallel);
         // A file read whole (no run list) holds other series too.
         let keep = |id: i64| wanted.binary_search(&id).is_ok();
-        let mut out: HashMap<i64, SeriesBuckets> = HashMap::new();
+        // Each wanted series' rows as `(bucket end ms, batch, row)`, in reading order,
+        // then sorted by time (files rewritten by a rebuild's `replaceWhere` hold a
+        // series' buckets out of order).
+        let mut batch_columns: Vec<BucketColumns> = vec![];
+        let mut rows: HashMap<i64, Vec<RowAt>> = HashMap::new();
         let per_series = usize::try_from((to_ms - from_ms) / resolution_ms.max(1))
             .unwrap_or(0)
             .min(1 << 16);
@@ -293,9 +300,11 @@ impl TierTable {
             for b in read? {
                 let with_sketch = b.column_by_name("sketch").is_some();
                 let cols = BucketColumns::with_quantile(&b, with_sketch, quantile)?;
+                let k = u32::try_from(batch_columns.len())
+                    .map_err(|_| RollupError::Invariant("too many tier batches".into()))?;
                 // Rows come in runs of one series: whether it is wanted, and where its
-                // buckets go, are looked up once a run (`None`: not wanted).
-                let mut run: Option<(i64, Option<&mut SeriesBuckets>)> = None;
+                // rows go, are looked up once a run (`None`: not wanted).
+                let mut run: Option<(i64, Option<&mut Vec<RowAt>>)> = None;
                 for i in 0..b.num_rows() {
                     let (id, end) = (cols.series_id(i), cols.end_ms(i));
                     if end <= from_ms || end > to_ms {
@@ -303,28 +312,28 @@ impl TierTable {
                     }
                     if run.as_ref().is_none_or(|(r, _)| *r != id) {
                         let v = keep(id).then(|| {
-                            out.entry(id)
+                            rows.entry(id)
                                 .or_insert_with(|| Vec::with_capacity(per_series))
                         });
                         run = Some((id, v));
                     }
                     if let Some((_, Some(v))) = &mut run {
-                        let (_, end, bucket) = cols.row(i)?;
-                        v.push(SeriesBucket {
-                            end_ms: end,
-                            bucket,
-                            sketch: cols.sketch_buffer(i),
-                            quantile: cols.quantile(i),
-                        });
+                        // Batches are at most a Parquet row group's rows (u32).
+                        v.push((end, k, i as u32));
                     }
                 }
+                batch_columns.push(cols);
             }
         }
-        for v in out.values_mut() {
-            // Files come in any order; within one, a series' buckets are in time order.
-            if !v.is_sorted_by_key(|b| b.end_ms) {
-                v.sort_by_key(|b| b.end_ms);
+        let columns: Arc<[BucketColumns]> = batch_columns.into();
+        let mut out: HashMap<i64, SeriesBuckets> = HashMap::with_capacity(rows.len());
+        for (id, mut refs) in rows {
+            // Files come in any order; a stable sort keeps a later file's row after an
+            // earlier one's.
+            if !refs.is_sorted_by_key(|r| r.0) {
+                refs.sort_by_key(|r| r.0);
             }
+            out.insert(id, SeriesBuckets::new(columns.clone(), refs));
         }
         Ok(out)
     }
@@ -478,21 +487,18 @@ mod tests {
             .await
             .unwrap();
         let got = &read[&7];
-        assert_eq!(
-            got.iter().map(|b| b.end_ms).collect::<Vec<_>>(),
-            (1..=5).map(|h| h * H).collect::<Vec<_>>()
-        );
-        for b in got {
-            let h = b.end_ms / H;
+        assert_eq!(got.ends(), (1..=5).map(|h| h * H).collect::<Vec<_>>());
+        for (i, end) in got.ends().iter().enumerate() {
+            let h = end / H;
             // The 0.99 quantile of h*1000 + 0..100 (inclusive rank: the 99th value).
             let want = (h * 1000 + 98) as f64;
             if h <= 3 {
-                assert_eq!(b.quantile, None, "hour {h}: an old file has no column");
-                let k = crate::sketch::kll_read(b.sketch.as_deref().unwrap()).unwrap();
+                assert_eq!(got.quantile(i), None, "hour {h}: an old file has no column");
+                let k = crate::sketch::kll_read(got.sketch(i).unwrap()).unwrap();
                 assert_eq!(crate::sketch::kll_quantile(&k, 0.99).unwrap(), Some(want));
             } else {
-                assert_eq!(b.quantile, Some(want), "hour {h}");
-                assert!(b.sketch.is_none(), "hour {h}: the sketch is not read");
+                assert_eq!(got.quantile(i), Some(want), "hour {h}");
+                assert!(got.sketch(i).is_none(), "hour {h}: the sketch is not read");
             }
         }
     }

@@ -525,6 +525,47 @@ impl BucketColumns {
         })
     }
 
+    /// The columns of `buckets` (`(end ms, bucket)`), as a read of every bucket field and
+    /// no sketch column would give them (series id 0).
+    pub(crate) fn of_buckets(buckets: &[(i64, Bucket)]) -> BucketColumns {
+        let long = |f: &dyn Fn(&(i64, Bucket)) -> i64| {
+            Some(arrow::array::PrimitiveArray::<Int64Type>::from_iter_values(
+                buckets.iter().map(f),
+            ))
+        };
+        let double = |f: &dyn Fn(&Bucket) -> f64| {
+            Some(
+                arrow::array::PrimitiveArray::<Float64Type>::from_iter_values(
+                    buckets.iter().map(|(_, b)| f(b)),
+                ),
+            )
+        };
+        BucketColumns {
+            longs: vec![
+                long(&|_| 0),
+                long(&|(e, _)| e * 1000),
+                long(&|(_, b)| b.count as i64),
+                long(&|(_, b)| b.first_ts * 1000),
+                long(&|(_, b)| b.last_ts * 1000),
+                long(&|(_, b)| b.resets as i64),
+                long(&|(_, b)| b.changes as i64),
+            ],
+            doubles: vec![
+                double(&|b| b.sum),
+                double(&|b| b.min),
+                double(&|b| b.max),
+                double(&|b| b.first),
+                double(&|b| b.last),
+                double(&|b| b.mean),
+                double(&|b| b.m2),
+                double(&|b| b.reset_sum),
+            ],
+            sketch: None,
+            quantile: None,
+            long_nulls: false,
+        }
+    }
+
     /// Row `i`'s stored quantile, `None` for a null (no sketch) or when not read.
     pub(crate) fn quantile(&self, i: usize) -> Option<f64> {
         self.quantile
@@ -589,14 +630,5 @@ impl BucketColumns {
             .as_ref()
             .filter(|s| !s.is_null(i))
             .map(|s| s.value(i))
-    }
-
-    /// Row `i`'s sketch bytes as a slice of the batch's buffer (no copy), `None` for a
-    /// null or when not asked for.
-    pub(crate) fn sketch_buffer(&self, i: usize) -> Option<arrow::buffer::Buffer> {
-        let s = self.sketch.as_ref().filter(|s| !s.is_null(i))?;
-        let offsets = s.value_offsets();
-        let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
-        Some(s.values().slice_with_length(a, z - a))
     }
 }
