@@ -144,6 +144,48 @@ pub fn otlp(body: &[u8]) {
     }
 }
 
+/// A StatsD packet: every non-empty line parsed or refused with a reason, its metrics
+/// aggregated and flushed, and what the flush writes validated (a series' label names
+/// distinct, each name legal after escaping) and through the WAL encoding.
+pub fn statsd(packet: &[u8]) {
+    use strata_ingest::receive::otlp::DeltaState;
+    use strata_ingest::receive::statsd::{Aggregator, parse_packet};
+    let limits = Limits::default();
+    let (ok, bad) = parse_packet(packet);
+    let lines = packet
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.strip_suffix(b"\r").unwrap_or(l).is_empty())
+        .count();
+    assert_eq!(
+        ok.len() + bad.len(),
+        lines,
+        "a line neither parsed nor refused"
+    );
+    let mut agg = Aggregator::new(T);
+    for m in &ok {
+        agg.add(m);
+    }
+    let flush = agg.flush(NOW);
+    let mut v = Validated::default();
+    for (labels, sample) in &flush.samples {
+        let names: HashSet<&str> = labels.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names.len(),
+            labels.len(),
+            "duplicate label names in {labels:?}"
+        );
+        v.push(labels, vec![*sample], &limits, NOW);
+    }
+    let state = DeltaState::default();
+    let mut t = strata_ingest::receive::otlp::Translated {
+        validated: v,
+        deltas: flush.deltas,
+        ..Default::default()
+    };
+    state.apply(&mut t, &limits, NOW);
+    wal_round_trip(&t.validated);
+}
+
 /// A scraped body in both text formats, and what the scraper then does with its samples.
 pub fn exposition(body: &str) {
     let limits = Limits::default();

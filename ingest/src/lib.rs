@@ -19,6 +19,7 @@ pub mod late;
 pub mod metrics;
 pub mod model;
 pub mod receive;
+pub mod sketch;
 pub mod storage;
 pub mod validate;
 pub mod wal;

@@ -20,37 +20,13 @@
 //!   over a month" is a union of daily sketches, not a sum.
 
 use datasketches::common::SearchCriteria;
-use datasketches::hll::{HllSketch, HllType, HllUnion};
-use datasketches::kll::{KllFloat, KllSketch};
-use strata_ingest::model::is_stale_nan;
+use datasketches::hll::{HllSketch, HllUnion};
+pub use strata_ingest::sketch::{HLL_LG_K, KLL_K, Kll, kll_update, new_hll, new_kll};
 
 use crate::error::{Result, RollupError};
 
-/// The KLL sketches' `k` (accuracy against size: rank error about 1.65%).
-pub const KLL_K: u16 = 200;
-
-/// The HLL sketches' log2 of the number of registers.
-pub const HLL_LG_K: u8 = 12;
-
-/// A KLL sketch of floats.
-pub type Kll = KllSketch<KllFloat<f32>>;
-
 fn kll_error(e: datasketches::error::Error) -> RollupError {
     RollupError::Invariant(format!("KLL sketch: {e}"))
-}
-
-/// A new empty KLL sketch with `k` = [`KLL_K`].
-pub fn new_kll() -> Kll {
-    Kll::new(KLL_K).expect("KLL_K is a valid k")
-}
-
-/// Adds `v` to `sketch` unless it is NaN (a staleness marker included).
-pub fn kll_update(sketch: &mut Kll, v: f64) {
-    if !is_stale_nan(v)
-        && let Ok(x) = KllFloat::<f32>::new(v as f32)
-    {
-        sketch.update(x);
-    }
 }
 
 /// The serialized sketch, `None` if it holds no value.
@@ -114,11 +90,6 @@ pub fn kll_stored_quantiles(sketch: &Kll) -> Option<[f64; STORED_QUANTILES.len()
         *o = f64::from(x.into_inner());
     }
     Some(out)
-}
-
-/// A new empty HLL sketch (`lg_k` = [`HLL_LG_K`], HLL_8).
-pub fn new_hll() -> HllSketch {
-    HllSketch::new(HLL_LG_K, HllType::Hll8).expect("HLL_LG_K is a valid lg_k")
 }
 
 /// A new HLL union of up to `lg_k` = [`HLL_LG_K`].

@@ -1523,6 +1523,44 @@ fn otlp_body() -> BoxedStrategy<Vec<u8>> {
     .boxed()
 }
 
+const STATSD_SEEDS: &[&str] = &[
+    "page.views:1|c\napi.latency:12.5:7|ms|@0.5|#env:prod,region:eu,flag|c:abc\n",
+    "temp:10|g\ntemp:+3|g\ntemp:-1|g|T1700000000\nusers:alice|s\nsize:1:2:3|d|#a:b,a:c",
+    "hits:2|c|T1700000000\nhits:3|c|T1700000000\n_e{5,4}:title|text\n1bad.name-x:4|h",
+];
+
+const STATSD_TOKENS: &[&[u8]] = &[
+    b":",
+    b"|",
+    b"|c",
+    b"|g",
+    b"|ms",
+    b"|h",
+    b"|d",
+    b"|s",
+    b"@0.1",
+    b"@0",
+    b"#",
+    b",",
+    b"c:",
+    b"T",
+    b"\n",
+    b"\r\n",
+    b"+",
+    b"-",
+    b"NaN",
+    b"+Inf",
+    b"1e308",
+    b"-0",
+    b"\xff",
+    b"__name__:x",
+];
+
+fn statsd_packet() -> BoxedStrategy<Vec<u8>> {
+    let seeds: Vec<Vec<u8>> = STATSD_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    prop_oneof![4 => mutated(seeds, STATSD_TOKENS), 1 => any_bytes(256)].boxed()
+}
+
 fn exposition_body() -> BoxedStrategy<Vec<u8>> {
     let seeds: Vec<Vec<u8>> = EXPOSITION_SEEDS
         .iter()
@@ -1552,6 +1590,11 @@ proptest! {
     #[test]
     fn otlp_bodies(body in otlp_body()) {
         checks::otlp(&body);
+    }
+
+    #[test]
+    fn statsd_packets(packet in statsd_packet()) {
+        checks::statsd(&packet);
     }
 
     /// The scraper reads bodies as text, replacing invalid UTF-8 (`reqwest`'s `text()`).

@@ -6,6 +6,7 @@
 //! - [`json`]: JSON push, `POST /api/v1/metrics`.
 //! - [`influx`]: InfluxDB line protocol, `POST /write` (v1) and `/api/v2/write` (v2).
 //! - [`otlp`]: OpenTelemetry metrics (OTLP over HTTP and gRPC; the server binds them).
+//! - [`statsd`]: StatsD and DogStatsD lines, aggregated per flush interval.
 //! - [`scrape`]: the scrape loops, reading targets' [`exposition`] formats.
 
 pub mod exposition;
@@ -14,6 +15,7 @@ pub mod json;
 pub mod otlp;
 pub mod remote_write;
 pub mod scrape;
+pub mod statsd;
 
 use crate::error::{IngestError, Result};
 
