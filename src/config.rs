@@ -41,6 +41,10 @@ use strata_ingest::{Limits, PersistConfig};
 /// promote_resource_attributes = ["deployment.environment"]
 /// delta_temporality = "cumulative"
 ///
+/// [statsd]                       # StatsD and DogStatsD, UDP and TCP (docs/ingest.md)
+/// addr = "127.0.0.1:8125"        # "" for none
+/// flush_interval = "10s"
+///
 /// [[scrape_configs]]
 /// job_name = "node"
 /// scrape_interval = "15s"
@@ -77,6 +81,33 @@ pub struct Config {
     pub scrape_configs: Vec<ScrapeConfig>,
     /// The OTLP receivers.
     pub otlp: OtlpConfig,
+    /// The StatsD receiver.
+    pub statsd: StatsdConfig,
+}
+
+/// `[statsd]`: where StatsD and DogStatsD lines are received, and how often what they
+/// sent is aggregated and written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsdConfig {
+    /// UDP and TCP address (`host:port`, the same port for both); empty for none. Default
+    /// `127.0.0.1:8125`, StatsD's port: when it is taken (a StatsD daemon or agent on the
+    /// same host), Strata logs a warning and serves without it; any other address must
+    /// bind.
+    pub addr: String,
+    /// How long an interval's metrics are aggregated before they are written (default
+    /// 10 s, the Datadog agent's flush interval; at least 10 ms).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: std::time::Duration,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        StatsdConfig {
+            addr: crate::statsd::DEFAULT_ADDR.to_string(),
+            flush_interval: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for Config {
@@ -94,6 +125,7 @@ impl Default for Config {
             rollup: RollupConfig::default(),
             scrape_configs: vec![],
             otlp: OtlpConfig::default(),
+            statsd: StatsdConfig::default(),
         }
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod bench;
 pub mod config;
+pub mod deltas;
 pub mod otlp;
 pub mod prom_api;
 pub mod promqltest;
 pub mod rollup_api;
 pub mod server;
 pub mod sql_client;
+pub mod statsd;

@@ -48,6 +48,9 @@ enum Command {
         /// OTLP gRPC address (default 127.0.0.1:4317; "" for none).
         #[arg(long)]
         otlp_grpc_addr: Option<String>,
+        /// StatsD UDP and TCP address (default 127.0.0.1:8125; "" for none).
+        #[arg(long)]
+        statsd_addr: Option<String>,
     },
     /// Run one SQL statement and print the result as a table.
     Sql {
@@ -196,6 +199,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             http_addr,
             flight_addr,
             otlp_grpc_addr,
+            statsd_addr,
         } => {
             let mut cfg = match config {
                 Some(p) => Config::from_file(&p)?,
@@ -216,13 +220,19 @@ async fn run(cli: Cli) -> Result<(), String> {
             if let Some(a) = otlp_grpc_addr {
                 cfg.otlp.grpc_addr = a;
             }
+            if let Some(a) = statsd_addr {
+                cfg.statsd.addr = a;
+            }
             let running = strata::server::start(cfg).await?;
             eprintln!(
-                "strata: HTTP on {}, Flight SQL on {}, OTLP gRPC on {}",
+                "strata: HTTP on {}, Flight SQL on {}, OTLP gRPC on {}, StatsD on {}",
                 running.http_addr,
                 running.flight_addr,
                 running
                     .otlp_grpc_addr
+                    .map_or_else(|| "none".to_string(), |a| a.to_string()),
+                running
+                    .statsd_addr
                     .map_or_else(|| "none".to_string(), |a| a.to_string())
             );
             shutdown_signal().await;

@@ -28,25 +28,18 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
-use strata_ingest::receive::otlp::{self, DeltaState, Encoding, LabelSet, OtlpConfig};
+use strata_ingest::receive::otlp::{self, Encoding, OtlpConfig};
 use strata_ingest::{IngestError, Ingester};
 
+use crate::deltas::DeltaWriter;
 use crate::server::{now_ms, status_of};
-
-/// How far back the running total of a delta series is looked up after a restart: older
-/// than this, the series starts again from 0 (a counter reset to `rate`).
-const DELTA_RESUME_RANGE: &str = "7d";
 
 /// The OTLP receiver shared by the HTTP routes and the gRPC service.
 pub(crate) struct Otlp {
     ingester: Arc<Ingester>,
-    /// The PromQL session the running totals of delta series are resumed from.
-    ctx: SessionContext,
     cfg: OtlpConfig,
-    deltas: DeltaState,
-    /// Requests with delta points one at a time: their running totals are taken back
-    /// when the write fails, before another request adds to them.
-    delta_writes: tokio::sync::Mutex<()>,
+    /// Writes, making running totals of delta points.
+    writer: DeltaWriter,
     /// Largest decoded body, bytes.
     max_decoded: usize,
 }
@@ -71,11 +64,9 @@ impl Otlp {
         max_decoded: usize,
     ) -> Otlp {
         Otlp {
+            writer: DeltaWriter::new(ingester.clone(), ctx),
             ingester,
-            ctx,
             cfg,
-            deltas: DeltaState::default(),
-            delta_writes: tokio::sync::Mutex::new(()),
             max_decoded,
         }
     }
@@ -92,29 +83,7 @@ impl Otlp {
         let now = now_ms();
         let limits = self.ingester.limits();
         let mut t = otlp::translate(req, &self.cfg, limits, now);
-        let out = if t.deltas.is_empty() {
-            self.ingester
-                .write(std::mem::take(&mut t.validated), "otlp", None)
-                .await?
-        } else {
-            let _one = self.delta_writes.lock().await;
-            let unknown = self.deltas.unknown(&t);
-            if !unknown.is_empty() {
-                self.deltas.resume(self.last_stored(&unknown, now).await);
-            }
-            let undo = self.deltas.apply(&mut t, limits, now);
-            match self
-                .ingester
-                .write(std::mem::take(&mut t.validated), "otlp", None)
-                .await
-            {
-                Ok(out) => out,
-                Err(e) => {
-                    self.deltas.undo(undo);
-                    return Err(e);
-                }
-            }
-        };
+        let out = self.writer.write(&mut t, "otlp", now).await?;
         if t.rejected_points > 0 {
             self.ingester
                 .metrics()
@@ -129,64 +98,6 @@ impl Otlp {
                 error_message: t.first_error.or(out.first_error).unwrap_or_default(),
             }),
         })
-    }
-
-    /// The last stored sample `(ms, value)` of each of the series `wanted` within
-    /// [`DELTA_RESUME_RANGE`] before `now_ms`, by PromQL (`last_over_time` and
-    /// `ts_of_last_over_time` per metric name); series not found are left out. A failed
-    /// lookup is logged and resumes nothing (those series start from 0).
-    async fn last_stored(&self, wanted: &[LabelSet], now_ms: i64) -> Vec<(LabelSet, (i64, f64))> {
-        let without_name = |l: &LabelSet| -> LabelSet {
-            l.iter()
-                .filter(|(n, _)| n != strata_ingest::model::METRIC_NAME_LABEL)
-                .cloned()
-                .collect()
-        };
-        let mut names: Vec<&str> = wanted
-            .iter()
-            .filter_map(|l| {
-                l.iter()
-                    .find(|(n, _)| n == strata_ingest::model::METRIC_NAME_LABEL)
-                    .map(|(_, v)| v.as_str())
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        let opts = strata_promql::QueryOptions::default();
-        let mut found = vec![];
-        for name in names {
-            let selector = format!(
-                "{{__name__={}}}[{DELTA_RESUME_RANGE}]",
-                serde_json::Value::String(name.to_string())
-            );
-            let mut by_labels: std::collections::HashMap<LabelSet, (i64, f64)> = Default::default();
-            for (f, is_time) in [("ts_of_last_over_time", true), ("last_over_time", false)] {
-                let q = format!("{f}({selector})");
-                match strata_promql::instant_query(&self.ctx, &q, now_ms, &opts).await {
-                    Ok(r) => {
-                        if let strata_promql::QueryValue::Vector(v) = r.value {
-                            for s in v {
-                                let e = by_labels.entry(without_name(&s.labels)).or_default();
-                                if is_time {
-                                    e.0 = (s.v * 1000.0).round() as i64;
-                                } else {
-                                    e.1 = s.v;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, query = %q, "resuming OTLP delta totals");
-                    }
-                }
-            }
-            for l in wanted {
-                if let Some(last) = by_labels.get(&without_name(l)) {
-                    found.push((l.clone(), *last));
-                }
-            }
-        }
-        found
     }
 }
 

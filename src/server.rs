@@ -28,6 +28,8 @@ pub struct Running {
     pub flight_addr: SocketAddr,
     /// The OTLP gRPC address bound, if any.
     pub otlp_grpc_addr: Option<SocketAddr>,
+    /// The StatsD address bound (UDP and TCP), if any.
+    pub statsd_addr: Option<SocketAddr>,
     /// The write path.
     pub ingester: Arc<Ingester>,
     /// The query engine.
@@ -430,6 +432,23 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         }
         None => None,
     };
+    let statsd_addr = match crate::statsd::bind(&cfg.statsd.addr).await? {
+        Some((udp, tcp)) => {
+            let addr = udp.local_addr().map_err(|e| e.to_string())?;
+            let statsd = Arc::new(crate::statsd::Statsd::new(
+                ingester.clone(),
+                strata_promql::prom_session(&engine.context()),
+            ));
+            tasks.extend(crate::statsd::spawn(
+                statsd,
+                (udp, tcp),
+                cfg.statsd.flush_interval,
+                stop_rx.clone(),
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
     let app = router(st, cfg.max_request_bytes)
         .merge(crate::otlp::router(otlp))
         .merge(crate::prom_api::router(strata_promql::prom_session(
@@ -495,11 +514,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             r.run(schedule, Some(metrics), wait(rx)).await;
         }));
     }
-    tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, "Strata is serving");
+    tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, statsd_addr = ?statsd_addr, "Strata is serving");
     Ok(Running {
         http_addr,
         flight_addr,
         otlp_grpc_addr: grpc_addr,
+        statsd_addr,
         ingester,
         engine,
         rollups,

@@ -85,6 +85,7 @@ class Stack:
     strata_flight_port: int
     prometheus_port: int
     strata_otlp_grpc_port: int = 0
+    strata_statsd_port: int = 0
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -166,6 +167,8 @@ class Stack:
 
 def _strata_config(stack: Stack) -> str:
     return (
+        "[statsd]\n"
+        'flush_interval = "200ms"\n'
         "[[scrape_configs]]\n"
         'job_name = "strata_node"\n'
         f'scrape_interval = "{SCRAPE_INTERVAL_S}s"\n'
@@ -216,7 +219,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"{b} is missing: {hint}", pytrace=False)
 
     tmp = tmp_path_factory.mktemp("e2e")
-    ports = distinct_free_ports(5)
+    ports = distinct_free_ports(6)
     stack = Stack(
         tmp=tmp,
         data_dir=tmp / "strata-data",
@@ -225,6 +228,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         strata_flight_port=ports[2],
         prometheus_port=ports[3],
         strata_otlp_grpc_port=ports[4],
+        strata_statsd_port=ports[5],
     )
     textfile_dir = tmp / "textfile"
     textfile_dir.mkdir()
@@ -265,6 +269,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 f"127.0.0.1:{stack.strata_flight_port}",
                 "--otlp-grpc-addr",
                 f"127.0.0.1:{stack.strata_otlp_grpc_port}",
+                "--statsd-addr",
+                f"127.0.0.1:{stack.strata_statsd_port}",
             ],
             env=env,
         )

@@ -31,6 +31,10 @@ pub async fn server_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Running
             grpc_addr: "127.0.0.1:0".into(),
             ..Default::default()
         },
+        statsd: strata::config::StatsdConfig {
+            addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
         ..Config::default()
     };
     tweak(&mut cfg);

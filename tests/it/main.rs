@@ -12,3 +12,4 @@ mod promqltest;
 mod rollup;
 mod scrape;
 mod slt;
+mod statsd;

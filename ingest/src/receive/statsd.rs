@@ -8,8 +8,8 @@
 //! which is Etsy StatsD's with tags, several values a line, container ids and timestamps).
 //! Types: `c` counter, `g` gauge (a value with a sign, `+3` or `-3`, changes the gauge
 //! rather than setting it, as Etsy StatsD and `statsd_exporter` do), `ms` timer, `h`
-//! histogram, `d` distribution, `s` set. Events (`_e{...}`) and service checks (`_sc|...`)
-//! are refused. A malformed line is refused with its [`Malformed`] reason and the other
+//! histogram, `d` distribution, `s` set. Other fields (the agent's `e:` and `card:`) are
+//! ignored. Events (`_e{...}`) and service checks (`_sc|...`) are refused. A malformed line is refused with its [`Malformed`] reason and the other
 //! lines of its packet still count; a malformed tag (no `:`) is left out of its line and
 //! counted, as `statsd_exporter` does.
 //!
@@ -115,8 +115,6 @@ pub enum Malformed {
     /// A timestamp that is not a whole number of seconds, or on a type other than a
     /// counter or a gauge.
     Timestamp,
-    /// A field after the type that is none of `@`, `#`, `c:`, `T`.
-    Field,
     /// A DogStatsD event or service check.
     Event,
 }
@@ -133,24 +131,9 @@ impl Malformed {
             Malformed::NegativeCounter => "illegal_negative_counter",
             Malformed::SampleRate => "invalid_sample_rate",
             Malformed::Timestamp => "invalid_timestamp",
-            Malformed::Field => "unknown_field",
             Malformed::Event => "events_unsupported",
         }
     }
-
-    /// Every reason (for `/metrics` to show each one from the start).
-    pub const ALL: [Malformed; 10] = [
-        Malformed::NotUtf8,
-        Malformed::Line,
-        Malformed::EmptyName,
-        Malformed::Value,
-        Malformed::Type,
-        Malformed::NegativeCounter,
-        Malformed::SampleRate,
-        Malformed::Timestamp,
-        Malformed::Field,
-        Malformed::Event,
-    ];
 }
 
 /// Parses one line (without its `\n`).
@@ -211,9 +194,9 @@ pub fn parse_line(line: &str) -> Result<Metric, Malformed> {
                 return Err(Malformed::Timestamp);
             }
             m.timestamp_s = Some(t.parse().map_err(|_| Malformed::Timestamp)?);
-        } else {
-            return Err(Malformed::Field);
         }
+        // Other fields (the agent's own: `e:` external data, `card:` tag cardinality) do not
+        // change what is stored.
     }
     Ok(m)
 }
@@ -531,6 +514,12 @@ mod tests {
         ] {
             assert_eq!(parse_line(&format!("x:1|{t}")).unwrap().kind, k);
         }
+        // The agent's own fields change nothing.
+        let plain = parse_line("x:1|c|#a:b").unwrap();
+        assert_eq!(
+            parse_line("x:1|c|#a:b|e:it-false,cn-x|card:high").unwrap(),
+            plain
+        );
     }
 
     #[test]
@@ -549,7 +538,6 @@ mod tests {
             ("a:1|c|@x", Malformed::SampleRate),
             ("a:1|ms|T123", Malformed::Timestamp),
             ("a:1|c|T1.5", Malformed::Timestamp),
-            ("a:1|c|zz", Malformed::Field),
             ("_e{5,4}:title|text", Malformed::Event),
             ("_sc|check|0", Malformed::Event),
         ] {
