@@ -44,6 +44,7 @@ use strata_ingest::{Limits, PersistConfig};
 /// [statsd]                       # StatsD and DogStatsD, UDP and TCP (docs/ingest.md)
 /// addr = "127.0.0.1:8125"        # "" for none
 /// flush_interval = "10s"
+/// mapping_file = "statsd_mapping.yml"  # statsd_exporter's mapping format
 ///
 /// [[scrape_configs]]
 /// job_name = "node"
@@ -99,6 +100,10 @@ pub struct StatsdConfig {
     /// 10 s, the Datadog agent's flush interval; at least 10 ms).
     #[serde(with = "humantime_serde")]
     pub flush_interval: std::time::Duration,
+    /// A `statsd_exporter` mapping file (YAML,
+    /// [`strata_ingest::receive::statsd::MappingConfig`]): dotted names to names and
+    /// labels. Without one, names are escaped.
+    pub mapping_file: Option<PathBuf>,
 }
 
 impl Default for StatsdConfig {
@@ -106,6 +111,7 @@ impl Default for StatsdConfig {
         StatsdConfig {
             addr: crate::statsd::DEFAULT_ADDR.to_string(),
             flush_interval: std::time::Duration::from_secs(10),
+            mapping_file: None,
         }
     }
 }

@@ -432,12 +432,14 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         }
         None => None,
     };
+    let statsd_mapper = crate::statsd::mapper(cfg.statsd.mapping_file.as_deref())?;
     let statsd_addr = match crate::statsd::bind(&cfg.statsd.addr).await? {
         Some((udp, tcp)) => {
             let addr = udp.local_addr().map_err(|e| e.to_string())?;
             let statsd = Arc::new(crate::statsd::Statsd::new(
                 ingester.clone(),
                 strata_promql::prom_session(&engine.context()),
+                statsd_mapper,
             ));
             tasks.extend(crate::statsd::spawn(
                 statsd,

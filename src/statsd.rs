@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use strata_ingest::Ingester;
 use strata_ingest::receive::otlp::Translated;
 use strata_ingest::receive::remote_write::Validated;
-use strata_ingest::receive::statsd::{Aggregator, parse_packet};
+use strata_ingest::receive::statsd::{Aggregator, Mapper, parse_packet};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
@@ -34,11 +34,15 @@ pub(crate) struct Statsd {
 }
 
 impl Statsd {
-    /// A receiver writing to `ingester`, counter totals resumed through the PromQL
-    /// session `ctx`.
-    pub(crate) fn new(ingester: Arc<Ingester>, ctx: datafusion::prelude::SessionContext) -> Self {
+    /// A receiver writing to `ingester`, series named by `mapper`, counter totals
+    /// resumed through the PromQL session `ctx`.
+    pub(crate) fn new(
+        ingester: Arc<Ingester>,
+        ctx: datafusion::prelude::SessionContext,
+        mapper: Mapper,
+    ) -> Self {
         Statsd {
-            agg: Mutex::new(Aggregator::new(now_ms())),
+            agg: Mutex::new(Aggregator::with_mapper(now_ms(), mapper)),
             writer: DeltaWriter::new(ingester.clone(), ctx),
             ingester,
         }
@@ -59,10 +63,18 @@ impl Statsd {
                 .with_label_values(&["statsd_malformed_tag"])
                 .inc_by(bad_tags);
         }
+        let mut dropped = 0;
         if let Ok(mut agg) = self.agg.lock() {
             for m in &ok {
-                agg.add(m);
+                if !agg.add(m) {
+                    dropped += 1;
+                }
             }
+        }
+        if dropped > 0 {
+            rejected
+                .with_label_values(&["statsd_dropped_by_mapping"])
+                .inc_by(dropped);
         }
     }
 
@@ -100,6 +112,20 @@ impl Statsd {
             }
         }
     }
+}
+
+/// The mapping in `file` (none: names escaped).
+///
+/// # Errors
+/// A message naming the file and the problem: unreadable, or not a mapping
+/// configuration.
+pub(crate) fn mapper(file: Option<&std::path::Path>) -> Result<Mapper, String> {
+    let Some(f) = file else {
+        return Ok(Mapper::default());
+    };
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| format!("reading the StatsD mapping file {}: {e}", f.display()))?;
+    Mapper::parse(&text).map_err(|e| format!("{}: {e}", f.display()))
 }
 
 /// Binds UDP and TCP on `addr` (`host:port`; port 0 picks one free for both). Empty: none. When the default address is taken, logs a warning and returns

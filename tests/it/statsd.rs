@@ -27,9 +27,36 @@ async fn value_when(addr: std::net::SocketAddr, q: &str, want: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statsd_lines_over_udp_and_tcp_become_series() {
     let dir = tempfile::tempdir().unwrap();
+    // A statsd_exporter mapping: one rule naming and labelling, one dropping.
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(
+        &mapping,
+        "mappings:\n- match: svc.*.requests\n  name: requests_total\n  labels:\n    service: $1\n\
+         - match: debug.*\n  action: drop\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "mappings:\n- match: a.*\n").unwrap();
+    let refused = strata::server::start(strata::config::Config {
+        statsd: strata::config::StatsdConfig {
+            addr: "127.0.0.1:0".into(),
+            mapping_file: Some(bad.clone()),
+            ..Default::default()
+        },
+        data_dir: dir.path().join("never").to_string_lossy().into_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .await;
+    let Err(msg) = refused else {
+        panic!("a server started with a mapping rule without a name")
+    };
+    assert!(msg.contains("bad.yml") && msg.contains("no name"), "{msg}");
     let srv = server_with(dir.path(), |c| {
         c.statsd.addr = "127.0.0.1:0".into();
         c.statsd.flush_interval = Duration::from_millis(100);
+        c.statsd.mapping_file = Some(mapping);
     })
     .await;
     let addr = srv.statsd_addr.expect("StatsD is bound");
@@ -40,13 +67,18 @@ async fn statsd_lines_over_udp_and_tcp_become_series() {
     // repeated member, and a malformed line between them.
     let packet = "jobs.done:3|c|#queue:emails\njobs.done:1|c|@0.5|#queue:emails\n\
                   temp:20|g\ntemp:-5|g\nthis is not statsd\n\
-                  api.latency:100:200:300|ms|#route:/pay\nvisitors:a:b:c:a|s";
+                  api.latency:100:200:300|ms|#route:/pay\nvisitors:a:b:c:a|s\n\
+                  svc.checkout.requests:2|c\ndebug.noise:1|g";
     udp.send_to(packet.as_bytes(), addr).await.unwrap();
     assert_eq!(
         value_when(http, r#"jobs_done{queue="emails"}"#, 5.0).await,
         5.0
     );
     assert_eq!(value_when(http, "temp", 15.0).await, 15.0);
+    assert_eq!(
+        value_when(http, r#"requests_total{service="checkout"}"#, 2.0).await,
+        2.0
+    );
     assert_eq!(value_when(http, "visitors", 3.0).await, 3.0);
     assert_eq!(value_when(http, "api_latency_count", 3.0).await, 3.0);
     let sum = value_when(http, "api_latency_sum", 0.6).await;
@@ -78,6 +110,15 @@ async fn statsd_lines_over_udp_and_tcp_become_series() {
     assert!(
         m.contains(r#"strata_samples_rejected_total{reason="statsd_malformed_line"} 1"#),
         "{m}"
+    );
+    assert!(
+        m.contains(r#"strata_samples_rejected_total{reason="statsd_dropped_by_mapping"} 1"#),
+        "{m}"
+    );
+    assert!(
+        instant_result(http, "debug_noise", now_ms() as f64 / 1000.0)
+            .await
+            .is_empty()
     );
     srv.shutdown().await;
 }

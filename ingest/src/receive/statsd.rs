@@ -278,6 +278,7 @@ pub struct Aggregator {
     /// a counter's values summed, a gauge's last kept.
     stamped: HashMap<(LabelSet, i64), (f64, bool)>,
     last_flush_ms: i64,
+    mapper: Mapper,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -300,9 +301,10 @@ pub struct Flush {
     pub deltas: Vec<DeltaPoint>,
 }
 
-/// The series' labels: the escaped name (with `suffix`), the escaped tags, and the
-/// container id; sorted. A later tag of the same name wins.
-fn labels(m: &Metric, suffix: &str) -> LabelSet {
+/// The series' labels: the escaped tags, the container id, then the mapped name and
+/// labels (`mapped`, [`Mapper::map`]) or else the escaped name; sorted. A later tag of the
+/// same name wins, and a mapping's label over a tag.
+fn labels(m: &Metric, mapped: Option<(String, Vec<(String, String)>)>) -> LabelSet {
     let mut out: std::collections::BTreeMap<String, String> = Default::default();
     for (k, v) in &m.tags {
         if !v.is_empty() {
@@ -312,11 +314,181 @@ fn labels(m: &Metric, suffix: &str) -> LabelSet {
     if let Some(c) = m.container.as_ref().filter(|c| !c.is_empty()) {
         out.insert("container_id".into(), c.clone());
     }
-    out.insert(
-        "__name__".into(),
-        format!("{}{suffix}", escape_name(&m.name)),
-    );
+    let name = match mapped {
+        Some((name, pairs)) => {
+            for (k, v) in pairs {
+                if v.is_empty() {
+                    out.remove(&k);
+                } else {
+                    out.insert(k, v);
+                }
+            }
+            name
+        }
+        None => escape_name(&m.name),
+    };
+    out.insert("__name__".into(), name);
     out.into_iter().collect()
+}
+
+/// `statsd_exporter`'s mapping configuration (its `--statsd.mapping-config` YAML, the
+/// part Strata reads): `mappings`, each with `match` (a glob whose `*` matches one
+/// dot-separated component, `([^.]*)`, or with `match_type: regex` an anchored regular
+/// expression), `name` and `labels` (which may use the match's groups as `$1` or `${1}`),
+/// optionally `match_metric_type` (`counter`, `gauge` or `observer`: timers, histograms
+/// and distributions) and `action: drop`; and `defaults.match_type`. The first rule that
+/// matches a line's name and type applies; a name no rule matches is escaped
+/// ([`escape_name`]). Other keys (`buckets`, `quantiles`, `ttl`, `observer_type`, ...)
+/// are accepted and not used: Strata's summaries are its own.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MappingConfig {
+    /// Settings of every rule.
+    #[serde(default)]
+    pub defaults: MappingDefaults,
+    /// The rules, in order.
+    #[serde(default)]
+    pub mappings: Vec<MappingRule>,
+}
+
+/// `defaults` of a [`MappingConfig`].
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MappingDefaults {
+    /// How rules without their own `match_type` match.
+    #[serde(default)]
+    pub match_type: MatchType,
+}
+
+/// How a rule's `match` matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchType {
+    /// `*` matches one dot-separated component.
+    #[default]
+    Glob,
+    /// A regular expression, anchored at both ends.
+    Regex,
+}
+
+/// The types a rule's `match_metric_type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    /// `c`.
+    Counter,
+    /// `g`.
+    Gauge,
+    /// `ms`, `h`, `d`.
+    Observer,
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Rename and label.
+    #[default]
+    Map,
+    /// Drop the line.
+    Drop,
+}
+
+/// One rule of a [`MappingConfig`].
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct MappingRule {
+    /// The pattern.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The series name (required unless `action: drop`).
+    #[serde(default)]
+    pub name: String,
+    /// Labels added (an empty value removes a tag's label).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Overrides `defaults.match_type`.
+    #[serde(default)]
+    pub match_type: Option<MatchType>,
+    /// Only lines of this type.
+    #[serde(default)]
+    pub match_metric_type: Option<MetricType>,
+    /// `map` (default) or `drop`.
+    #[serde(default)]
+    pub action: Action,
+}
+
+/// A [`MappingConfig`] ready to match.
+#[derive(Debug, Clone, Default)]
+pub struct Mapper {
+    rules: Vec<(regex::Regex, MappingRule)>,
+}
+
+/// What [`Mapper::map`] decides for a line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    /// No rule matched.
+    Unmapped,
+    /// A rule drops it.
+    Drop,
+    /// A rule names it: `(name, labels)`.
+    To(String, Vec<(String, String)>),
+}
+
+impl Mapper {
+    /// Reads a mapping configuration (YAML).
+    ///
+    /// # Errors
+    /// A message naming the problem: YAML that is not a mapping configuration, a pattern
+    /// that does not compile, a mapping rule without a name. (A name that is not valid
+    /// once its groups are filled in is found when a line matches: validation refuses
+    /// that series.)
+    pub fn parse(yaml: &str) -> Result<Mapper, String> {
+        let cfg: MappingConfig =
+            yaml_serde::from_str(yaml).map_err(|e| format!("StatsD mapping: {e}"))?;
+        let mut rules = vec![];
+        for r in cfg.mappings {
+            let re = match r.match_type.unwrap_or(cfg.defaults.match_type) {
+                MatchType::Glob => {
+                    format!("^{}$", regex::escape(&r.pattern).replace(r"\*", "([^.]*)"))
+                }
+                MatchType::Regex => format!("^(?:{})$", r.pattern),
+            };
+            let re = regex::Regex::new(&re)
+                .map_err(|e| format!("StatsD mapping: match {:?}: {e}", r.pattern))?;
+            if r.action == Action::Map && r.name.is_empty() {
+                return Err(format!("StatsD mapping: match {:?} has no name", r.pattern));
+            }
+            rules.push((re, r));
+        }
+        Ok(Mapper { rules })
+    }
+
+    /// The first rule's decision for a line named `name` of type `kind`.
+    pub fn map(&self, name: &str, kind: Kind) -> Mapped {
+        let ty = match kind {
+            Kind::Counter => Some(MetricType::Counter),
+            Kind::Gauge => Some(MetricType::Gauge),
+            Kind::Timer | Kind::Histogram | Kind::Distribution => Some(MetricType::Observer),
+            Kind::Set => None,
+        };
+        for (re, r) in &self.rules {
+            if r.match_metric_type.is_some_and(|t| Some(t) != ty) {
+                continue;
+            }
+            let Some(caps) = re.captures(name) else {
+                continue;
+            };
+            if r.action == Action::Drop {
+                return Mapped::Drop;
+            }
+            let fill = |t: &str| {
+                let mut out = String::new();
+                caps.expand(t, &mut out);
+                out
+            };
+            let labels = r.labels.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
+            return Mapped::To(fill(&r.name), labels);
+        }
+        Mapped::Unmapped
+    }
 }
 
 impl Aggregator {
@@ -329,12 +501,25 @@ impl Aggregator {
             gauges: HashMap::new(),
             stamped: HashMap::new(),
             last_flush_ms: now_ms,
+            mapper: Mapper::default(),
         }
     }
 
-    /// Adds `m` to the current interval.
-    pub fn add(&mut self, m: &Metric) {
-        let key = labels(m, "");
+    /// The same, naming series by `mapper`.
+    pub fn with_mapper(now_ms: i64, mapper: Mapper) -> Self {
+        Aggregator {
+            mapper,
+            ..Aggregator::new(now_ms)
+        }
+    }
+
+    /// Adds `m` to the current interval; `false` when the mapping drops it.
+    pub fn add(&mut self, m: &Metric) -> bool {
+        let key = match self.mapper.map(&m.name, m.kind) {
+            Mapped::Drop => return false,
+            Mapped::Unmapped => labels(m, None),
+            Mapped::To(name, pairs) => labels(m, Some((name, pairs))),
+        };
         if let Some(t) = m.timestamp_s {
             let counter = m.kind == Kind::Counter;
             for v in &m.values {
@@ -346,7 +531,7 @@ impl Aggregator {
                     at.0 = if counter { at.0 + x / m.rate } else { *x };
                 }
             }
-            return;
+            return true;
         }
         match m.kind {
             Kind::Counter => {
@@ -396,6 +581,7 @@ impl Aggregator {
                 }
             }
         }
+        true
     }
 
     /// Ends the current interval at `now_ms`: what it writes (see the module doc), the
@@ -552,6 +738,105 @@ mod tests {
     }
 
     #[test]
+    fn mapping_rules_rename_label_and_drop_as_statsd_exporter_documents() {
+        // The README's examples of `statsd_exporter` (glob with `$n`, regex with `${n}`,
+        // a type filter, drop), with a key Strata does not use.
+        let m = Mapper::parse(
+            r#"
+defaults:
+  ttl: 0
+mappings:
+- match: "test.dispatcher.*.*.*"
+  name: "dispatcher_events_total"
+  labels:
+    processor: "$1"
+    action: "$2"
+    outcome: "$3"
+    job: "test_dispatcher"
+- match: '(.*)\.(.*)--(.*)\.status\.(.*)\.count'
+  match_type: regex
+  name: "request_total"
+  labels:
+    hostname: "${1}"
+    exec: "${2}"
+    code: "${4}"
+- match: "*.timing"
+  match_metric_type: observer
+  name: "timing_seconds"
+  labels:
+    service: "$1"
+- match: "noisy.*"
+  action: drop
+"#,
+        )
+        .unwrap();
+        let to = |n: &str, l: &[(&str, &str)]| {
+            let mut l: Vec<(String, String)> = l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            l.sort();
+            Mapped::To(n.into(), l)
+        };
+        assert_eq!(
+            m.map("test.dispatcher.FooProcessor.send.success", Kind::Counter),
+            to(
+                "dispatcher_events_total",
+                &[
+                    ("action", "send"),
+                    ("job", "test_dispatcher"),
+                    ("outcome", "success"),
+                    ("processor", "FooProcessor")
+                ]
+            )
+        );
+        // `*` is one component: four of them after the prefix do not match.
+        assert_eq!(
+            m.map("test.dispatcher.a.b.c.d", Kind::Counter),
+            Mapped::Unmapped
+        );
+        assert_eq!(
+            m.map("foo-host.bar--baz.status.200.count", Kind::Counter),
+            to(
+                "request_total",
+                &[("code", "200"), ("exec", "bar"), ("hostname", "foo-host")]
+            )
+        );
+        assert_eq!(
+            m.map("api.timing", Kind::Timer),
+            to("timing_seconds", &[("service", "api")])
+        );
+        assert_eq!(m.map("api.timing", Kind::Gauge), Mapped::Unmapped);
+        assert_eq!(m.map("noisy.debug", Kind::Gauge), Mapped::Drop);
+        assert!(Mapper::parse("mappings:\n- match: a.*\n").is_err());
+        assert!(
+            Mapper::parse("mappings:\n- match: '('\n  match_type: regex\n  name: x\n").is_err()
+        );
+
+        // In an aggregator: a mapped series, a dropped line, a mapping label over a tag.
+        let mut a = Aggregator::with_mapper(0, m);
+        let (ok, _) = parse_packet(
+            b"test.dispatcher.P.send.ok:2|c|#action:other,env:dev\nnoisy.x:1|g\nplain.name:1|g",
+        );
+        let kept: Vec<bool> = ok.iter().map(|x| a.add(x)).collect();
+        assert_eq!(kept, [true, false, true]);
+        let f = a.flush(10);
+        assert_eq!(
+            f.deltas[0].labels,
+            l(&[
+                ("__name__", "dispatcher_events_total"),
+                ("action", "send"),
+                ("env", "dev"),
+                ("job", "test_dispatcher"),
+                ("outcome", "ok"),
+                ("processor", "P")
+            ])
+        );
+        assert_eq!(f.samples.len(), 1);
+        assert_eq!(f.samples[0].0, l(&[("__name__", "plain_name")]));
+    }
+
+    #[test]
     fn names_are_escaped_as_statsd_exporter_escapes_them() {
         assert_eq!(escape_name("http.request-latency"), "http_request_latency");
         assert_eq!(escape_name("1abc"), "_1abc");
@@ -563,7 +848,7 @@ mod tests {
         let (ok, bad) = parse_packet(lines.as_bytes());
         assert!(bad.is_empty(), "{bad:?}");
         for m in &ok {
-            a.add(m);
+            assert!(a.add(m));
         }
     }
 
