@@ -108,6 +108,19 @@ class Stack:
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
+    def promql(self, query: str) -> list[dict]:
+        """The ``result`` of the instant query ``query`` now, through Strata's
+        ``/api/v1/query``, asserting that it succeeded."""
+        r = requests.get(
+            f"{self.strata_url}/api/v1/query",
+            params={"query": query, "time": time.time()},
+            timeout=30,
+        )
+        r.raise_for_status()
+        body = r.json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
     def logs(self) -> str:
         return "\n".join(
             f"----- {p.name} (exit code {p.popen.poll()}) log tail: {p.log} -----\n{log_tail(p.log)}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
-import requests
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcExporter,
 )
@@ -29,18 +28,8 @@ from grpc import Compression as GrpcCompression
 NEVER_MS = 3_600_000
 
 
-def promql(stack, query: str) -> list[dict]:
-    r = requests.get(
-        f"{stack.strata_url}/api/v1/query", params={"query": query, "time": time.time()}, timeout=30
-    )
-    r.raise_for_status()
-    body = r.json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
 def one(stack, query: str) -> float:
-    r = promql(stack, query)
+    r = stack.promql(query)
     assert len(r) == 1, (query, r)
     return float(r[0]["value"][1])
 
@@ -106,13 +95,13 @@ def test_otlp_http_exporter_every_instrument(stack):
     assert one(stack, f'e2e_size_bytes_bucket{{{job},le="+Inf"}}') == 4
     top = one(stack, f"histogram_quantile(1, e2e_size_bytes_bucket{{{job}}})")
     assert 1000 <= top <= 1000 * 2 ** (1 / 16), top
-    lowest = promql(stack, f'e2e_size_bytes_bucket{{{job}}} == 1')
+    lowest = stack.promql(f'e2e_size_bytes_bucket{{{job}}} == 1')
     assert lowest, "the bucket holding 1 alone"
     assert one(stack, f'e2e_temperature_celsius{{{job},room="a"}}') == 21.5
     # A non-monotonic sum is a gauge: no _total.
     assert one(stack, f"e2e_in_flight{{{job}}}") == 3
     # target_info carries the resource's other attributes (the SDK's telemetry.sdk.* too).
-    info = promql(stack, f'target_info{{{job},host_name="h1"}}')
+    info = stack.promql(f'target_info{{{job},host_name="h1"}}')
     assert len(info) == 1 and info[0]["metric"]["telemetry_sdk_language"] == "python", info
     # And by SQL (the flush and the shutdown each exported the cumulative state).
     rows = sql(

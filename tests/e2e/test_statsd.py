@@ -7,19 +7,8 @@ from __future__ import annotations
 
 import time
 
-import requests
 import statsd
 from datadog.dogstatsd import DogStatsd
-
-
-def promql(stack, query: str) -> list[dict]:
-    r = requests.get(
-        f"{stack.strata_url}/api/v1/query", params={"query": query, "time": time.time()}, timeout=30
-    )
-    r.raise_for_status()
-    body = r.json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
 
 
 def value_when(stack, query: str, want: float) -> float:
@@ -27,7 +16,7 @@ def value_when(stack, query: str, want: float) -> float:
     value seen after 15 s."""
     last = float("nan")
     for _ in range(75):
-        got = promql(stack, query)
+        got = stack.promql(query)
         if len(got) == 1:
             last = float(got[0]["value"][1])
             if abs(last - want) <= 1e-6 * max(1.0, abs(want)):
