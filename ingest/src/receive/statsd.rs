@@ -5,7 +5,9 @@
 //! `<name>:<value>[:<value>...]|<type>[|@<sample rate>][|#<tag>:<value>,...][|c:<container
 //! id>][|T<unix seconds>]`, several lines a packet separated by `\n` (the DogStatsD
 //! datagram format, `https://docs.datadoghq.com/developers/dogstatsd/datagram_shell`, v1.3,
-//! which is Etsy StatsD's with tags, several values a line, container ids and timestamps).
+//! which is Etsy StatsD's with tags, several values a line, container ids and timestamps);
+//! tags may also be written into the name as InfluxDB (`name,k=v`), Librato (`name#k=v`)
+//! and SignalFx (`name[k=v]`) clients do.
 //! Types: `c` counter, `g` gauge (a value with a sign, `+3` or `-3`, changes the gauge
 //! rather than setting it, as Etsy StatsD and `statsd_exporter` do), `ms` timer, `h`
 //! histogram, `d` distribution, `s` set. Other fields (the agent's `e:` and `card:`) are
@@ -147,6 +149,7 @@ pub fn parse_line(line: &str) -> Result<Metric, Malformed> {
     let mut fields = line.split('|');
     let head = fields.next().unwrap_or_default();
     let (name, values) = head.split_once(':').ok_or(Malformed::Line)?;
+    let (name, name_tags, name_bad_tags) = name_tags(name);
     if name.is_empty() {
         return Err(Malformed::EmptyName);
     }
@@ -164,14 +167,14 @@ pub fn parse_line(line: &str) -> Result<Metric, Malformed> {
         .map(|v| value(v, kind))
         .collect::<Result<Vec<_>, _>>()?;
     let mut m = Metric {
-        name: name.to_string(),
+        name,
         values,
         kind,
         rate: 1.0,
-        tags: vec![],
+        tags: name_tags,
         container: None,
         timestamp_s: None,
-        bad_tags: 0,
+        bad_tags: name_bad_tags,
     };
     for f in fields.filter(|f| !f.is_empty()) {
         if let Some(r) = f.strip_prefix('@') {
@@ -199,6 +202,30 @@ pub fn parse_line(line: &str) -> Result<Metric, Malformed> {
         // change what is stored.
     }
     Ok(m)
+}
+
+/// The name and the tags of the dialects that write them into it, as `statsd_exporter`
+/// reads them: SignalFx `name[k=v,...]` (anywhere in the name), Librato `name#k=v,...`,
+/// InfluxDB `name,k=v,...`. Returns the bare name, the tags, and the number of tags
+/// without `=`.
+fn name_tags(name: &str) -> (String, Vec<(String, String)>, u32) {
+    let (bare, list) = match (name.find('['), name.find(']')) {
+        (Some(a), Some(z)) if a < z => {
+            (format!("{}{}", &name[..a], &name[z + 1..]), &name[a + 1..z])
+        }
+        _ => match name.split_once('#').or_else(|| name.split_once(',')) {
+            Some((n, l)) => (n.to_string(), l),
+            None => return (name.to_string(), vec![], 0),
+        },
+    };
+    let (mut tags, mut bad) = (vec![], 0);
+    for t in list.split(',').filter(|t| !t.is_empty()) {
+        match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => tags.push((k.to_string(), v.to_string())),
+            _ => bad += 1,
+        }
+    }
+    (bare, tags, bad)
 }
 
 fn value(v: &str, kind: Kind) -> Result<Value, Malformed> {
@@ -699,6 +726,21 @@ mod tests {
             ("c", Kind::Counter),
         ] {
             assert_eq!(parse_line(&format!("x:1|{t}")).unwrap().kind, k);
+        }
+        // Tags written into the name (statsd_exporter's other dialects), then DogStatsD's.
+        for line in [
+            "req,code=200,bad:1|c|#env:prod",
+            "req#code=200,bad:1|c|#env:prod",
+            "r[code=200,bad]eq:1|c|#env:prod",
+        ] {
+            let m = parse_line(line).unwrap();
+            assert_eq!(m.name, "req", "{line}");
+            assert_eq!(
+                m.tags,
+                vec![("code".into(), "200".into()), ("env".into(), "prod".into())],
+                "{line}"
+            );
+            assert_eq!(m.bad_tags, 1, "{line}");
         }
         // The agent's own fields change nothing.
         let plain = parse_line("x:1|c|#a:b").unwrap();
