@@ -559,19 +559,21 @@ impl Planner {
                     .filter_map(|(id, p)| Some((series.get(id)?, p))),
             );
         }
-        if whole && self.direct_ok && parts.is_empty() {
-            let answer = tier_points
-                .into_iter()
-                .map(|(l, p)| (l.clone(), p))
-                .collect();
-            if let Ok(mut d) = self.direct.lock() {
-                *d = Some(answer);
-                return Ok(empty_plan());
-            }
-            return Err(bad("a poisoned lock"));
+        if whole
+            && self.direct_ok
+            && parts.is_empty()
+            && let Ok(mut d) = self.direct.lock()
+        {
+            *d = Some(
+                tier_points
+                    .into_iter()
+                    .map(|(l, p)| (l.clone(), p))
+                    .collect(),
+            );
+            return Ok(empty_plan());
         }
         if !tier_points.is_empty() || parts.is_empty() {
-            parts.push(points_plan(&self.ctx, tier_points)?);
+            parts.push(points_plan(&self.ctx, &tier_points)?);
         }
         let mut b = LogicalPlanBuilder::from(parts.remove(0));
         for p in parts {
@@ -642,10 +644,7 @@ impl Planner {
         let built;
         let p = match direct {
             Some(points) => {
-                built = points_plan(
-                    &self.ctx,
-                    points.iter().map(|(l, p)| (l, p.clone())).collect(),
-                )?;
+                built = points_plan(&self.ctx, &points)?;
                 &built
             }
             None => p,
@@ -1767,17 +1766,17 @@ fn drops_name(e: &P) -> bool {
 ///
 /// # Errors
 /// Building the batch or the plan.
-fn points_plan(
+fn points_plan<L: AsRef<[u8]>>(
     ctx: &SessionContext,
-    points: Vec<(&Vec<u8>, crate::tiers::Points)>,
+    points: &[(L, crate::tiers::Points)],
 ) -> Result<LogicalPlan> {
     let (n, bytes) = points.iter().fold((0, 0), |(n, b), (l, p)| {
-        (n + p.len(), b + l.len() * p.len())
+        (n + p.len(), b + l.as_ref().len() * p.len())
     });
     let mut labels = datafusion::arrow::array::BinaryBuilder::with_capacity(n, bytes);
     let (mut ts, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (l, points) in points {
-        for (t, v) in points {
+        for &(t, v) in points {
             labels.append_value(l);
             ts.push(t);
             values.push(v);

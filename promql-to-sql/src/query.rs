@@ -764,8 +764,6 @@ pub async fn range_query(
         };
         let planned = planner.plan_query(expr, steps).await?;
         let direct = planner.direct.lock().ok().and_then(|mut d| d.take());
-        let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
-        let run = session_for(&ctx, &planner, points.saturating_add(1), planned.plan());
         let series = match (planned, direct) {
             // Answered at planning from rollup tiers ([`Planner::direct`]).
             (_, Some(direct)) => series_of(direct),
@@ -774,6 +772,8 @@ pub async fn range_query(
                 points: steps.iter().map(|t| (t, v)).collect(),
             }],
             (Planned::Scalar(p) | Planned::Vector(p), _) => {
+                let points = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
+                let run = session_for(&ctx, &planner, points.saturating_add(1), Some(&p));
                 matrix(&run_in(&run, p).await?, |_| true)
             }
             (Planned::Str(_), _) => {

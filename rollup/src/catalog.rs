@@ -224,8 +224,10 @@ impl SeriesBuckets {
     /// `buckets` (`(end ms, bucket)`, ascending by end), without sketch columns: for
     /// buckets made in memory rather than read.
     pub fn from_buckets(buckets: &[(i64, Bucket)]) -> Self {
-        let rows = (0..buckets.len())
-            .map(|i| (buckets[i].0, 0, i as u32))
+        let rows = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (end, _))| (*end, 0, i as u32))
             .collect();
         SeriesBuckets::new(Arc::new([BucketColumns::of_buckets(buckets)]), rows)
     }

@@ -305,6 +305,7 @@ impl TierTable {
                 // Rows come in runs of one series: whether it is wanted, and where its
                 // rows go, are looked up once a run (`None`: not wanted).
                 let mut run: Option<(i64, Option<&mut Vec<RowAt>>)> = None;
+                let mut taken = false;
                 for i in 0..b.num_rows() {
                     let (id, end) = (cols.series_id(i), cols.end_ms(i));
                     if end <= from_ms || end > to_ms {
@@ -320,9 +321,13 @@ impl TierTable {
                     if let Some((_, Some(v))) = &mut run {
                         // Batches are at most a Parquet row group's rows (u32).
                         v.push((end, k, i as u32));
+                        taken = true;
                     }
                 }
-                batch_columns.push(cols);
+                // A batch of only other series' rows is not kept.
+                if taken {
+                    batch_columns.push(cols);
+                }
             }
         }
         let columns: Arc<[BucketColumns]> = batch_columns.into();

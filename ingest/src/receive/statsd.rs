@@ -648,9 +648,10 @@ impl Aggregator {
                 }
             }
             quantiles.push((1.0, o.max));
+            // The summary's label replaces a tag of that name.
+            let base: LabelSet = l.iter().filter(|(k, _)| k != "quantile").cloned().collect();
             for (q, v) in quantiles {
-                // The summary's label replaces a tag of that name.
-                let mut l: LabelSet = l.iter().filter(|(k, _)| k != "quantile").cloned().collect();
+                let mut l = base.clone();
                 l.push(("quantile".into(), crate::model::FloatText(q).to_string()));
                 l.sort();
                 out.samples.push((l, sample(v)));
