@@ -46,6 +46,9 @@ use strata_ingest::{Limits, PersistConfig};
 /// flush_interval = "10s"
 /// mapping_file = "statsd_mapping.yml"  # statsd_exporter's mapping format
 ///
+/// [remote_write]                 # /api/v1/write, 1.0 and 2.0 (docs/ingest.md)
+/// created_timestamp_zero_ingestion = false
+///
 /// [[scrape_configs]]
 /// job_name = "node"
 /// scrape_interval = "15s"
@@ -84,6 +87,20 @@ pub struct Config {
     pub otlp: OtlpConfig,
     /// The StatsD receiver.
     pub statsd: StatsdConfig,
+    /// Remote write (1.0 and 2.0 on `/api/v1/write`).
+    pub remote_write: RemoteWriteConfig,
+}
+
+/// `[remote_write]`: how remote-written data is stored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteWriteConfig {
+    /// Remote write 2.0's `created_timestamp`: when true, a series the head does not hold
+    /// yet gets a zero sample at its created timestamp (ms) before its first sample, as
+    /// Prometheus's `created-timestamp-zero-ingestion` feature flag does, so that `rate`
+    /// and `increase` count a new counter's first increments. Default false, as in
+    /// Prometheus.
+    pub created_timestamp_zero_ingestion: bool,
 }
 
 /// `[statsd]`: where StatsD and DogStatsD lines are received, and how often what they
@@ -132,6 +149,7 @@ impl Default for Config {
             scrape_configs: vec![],
             otlp: OtlpConfig::default(),
             statsd: StatsdConfig::default(),
+            remote_write: RemoteWriteConfig::default(),
         }
     }
 }

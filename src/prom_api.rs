@@ -5,6 +5,8 @@
 //! Prometheus's JSON shapes and error shapes (`docs/querying/api.md` of Prometheus).
 //! GET takes URL parameters; POST takes them form-encoded too, as Prometheus does.
 
+use std::sync::Arc;
+
 use crate::server::now_ms;
 use axum::Router;
 use axum::body::Bytes;
@@ -645,6 +647,54 @@ async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Response {
     }
 }
 
+/// `GET /api/v1/metadata` (Prometheus's shape, `web/api/v1/api.go`, `metricMetadata`):
+/// `{"<family>": [{"type", "help", "unit"}, ...]}` from the metadata senders gave
+/// ([`strata_ingest::metadata`]). `metric` picks one family; `limit` caps the families
+/// (Prometheus: a negative value is no limit, 0 gives none), `limit_per_metric` the entries
+/// per family (0 or negative: no limit). A malformed number is `bad_data`.
+async fn metadata(
+    State(store): State<Arc<strata_ingest::metadata::MetadataStore>>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let p = params(q, &[]);
+    let int = |name: &str| -> Result<Option<i64>, ApiError> {
+        param(&p, name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    bad_data(format!(
+                        "invalid parameter \"{name}\": {v:?} is not an integer"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let (limit, per) = match (int("limit"), int("limit_per_metric")) {
+        (Ok(l), Ok(p)) => (l, p),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let limit = limit.and_then(|l| usize::try_from(l).ok());
+    let per = per.filter(|p| *p > 0).map(|p| p as usize);
+    let found = store.get(param(&p, "metric").filter(|m| !m.is_empty()), limit, per);
+    let data: serde_json::Map<String, Value> = found
+        .into_iter()
+        .map(|(family, entries)| {
+            let list: Vec<Value> = entries
+                .into_iter()
+                .map(|m| json!({"type": m.metric_type.as_str(), "help": m.help, "unit": m.unit}))
+                .collect();
+            (family, Value::Array(list))
+        })
+        .collect();
+    success(Value::Object(data))
+}
+
+/// The metadata endpoint, on the write path's metadata store.
+pub fn metadata_router(store: Arc<strata_ingest::metadata::MetadataStore>) -> Router {
+    Router::new()
+        .route("/api/v1/metadata", get(metadata))
+        .with_state(store)
+}
+
 /// Routes of this module, sharing the engine's session.
 pub fn router(ctx: SessionContext) -> Router {
     Router::new()
@@ -679,9 +729,6 @@ pub fn router(ctx: SessionContext) -> Router {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        // Strata does not keep metric metadata (remote-write metadata is accepted and not
-        // stored), so the answer is an empty object, as Prometheus gives for unknown metrics.
-        .route("/api/v1/metadata", get(|| async { success(json!({})) }))
         .route(
             "/api/v1/status/buildinfo",
             get(|| async {

@@ -55,6 +55,8 @@ impl Running {
 struct AppState {
     ingester: Arc<Ingester>,
     max_decoded: usize,
+    /// `[remote_write] created_timestamp_zero_ingestion`.
+    ct_zero_ingestion: bool,
 }
 
 /// The server clock in ms since the epoch (UTC).
@@ -92,27 +94,77 @@ fn error_response(e: IngestError) -> Response {
     r
 }
 
-/// `POST /api/v1/write`: Prometheus remote write 1.0.
+/// The message a remote-write request carries, by its headers (remote write 2.0 spec,
+/// "Content-Type" and "Content-Encoding"): `application/x-protobuf` alone or with
+/// `proto=prometheus.WriteRequest` is 1.0, `proto=io.prometheus.write.v2.Request` is 2.0.
+/// A request without `Content-Type` is read as 1.0 (older senders), one without
+/// `Content-Encoding` as snappy. Returns `Err` with the 415 message for anything else.
+fn remote_write_version(headers: &HeaderMap) -> Result<u8, String> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("");
+        if !enc.trim().eq_ignore_ascii_case("snappy") {
+            return Err(format!(
+                "Content-Encoding {enc:?} is not supported: remote write bodies are snappy-compressed"
+            ));
+        }
+    }
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(1);
+    };
+    let ct = ct.to_str().unwrap_or("");
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(format!(
+            "Content-Type {ct:?} is not supported: remote write sends application/x-protobuf"
+        ));
+    }
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("proto") {
+            return match v.trim().trim_matches('"') {
+                "prometheus.WriteRequest" => Ok(1),
+                "io.prometheus.write.v2.Request" => Ok(2),
+                other => Err(format!(
+                    "proto={other} is not supported: send prometheus.WriteRequest (1.0) or io.prometheus.write.v2.Request (2.0)"
+                )),
+            };
+        }
+    }
+    Ok(1)
+}
+
+/// `POST /api/v1/write`: Prometheus remote write 1.0 and 2.0, chosen by `Content-Type`
+/// ([`remote_write_version`]; 415 for what is neither). Metadata is recorded before the
+/// samples are written, so that a request answered 2xx has both.
 async fn remote_write_handler(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        && ct.contains("io.prometheus.write.v2")
-    {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "remote write 2.0 (io.prometheus.write.v2.Request) is not supported; send 1.0 (prometheus.WriteRequest)\n",
-        )
-            .into_response();
+    match remote_write_version(&headers) {
+        Err(why) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{why}\n")).into_response(),
+        Ok(2) => remote_write_v2(st, body).await,
+        Ok(_) => remote_write_v1(st, body).await,
     }
+}
+
+async fn remote_write_v1(st: AppState, body: Bytes) -> Response {
     let req = match remote_write::decode_received(&body, st.max_decoded) {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
+    if !req.metadata.is_empty()
+        && let Err(e) = st
+            .ingester
+            .metadata()
+            .record(remote_write::metadata_entries(&req.metadata))
+            .await
+    {
+        return error_response(e);
+    }
     let v = st.ingester.validate_remote_write(req, now_ms());
     match st
         .ingester
@@ -122,6 +174,49 @@ async fn remote_write_handler(
         Ok(out) if out.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
         Ok(out) => (StatusCode::BAD_REQUEST, format!("{}\n", rejections(&out))).into_response(),
         Err(e) => error_response(e),
+    }
+}
+
+/// Remote write 2.0: every answer carries the `X-Prometheus-Remote-Write-*-Written`
+/// headers the spec requires (0 where nothing was written).
+async fn remote_write_v2(st: AppState, body: Bytes) -> Response {
+    use remote_write::v2::Written;
+    let with_written = |mut r: Response, w: Written| {
+        for (name, n) in [
+            ("x-prometheus-remote-write-samples-written", w.samples),
+            ("x-prometheus-remote-write-histograms-written", w.histograms),
+            ("x-prometheus-remote-write-exemplars-written", w.exemplars),
+        ] {
+            r.headers_mut().insert(name, HeaderValue::from(n));
+        }
+        r
+    };
+    let req = match remote_write::v2::decode(&body, st.max_decoded) {
+        Ok(r) => r,
+        Err(e) => return with_written(error_response(e), Written::default()),
+    };
+    let t = st
+        .ingester
+        .translate_remote_write_v2(&req, now_ms(), st.ct_zero_ingestion);
+    if !t.metadata.is_empty()
+        && let Err(e) = st.ingester.metadata().record(t.metadata).await
+    {
+        return with_written(error_response(e), Written::default());
+    }
+    let written = t.written;
+    match st
+        .ingester
+        .write(t.validated, "remote_write_v2", None)
+        .await
+    {
+        Ok(out) if out.rejected == 0 => {
+            with_written(StatusCode::NO_CONTENT.into_response(), written)
+        }
+        Ok(out) => with_written(
+            (StatusCode::BAD_REQUEST, format!("{}\n", rejections(&out))).into_response(),
+            written,
+        ),
+        Err(e) => with_written(error_response(e), Written::default()),
     }
 }
 
@@ -411,6 +506,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let st = AppState {
         ingester: ingester.clone(),
         max_decoded: cfg.max_request_bytes.saturating_mul(8),
+        ct_zero_ingestion: cfg.remote_write.created_timestamp_zero_ingestion,
     };
     let mut tasks = vec![];
     let otlp = Arc::new(crate::otlp::Otlp::new(
@@ -456,7 +552,10 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         .merge(crate::prom_api::router(strata_promql::prom_session(
             &engine.context(),
         )))
-        .merge(crate::rollup_api::router(rollups.clone()));
+        .merge(crate::rollup_api::router(rollups.clone()))
+        .merge(crate::prom_api::metadata_router(
+            ingester.metadata().clone(),
+        ));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)

@@ -103,6 +103,8 @@ pub struct Ingester {
     data_dir: DataDir,
     /// Samples written into time the rollup tiers have built ([`crate::late`]).
     late: crate::late::LateMarks,
+    /// Metric metadata (type, help, unit), in the `metadata` table.
+    metadata: Arc<crate::metadata::MetadataStore>,
 }
 
 /// The times (ms) of every sample of `series`.
@@ -147,6 +149,7 @@ impl Ingester {
             .unwrap_or(0)
             .max(0) as u64;
         let catalog_ids = load_catalog_ids(&series).await?;
+        let metadata = Arc::new(crate::metadata::MetadataStore::open(&data_dir).await?);
         let head = Arc::new(Head::new(catalog_ids));
         let (wal, replay) = Wal::open(wal_dir, persisted_upto)?;
         let mut replayed = 0usize;
@@ -173,7 +176,13 @@ impl Ingester {
             metrics,
             data_dir,
             late,
+            metadata,
         }))
+    }
+
+    /// Metric metadata as senders described it ([`crate::metadata`]).
+    pub fn metadata(&self) -> &Arc<crate::metadata::MetadataStore> {
+        &self.metadata
     }
 
     /// Raises the late watermark to `ms` (ms, UTC): from now on a sample written with a
@@ -217,6 +226,20 @@ impl Ingester {
     /// the epoch (UTC).
     pub fn validate_remote_write(&self, req: remote_write::Received, now_ms: i64) -> Validated {
         remote_write::validate(req, &self.limits, now_ms, |f| self.head.known(f))
+    }
+
+    /// Translates and validates a remote write 2.0 request ([`remote_write::v2::translate`];
+    /// with `ct_zero_ingestion`, the series the head does not hold get a zero sample at their
+    /// created timestamp). `now_ms`: the server clock, ms since the epoch.
+    pub fn translate_remote_write_v2(
+        &self,
+        req: &remote_write::v2::Request,
+        now_ms: i64,
+        ct_zero_ingestion: bool,
+    ) -> remote_write::v2::Translated {
+        remote_write::v2::translate(req, &self.limits, now_ms, ct_zero_ingestion, |f| {
+            self.head.known(f)
+        })
     }
 
     /// The validation limits.

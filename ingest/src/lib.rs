@@ -16,6 +16,7 @@ pub mod error;
 pub mod head;
 pub mod ingester;
 pub mod late;
+pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod receive;

@@ -211,6 +211,11 @@ pub enum Rejection {
         /// The server's clock, ms since the epoch.
         now_ms: i64,
     },
+    /// A series that cannot be read as the protocol defines it (a remote write 2.0 label
+    /// reference outside the symbols table, an odd number of label references, samples and
+    /// histograms in one series): the message names the problem.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl Rejection {
@@ -225,6 +230,7 @@ impl Rejection {
             Rejection::TooManyLabels { .. } => "too_many_labels",
             Rejection::LabelValueTooLong { .. } => "label_value_too_long",
             Rejection::TooFarInFuture { .. } => "too_far_in_future",
+            Rejection::Malformed(_) => "malformed_series",
         }
     }
 }

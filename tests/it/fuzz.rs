@@ -1229,6 +1229,15 @@ const PROTOBUF_TOKENS: &[&[u8]] = &[
     b"\x12\x08__name__",
 ];
 
+fn remote_write_v2_body() -> BoxedStrategy<Vec<u8>> {
+    let raw = remote_write_v2_seeds();
+    prop_oneof![
+        4 => mutated(raw, PROTOBUF_TOKENS).prop_map(|r| snappy(&r)),
+        1 => any_bytes(256).prop_map(|r| snappy(&r)),
+    ]
+    .boxed()
+}
+
 fn remote_write_body() -> BoxedStrategy<Vec<u8>> {
     let raw = remote_write_seeds();
     let compressed: Vec<Vec<u8>> = raw.iter().map(|r| snappy(r)).collect();
@@ -1239,6 +1248,105 @@ fn remote_write_body() -> BoxedStrategy<Vec<u8>> {
         1 => any_bytes(256).prop_map(|r| snappy(&r)),
     ]
     .boxed()
+}
+
+/// Uncompressed remote write 2.0 requests: float series with metadata and exemplars,
+/// integer, float and custom-bucket native histograms, a stale one, and series translation
+/// rejects (references outside the table, odd references, samples with histograms, bad
+/// spans, an unknown schema).
+fn remote_write_v2_seeds() -> Vec<Vec<u8>> {
+    use strata_ingest::receive::remote_write::v2::{
+        BucketSpan, Count, Exemplar, Histogram, Metadata, Request, TimeSeries as V2Series,
+        ZeroCount,
+    };
+    let span = |offset, length| BucketSpan { offset, length };
+    let h = Histogram {
+        count: Some(Count::CountInt(9)),
+        sum: 12.5,
+        schema: 3,
+        zero_threshold: 0.001,
+        zero_count: Some(ZeroCount::ZeroCountInt(2)),
+        negative_spans: vec![span(-2, 1)],
+        negative_deltas: vec![1],
+        positive_spans: vec![span(0, 2), span(5, 1)],
+        positive_deltas: vec![1, 2, -1],
+        timestamp: T,
+        ..Default::default()
+    };
+    let float = Histogram {
+        count: Some(Count::CountFloat(9.0)),
+        zero_count: Some(ZeroCount::ZeroCountFloat(2.0)),
+        negative_deltas: vec![],
+        negative_counts: vec![1.0],
+        positive_deltas: vec![],
+        positive_counts: vec![1.0, 3.0, 2.0],
+        schema: -4,
+        ..h.clone()
+    };
+    let custom = Histogram {
+        schema: -53,
+        custom_values: vec![0.1, 0.5],
+        positive_spans: vec![span(0, 3)],
+        positive_deltas: vec![1, 1, 0],
+        ..h.clone()
+    };
+    let stale = Histogram {
+        sum: strata_ingest::model::stale_nan(),
+        ..h.clone()
+    };
+    let bad = Histogram {
+        schema: 9,
+        ..h.clone()
+    };
+    let sample = |v| PbSample {
+        value: v,
+        timestamp: T,
+    };
+    let series = |refs: Vec<u32>, samples: Vec<PbSample>, histograms: Vec<Histogram>| V2Series {
+        labels_refs: refs,
+        samples,
+        histograms,
+        exemplars: vec![Exemplar {
+            labels_refs: vec![7, 8],
+            value: 0.5,
+            timestamp: T,
+        }],
+        metadata: Some(Metadata {
+            r#type: 3,
+            help_ref: 6,
+            unit_ref: 0,
+        }),
+        created_timestamp: T - 1000,
+    };
+    let req = Request {
+        symbols: [
+            "",
+            "__name__",
+            "rpc_seconds",
+            "job",
+            "api",
+            "c_total",
+            "Help.",
+            "trace_id",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        timeseries: vec![
+            series(vec![1, 5, 3, 4], vec![sample(1.0), sample(2.0)], vec![]),
+            series(
+                vec![1, 2, 3, 4],
+                vec![],
+                vec![h.clone(), float, custom, stale],
+            ),
+            series(vec![1, 2], vec![], vec![bad]),
+            series(vec![1, 99], vec![sample(1.0)], vec![]),
+            series(vec![1, 2, 3], vec![sample(1.0)], vec![]),
+            series(vec![1, 2], vec![sample(1.0)], vec![h]),
+        ],
+    };
+    vec![req.encode_to_vec(), Request::default().encode_to_vec()]
 }
 
 const JSON_SEEDS: &[&str] = &[
@@ -1575,6 +1683,11 @@ proptest! {
     #[test]
     fn remote_write_bodies(body in remote_write_body()) {
         checks::remote_write(&body);
+    }
+
+    #[test]
+    fn remote_write_v2_bodies(body in remote_write_v2_body()) {
+        checks::remote_write_v2(&body);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod otlp;
 mod prom_api;
 mod prom_query;
 mod promqltest;
+mod remote_write;
 mod rollup;
 mod scrape;
 mod slt;

@@ -4,6 +4,10 @@
 //!
 //! Spec: <https://prometheus.io/docs/specs/prw/remote_write_spec/>. Native histograms
 //! (field 4 of `TimeSeries`) and exemplars are not stored: protobuf decoding skips them.
+//! Metadata is kept ([`Received::metadata`], [`metadata_entries`]). Remote write 2.0 is
+//! [`v2`].
+
+pub mod v2;
 
 use prost::Message;
 
@@ -19,7 +23,7 @@ pub struct WriteRequest {
     /// The series, each with its labels and samples.
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
-    /// Metric metadata (type, help, unit); accepted and not stored.
+    /// Metric metadata (type, help, unit) per family.
     #[prost(message, repeated, tag = "3")]
     pub metadata: Vec<MetricMetadata>,
 }
@@ -121,6 +125,8 @@ pub struct Received {
     pub buf: bytes::Bytes,
     /// Its series, in request order.
     pub series: Vec<ReceivedSeries>,
+    /// Its metric metadata (`WriteRequest` field 3), in request order.
+    pub metadata: Vec<MetricMetadata>,
 }
 
 fn pb_error(e: prost::DecodeError) -> IngestError {
@@ -164,8 +170,9 @@ fn next_field<'a>(b: &mut &'a [u8]) -> Result<Option<Field<'a>>, IngestError> {
 /// a pair of byte ranges into the decompressed body, which every series then shares.
 /// Fields are read with prost's wire-format primitives (`prost::encoding`): `WriteRequest`
 /// field 1 (`timeseries`), `TimeSeries` fields 1 (`labels`) and 2 (`samples`, decoded by
-/// prost as [`PbSample`]), `Label` fields 1 and 2; every other field (metadata, exemplars,
-/// native histograms, unknown fields) is skipped, as [`decode`] does. A repeated scalar
+/// prost as [`PbSample`]), `Label` fields 1 and 2, field 3 (`metadata`, decoded by prost
+/// as [`MetricMetadata`]); every other field (exemplars, native histograms, unknown fields)
+/// is skipped, as [`decode`] does. A repeated scalar
 /// field keeps its last value, as protobuf specifies.
 ///
 /// # Errors
@@ -185,8 +192,14 @@ pub fn decode_received(body: &[u8], max_decoded_bytes: usize) -> Result<Received
         ))
     };
     let mut series = vec![];
+    let mut metadata = vec![];
     let mut b: &[u8] = &raw;
     while let Some((tag, body)) = next_field(&mut b)? {
+        if tag == 3 {
+            let m = body.ok_or_else(|| wrong_type("WriteRequest.metadata"))?;
+            metadata.push(MetricMetadata::decode(m).map_err(pb_error)?);
+            continue;
+        }
         if tag != 1 {
             continue;
         }
@@ -230,7 +243,28 @@ pub fn decode_received(body: &[u8], max_decoded_bytes: usize) -> Result<Received
     Ok(Received {
         buf: bytes::Bytes::from(raw),
         series,
+        metadata,
     })
+}
+
+/// The metadata of a 1.0 request as `(family, metadata)` entries for
+/// [`crate::metadata::MetadataStore::record`].
+pub fn metadata_entries(
+    metadata: &[MetricMetadata],
+) -> Vec<(String, crate::metadata::MetricMetadata)> {
+    metadata
+        .iter()
+        .map(|m| {
+            (
+                m.metric_family_name.clone(),
+                crate::metadata::MetricMetadata {
+                    metric_type: crate::metadata::MetricType::of_proto(m.r#type),
+                    help: m.help.clone(),
+                    unit: m.unit.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Encodes and snappy-compresses a request (for clients, tests and the load bench).
