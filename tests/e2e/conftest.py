@@ -210,6 +210,8 @@ def _prometheus_config(stack: Stack) -> str:
             {
                 "url": f"{stack.strata_url}/api/v1/write",
                 "queue_config": {"batch_send_deadline": "1s"},
+                # Metadata every 2 s instead of every minute, for the metadata test.
+                "metadata_config": {"send_interval": "2s"},
             }
         ],
     }

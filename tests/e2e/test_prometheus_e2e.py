@@ -216,6 +216,34 @@ def test_series_arrive_by_remote_write_and_scrape(stack):
     assert names.get("node", 0) > 20 and names.get("strata_node", 0) > 20, names
 
 
+def test_remote_written_metadata_equals_prometheus(stack):
+    """The metadata Prometheus remote-writes (type, help, unit of each scraped family) is
+    what Strata's /api/v1/metadata serves: for a few node_exporter families, the same
+    entries as Prometheus's own /api/v1/metadata."""
+    families = ["node_cpu_seconds_total", "node_load1", "node_memory_MemFree_bytes"]
+    deadline = time.monotonic() + 30
+    while True:
+        stack.check_alive()
+        mismatches = {}
+        for f in families:
+            prom = requests.get(
+                f"{stack.prometheus_url}/api/v1/metadata", params={"metric": f}, timeout=10
+            ).json()["data"]
+            got = requests.get(
+                f"{stack.strata_url}/api/v1/metadata", params={"metric": f}, timeout=10
+            ).json()["data"]
+            key = lambda e: (e["type"], e["help"], e["unit"])  # noqa: E731
+            if not prom.get(f) or sorted(map(key, got.get(f, []))) != sorted(
+                map(key, prom[f])
+            ):
+                mismatches[f] = {"prometheus": prom.get(f), "strata": got.get(f)}
+        if not mismatches:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"metadata differs after 30 s: {mismatches}")
+        time.sleep(1)
+
+
 def test_remote_written_samples_equal_prometheus(stack):
     """Every sample Prometheus holds (older than 5 s) of a few node series is in Strata with
     the same timestamp and the same value, bit for bit, and Strata has no other."""
