@@ -49,6 +49,16 @@ use strata_ingest::{Limits, PersistConfig};
 /// [remote_write]                 # /api/v1/write, 1.0 and 2.0 (docs/ingest.md)
 /// created_timestamp_zero_ingestion = false
 ///
+/// [cardinality]                  # 0: no limit (docs/ingest.md)
+/// max_series = 0                 # active series in all
+/// max_series_per_metric = 0
+/// max_label_values_per_metric = 0  # distinct values of one label within a metric
+///
+/// [[metric_relabel_configs]]     # every pushed series; Prometheus's relabel_config keys
+/// source_labels = ["__name__"]
+/// regex = "debug_.*"
+/// action = "drop"
+///
 /// [[scrape_configs]]
 /// job_name = "node"
 /// scrape_interval = "15s"
@@ -57,6 +67,10 @@ use strata_ingest::{Limits, PersistConfig};
 /// [[scrape_configs.static_configs]]
 /// targets = ["127.0.0.1:9100"]
 /// labels = { env = "dev" }
+/// [[scrape_configs.metric_relabel_configs]]
+/// regex = "go_.*"
+/// source_labels = ["__name__"]
+/// action = "drop"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +103,12 @@ pub struct Config {
     pub statsd: StatsdConfig,
     /// Remote write (1.0 and 2.0 on `/api/v1/write`).
     pub remote_write: RemoteWriteConfig,
+    /// Relabeling of every pushed series (remote write, JSON, InfluxDB, OTLP, StatsD), with
+    /// Prometheus's `relabel_config` keys and actions (`[[metric_relabel_configs]]`; scrapes
+    /// have their own in `[[scrape_configs]]`).
+    pub metric_relabel_configs: Vec<strata_ingest::relabel::RelabelConfig>,
+    /// Active-series and label-value limits (`[cardinality]`).
+    pub cardinality: strata_ingest::cardinality::CardinalityConfig,
 }
 
 /// `[remote_write]`: how remote-written data is stored.
@@ -150,6 +170,8 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             statsd: StatsdConfig::default(),
             remote_write: RemoteWriteConfig::default(),
+            metric_relabel_configs: vec![],
+            cardinality: Default::default(),
         }
     }
 }

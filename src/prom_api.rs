@@ -688,6 +688,80 @@ async fn metadata(
     success(Value::Object(data))
 }
 
+/// `GET /api/v1/status/tsdb` in Prometheus's shape (`web/api/v1/api.go`, `serveTSDBStatus`;
+/// `tsdb/index/postingsstats.go`): the head's active series counted by metric name, label
+/// value pairs and label names, the top `limit` (default 10, positive) of each, sorted by
+/// count and then name. `headStats` has the series, the distinct label pairs and the
+/// samples' time range (ms; `minTime` > `maxTime` when the head is empty, as Prometheus
+/// answers); `chunkCount` is 0 (Strata's head keeps samples, not chunks).
+/// `memoryInBytesByLabelName` is the bytes of each label's distinct values.
+async fn tsdb_status(
+    State(ingester): State<Arc<strata_ingest::Ingester>>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    use std::collections::{HashMap, HashSet};
+    let p = params(q, &[]);
+    let limit = match param(&p, "limit") {
+        None => 10,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return bad_data(format!("limit must be a positive number, got {v:?}"))
+                    .into_response();
+            }
+        },
+    };
+    let (series, range) = ingester.active_series();
+    let mut by_metric: HashMap<&str, u64> = HashMap::new();
+    let mut values: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut by_pair: HashMap<(&str, &str), u64> = HashMap::new();
+    for m in &series {
+        *by_metric.entry(m.labels.metric_name()).or_default() += 1;
+        for (n, v) in m.labels.pairs() {
+            *by_pair.entry((n.as_ref(), v.as_ref())).or_default() += 1;
+            values.entry(n.as_ref()).or_default().insert(v.as_ref());
+        }
+    }
+    let top = |items: Vec<(String, u64)>| -> Value {
+        let mut items = items;
+        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        items.truncate(limit);
+        Value::Array(
+            items
+                .into_iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect(),
+        )
+    };
+    let (min, max) = range.unwrap_or((i64::MAX, i64::MIN));
+    success(json!({
+        "headStats": {
+            "numSeries": series.len(),
+            "numLabelPairs": by_pair.len(),
+            "chunkCount": 0,
+            "minTime": min,
+            "maxTime": max,
+        },
+        "seriesCountByMetricName":
+            top(by_metric.iter().map(|(n, c)| (n.to_string(), *c)).collect()),
+        "labelValueCountByLabelName":
+            top(values.iter().map(|(n, v)| (n.to_string(), v.len() as u64)).collect()),
+        "memoryInBytesByLabelName": top(values
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.iter().map(|x| x.len() as u64).sum()))
+            .collect()),
+        "seriesCountByLabelValuePair":
+            top(by_pair.iter().map(|((n, v), c)| (format!("{n}={v}"), *c)).collect()),
+    }))
+}
+
+/// The TSDB status endpoint, on the write path's head.
+pub fn tsdb_status_router(ingester: Arc<strata_ingest::Ingester>) -> Router {
+    Router::new()
+        .route("/api/v1/status/tsdb", get(tsdb_status))
+        .with_state(ingester)
+}
+
 /// The metadata endpoint, on the write path's metadata store.
 pub fn metadata_router(store: Arc<strata_ingest::metadata::MetadataStore>) -> Router {
     Router::new()

@@ -470,6 +470,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     )
     .await
     .map_err(|e| format!("opening storage: {e}"))?;
+    ingester.set_relabel_configs(cfg.metric_relabel_configs.clone());
+    ingester.set_cardinality_limits(cfg.cardinality.clone());
     let source = Arc::new(IngesterSource(ingester.clone()));
     let engine = Engine::with_caches(source, cfg.query.cache_sizes())
         .await
@@ -555,7 +557,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         .merge(crate::rollup_api::router(rollups.clone()))
         .merge(crate::prom_api::metadata_router(
             ingester.metadata().clone(),
-        ));
+        ))
+        .merge(crate::prom_api::tsdb_status_router(ingester.clone()));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)

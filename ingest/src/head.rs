@@ -434,6 +434,29 @@ impl Head {
         self.samples.load(Ordering::Relaxed)
     }
 
+    /// The series in the active part (the active series).
+    pub fn active_series(&self) -> Vec<Arc<SeriesMeta>> {
+        let mut out = vec![];
+        for shard in &self.shards {
+            out.extend(shard.lock().series.values().map(|(m, _)| m.clone()));
+        }
+        out
+    }
+
+    /// The earliest and latest sample times (ms) in the active part, if it has samples.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let mut out: Option<(i64, i64)> = None;
+        for shard in &self.shards {
+            for (_, e) in shard.lock().series.values() {
+                for s in &e.samples {
+                    let t = s.timestamp_ms;
+                    out = Some(out.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+                }
+            }
+        }
+        out
+    }
+
     /// Series currently in the head (the active series).
     pub fn series_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().series.len()).sum()

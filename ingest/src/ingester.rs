@@ -105,6 +105,10 @@ pub struct Ingester {
     late: crate::late::LateMarks,
     /// Metric metadata (type, help, unit), in the `metadata` table.
     metadata: Arc<crate::metadata::MetadataStore>,
+    /// The top-level `metric_relabel_configs`, applied to every write but scrapes'.
+    relabel: parking_lot::RwLock<Arc<Vec<crate::relabel::RelabelConfig>>>,
+    /// The cardinality limits' counts, when limits are set.
+    cardinality: parking_lot::Mutex<Option<crate::cardinality::Tracker>>,
 }
 
 /// The times (ms) of every sample of `series`.
@@ -177,7 +181,114 @@ impl Ingester {
             data_dir,
             late,
             metadata,
+            relabel: parking_lot::RwLock::new(Arc::new(vec![])),
+            cardinality: parking_lot::Mutex::new(None),
         }))
+    }
+
+    /// Sets the relabeling applied to every written series except scraped ones (scrapes
+    /// have their own `metric_relabel_configs`): the top-level `metric_relabel_configs`.
+    pub fn set_relabel_configs(&self, configs: Vec<crate::relabel::RelabelConfig>) {
+        *self.relabel.write() = Arc::new(configs);
+    }
+
+    /// Sets the cardinality limits ([`crate::cardinality`]), counting the head's series.
+    pub fn set_cardinality_limits(&self, cfg: crate::cardinality::CardinalityConfig) {
+        let mut t = self.cardinality.lock();
+        if !cfg.enabled() {
+            *t = None;
+            return;
+        }
+        let mut tracker = crate::cardinality::Tracker::new(cfg);
+        tracker.rebuild(&self.head.active_series());
+        *t = Some(tracker);
+    }
+
+    /// The head's active series (for `/api/v1/status/tsdb`) and their samples' time range
+    /// (ms), if any.
+    pub fn active_series(&self) -> (Vec<Arc<SeriesMeta>>, Option<(i64, i64)>) {
+        (self.head.active_series(), self.head.time_range())
+    }
+
+    /// Relabels `v`'s series (Prometheus semantics, [`crate::relabel`]): dropped series are
+    /// counted in `strata_samples_dropped_total{reason="relabel"}`, changed ones validated
+    /// again (and rejected if the result is invalid). Returns whether anything changed.
+    fn relabel_series(&self, v: &mut Validated, configs: &[crate::relabel::RelabelConfig]) -> bool {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut changed = false;
+        let mut dropped = 0u64;
+        for s in std::mem::take(&mut v.series) {
+            let before: std::collections::BTreeMap<String, String> = s
+                .labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            let mut after = before.clone();
+            if !crate::relabel::process(&mut after, configs) {
+                dropped += s.samples.len() as u64;
+                changed = true;
+                continue;
+            }
+            if after == before {
+                v.series.push(s);
+                continue;
+            }
+            changed = true;
+            let pairs: Vec<(String, String)> = after.into_iter().collect();
+            v.push(&pairs, s.samples, &self.limits, now_ms);
+        }
+        if dropped > 0 {
+            self.metrics
+                .samples_dropped
+                .with_label_values(&["relabel"])
+                .inc_by(dropped);
+        }
+        changed
+    }
+
+    /// Checks the series the head does not hold against the cardinality limits, moving the
+    /// refused ones to `v.rejected`. Returns whether any was refused.
+    fn admit_new_series(&self, v: &mut Validated) -> bool {
+        let mut guard = self.cardinality.lock();
+        let Some(tracker) = guard.as_mut() else {
+            return false;
+        };
+        let fingerprints: Vec<u64> = v.series.iter().map(|s| s.labels.fingerprint()).collect();
+        let known = self.head.known(&fingerprints);
+        let mut admitted = HashSet::new();
+        let mut refused = false;
+        for ((s, fp), known) in std::mem::take(&mut v.series)
+            .into_iter()
+            .zip(fingerprints)
+            .zip(known)
+        {
+            if known || admitted.contains(&fp) {
+                v.series.push(s);
+                continue;
+            }
+            match tracker.admit(&s.labels) {
+                Ok(()) => {
+                    admitted.insert(fp);
+                    v.series.push(s);
+                }
+                Err(r) => {
+                    refused = true;
+                    let n = s.samples.len();
+                    v.rejected.push((r, n));
+                }
+            }
+        }
+        refused
+    }
+
+    /// Recounts the cardinality limits' series from the head (after it dropped idle ones).
+    fn rebuild_cardinality(&self) {
+        if let Some(t) = self.cardinality.lock().as_mut() {
+            t.rebuild(&self.head.active_series());
+        }
     }
 
     /// Metric metadata as senders described it ([`crate::metadata`]).
@@ -267,10 +378,19 @@ impl Ingester {
     /// Rejected series are not errors: they are counted in the outcome.
     pub async fn write(
         &self,
-        v: Validated,
+        mut v: Validated,
         protocol: &str,
-        raw: Option<Vec<u8>>,
+        mut raw: Option<Vec<u8>>,
     ) -> Result<WriteOutcome> {
+        if protocol != "scrape" {
+            let configs = self.relabel.read().clone();
+            if !configs.is_empty() && self.relabel_series(&mut v, &configs) {
+                raw = None;
+            }
+        }
+        if self.admit_new_series(&mut v) {
+            raw = None;
+        }
         let mut out = WriteOutcome::default();
         for (r, n) in &v.rejected {
             self.metrics
@@ -331,6 +451,8 @@ impl Ingester {
                 .expect("no frozen part outside a persist (persist_lock held)");
             (sealed, frozen, self.late.take())
         };
+        // The freeze dropped the series idle for two cycles.
+        self.rebuild_cardinality();
         if frozen.series.is_empty() {
             self.head.release_frozen();
             self.late.restore(&late);

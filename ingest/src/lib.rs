@@ -1,9 +1,11 @@
 //! Strata's write path.
 //!
 //! Where a sample goes: a protocol module of [`receive`] turns a request into series
-//! (remote write, JSON, Influx line protocol, scrapes) -> [`validate`] checks names
-//! and limits -> [`ingester::Ingester::write`] logs it to the [`wal`] (synced, group commit)
-//! and applies it to the in-memory [`head`] -> acknowledged. In the background
+//! (remote write 1.0 and 2.0, JSON, Influx line protocol, OTLP, StatsD, scrapes) ->
+//! [`validate`] checks names and limits -> [`ingester::Ingester::write`] relabels it
+//! ([`relabel`]), checks new series against the [`cardinality`] limits, logs it to the
+//! [`wal`] (synced, group commit) and applies it to the in-memory [`head`] ->
+//! acknowledged. Metric metadata goes to [`metadata`]. In the background
 //! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
 //! truncates the WAL. Samples written into time the rollup tiers already built are
 //! marked [`late`], durably, so that the tiers build it again.
@@ -11,6 +13,7 @@
 //! Not here: queries (the `strata-engine` crate reads the head and the tables through
 //! [`ingester::Ingester::read_samples`]) and HTTP (the `strata` binary).
 
+pub mod cardinality;
 pub mod compaction;
 pub mod error;
 pub mod head;
@@ -20,6 +23,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod receive;
+pub mod relabel;
 pub mod sketch;
 pub mod storage;
 pub mod validate;

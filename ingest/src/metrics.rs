@@ -14,6 +14,9 @@ pub struct IngestMetrics {
     pub samples_ingested: IntCounterVec,
     /// `strata_samples_rejected_total{reason}`: samples rejected by validation or limits.
     pub samples_rejected: IntCounterVec,
+    /// `strata_samples_dropped_total{reason}`: samples dropped on purpose, by
+    /// configuration (`relabel`: a relabeling step dropped the series).
+    pub samples_dropped: IntCounterVec,
     /// `strata_wal_bytes_written_total`.
     pub wal_bytes_written: IntGauge,
     /// `strata_wal_bytes`: bytes in live WAL segments.
@@ -84,6 +87,11 @@ impl IngestMetrics {
             samples_rejected: cv(
                 "strata_samples_rejected_total",
                 "Samples rejected, by reason.",
+                &["reason"],
+            ),
+            samples_dropped: cv(
+                "strata_samples_dropped_total",
+                "Samples dropped on purpose by configuration (relabeling), by reason.",
                 &["reason"],
             ),
             wal_bytes_written: g(

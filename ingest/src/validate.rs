@@ -216,6 +216,32 @@ pub enum Rejection {
     /// histograms in one series): the message names the problem.
     #[error("{0}")]
     Malformed(String),
+    /// A new series beyond an active-series limit ([`crate::cardinality`]).
+    #[error(
+        "series limit reached: a new series of {metric} would exceed {limit} active series {scope}"
+    )]
+    SeriesLimit {
+        /// The series' metric name.
+        metric: String,
+        /// The limit.
+        limit: usize,
+        /// `in all` or `of this metric`.
+        scope: &'static str,
+    },
+    /// A new series with a label value beyond the distinct-values limit of its metric.
+    #[error(
+        "label {label:?} of metric {metric} already has {limit} distinct values, the limit: the series with {label}={value:?} is refused"
+    )]
+    LabelValuesLimit {
+        /// The metric name.
+        metric: String,
+        /// The label.
+        label: String,
+        /// The refused value.
+        value: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Rejection {
@@ -231,6 +257,8 @@ impl Rejection {
             Rejection::LabelValueTooLong { .. } => "label_value_too_long",
             Rejection::TooFarInFuture { .. } => "too_far_in_future",
             Rejection::Malformed(_) => "malformed_series",
+            Rejection::SeriesLimit { .. } => "series_limit",
+            Rejection::LabelValuesLimit { .. } => "label_values_limit",
         }
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 mod crash;
 mod fuzz;
+mod governance;
 mod hardening;
 mod ingest_http;
 mod otlp;

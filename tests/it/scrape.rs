@@ -50,6 +50,8 @@ async fn scrape_writes_samples_up_and_staleness_markers() {
                 targets: vec![t],
                 labels: [("env".to_string(), "test".to_string())].into(),
             }],
+            relabel_configs: vec![],
+            metric_relabel_configs: vec![],
         }]
     })
     .await;

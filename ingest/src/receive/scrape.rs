@@ -46,6 +46,74 @@ pub struct ScrapeConfig {
     /// Static targets.
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Relabeling of each target before it is scraped ([`crate::relabel`]): it starts with
+    /// `__address__`, `__scheme__`, `__metrics_path__`, `__scrape_interval__`,
+    /// `__scrape_timeout__`, `job` and the static labels; a dropped target is not scraped;
+    /// afterwards `instance` defaults to `__address__` and labels starting with `__` are
+    /// removed, as in Prometheus's `scrape/target.go` (`PopulateLabels`).
+    #[serde(default)]
+    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    /// Relabeling of each scraped series (target labels included) before it is written.
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<crate::relabel::RelabelConfig>,
+}
+
+/// A duration as Prometheus prints one (`model.Duration.String`: `1m30s`, `15s`, `500ms`).
+fn prometheus_duration(d: Duration) -> String {
+    let mut ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, len) in [
+        ("w", 604_800_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= len {
+            out.push_str(&format!("{}{unit}", ms / len));
+            ms %= len;
+        }
+    }
+    out
+}
+
+/// The scrape URL and labels of `address` in `cfg` with the static labels `static_labels`,
+/// after `relabel_configs`; `None` when relabeling drops it or leaves no address.
+fn target_of(
+    cfg: &ScrapeConfig,
+    address: &str,
+    static_labels: &BTreeMap<String, String>,
+) -> Option<(String, BTreeMap<String, String>)> {
+    let mut l = static_labels.clone();
+    l.insert("job".into(), cfg.job_name.clone());
+    l.insert("__address__".into(), address.to_string());
+    l.insert("__scheme__".into(), cfg.scheme.clone());
+    l.insert("__metrics_path__".into(), cfg.metrics_path.clone());
+    l.insert(
+        "__scrape_interval__".into(),
+        prometheus_duration(cfg.scrape_interval),
+    );
+    l.insert(
+        "__scrape_timeout__".into(),
+        prometheus_duration(cfg.scrape_timeout),
+    );
+    if !crate::relabel::process(&mut l, &cfg.relabel_configs) {
+        tracing::info!(job = %cfg.job_name, target = %address, "target dropped by relabel_configs");
+        return None;
+    }
+    let Some(addr) = l.get("__address__").filter(|a| !a.is_empty()).cloned() else {
+        tracing::warn!(job = %cfg.job_name, target = %address, "relabel_configs left no __address__: not scraped");
+        return None;
+    };
+    let get = |n: &str| l.get(n).cloned().unwrap_or_default();
+    let url = format!("{}://{addr}{}", get("__scheme__"), get("__metrics_path__"));
+    l.entry("instance".into()).or_insert(addr);
+    l.retain(|n, _| !n.starts_with("__"));
+    Some((url, l))
 }
 
 /// A group of targets with common labels.
@@ -90,15 +158,13 @@ pub fn spawn(
     for cfg in configs {
         for sc in &cfg.static_configs {
             for t in &sc.targets {
+                let Some((url, labels)) = target_of(cfg, t, &sc.labels) else {
+                    continue;
+                };
                 let target = Target {
                     cfg: cfg.clone(),
-                    url: format!("{}://{}{}", cfg.scheme, t, cfg.metrics_path),
-                    labels: {
-                        let mut l: BTreeMap<String, String> = sc.labels.clone();
-                        l.insert("job".into(), cfg.job_name.clone());
-                        l.insert("instance".into(), t.clone());
-                        l
-                    },
+                    url,
+                    labels,
                 };
                 handles.push(tokio::spawn(run_target(
                     target,
@@ -146,9 +212,22 @@ async fn run_target(
         let mut current: HashMap<u64, Vec<(String, String)>> = HashMap::new();
         let mut v = Validated::default();
         let limits = ingester.limits().clone();
-        let (up, scraped) = match &result {
+        let (up, scraped, kept) = match &result {
             Ok(samples) => {
+                let mut kept = 0usize;
                 for (pairs, s) in samples {
+                    let relabeled;
+                    let pairs = if t.cfg.metric_relabel_configs.is_empty() {
+                        pairs
+                    } else {
+                        let mut m: BTreeMap<String, String> = pairs.iter().cloned().collect();
+                        if !crate::relabel::process(&mut m, &t.cfg.metric_relabel_configs) {
+                            continue;
+                        }
+                        relabeled = m.into_iter().collect::<Vec<_>>();
+                        &relabeled
+                    };
+                    kept += 1;
                     let fp =
                         Labels::from_pairs(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())))
                             .fingerprint();
@@ -163,11 +242,11 @@ async fn run_target(
                         now_ms,
                     );
                 }
-                (1.0, samples.len())
+                (1.0, samples.len(), kept)
             }
             Err(e) => {
                 tracing::debug!(url = %t.url, error = %e, "scrape failed");
-                (0.0, 0)
+                (0.0, 0, 0)
             }
         };
         ingester
@@ -197,7 +276,7 @@ async fn run_target(
             ("up", up),
             ("scrape_duration_seconds", duration),
             ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", kept as f64),
             ("scrape_series_added", added as f64),
         ] {
             let mut pairs: Vec<(String, String)> = t

@@ -1,0 +1,317 @@
+//! Write-path governance: relabeling of pushed and scraped series, cardinality limits, and
+//! `/api/v1/status/tsdb`.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use strata_ingest::receive::scrape::{ScrapeConfig, StaticConfig};
+use strata_ingest::relabel::RelabelConfig;
+
+use crate::common::*;
+
+fn relabel(yaml: &str) -> Vec<RelabelConfig> {
+    yaml_serde::from_str(yaml).unwrap()
+}
+
+/// `(labels, value)` of each series `q` selects now, labels as sorted `name=value`.
+async fn series_now(addr: std::net::SocketAddr, q: &str) -> Vec<(Vec<String>, f64)> {
+    let now = now_ms() as f64 / 1000.0;
+    let mut out: Vec<(Vec<String>, f64)> = instant_result(addr, q, now)
+        .await
+        .iter()
+        .map(|r| {
+            let mut l: Vec<String> = r["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(n, v)| format!("{n}={}", v.as_str().unwrap()))
+                .collect();
+            l.sort();
+            (l, r["value"][1].as_str().unwrap().parse().unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn metric_value(addr: std::net::SocketAddr, line_prefix: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// One server with top-level `metric_relabel_configs` and cardinality limits: what a
+/// remote-write client sends is relabeled, refused past the limits with the label named,
+/// and counted; `/api/v1/status/tsdb` counts what the head holds.
+#[tokio::test]
+async fn pushed_series_are_relabeled_limited_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.metric_relabel_configs = relabel(
+            r#"
+- source_labels: [__name__]
+  regex: debug_.*
+  action: drop
+- source_labels: [environment]
+  target_label: env
+- regex: environment
+  action: labeldrop
+- source_labels: [host]
+  target_label: shard
+  modulus: 1000
+  action: hashmod
+- source_labels: [region]
+  target_label: region
+  action: uppercase
+"#,
+        );
+        c.cardinality.max_label_values_per_metric = 3;
+        c.cardinality.overrides = vec![strata_ingest::cardinality::MetricLimits {
+            metric: "jobs".into(),
+            max_series: Some(2),
+            max_label_values: None,
+        }];
+    })
+    .await;
+    let addr = srv.http_addr;
+    let t = now_ms() - 1000;
+    let (status, body) = post_write(
+        addr,
+        request(&[
+            (
+                &[
+                    ("__name__", "temp"),
+                    ("environment", "prod"),
+                    ("host", "baz"),
+                    ("region", "eu"),
+                ],
+                &[(t, 21.5)],
+            ),
+            (
+                &[("__name__", "debug_info"), ("x", "1")],
+                &[(t, 1.0), (t + 1, 2.0)],
+            ),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    // `environment` became `env`; hashmod of "baz" modulo 1000 is 976 (Prometheus's own
+    // test value); `eu` upper-cased; debug_info dropped.
+    assert_eq!(
+        series_now(addr, "temp").await,
+        [(
+            vec![
+                "__name__=temp".to_string(),
+                "env=prod".into(),
+                "host=baz".into(),
+                "region=EU".into(),
+                "shard=976".into()
+            ],
+            21.5
+        )]
+    );
+    assert!(series_now(addr, "debug_info").await.is_empty());
+    assert_eq!(
+        metric_value(addr, "strata_samples_dropped_total{reason=\"relabel\"}").await,
+        Some(2.0)
+    );
+
+    // Three request ids are admitted; the fourth is refused, naming the label; the other
+    // series of the request are written.
+    let rid = |id: &'static str| -> [(&'static str, &'static str); 2] {
+        [("__name__", "http_hits"), ("request_id", id)]
+    };
+    let (a, b, c, d) = (rid("a"), rid("b"), rid("c"), rid("d"));
+    let (status, body) = post_write(
+        addr,
+        request(&[(&a, &[(t, 1.0)]), (&b, &[(t, 1.0)]), (&c, &[(t, 1.0)])]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = post_write(
+        addr,
+        request(&[(&d, &[(t, 1.0)]), (&[("__name__", "other")], &[(t, 5.0)])]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("label \"request_id\" of metric http_hits already has 3 distinct values")
+            && body.contains("request_id=\"d\""),
+        "{body}"
+    );
+    assert_eq!(series_now(addr, "other").await.len(), 1);
+    // Samples of admitted series are never refused.
+    let (status, body) = post_write(addr, request(&[(&a, &[(t + 500, 2.0)])])).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(series_now(addr, "count(http_hits)").await[0].1, 3.0);
+    assert_eq!(
+        metric_value(
+            addr,
+            "strata_samples_rejected_total{reason=\"label_values_limit\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    // The override: at most two series of `jobs`.
+    let jobs =
+        |k: &'static str| -> [(&'static str, &'static str); 2] { [("__name__", "jobs"), ("k", k)] };
+    let (j1, j2, j3) = (jobs("1"), jobs("2"), jobs("3"));
+    let (status, body) = post_write(
+        addr,
+        request(&[(&j1, &[(t, 1.0)]), (&j2, &[(t, 1.0)]), (&j3, &[(t, 1.0)])]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("a new series of jobs would exceed 2 active series of this metric"),
+        "{body}"
+    );
+
+    // /api/v1/status/tsdb: the head holds temp (1 series), http_hits (3), other (1),
+    // jobs (2): 7 series.
+    let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/status/tsdb?limit=2"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    let d = &v["data"];
+    assert_eq!(d["headStats"]["numSeries"], 7);
+    assert_eq!(
+        d["seriesCountByMetricName"],
+        serde_json::json!([{"name": "http_hits", "value": 3}, {"name": "jobs", "value": 2}])
+    );
+    // __name__ has 4 values; request_id 3 (shard, k: 2).
+    assert_eq!(
+        d["labelValueCountByLabelName"],
+        serde_json::json!([{"name": "__name__", "value": 4}, {"name": "request_id", "value": 3}])
+    );
+    // hashmod set `shard` on every series, host or not: 958 is MD5("") modulo 1000, on
+    // all six series without a host.
+    assert_eq!(
+        d["seriesCountByLabelValuePair"],
+        serde_json::json!([{"name": "shard=958", "value": 6}, {"name": "__name__=http_hits", "value": 3}])
+    );
+    // __name__'s values: temp, http_hits, other, jobs: 4 + 9 + 5 + 4 bytes.
+    assert_eq!(
+        d["memoryInBytesByLabelName"][0],
+        serde_json::json!({"name": "__name__", "value": 22})
+    );
+    let r = reqwest::get(format!("http://{addr}/api/v1/status/tsdb?limit=0"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    srv.shutdown().await;
+}
+
+/// A scrape job's `relabel_configs` choose the path and add a label; its
+/// `metric_relabel_configs` drop a family and rename another; a target dropped by relabeling
+/// is not scraped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_relabeling_shapes_targets_and_series() {
+    let app = axum::Router::new().route(
+        "/custom",
+        get(|| async { "# TYPE keep_me gauge\nkeep_me 1\n# TYPE go_gc gauge\ngo_gc 2\n# TYPE old_name gauge\nold_name 3\n" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let t = target.clone();
+    let srv = server_with(dir.path(), move |c| {
+        c.scrape_configs = vec![ScrapeConfig {
+            job_name: "app".into(),
+            scrape_interval: Duration::from_millis(200),
+            scrape_timeout: Duration::from_millis(150),
+            metrics_path: "/metrics".into(),
+            scheme: "http".into(),
+            honor_labels: false,
+            static_configs: vec![StaticConfig {
+                // The second target is dropped by relabeling (it would fail to scrape).
+                targets: vec![t, "127.0.0.1:1".into()],
+                labels: Default::default(),
+            }],
+            relabel_configs: relabel(
+                r#"
+- source_labels: [__address__]
+  regex: 127.0.0.1:1
+  action: drop
+- target_label: __metrics_path__
+  replacement: /custom
+- source_labels: [__scrape_interval__]
+  target_label: interval
+"#,
+            ),
+            metric_relabel_configs: relabel(
+                r#"
+- source_labels: [__name__]
+  regex: go_.*
+  action: drop
+- source_labels: [__name__]
+  regex: old_(.*)
+  target_label: __name__
+  replacement: new_$1
+"#,
+            ),
+        }]
+    })
+    .await;
+    let addr = srv.http_addr;
+    let mut got = vec![];
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = series_now(addr, "{job=\"app\"}").await;
+        if got
+            .iter()
+            .any(|(l, _)| l.contains(&"__name__=scrape_samples_post_metric_relabeling".to_string()))
+        {
+            break;
+        }
+    }
+    let names: Vec<&str> = got
+        .iter()
+        .map(|(l, _)| l[0].trim_start_matches("__name__="))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "keep_me",
+            "new_name",
+            "scrape_duration_seconds",
+            "scrape_samples_post_metric_relabeling",
+            "scrape_samples_scraped",
+            "scrape_series_added",
+            "up"
+        ],
+        "{got:?}"
+    );
+    let (labels, _) = &got[0];
+    assert_eq!(
+        labels,
+        &vec![
+            "__name__=keep_me".to_string(),
+            format!("instance={target}"),
+            "interval=200ms".into(),
+            "job=app".into()
+        ]
+    );
+    let value = |name: &str| {
+        got.iter()
+            .find(|(l, _)| l[0] == format!("__name__={name}"))
+            .unwrap()
+            .1
+    };
+    assert_eq!(value("scrape_samples_scraped"), 3.0);
+    assert_eq!(value("scrape_samples_post_metric_relabeling"), 2.0);
+    // Only one target: no `up` of the dropped one.
+    assert_eq!(series_now(addr, "up{job=\"app\"}").await.len(), 1);
+    srv.shutdown().await;
+}
