@@ -54,6 +54,12 @@ use strata_ingest::{Limits, PersistConfig};
 /// max_series_per_metric = 0
 /// max_label_values_per_metric = 0  # distinct values of one label within a metric
 ///
+/// [[sampling.policies]]          # first match wins; unmatched series are kept in full
+/// source_labels = ["__name__"]   # matched as a relabeling `keep` step
+/// regex = "http_request_duration_.*"
+/// policy = "probabilistic"       # full | probabilistic | rate_limit | adaptive
+/// probability = 0.1              # rate_limit: max_samples_per_second; adaptive: min_probability
+///
 /// [[metric_relabel_configs]]     # every pushed series; Prometheus's relabel_config keys
 /// source_labels = ["__name__"]
 /// regex = "debug_.*"
@@ -109,6 +115,8 @@ pub struct Config {
     pub metric_relabel_configs: Vec<strata_ingest::relabel::RelabelConfig>,
     /// Active-series and label-value limits (`[cardinality]`).
     pub cardinality: strata_ingest::cardinality::CardinalityConfig,
+    /// Sampling policies per metric family (`[sampling]`, `[[sampling.policies]]`).
+    pub sampling: strata_ingest::sampling::SamplingConfig,
 }
 
 /// `[remote_write]`: how remote-written data is stored.
@@ -172,6 +180,7 @@ impl Default for Config {
             remote_write: RemoteWriteConfig::default(),
             metric_relabel_configs: vec![],
             cardinality: Default::default(),
+            sampling: Default::default(),
         }
     }
 }

@@ -56,6 +56,14 @@ impl DeltaWriter {
                 .await;
         }
         let _one = self.one.lock().await;
+        // Sampling before the running totals: kept delta points are scaled by 1/p; the
+        // totals written are then not sampled again.
+        let sampler = self.ingester.sampler();
+        if sampler.enabled() {
+            let mut dropped = sampler.sample_deltas(&mut t.deltas);
+            dropped.extend(sampler.thin(&mut t.validated));
+            self.ingester.count_sampled_out(&dropped);
+        }
         let unknown = self.state.unknown(t);
         if !unknown.is_empty() {
             self.state.resume(self.last_stored(&unknown, now).await);
@@ -63,7 +71,7 @@ impl DeltaWriter {
         let undo = self.state.apply(t, limits, now);
         match self
             .ingester
-            .write(std::mem::take(&mut t.validated), protocol, None)
+            .write_with(std::mem::take(&mut t.validated), protocol, None, false)
             .await
         {
             Ok(out) => Ok(out),

@@ -472,6 +472,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     .map_err(|e| format!("opening storage: {e}"))?;
     ingester.set_relabel_configs(cfg.metric_relabel_configs.clone());
     ingester.set_cardinality_limits(cfg.cardinality.clone());
+    ingester.set_sampling(&cfg.sampling);
     let source = Arc::new(IngesterSource(ingester.clone()));
     let engine = Engine::with_caches(source, cfg.query.cache_sizes())
         .await

@@ -109,6 +109,10 @@ pub struct Ingester {
     relabel: parking_lot::RwLock<Arc<Vec<crate::relabel::RelabelConfig>>>,
     /// The cardinality limits' counts, when limits are set.
     cardinality: parking_lot::Mutex<Option<crate::cardinality::Tracker>>,
+    /// The sampling policies.
+    sampler: parking_lot::RwLock<Arc<crate::sampling::Sampler>>,
+    /// The last WAL append's duration, ms (the adaptive sampling policy watches it).
+    last_wal_append_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The times (ms) of every sample of `series`.
@@ -183,7 +187,31 @@ impl Ingester {
             metadata,
             relabel: parking_lot::RwLock::new(Arc::new(vec![])),
             cardinality: parking_lot::Mutex::new(None),
+            sampler: parking_lot::RwLock::new(Arc::new(crate::sampling::Sampler::new(
+                &Default::default(),
+            ))),
+            last_wal_append_ms: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Sets the sampling policies ([`crate::sampling`]).
+    pub fn set_sampling(&self, cfg: &crate::sampling::SamplingConfig) {
+        *self.sampler.write() = Arc::new(crate::sampling::Sampler::new(cfg));
+    }
+
+    /// The sampling policies, for writers of delta points ([`crate::sampling::Sampler::sample_deltas`]).
+    pub fn sampler(&self) -> Arc<crate::sampling::Sampler> {
+        self.sampler.read().clone()
+    }
+
+    /// Counts samples dropped by sampling.
+    pub fn count_sampled_out(&self, dropped: &crate::sampling::Dropped) {
+        for (why, n) in dropped {
+            self.metrics
+                .samples_dropped
+                .with_label_values(&[why])
+                .inc_by(*n);
+        }
     }
 
     /// Sets the relabeling applied to every written series except scraped ones (scrapes
@@ -378,14 +406,46 @@ impl Ingester {
     /// Rejected series are not errors: they are counted in the outcome.
     pub async fn write(
         &self,
+        v: Validated,
+        protocol: &str,
+        raw: Option<Vec<u8>>,
+    ) -> Result<WriteOutcome> {
+        self.write_with(v, protocol, raw, true).await
+    }
+
+    /// [`Ingester::write`], applying the sampling policies only when `sample` (a writer
+    /// that sampled its series itself, as the delta writer does, passes false).
+    ///
+    /// # Errors
+    /// As [`Ingester::write`].
+    pub async fn write_with(
+        &self,
         mut v: Validated,
         protocol: &str,
         mut raw: Option<Vec<u8>>,
+        sample: bool,
     ) -> Result<WriteOutcome> {
+        let sampler = self.sampler();
+        if sampler.enabled() {
+            sampler.observe(
+                self.head.active_samples() > self.persist_cfg.max_head_samples,
+                self.last_wal_append_ms.load(Ordering::Relaxed),
+            );
+            self.metrics
+                .sampling_adaptive_probability
+                .set(sampler.adaptive_probability());
+        }
         if protocol != "scrape" {
             let configs = self.relabel.read().clone();
             if !configs.is_empty() && self.relabel_series(&mut v, &configs) {
                 raw = None;
+            }
+        }
+        if sample && sampler.enabled() {
+            let dropped = sampler.thin(&mut v);
+            if !dropped.is_empty() {
+                raw = None;
+                self.count_sampled_out(&dropped);
             }
         }
         if self.admit_new_series(&mut v) {
@@ -420,7 +480,10 @@ impl Ingester {
         };
         {
             let _g = self.gate.read().await;
+            let started = Instant::now();
             self.wal.append(payload).await?;
+            self.last_wal_append_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             self.late.mark_late(sample_times(&v.series));
             self.head.append(v.series);
         }

@@ -3,7 +3,7 @@
 //! Where a sample goes: a protocol module of [`receive`] turns a request into series
 //! (remote write 1.0 and 2.0, JSON, Influx line protocol, OTLP, StatsD, scrapes) ->
 //! [`validate`] checks names and limits -> [`ingester::Ingester::write`] relabels it
-//! ([`relabel`]), checks new series against the [`cardinality`] limits, logs it to the
+//! ([`relabel`]), samples it ([`sampling`]), checks new series against the [`cardinality`] limits, logs it to the
 //! [`wal`] (synced, group commit) and applies it to the in-memory [`head`] ->
 //! acknowledged. Metric metadata goes to [`metadata`]. In the background
 //! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod receive;
 pub mod relabel;
+pub mod sampling;
 pub mod sketch;
 pub mod storage;
 pub mod validate;

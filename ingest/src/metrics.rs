@@ -15,8 +15,11 @@ pub struct IngestMetrics {
     /// `strata_samples_rejected_total{reason}`: samples rejected by validation or limits.
     pub samples_rejected: IntCounterVec,
     /// `strata_samples_dropped_total{reason}`: samples dropped on purpose, by
-    /// configuration (`relabel`: a relabeling step dropped the series).
+    /// configuration (`relabel`: a relabeling step dropped the series; `sampling_*`: a
+    /// sampling policy, [`crate::sampling`]).
     pub samples_dropped: IntCounterVec,
+    /// `strata_sampling_adaptive_probability`: the adaptive sampling policy's probability.
+    pub sampling_adaptive_probability: prometheus::Gauge,
     /// `strata_wal_bytes_written_total`.
     pub wal_bytes_written: IntGauge,
     /// `strata_wal_bytes`: bytes in live WAL segments.
@@ -91,9 +94,19 @@ impl IngestMetrics {
             ),
             samples_dropped: cv(
                 "strata_samples_dropped_total",
-                "Samples dropped on purpose by configuration (relabeling), by reason.",
+                "Samples dropped on purpose by configuration (relabeling, sampling), by reason.",
                 &["reason"],
             ),
+            sampling_adaptive_probability: {
+                let g = prometheus::Gauge::new(
+                    "strata_sampling_adaptive_probability",
+                    "The adaptive sampling policy's current probability (1: everything kept).",
+                )
+                .expect("valid metric");
+                g.set(1.0);
+                registry.register(Box::new(g.clone())).expect("unique");
+                g
+            },
             wal_bytes_written: g(
                 "strata_wal_bytes_written_total",
                 "Bytes written to the WAL since start.",

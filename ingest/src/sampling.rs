@@ -93,7 +93,9 @@ impl TryFrom<RawPolicy> for SamplingPolicy {
             if p > 0.0 && p <= 1.0 {
                 Ok(p)
             } else {
-                Err(format!("sampling policy: {what} must be in (0, 1], got {p}"))
+                Err(format!(
+                    "sampling policy: {what} must be in (0, 1], got {p}"
+                ))
             }
         };
         let policy = match raw.policy.as_str() {
@@ -227,7 +229,12 @@ impl Sampler {
     }
 
     fn decide<'a>(&self, get: impl Fn(&str) -> Option<&'a str> + Copy) -> Decision {
-        match self.policies.iter().find(|p| p.matches(get)).map(|p| p.policy) {
+        match self
+            .policies
+            .iter()
+            .find(|p| p.matches(get))
+            .map(|p| p.policy)
+        {
             None | Some(Policy::Full) => Decision::Keep,
             Some(Policy::Probabilistic { probability }) if probability >= 1.0 => Decision::Keep,
             Some(Policy::Probabilistic { probability }) => {
@@ -303,12 +310,7 @@ impl Sampler {
             }
             let decision = {
                 let labels = &d.labels;
-                self.decide(|n| {
-                    labels
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.as_str())
-                })
+                self.decide(|n| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
             };
             match decision {
                 Decision::Keep => out.push(d),
@@ -326,9 +328,7 @@ impl Sampler {
                     )
                     .fingerprint();
                     let mut last = self.last_kept.lock();
-                    let keep = last
-                        .get(&fp)
-                        .is_none_or(|p| (d.t_ms - p) as f64 >= gap_ms);
+                    let keep = last.get(&fp).is_none_or(|p| (d.t_ms - p) as f64 >= gap_ms);
                     if keep {
                         last.insert(fp, d.t_ms);
                         out.push(d);
@@ -374,7 +374,9 @@ mod tests {
     fn probabilistic_delta_sums_and_counts_are_unbiased() {
         let p = 0.1;
         let values: Vec<f64> = (0..2000)
-            .map(|i| 1.0 + ((i * 7919) % 1000) as f64 / 10.0 + if i % 97 == 0 { 500.0 } else { 0.0 })
+            .map(|i| {
+                1.0 + ((i * 7919) % 1000) as f64 / 10.0 + if i % 97 == 0 { 500.0 } else { 0.0 }
+            })
             .collect();
         let truth: f64 = values.iter().sum();
         let se = (values.iter().map(|x| x * x).sum::<f64>() * (1.0 - p) / p).sqrt();
@@ -382,7 +384,10 @@ mod tests {
         let runs = 200;
         let (mut sum_of_sums, mut sum_of_counts) = (0.0, 0.0);
         for seed in 0..runs {
-            let s = Sampler::new(&config("policies:\n- policy: probabilistic\n  probability: 0.1\n", seed));
+            let s = Sampler::new(&config(
+                "policies:\n- policy: probabilistic\n  probability: 0.1\n",
+                seed,
+            ));
             let mut d: Vec<DeltaPoint> = values
                 .iter()
                 .enumerate()
@@ -395,7 +400,10 @@ mod tests {
             s.sample_deltas(&mut c);
             let est: f64 = d.iter().map(|x| x.value).sum();
             let count: f64 = c.iter().map(|x| x.value).sum();
-            assert!((est - truth).abs() < 4.0 * se, "seed {seed}: {est} vs {truth} (se {se})");
+            assert!(
+                (est - truth).abs() < 4.0 * se,
+                "seed {seed}: {est} vs {truth} (se {se})"
+            );
             assert!(
                 (count - values.len() as f64).abs() < 4.0 * count_se,
                 "seed {seed}: {count}"
@@ -433,7 +441,10 @@ mod tests {
         ));
         // One sample per second for 100 s: 10 kept, 10 s apart, across two writes.
         let mut a = validated("fast_gauge", &(0..50).map(|i| i * 1000).collect::<Vec<_>>());
-        let mut b = validated("fast_gauge", &(50..100).map(|i| i * 1000).collect::<Vec<_>>());
+        let mut b = validated(
+            "fast_gauge",
+            &(50..100).map(|i| i * 1000).collect::<Vec<_>>(),
+        );
         let d1 = s.thin(&mut a);
         let d2 = s.thin(&mut b);
         let kept: Vec<i64> = a.series[0]
@@ -450,7 +461,12 @@ mod tests {
         s.thin(&mut t);
         let n = t.series[0].samples.len();
         assert!((400..600).contains(&n), "{n}");
-        assert!(t.series[0].samples.iter().all(|x| x.value == x.timestamp_ms as f64));
+        assert!(
+            t.series[0]
+                .samples
+                .iter()
+                .all(|x| x.value == x.timestamp_ms as f64)
+        );
         // Full: all kept.
         let mut f = validated("other", &[1, 2, 3]);
         assert!(s.thin(&mut f).is_empty());
@@ -459,7 +475,10 @@ mod tests {
 
     #[test]
     fn adaptive_tightens_while_behind_and_recovers() {
-        let s = Sampler::new(&config("policies:\n- policy: adaptive\n  min_probability: 0.05\n", 1));
+        let s = Sampler::new(&config(
+            "policies:\n- policy: adaptive\n  min_probability: 0.05\n",
+            1,
+        ));
         assert_eq!(s.adaptive_probability(), 1.0);
         {
             // Pretend the last update was 2 s ago: behind for 2 s quarters it.
@@ -470,7 +489,11 @@ mod tests {
         assert!((0.24..0.26).contains(&p), "{p}");
         s.adaptive.lock().1 = Instant::now() - std::time::Duration::from_secs(60);
         s.observe(false, 500);
-        assert_eq!(s.adaptive_probability(), 0.05, "a slow WAL append is behind too");
+        assert_eq!(
+            s.adaptive_probability(),
+            0.05,
+            "a slow WAL append is behind too"
+        );
         s.adaptive.lock().1 = Instant::now() - std::time::Duration::from_secs(10);
         s.observe(false, 1);
         assert_eq!(s.adaptive_probability(), 1.0);
@@ -485,7 +508,10 @@ mod tests {
             "policies:\n- policy: nope\n",
             "policies:\n- policy: full\n  regex: '('\n",
         ] {
-            assert!(yaml_serde::from_str::<SamplingConfig>(bad).is_err(), "{bad}");
+            assert!(
+                yaml_serde::from_str::<SamplingConfig>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -315,3 +315,182 @@ async fn scrape_relabeling_shapes_targets_and_series() {
     assert_eq!(series_now(addr, "up{job=\"app\"}").await.len(), 1);
     srv.shutdown().await;
 }
+/// Sampling through the server: a rate limit of one sample per 10 s keeps every tenth of a
+/// series' per-second samples; OTLP delta points sampled with p = 0.5 carry weight 2, so the
+/// running total estimates the true total (400) within 4 standard errors
+/// (sqrt(400 x (1 - p) / p) = 20), while about half the points are kept.
+#[tokio::test]
+async fn sampling_policies_limit_and_keep_delta_totals_unbiased() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point,
+    };
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(dir.path(), |c| {
+        c.sampling = yaml_serde::from_str(
+            r#"
+seed: 42
+policies:
+- regex: limited_.*
+  policy: rate_limit
+  max_samples_per_second: 0.1
+- regex: jobs_done.*
+  policy: probabilistic
+  probability: 0.5
+"#,
+        )
+        .unwrap();
+    })
+    .await;
+    let addr = srv.http_addr;
+    let t0 = (now_ms() - 600_000) / 1000 * 1000;
+    let samples: Vec<(i64, f64)> = (0..100).map(|i| (t0 + i * 1000, i as f64)).collect();
+    let (status, body) = post_write(
+        addr,
+        request(&[(&[("__name__", "limited_gauge")], &samples)]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let at = (t0 + 100_000) as f64 / 1000.0;
+    let r = instant_result(addr, "count_over_time(limited_gauge[2m])", at).await;
+    assert_eq!(r[0]["value"][1], "10");
+    let r = instant_result(addr, "max_over_time(limited_gauge[2m])", at).await;
+    assert_eq!(r[0]["value"][1], "90", "samples at 0, 10, ..., 90 s kept");
+
+    let points: Vec<NumberDataPoint> = (0..400u64)
+        .map(|i| NumberDataPoint {
+            start_time_unix_nano: (t0 as u64 + i * 1000) * 1_000_000,
+            time_unix_nano: (t0 as u64 + (i + 1) * 1000) * 1_000_000,
+            value: Some(number_data_point::Value::AsInt(1)),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "jobs_done".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/metrics"))
+        .header("Content-Type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let at = (t0 + 401_000) as f64 / 1000.0;
+    let total: f64 =
+        instant_result(addr, "last_over_time(jobs_done_total[10m])", at).await[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(
+        (total - 400.0).abs() < 4.0 * 20.0,
+        "estimated total {total}"
+    );
+    assert_eq!(total % 2.0, 0.0, "each kept point counts 2");
+    let kept: f64 =
+        instant_result(addr, "count_over_time(jobs_done_total[10m])", at).await[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    // Binomial(400, 0.5): standard deviation 10.
+    assert!((kept - 200.0).abs() < 40.0, "kept {kept}");
+    let dropped = metric_value(
+        addr,
+        "strata_samples_dropped_total{reason=\"sampling_probabilistic\"}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(dropped + kept, 400.0);
+    assert_eq!(
+        metric_value(
+            addr,
+            "strata_samples_dropped_total{reason=\"sampling_rate_limit\"}"
+        )
+        .await,
+        Some(90.0)
+    );
+    srv.shutdown().await;
+}
+
+/// The adaptive policy under a synthetic overload: an ingester whose head is over its
+/// persist threshold (no persistence running) tightens each second, keeps fewer samples,
+/// and returns to full once a persist empties the head.
+#[tokio::test]
+async fn adaptive_sampling_tightens_under_overload_and_recovers() {
+    use strata_ingest::receive::remote_write::Validated;
+    let dir = tempfile::tempdir().unwrap();
+    let ingester = strata_ingest::Ingester::open(
+        strata_ingest::storage::DataDir::Local(dir.path().join("data")),
+        &dir.path().join("wal"),
+        strata_ingest::Limits::default(),
+        strata_ingest::PersistConfig {
+            max_head_samples: 1000,
+            ..Default::default()
+        },
+        strata_ingest::metrics::IngestMetrics::new(),
+    )
+    .await
+    .unwrap();
+    ingester.set_sampling(
+        &yaml_serde::from_str("seed: 3\npolicies:\n- policy: adaptive\n  min_probability: 0.05\n")
+            .unwrap(),
+    );
+    let t0 = now_ms() - 60_000;
+    let mut next = 0i64;
+    let mut write = |n: i64| {
+        let mut v = Validated::default();
+        let samples = (next..next + n)
+            .map(|i| strata_ingest::Sample {
+                timestamp_ms: t0 + i,
+                value: 1.0,
+            })
+            .collect();
+        next += n;
+        v.push(
+            &[("__name__".to_string(), "load".to_string())],
+            samples,
+            &strata_ingest::Limits::default(),
+            now_ms(),
+        );
+        v
+    };
+    // Healthy: everything kept, up to 1,200 samples (over the threshold of 1,000).
+    let out = ingester.write(write(600), "test", None).await.unwrap();
+    assert_eq!(out.accepted, 600);
+    let out = ingester.write(write(600), "test", None).await.unwrap();
+    assert_eq!(out.accepted, 600);
+    // Behind for 2 s: the probability is about 1/4; a write of 400 keeps about 100.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = ingester.write(write(400), "test", None).await.unwrap();
+    let p = ingester.sampler().adaptive_probability();
+    assert!((0.2..0.3).contains(&p), "{p}");
+    // Binomial(400, ~0.25): sd ~9.
+    assert!((50..150).contains(&out.accepted), "{}", out.accepted);
+    assert_eq!(ingester.metrics().sampling_adaptive_probability.get(), p);
+    // A persist empties the head: 3 s later (more than the 2 s behind) the probability is
+    // back at 1.
+    ingester.persist().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = ingester.write(write(400), "test", None).await.unwrap();
+    assert_eq!(out.accepted, 400);
+    assert_eq!(ingester.sampler().adaptive_probability(), 1.0);
+}
