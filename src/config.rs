@@ -112,11 +112,11 @@ pub struct Config {
     /// Relabeling of every pushed series (remote write, JSON, InfluxDB, OTLP, StatsD), with
     /// Prometheus's `relabel_config` keys and actions (`[[metric_relabel_configs]]`; scrapes
     /// have their own in `[[scrape_configs]]`).
-    pub metric_relabel_configs: Vec<strata_ingest::relabel::RelabelConfig>,
+    pub metric_relabel_configs: Vec<strata_ingest::policy::relabel::RelabelConfig>,
     /// Active-series and label-value limits (`[cardinality]`).
-    pub cardinality: strata_ingest::cardinality::CardinalityConfig,
+    pub cardinality: strata_ingest::policy::cardinality::CardinalityConfig,
     /// Sampling policies per metric family (`[sampling]`, `[[sampling.policies]]`).
-    pub sampling: strata_ingest::sampling::SamplingConfig,
+    pub sampling: strata_ingest::policy::sampling::SamplingConfig,
 }
 
 /// `[remote_write]`: how remote-written data is stored.

@@ -106,14 +106,31 @@ pub struct Ingester {
     /// Metric metadata (type, help, unit), in the `metadata` table.
     metadata: Arc<crate::metadata::MetadataStore>,
     /// The top-level `metric_relabel_configs`, applied to every write but scrapes'.
-    relabel: parking_lot::RwLock<Arc<Vec<crate::relabel::RelabelConfig>>>,
+    relabel: parking_lot::RwLock<Arc<Vec<crate::policy::relabel::RelabelConfig>>>,
+    /// What relabeling made of each series seen, by fingerprint (relabeling is a function
+    /// of the label set alone); cleared past [`RELABEL_CACHE_ENTRIES`] and on a new config.
+    relabel_cache: parking_lot::Mutex<rustc_hash::FxHashMap<u64, Relabeled>>,
     /// The cardinality limits' counts, when limits are set.
-    cardinality: parking_lot::Mutex<Option<crate::cardinality::Tracker>>,
+    cardinality: parking_lot::Mutex<Option<crate::policy::cardinality::Tracker>>,
     /// The sampling policies.
-    sampler: parking_lot::RwLock<Arc<crate::sampling::Sampler>>,
+    sampler: parking_lot::RwLock<Arc<crate::policy::sampling::Sampler>>,
     /// The last WAL append's duration, ms (the adaptive sampling policy watches it).
     last_wal_append_ms: std::sync::atomic::AtomicU64,
 }
+
+/// What relabeling makes of a series.
+enum Relabeled {
+    /// Kept as it is.
+    Same,
+    /// Dropped.
+    Dropped,
+    /// Kept with these labels.
+    To(Arc<[(String, String)]>),
+}
+
+/// Most series whose relabeling outcome is remembered (about 100 bytes each, more for
+/// changed ones).
+const RELABEL_CACHE_ENTRIES: usize = 1 << 20;
 
 /// The times (ms) of every sample of `series`.
 fn sample_times(series: &[SeriesSamples]) -> impl Iterator<Item = i64> + '_ {
@@ -186,26 +203,27 @@ impl Ingester {
             late,
             metadata,
             relabel: parking_lot::RwLock::new(Arc::new(vec![])),
+            relabel_cache: parking_lot::Mutex::new(Default::default()),
             cardinality: parking_lot::Mutex::new(None),
-            sampler: parking_lot::RwLock::new(Arc::new(crate::sampling::Sampler::new(
+            sampler: parking_lot::RwLock::new(Arc::new(crate::policy::sampling::Sampler::new(
                 &Default::default(),
             ))),
             last_wal_append_ms: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
-    /// Sets the sampling policies ([`crate::sampling`]).
-    pub fn set_sampling(&self, cfg: &crate::sampling::SamplingConfig) {
-        *self.sampler.write() = Arc::new(crate::sampling::Sampler::new(cfg));
+    /// Sets the sampling policies ([`crate::policy::sampling`]).
+    pub fn set_sampling(&self, cfg: &crate::policy::sampling::SamplingConfig) {
+        *self.sampler.write() = Arc::new(crate::policy::sampling::Sampler::new(cfg));
     }
 
-    /// The sampling policies, for writers of delta points ([`crate::sampling::Sampler::sample_deltas`]).
-    pub fn sampler(&self) -> Arc<crate::sampling::Sampler> {
+    /// The sampling policies, for writers of delta points ([`crate::policy::sampling::Sampler::sample_deltas`]).
+    pub fn sampler(&self) -> Arc<crate::policy::sampling::Sampler> {
         self.sampler.read().clone()
     }
 
     /// Counts samples dropped by sampling.
-    pub fn count_sampled_out(&self, dropped: &crate::sampling::Dropped) {
+    pub fn count_sampled_out(&self, dropped: &crate::policy::sampling::Dropped) {
         for (why, n) in dropped {
             self.metrics
                 .samples_dropped
@@ -216,18 +234,19 @@ impl Ingester {
 
     /// Sets the relabeling applied to every written series except scraped ones (scrapes
     /// have their own `metric_relabel_configs`): the top-level `metric_relabel_configs`.
-    pub fn set_relabel_configs(&self, configs: Vec<crate::relabel::RelabelConfig>) {
+    pub fn set_relabel_configs(&self, configs: Vec<crate::policy::relabel::RelabelConfig>) {
         *self.relabel.write() = Arc::new(configs);
+        self.relabel_cache.lock().clear();
     }
 
-    /// Sets the cardinality limits ([`crate::cardinality`]), counting the head's series.
-    pub fn set_cardinality_limits(&self, cfg: crate::cardinality::CardinalityConfig) {
+    /// Sets the cardinality limits ([`crate::policy::cardinality`]), counting the head's series.
+    pub fn set_cardinality_limits(&self, cfg: crate::policy::cardinality::CardinalityConfig) {
         let mut t = self.cardinality.lock();
         if !cfg.enabled() {
             *t = None;
             return;
         }
-        let mut tracker = crate::cardinality::Tracker::new(cfg);
+        let mut tracker = crate::policy::cardinality::Tracker::new(cfg);
         tracker.rebuild(&self.head.active_series());
         *t = Some(tracker);
     }
@@ -238,36 +257,54 @@ impl Ingester {
         (self.head.active_series(), self.head.time_range())
     }
 
-    /// Relabels `v`'s series (Prometheus semantics, [`crate::relabel`]): dropped series are
+    /// Relabels `v`'s series (Prometheus semantics, [`crate::policy::relabel`]): dropped series are
     /// counted in `strata_samples_dropped_total{reason="relabel"}`, changed ones validated
     /// again (and rejected if the result is invalid). Returns whether anything changed.
-    fn relabel_series(&self, v: &mut Validated, configs: &[crate::relabel::RelabelConfig]) -> bool {
+    fn relabel_series(
+        &self,
+        v: &mut Validated,
+        configs: &[crate::policy::relabel::RelabelConfig],
+    ) -> bool {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let mut changed = false;
         let mut dropped = 0u64;
-        for s in std::mem::take(&mut v.series) {
-            let before: std::collections::BTreeMap<String, String> = s
-                .labels
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            let mut after = before.clone();
-            if !crate::relabel::process(&mut after, configs) {
-                dropped += s.samples.len() as u64;
-                changed = true;
-                continue;
-            }
-            if after == before {
-                v.series.push(s);
-                continue;
-            }
-            changed = true;
-            let pairs: Vec<(String, String)> = after.into_iter().collect();
-            v.push(&pairs, s.samples, &self.limits, now_ms);
+        let mut cache = self.relabel_cache.lock();
+        if cache.len() > RELABEL_CACHE_ENTRIES {
+            cache.clear();
         }
+        for s in std::mem::take(&mut v.series) {
+            let outcome = cache.entry(s.labels.fingerprint()).or_insert_with(|| {
+                let before: std::collections::BTreeMap<String, String> = s
+                    .labels
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect();
+                let mut after = before.clone();
+                if !crate::policy::relabel::process(&mut after, configs) {
+                    Relabeled::Dropped
+                } else if after == before {
+                    Relabeled::Same
+                } else {
+                    Relabeled::To(after.into_iter().collect::<Vec<_>>().into())
+                }
+            });
+            match outcome {
+                Relabeled::Same => v.series.push(s),
+                Relabeled::Dropped => {
+                    dropped += s.samples.len() as u64;
+                    changed = true;
+                }
+                Relabeled::To(pairs) => {
+                    changed = true;
+                    let pairs = pairs.clone();
+                    v.push(&pairs, s.samples, &self.limits, now_ms);
+                }
+            }
+        }
+        drop(cache);
         if dropped > 0 {
             self.metrics
                 .samples_dropped

@@ -2,10 +2,10 @@
 //!
 //! Where a sample goes: a protocol module of [`receive`] turns a request into series
 //! (remote write 1.0 and 2.0, JSON, Influx line protocol, OTLP, StatsD, scrapes) ->
-//! [`validate`] checks names and limits -> [`ingester::Ingester::write`] relabels it
-//! ([`relabel`]), samples it ([`sampling`]), checks new series against the [`cardinality`] limits, logs it to the
-//! [`wal`] (synced, group commit) and applies it to the in-memory [`head`] ->
-//! acknowledged. Metric metadata goes to [`metadata`]. In the background
+//! [`validate`] checks names and limits -> [`ingester::Ingester::write`] applies the
+//! [`policy`] steps (relabeling, sampling, cardinality limits), logs it to the [`wal`]
+//! (synced, group commit) and applies it to the in-memory [`head`] -> acknowledged.
+//! Metric metadata goes to [`metadata`]. In the background
 //! [`ingester::Ingester::persist`] writes the head into the Delta tables of [`storage`] and
 //! truncates the WAL. Samples written into time the rollup tiers already built are
 //! marked [`late`], durably, so that the tiers build it again.
@@ -13,7 +13,6 @@
 //! Not here: queries (the `strata-engine` crate reads the head and the tables through
 //! [`ingester::Ingester::read_samples`]) and HTTP (the `strata` binary).
 
-pub mod cardinality;
 pub mod compaction;
 pub mod error;
 pub mod head;
@@ -22,9 +21,8 @@ pub mod late;
 pub mod metadata;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod receive;
-pub mod relabel;
-pub mod sampling;
 pub mod sketch;
 pub mod storage;
 pub mod validate;

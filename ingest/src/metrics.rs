@@ -16,7 +16,7 @@ pub struct IngestMetrics {
     pub samples_rejected: IntCounterVec,
     /// `strata_samples_dropped_total{reason}`: samples dropped on purpose, by
     /// configuration (`relabel`: a relabeling step dropped the series; `sampling_*`: a
-    /// sampling policy, [`crate::sampling`]).
+    /// sampling policy, [`crate::policy::sampling`]).
     pub samples_dropped: IntCounterVec,
     /// `strata_sampling_adaptive_probability`: the adaptive sampling policy's probability.
     pub sampling_adaptive_probability: prometheus::Gauge,

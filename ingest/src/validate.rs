@@ -216,7 +216,7 @@ pub enum Rejection {
     /// histograms in one series): the message names the problem.
     #[error("{0}")]
     Malformed(String),
-    /// A new series beyond an active-series limit ([`crate::cardinality`]).
+    /// A new series beyond an active-series limit ([`crate::policy::cardinality`]).
     #[error(
         "series limit reached: a new series of {metric} would exceed {limit} active series {scope}"
     )]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use axum::routing::get;
+use strata_ingest::policy::relabel::RelabelConfig;
 use strata_ingest::receive::scrape::{ScrapeConfig, StaticConfig};
-use strata_ingest::relabel::RelabelConfig;
 
 use crate::common::*;
 
@@ -73,7 +73,7 @@ async fn pushed_series_are_relabeled_limited_and_counted() {
 "#,
         );
         c.cardinality.max_label_values_per_metric = 3;
-        c.cardinality.overrides = vec![strata_ingest::cardinality::MetricLimits {
+        c.cardinality.overrides = vec![strata_ingest::policy::cardinality::MetricLimits {
             metric: "jobs".into(),
             max_series: Some(2),
             max_label_values: None,

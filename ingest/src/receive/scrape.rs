@@ -46,16 +46,16 @@ pub struct ScrapeConfig {
     /// Static targets.
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
-    /// Relabeling of each target before it is scraped ([`crate::relabel`]): it starts with
+    /// Relabeling of each target before it is scraped ([`crate::policy::relabel`]): it starts with
     /// `__address__`, `__scheme__`, `__metrics_path__`, `__scrape_interval__`,
     /// `__scrape_timeout__`, `job` and the static labels; a dropped target is not scraped;
     /// afterwards `instance` defaults to `__address__` and labels starting with `__` are
     /// removed, as in Prometheus's `scrape/target.go` (`PopulateLabels`).
     #[serde(default)]
-    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    pub relabel_configs: Vec<crate::policy::relabel::RelabelConfig>,
     /// Relabeling of each scraped series (target labels included) before it is written.
     #[serde(default)]
-    pub metric_relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    pub metric_relabel_configs: Vec<crate::policy::relabel::RelabelConfig>,
 }
 
 /// A duration as Prometheus prints one (`model.Duration.String`: `1m30s`, `15s`, `500ms`).
@@ -101,7 +101,7 @@ fn target_of(
         "__scrape_timeout__".into(),
         prometheus_duration(cfg.scrape_timeout),
     );
-    if !crate::relabel::process(&mut l, &cfg.relabel_configs) {
+    if !crate::policy::relabel::process(&mut l, &cfg.relabel_configs) {
         tracing::info!(job = %cfg.job_name, target = %address, "target dropped by relabel_configs");
         return None;
     }
@@ -221,7 +221,7 @@ async fn run_target(
                         pairs
                     } else {
                         let mut m: BTreeMap<String, String> = pairs.iter().cloned().collect();
-                        if !crate::relabel::process(&mut m, &t.cfg.metric_relabel_configs) {
+                        if !crate::policy::relabel::process(&mut m, &t.cfg.metric_relabel_configs) {
                             continue;
                         }
                         relabeled = m.into_iter().collect::<Vec<_>>();

@@ -171,11 +171,17 @@ pub struct Sampler {
     rng: Mutex<rand::rngs::SmallRng>,
     /// The last kept sample time (ms) of each rate-limited series, by fingerprint.
     last_kept: Mutex<HashMap<u64, i64>>,
+    /// The policy (index) of each series seen, by fingerprint: matching is a function of
+    /// the label set alone. Cleared past [`DECISION_CACHE_ENTRIES`].
+    decisions: Mutex<rustc_hash::FxHashMap<u64, Option<usize>>>,
     /// The adaptive probability and when it was last updated.
     adaptive: Mutex<(f64, Instant)>,
     min_probability: f64,
     wal_slow_ms: u64,
 }
+
+/// Most series whose matching policy is remembered.
+const DECISION_CACHE_ENTRIES: usize = 1 << 20;
 
 /// Samples dropped by a pass, by reason (`sampling_*`).
 pub type Dropped = Vec<(&'static str, u64)>;
@@ -199,6 +205,7 @@ impl Sampler {
             policies: cfg.policies.clone(),
             rng: Mutex::new(rng),
             last_kept: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(Default::default()),
             adaptive: Mutex::new((1.0, Instant::now())),
             min_probability,
             wal_slow_ms: cfg.wal_slow_ms.unwrap_or(100),
@@ -229,12 +236,12 @@ impl Sampler {
     }
 
     fn decide<'a>(&self, get: impl Fn(&str) -> Option<&'a str> + Copy) -> Decision {
-        match self
-            .policies
-            .iter()
-            .find(|p| p.matches(get))
-            .map(|p| p.policy)
-        {
+        self.decision_of(self.policies.iter().position(|p| p.matches(get)))
+    }
+
+    /// What policy `index` (none: `None`) does now.
+    fn decision_of(&self, index: Option<usize>) -> Decision {
+        match index.map(|i| self.policies[i].policy) {
             None | Some(Policy::Full) => Decision::Keep,
             Some(Policy::Probabilistic { probability }) if probability >= 1.0 => Decision::Keep,
             Some(Policy::Probabilistic { probability }) => {
@@ -258,9 +265,18 @@ impl Sampler {
     /// Series left without samples are removed. Returns what was dropped, by reason.
     pub fn thin(&self, v: &mut Validated) -> Dropped {
         let mut dropped: HashMap<&'static str, u64> = HashMap::new();
+        let mut decisions = self.decisions.lock();
+        if decisions.len() > DECISION_CACHE_ENTRIES {
+            decisions.clear();
+        }
         for s in &mut v.series {
             let labels: &RawLabels = &s.labels;
-            match self.decide(|n| labels.get(n)) {
+            let index = *decisions.entry(labels.fingerprint()).or_insert_with(|| {
+                self.policies
+                    .iter()
+                    .position(|p| p.matches(|n| labels.get(n)))
+            });
+            match self.decision_of(index) {
                 Decision::Keep => {}
                 Decision::Probability(p, why) => {
                     let mut rng = self.rng.lock();
