@@ -23,67 +23,9 @@ use crate::storage::DataDir;
 /// Name of the metadata table (a directory under the data directory).
 pub const METADATA_TABLE: &str = "metadata";
 
-/// A metric type, numbered as `prometheus.MetricMetadata.MetricType` (remote write 1.0) and
-/// `io.prometheus.write.v2.Metadata.MetricType` (2.0) number them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MetricType {
-    /// 0: not given.
-    Unknown,
-    /// 1.
-    Counter,
-    /// 2.
-    Gauge,
-    /// 3.
-    Histogram,
-    /// 4.
-    GaugeHistogram,
-    /// 5.
-    Summary,
-    /// 6.
-    Info,
-    /// 7.
-    StateSet,
-}
-
-impl MetricType {
-    /// The type of protobuf enum value `v` (unknown values are [`MetricType::Unknown`]).
-    pub fn of_proto(v: i32) -> MetricType {
-        match v {
-            1 => MetricType::Counter,
-            2 => MetricType::Gauge,
-            3 => MetricType::Histogram,
-            4 => MetricType::GaugeHistogram,
-            5 => MetricType::Summary,
-            6 => MetricType::Info,
-            7 => MetricType::StateSet,
-            _ => MetricType::Unknown,
-        }
-    }
-
-    /// The name Prometheus's `/api/v1/metadata` gives it (`model/textparse`'s `MetricType`
-    /// strings: `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`,
-    /// `stateset`, `unknown`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MetricType::Unknown => "unknown",
-            MetricType::Counter => "counter",
-            MetricType::Gauge => "gauge",
-            MetricType::Histogram => "histogram",
-            MetricType::GaugeHistogram => "gaugehistogram",
-            MetricType::Summary => "summary",
-            MetricType::Info => "info",
-            MetricType::StateSet => "stateset",
-        }
-    }
-
-    /// The inverse of [`MetricType::as_str`]; anything else is `Unknown`.
-    pub fn of_str(s: &str) -> MetricType {
-        (0..8)
-            .map(MetricType::of_proto)
-            .find(|t| t.as_str() == s)
-            .unwrap_or(MetricType::Unknown)
-    }
-}
+/// A metric type: the exposition formats' (`# TYPE`), also numbered as remote write's
+/// `MetricType` enums are ([`MetricType::of_proto`]).
+pub use crate::receive::exposition::MetricType;
 
 /// One description of a metric family.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -313,6 +313,19 @@ async fn scrape_relabeling_shapes_targets_and_series() {
     assert_eq!(value("scrape_samples_post_metric_relabeling"), 2.0);
     // Only one target: no `up` of the dropped one.
     assert_eq!(series_now(addr, "up{job=\"app\"}").await.len(), 1);
+    // The target's `# TYPE` lines are its families' metadata (as Prometheus serves its
+    // targets'), relabeled-away families included.
+    let m: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/metadata"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["data"]["keep_me"],
+        serde_json::json!([{"type": "gauge", "help": "", "unit": ""}])
+    );
+    assert_eq!(m["data"]["go_gc"][0]["type"], "gauge");
     srv.shutdown().await;
 }
 /// Sampling through the server: a rate limit of one sample per 10 s keeps every tenth of a

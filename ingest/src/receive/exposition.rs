@@ -56,7 +56,7 @@ impl Format {
 /// `untyped` (mapped to [`MetricType::Unknown`]); OpenMetrics allows `counter`,
 /// `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` and
 /// `unknown`. Any other word is a [`ParseError`], as in Prometheus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MetricType {
     /// `counter`: samples `name` (Prometheus text, where the name usually ends
     /// in `_total`) or `name_total` and `name_created` (OpenMetrics).
@@ -78,6 +78,49 @@ pub enum MetricType {
     StateSet,
     /// `untyped` (Prometheus text) or `unknown` (OpenMetrics).
     Unknown,
+}
+
+impl MetricType {
+    /// The type of protobuf enum value `v`, numbered as `prometheus.MetricMetadata.MetricType`
+    /// (remote write 1.0) and `io.prometheus.write.v2.Metadata.MetricType` (2.0) number
+    /// them: 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gauge histogram, 5 summary, 6
+    /// info, 7 stateset; any other value is `Unknown`.
+    pub fn of_proto(v: i32) -> MetricType {
+        match v {
+            1 => MetricType::Counter,
+            2 => MetricType::Gauge,
+            3 => MetricType::Histogram,
+            4 => MetricType::GaugeHistogram,
+            5 => MetricType::Summary,
+            6 => MetricType::Info,
+            7 => MetricType::StateSet,
+            _ => MetricType::Unknown,
+        }
+    }
+
+    /// The name Prometheus's `/api/v1/metadata` gives it (`model/textparse`'s `MetricType`
+    /// strings: `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`,
+    /// `stateset`, `unknown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Unknown => "unknown",
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+        }
+    }
+
+    /// The inverse of [`MetricType::as_str`]; anything else is `Unknown`.
+    pub fn of_str(s: &str) -> MetricType {
+        (0..8)
+            .map(MetricType::of_proto)
+            .find(|t| t.as_str() == s)
+            .unwrap_or(MetricType::Unknown)
+    }
 }
 
 /// One sample line of a body, e.g. `http_requests_total{code="200"} 1027 1395066363000`.

@@ -209,6 +209,17 @@ async fn run_target(
         let started = Instant::now();
         let result = scrape_once(&client, &t, interval).await;
         let duration = started.elapsed().as_secs_f64();
+        // The families' `# TYPE` and `# HELP`, for `/api/v1/metadata` (as Prometheus
+        // serves its targets' metadata).
+        let result = match result {
+            Ok((samples, metadata)) => {
+                if let Err(e) = ingester.metadata().record(metadata).await {
+                    tracing::warn!(url = %t.url, error = %e, "recording scraped metadata failed");
+                }
+                Ok(samples)
+            }
+            Err(e) => Err(e),
+        };
         let mut current: HashMap<u64, Vec<(String, String)>> = HashMap::new();
         let mut v = Validated::default();
         let limits = ingester.limits().clone();
@@ -302,12 +313,20 @@ async fn run_target(
     }
 }
 
-/// Scrapes one target; returns each sample's full label pairs (target labels applied).
+/// A scrape's samples with their full label pairs (target labels applied), and its
+/// families' metadata.
+type Scraped = (
+    Vec<(Vec<(String, String)>, exposition::ParsedSample)>,
+    Vec<(String, crate::metadata::MetricMetadata)>,
+);
+
+/// Scrapes one target; returns each sample's full label pairs (target labels applied) and
+/// the metadata of its families (`# TYPE`, `# HELP`).
 async fn scrape_once(
     client: &reqwest::Client,
     t: &Target,
     interval: Duration,
-) -> Result<Vec<(Vec<(String, String)>, exposition::ParsedSample)>, String> {
+) -> Result<Scraped, String> {
     let timeout = t.cfg.scrape_timeout.min(interval);
     let resp = client
         .get(&t.url)
@@ -331,7 +350,27 @@ async fn scrape_once(
         .unwrap_or(Format::PrometheusText);
     let body = resp.text().await.map_err(|e| e.to_string())?;
     let parsed = exposition::parse(&body, format).map_err(|e| e.to_string())?;
-    Ok(parsed
+    let mut families: Vec<&String> = parsed.types.keys().chain(parsed.help.keys()).collect();
+    families.sort_unstable();
+    families.dedup();
+    let metadata = families
+        .into_iter()
+        .map(|f| {
+            (
+                f.clone(),
+                crate::metadata::MetricMetadata {
+                    metric_type: parsed
+                        .types
+                        .get(f)
+                        .copied()
+                        .unwrap_or(exposition::MetricType::Unknown),
+                    help: parsed.help.get(f).cloned().unwrap_or_default(),
+                    unit: String::new(),
+                },
+            )
+        })
+        .collect();
+    let samples = parsed
         .samples
         .into_iter()
         .map(|s| {
@@ -351,5 +390,6 @@ async fn scrape_once(
             pairs.push((METRIC_NAME_LABEL.into(), s.name.clone()));
             (pairs, s)
         })
-        .collect())
+        .collect();
+    Ok((samples, metadata))
 }
