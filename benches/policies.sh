@@ -19,7 +19,7 @@ cargo build --release -p strata -q
 BIN=target/release/strata
 TMP=$(mktemp -d)
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat >"$TMP/policies.toml" <<'TOML'
 [cardinality]
@@ -49,17 +49,19 @@ policy = "rate_limit"
 max_samples_per_second = 1
 TOML
 : >"$TMP/plain.toml"
+# Starts a server on port $2 (not in a command substitution: the server would hold its
+# output open).
 start() {
-  local name=$1 h f
-  h=$(port); f=$(port)
+  local name=$1 h=$2 f
+  f=$(port)
   $BIN serve --config "$TMP/$name.toml" --data-dir "$TMP/$name" --http-addr 127.0.0.1:$h \
-    --flight-addr 127.0.0.1:$f --otlp-grpc-addr "" --statsd-addr "" 2>"$TMP/$name.log" &
+    --flight-addr 127.0.0.1:$f --otlp-grpc-addr "" --statsd-addr "" >"$TMP/$name.out" 2>"$TMP/$name.log" &
   PIDS+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$h/-/ready" >/dev/null && break; sleep 0.1; done
-  echo "$h"
 }
-P=$(start plain)
-Q=$(start policies)
+P=$(port); Q=$(port)
+start plain "$P"
+start policies "$Q"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%F)"
 for r in $(seq "$ROUNDS"); do
   # Each round a day earlier than the last, so that no sample repeats.
