@@ -155,8 +155,9 @@ impl TryFrom<RawRelabelConfig> for RelabelConfig {
                 "relabel configuration for {name} action requires 'target_label' value"
             ));
         }
-        let defaults = raw.regex.as_deref().is_none_or(|r| r == DEFAULT_REGEX)
-            && raw.modulus == 0
+        // Separator, modulus and replacement left at their defaults (any action but
+        // `hashmod`, `replace` and `labelmap` needs nothing else).
+        let plain = raw.modulus == 0
             && raw
                 .separator
                 .as_deref()
@@ -165,23 +166,14 @@ impl TryFrom<RawRelabelConfig> for RelabelConfig {
                 .replacement
                 .as_deref()
                 .is_none_or(|r| r == DEFAULT_REPLACEMENT);
-        if matches!(action, Action::KeepEqual | Action::DropEqual) && !defaults {
+        let default_regex = raw.regex.as_deref().is_none_or(|r| r == DEFAULT_REGEX);
+        if matches!(action, Action::KeepEqual | Action::DropEqual) && !(plain && default_regex) {
             return Err(format!(
                 "{name} action requires only 'source_labels' and `target_label`, and no other fields"
             ));
         }
         if matches!(action, Action::LabelDrop | Action::LabelKeep)
-            && (!raw.source_labels.is_empty()
-                || !raw.target_label.is_empty()
-                || raw.modulus != 0
-                || raw
-                    .separator
-                    .as_deref()
-                    .is_some_and(|s| s != DEFAULT_SEPARATOR)
-                || raw
-                    .replacement
-                    .as_deref()
-                    .is_some_and(|r| r != DEFAULT_REPLACEMENT))
+            && (!raw.source_labels.is_empty() || !raw.target_label.is_empty() || !plain)
         {
             return Err(format!(
                 "{name} action requires only 'regex', and no other fields"

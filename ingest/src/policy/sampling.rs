@@ -288,7 +288,9 @@ impl Sampler {
                     let fp = labels.fingerprint();
                     let mut last = self.last_kept.lock();
                     let before = s.samples.len();
-                    s.samples.sort_by_key(|x| x.timestamp_ms);
+                    if !s.samples.is_sorted_by_key(|x| x.timestamp_ms) {
+                        s.samples.sort_by_key(|x| x.timestamp_ms);
+                    }
                     let mut prev = last.get(&fp).copied();
                     s.samples.retain(|x| {
                         let keep = prev.is_none_or(|p| (x.timestamp_ms - p) as f64 >= gap_ms);
