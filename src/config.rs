@@ -77,6 +77,11 @@ use strata_ingest::{Limits, PersistConfig};
 /// regex = "go_.*"
 /// source_labels = ["__name__"]
 /// action = "drop"
+///
+/// [[tenants]]                    # none: one anonymous tenant (crate::tenants)
+/// id = "team-a"                  # X-Scope-OrgID
+/// tokens = ["secret-a"]          # Authorization: Bearer secret-a
+/// ingestion_rate = { samples_per_second = 100000, burst = 200000 }
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -117,6 +122,9 @@ pub struct Config {
     pub cardinality: strata_ingest::policy::cardinality::CardinalityConfig,
     /// Sampling policies per metric family (`[sampling]`, `[[sampling.policies]]`).
     pub sampling: strata_ingest::policy::sampling::SamplingConfig,
+    /// The tenants (`[[tenants]]`, [`crate::tenants`]); none: one anonymous tenant, as
+    /// before tenants existed.
+    pub tenants: Vec<crate::tenants::TenantConfig>,
 }
 
 /// `[remote_write]`: how remote-written data is stored.
@@ -149,6 +157,9 @@ pub struct StatsdConfig {
     /// [`strata_ingest::receive::statsd::MappingConfig`]): dotted names to names and
     /// labels. Without one, names are escaped.
     pub mapping_file: Option<PathBuf>,
+    /// With `[[tenants]]`: the tenant StatsD writes for (StatsD has no way to name one).
+    /// Without it, StatsD is not served when tenants are configured.
+    pub tenant: Option<String>,
 }
 
 impl Default for StatsdConfig {
@@ -157,6 +168,7 @@ impl Default for StatsdConfig {
             addr: crate::statsd::DEFAULT_ADDR.to_string(),
             flush_interval: std::time::Duration::from_secs(10),
             mapping_file: None,
+            tenant: None,
         }
     }
 }
@@ -181,6 +193,7 @@ impl Default for Config {
             metric_relabel_configs: vec![],
             cardinality: Default::default(),
             sampling: Default::default(),
+            tenants: vec![],
         }
     }
 }

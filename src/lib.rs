@@ -12,3 +12,4 @@ pub mod rollup_api;
 pub mod server;
 pub mod sql_client;
 pub mod statsd;
+pub mod tenants;

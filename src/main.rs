@@ -62,6 +62,12 @@ enum Command {
         /// Flight SQL endpoint of a running server.
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         flight: String,
+        /// On a server with tenants: the tenant to query (sent as `x-scope-orgid`).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// On a server with tenants: the tenant's token (sent as a bearer token).
+        #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Load bench: send TSBS-like cpu data by remote write to each URL in turn and report
     /// samples/s (see benches/README.md; benches/load.sh runs it against Strata and
@@ -163,6 +169,12 @@ enum RollupCommand {
         /// The server's HTTP address.
         #[arg(long, default_value = "http://127.0.0.1:9201")]
         url: String,
+        /// On a server with tenants: the tenant to rebuild (sent as `X-Scope-OrgID`).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// On a server with tenants: the tenant's token (sent as `Authorization: Bearer`).
+        #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -244,10 +256,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             query,
             data_dir,
             flight,
+            tenant,
+            token,
         } => {
             let batches = match data_dir {
                 Some(d) => strata::sql_client::on_data_dir(&d, &query).await?,
-                None => strata::sql_client::over_flight(&flight, &query).await?,
+                None => {
+                    let as_tenant = strata::tenants::TenantHeaders {
+                        org_id: tenant,
+                        token,
+                    };
+                    strata::sql_client::over_flight_as(&flight, &query, &as_tenant).await?
+                }
             };
             let table =
                 arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| e.to_string())?;
@@ -314,6 +334,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                     from,
                     to,
                     url,
+                    tenant,
+                    token,
                 },
         } => {
             let now = std::time::SystemTime::now()
@@ -325,7 +347,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Some(t) => strata::prom_api::parse_time("to", &t)?,
                 None => now,
             };
-            let r = strata::rollup_api::backfill(&url, &tier, from, to).await?;
+            let r = strata::rollup_api::backfill(
+                &url,
+                &tier,
+                from,
+                to,
+                &strata::tenants::TenantHeaders {
+                    org_id: tenant,
+                    token,
+                },
+            )
+            .await?;
             println!(
                 "tier {tier}: {} series-buckets written from {} source rows in {} commits; {} files compacted",
                 r.rows_written, r.source_rows, r.commits, r.files_compacted

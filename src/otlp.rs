@@ -10,7 +10,9 @@
 //! - `400` (gRPC `INVALID_ARGUMENT`) for a body that does not decode, `413` for one too
 //!   large, `415` for a `Content-Type` other than `application/x-protobuf` and
 //!   `application/json`: not retried; the body a `google.rpc.Status`;
-//! - `503` (gRPC `UNAVAILABLE`) with `Retry-After` when the write path is behind: retried.
+//! - `503` (gRPC `UNAVAILABLE`) with `Retry-After` when the write path is behind: retried;
+//! - `429` (gRPC `RESOURCE_EXHAUSTED`) with `Retry-After` past the tenant's ingestion
+//!   rate: retried.
 
 use std::sync::Arc;
 
@@ -142,12 +144,13 @@ fn error_reply(e: IngestError, encoding: Encoding) -> Response {
 }
 
 /// The gRPC code OTLP gives an HTTP status ("OTLP/gRPC Response"): `INVALID_ARGUMENT`
-/// for data never accepted (400, 413), `UNAVAILABLE` for a retryable 503, `INTERNAL`
-/// otherwise.
+/// for data never accepted (400, 413), `UNAVAILABLE` for a retryable 503,
+/// `RESOURCE_EXHAUSTED` for a tenant past its ingestion rate (429), `INTERNAL` otherwise.
 fn grpc_code(status: StatusCode) -> tonic::Code {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::InvalidArgument,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
         _ => tonic::Code::Internal,
     }
 }
@@ -208,21 +211,30 @@ impl MetricsService for Grpc {
 }
 
 /// Serves the gRPC `MetricsService` on `listener` until `stop` resolves (gzip requests
-/// accepted; messages up to `max_decoded` bytes).
+/// accepted; messages up to each receiver's `max_decoded` bytes): each call goes to its
+/// tenant's receiver in `otlps` by its `x-scope-orgid` and `authorization` metadata
+/// ([`crate::tenants::TenantGrpc`]), or to the one receiver without `auth`.
 ///
 /// # Errors
 /// A message when the server fails.
 pub(crate) async fn serve_grpc(
     listener: tokio::net::TcpListener,
-    otlp: Arc<Otlp>,
+    otlps: std::collections::HashMap<String, Arc<Otlp>>,
+    auth: Option<Arc<crate::tenants::Auth>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let max = otlp.max_decoded;
-    let service = MetricsServiceServer::new(Grpc(otlp))
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
+    let services = otlps
+        .into_iter()
+        .map(|(id, otlp)| {
+            let max = otlp.max_decoded;
+            let svc = MetricsServiceServer::new(Grpc(otlp))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            (id, svc)
+        })
+        .collect();
     tonic::transport::Server::builder()
-        .add_service(service)
+        .add_service(crate::tenants::TenantGrpc::new(auth, services))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop,

@@ -125,7 +125,7 @@ pub struct Backfilled {
 }
 
 /// `strata rollup backfill`: rebuilds `tier` over `(from_ms, to_ms]` on the server at
-/// `base_url` (`http://host:port`) in requests of up to [`BACKFILL_CHUNK_DAYS`] UTC days
+/// `base_url` (`http://host:port`), for the tenant `tenant` names in requests of up to [`BACKFILL_CHUNK_DAYS`] UTC days
 /// (`POST /api/v1/admin/rollup/build`; the server cuts each into slices sized by the
 /// rows they read), with a progress bar in days on stderr; then merges the files the
 /// slices left (`POST /api/v1/admin/rollup/compact`), so that queries read one sorted file
@@ -139,6 +139,7 @@ pub async fn backfill(
     tier: &str,
     from_ms: i64,
     to_ms: i64,
+    tenant: &crate::tenants::TenantHeaders,
 ) -> Result<Backfilled, String> {
     const DAY: i64 = 86_400_000;
     const CHUNK: i64 = BACKFILL_CHUNK_DAYS * DAY;
@@ -156,7 +157,10 @@ pub async fn backfill(
         .progress_chars("=> "),
     );
     bar.set_prefix(format!("tier {tier}"));
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(tenant.headers()?)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut total = Backfilled::default();
     let mut start = from_ms;
     while start < to_ms {

@@ -2,6 +2,7 @@
 //! health), Arrow Flight SQL, the scrape loops and background persistence, started
 //! together and stopped together.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,13 +31,15 @@ pub struct Running {
     pub otlp_grpc_addr: Option<SocketAddr>,
     /// The StatsD address bound (UDP and TCP), if any.
     pub statsd_addr: Option<SocketAddr>,
-    /// The write path.
+    /// The write path (with `[[tenants]]`, the first tenant's by ID).
     pub ingester: Arc<Ingester>,
-    /// The query engine.
+    /// The query engine (with `[[tenants]]`, the first tenant's by ID).
     pub engine: Engine,
     /// The rollup tiers (their tables are in the engine's catalog); built in the
-    /// background when `[rollup] enabled`.
+    /// background when `[rollup] enabled` (with `[[tenants]]`, the first tenant's by ID).
     pub rollups: Arc<strata_rollup::Rollups>,
+    /// Each tenant's stack by tenant ID; empty without `[[tenants]]`.
+    pub tenants: BTreeMap<String, Stack>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -69,13 +72,17 @@ pub(crate) fn now_ms() -> i64 {
 
 /// The HTTP status of a write-path error and its `Retry-After` (s), as the remote-write
 /// spec asks: 400/413 for data that will never be accepted (no retry), 503 with
-/// `Retry-After` for overload and shutdown, 500 otherwise.
+/// `Retry-After` for overload and shutdown, 429 with `Retry-After` past the tenant's
+/// ingestion rate, 500 otherwise.
 pub(crate) fn status_of(e: &IngestError) -> (StatusCode, Option<u64>) {
     match e {
         IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
         IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
         IngestError::Overloaded { retry_after_s, .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, Some(*retry_after_s))
+        }
+        IngestError::RateLimited { retry_after_s, .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after_s))
         }
         IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -285,6 +292,7 @@ async fn influx_handler(
     let code = |status: StatusCode| match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request too large",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => "too many requests",
         s if s.is_client_error() => "invalid",
         _ => "internal error",
     };
@@ -365,19 +373,6 @@ async fn flush_handler(State(st): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Strata's own metrics.
-async fn metrics_handler(State(st): State<AppState>) -> Response {
-    st.ingester.refresh_gauges();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.ingester.metrics().render(),
-    )
-        .into_response()
-}
-
 /// Builds the HTTP router.
 fn router(st: AppState, max_body: usize) -> Router {
     Router::new()
@@ -385,11 +380,7 @@ fn router(st: AppState, max_body: usize) -> Router {
         .route("/api/v1/metrics", post(json_handler))
         .route("/write", post(influx_handler))
         .route("/api/v2/write", post(influx_handler))
-        .route("/ping", get(influx_ping).head(influx_ping))
         .route("/api/v1/admin/flush", post(flush_handler))
-        .route("/metrics", get(metrics_handler))
-        .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
-        .route("/-/ready", get(|| async { "Strata is Ready.\n" }))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(st)
 }
@@ -452,18 +443,38 @@ async fn bind_otlp_grpc(addr: &str) -> Result<Option<tokio::net::TcpListener>, S
     }
 }
 
-/// Starts everything `cfg` describes: opens the tables and the WAL (replaying it), binds
-/// the HTTP, Flight and OTLP gRPC addresses (port 0 picks a free port), starts scraping and
-/// background persistence.
+/// One tenant's storage, engine and rollup tiers (the only one, anonymous, without
+/// `[[tenants]]`), with the HTTP routes that act on them.
+pub struct Stack {
+    /// The write path.
+    pub ingester: Arc<Ingester>,
+    /// The query engine: its catalog holds this tenant's tables only.
+    pub engine: Engine,
+    /// The rollup tiers (their tables are in the engine's catalog).
+    pub rollups: Arc<strata_rollup::Rollups>,
+    /// Raw retention (`[rollup] raw_retention`, or the tenant's).
+    raw_retention: std::time::Duration,
+    /// The OTLP receiver.
+    otlp: Arc<crate::otlp::Otlp>,
+    /// Remote write, JSON, InfluxDB, OTLP/HTTP, the Prometheus API, admin routes.
+    http: Router,
+}
+
+/// Opens one tenant's stack (`tenant` is `None` for the anonymous one) in `data_dir` and
+/// `wal_dir`, with the tenant's limits where it sets them and `cfg`'s otherwise.
 ///
 /// # Errors
-/// A message naming what failed: bad data directory, WAL or table errors, an address in use.
-pub async fn start(cfg: Config) -> Result<Running, String> {
-    let data_dir = DataDir::parse(&cfg.data_dir).map_err(|e| e.to_string())?;
+/// A message naming what failed: storage, WAL, engine, tiers, or a limit's value.
+async fn open_stack(
+    cfg: &Config,
+    tenant: Option<&crate::tenants::TenantConfig>,
+    data_dir: DataDir,
+    wal_dir: &std::path::Path,
+) -> Result<Stack, String> {
     let metrics = strata_ingest::metrics::IngestMetrics::new();
     let ingester = Ingester::open(
         data_dir,
-        &cfg.wal_dir(),
+        wal_dir,
         cfg.limits.clone(),
         cfg.persist.clone(),
         metrics,
@@ -471,87 +482,60 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     .await
     .map_err(|e| format!("opening storage: {e}"))?;
     ingester.set_relabel_configs(cfg.metric_relabel_configs.clone());
-    ingester.set_cardinality_limits(cfg.cardinality.clone());
+    ingester.set_cardinality_limits(
+        tenant
+            .and_then(|t| t.cardinality.clone())
+            .unwrap_or_else(|| cfg.cardinality.clone()),
+    );
     ingester.set_sampling(&cfg.sampling);
+    if let Some(t) = tenant {
+        ingester
+            .set_ingestion_rate(t.ingestion_rate)
+            .map_err(|e| format!("tenant {:?}: {e}", t.id))?;
+    }
     let source = Arc::new(IngesterSource(ingester.clone()));
     let engine = Engine::with_caches(source, cfg.query.cache_sizes())
         .await
         .map_err(|e| format!("starting the engine: {e}"))?;
     // PromQL inside SQL (also over Flight SQL): promql_instant(...), promql_range(...).
     strata_promql::sql_functions::register(&engine.context());
-    let mut rollups = strata_rollup::Rollups::open(
-        engine.clone(),
-        ingester.data_dir(),
-        cfg.rollup.tiers.clone(),
-    )
-    .await
-    .map_err(|e| format!("opening the rollup tiers: {e}"))?;
+    let mut tiers = cfg.rollup.tiers.clone();
+    if let Some(t) = tenant {
+        for (name, keep) in &t.tier_retention {
+            let Some(tier) = tiers.iter_mut().find(|x| &x.name == name) else {
+                return Err(format!(
+                    "tenant {:?}: tier_retention names no tier {name:?}",
+                    t.id
+                ));
+            };
+            tier.retention = Some(*keep);
+        }
+    }
+    let mut rollups = strata_rollup::Rollups::open(engine.clone(), ingester.data_dir(), tiers)
+        .await
+        .map_err(|e| format!("opening the rollup tiers: {e}"))?;
     rollups.track_late(ingester.clone()).await;
     let rollups = Arc::new(rollups);
+    let raw_retention = tenant
+        .and_then(|t| t.raw_retention)
+        .unwrap_or(cfg.rollup.raw_retention);
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
         // Where raw samples may be gone: PromQL reads the tiers there.
-        rollups
-            .catalog()
-            .set_raw_retention(cfg.rollup.raw_retention);
+        rollups.catalog().set_raw_retention(raw_retention);
     }
-    let (stop, stop_rx) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let http = tokio::net::TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|e| format!("binding HTTP address {}: {e}", cfg.http_addr))?;
-    let flight = tokio::net::TcpListener::bind(cfg.flight_addr)
-        .await
-        .map_err(|e| format!("binding Flight SQL address {}: {e}", cfg.flight_addr))?;
-    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let flight_addr = flight.local_addr().map_err(|e| e.to_string())?;
     let st = AppState {
         ingester: ingester.clone(),
         max_decoded: cfg.max_request_bytes.saturating_mul(8),
         ct_zero_ingestion: cfg.remote_write.created_timestamp_zero_ingestion,
     };
-    let mut tasks = vec![];
     let otlp = Arc::new(crate::otlp::Otlp::new(
         ingester.clone(),
         strata_promql::prom_session(&engine.context()),
         cfg.otlp.clone(),
         st.max_decoded,
     ));
-    let grpc_addr = match bind_otlp_grpc(&cfg.otlp.grpc_addr).await? {
-        Some(listener) => {
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let (o, rx) = (otlp.clone(), stop_rx.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::otlp::serve_grpc(listener, o, wait(rx)).await {
-                    tracing::error!(error = %e, "OTLP gRPC server failed");
-                }
-            }));
-            Some(addr)
-        }
-        None => None,
-    };
-    let statsd_mapper = crate::statsd::mapper(cfg.statsd.mapping_file.as_deref())?;
-    let statsd_addr = match crate::statsd::bind(&cfg.statsd.addr).await? {
-        Some((udp, tcp)) => {
-            let addr = udp.local_addr().map_err(|e| e.to_string())?;
-            let statsd = Arc::new(crate::statsd::Statsd::new(
-                ingester.clone(),
-                strata_promql::prom_session(&engine.context()),
-                statsd_mapper,
-            ));
-            tasks.extend(crate::statsd::spawn(
-                statsd,
-                (udp, tcp),
-                cfg.statsd.flush_interval,
-                stop_rx.clone(),
-            ));
-            Some(addr)
-        }
-        None => None,
-    };
-    let app = router(st, cfg.max_request_bytes)
-        .merge(crate::otlp::router(otlp))
+    let http = router(st, cfg.max_request_bytes)
+        .merge(crate::otlp::router(otlp.clone()))
         .merge(crate::prom_api::router(strata_promql::prom_session(
             &engine.context(),
         )))
@@ -560,36 +544,45 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             ingester.metadata().clone(),
         ))
         .merge(crate::prom_api::tsdb_status_router(ingester.clone()));
-    let rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(wait(rx))
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
-    let ctx = engine.context();
-    let rx = stop_rx.clone();
-    let policy = cfg.sql.policy();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = strata_flight::serve_listener(flight, ctx, policy, wait(rx)).await {
-            tracing::error!(error = %e, "Flight SQL server failed");
-        }
-    }));
+    Ok(Stack {
+        ingester,
+        engine,
+        rollups,
+        raw_retention,
+        otlp,
+        http,
+    })
+}
+
+/// Starts `stack`'s background work: persistence, retention and vacuum, the rollup
+/// builds, and `scrape_configs`.
+fn spawn_stack_tasks(
+    cfg: &Config,
+    stack: &Stack,
+    scrape_configs: &[strata_ingest::receive::scrape::ScrapeConfig],
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), String> {
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
     tasks.extend(strata_ingest::receive::scrape::spawn(
-        &cfg.scrape_configs,
-        ingester.clone(),
+        scrape_configs,
+        stack.ingester.clone(),
         stop_rx.clone(),
     ));
-    let ing = ingester.clone();
+    let ing = stack.ingester.clone();
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
-        let (r, ing, mut rx) = (rollups.clone(), ingester.clone(), stop_rx.clone());
-        let (every, raw) = (cfg.rollup.retention_interval, cfg.rollup.raw_retention);
+        let (r, ing, mut rx) = (
+            stack.rollups.clone(),
+            stack.ingester.clone(),
+            stop_rx.clone(),
+        );
+        let (every, raw) = (cfg.rollup.retention_interval, stack.raw_retention);
         let (vacuum_every, vacuum_keep) =
             (cfg.persist.vacuum_interval, cfg.persist.vacuum_retention);
         tasks.push(tokio::spawn(async move {
@@ -612,14 +605,296 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         }));
     }
     if cfg.rollup.enabled {
-        let metrics = strata_rollup::RollupMetrics::register(&ingester.metrics().registry)
+        let metrics = strata_rollup::RollupMetrics::register(&stack.ingester.metrics().registry)
             .map_err(|e| format!("rollup metrics: {e}"))?;
-        let (r, rx, schedule) = (rollups.clone(), stop_rx.clone(), cfg.rollup.schedule());
+        let (r, rx, schedule) = (
+            stack.rollups.clone(),
+            stop_rx.clone(),
+            cfg.rollup.schedule(),
+        );
         tasks.push(tokio::spawn(async move {
             r.run(schedule, Some(metrics), wait(rx)).await;
         }));
     }
-    tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, statsd_addr = ?statsd_addr, "Strata is serving");
+    Ok(())
+}
+
+/// The routes that are not a tenant's: self-metrics and health. With tenants, each
+/// metric of `/metrics` carries a `tenant` label.
+fn global_router<S: Clone + Send + Sync + 'static>(
+    stacks: Arc<BTreeMap<String, Arc<Ingester>>>,
+    tenanted: bool,
+) -> Router<S> {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let stacks = stacks.clone();
+                async move {
+                    for i in stacks.values() {
+                        i.refresh_gauges();
+                    }
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        render_metrics(&stacks, tenanted),
+                    )
+                }
+            }),
+        )
+        .route("/ping", get(influx_ping).head(influx_ping))
+        .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Strata is Ready.\n" }))
+}
+
+/// The stacks' self-metrics in the Prometheus text format; with `tenanted`, each metric
+/// gets a `tenant` label and same-named families are merged into one.
+fn render_metrics(stacks: &BTreeMap<String, Arc<Ingester>>, tenanted: bool) -> String {
+    use prometheus::Encoder as _;
+    if !tenanted {
+        return stacks
+            .values()
+            .next()
+            .map(|i| i.metrics().render())
+            .unwrap_or_default();
+    }
+    let mut families: BTreeMap<String, prometheus::proto::MetricFamily> = BTreeMap::new();
+    for (tenant, ing) in stacks {
+        for mut f in ing.metrics().registry.gather() {
+            let mut metrics = f.take_metric();
+            for m in &mut metrics {
+                let mut labels = m.take_label();
+                let mut l = prometheus::proto::LabelPair::default();
+                l.set_name("tenant".into());
+                l.set_value(tenant.clone());
+                labels.insert(0, l);
+                m.set_label(labels);
+            }
+            match families.get_mut(f.name()) {
+                Some(existing) => existing.mut_metric().extend(metrics),
+                None => {
+                    f.set_metric(metrics);
+                    families.insert(f.name().to_string(), f);
+                }
+            }
+        }
+    }
+    let families: Vec<_> = families.into_values().collect();
+    let mut out = vec![];
+    match prometheus::TextEncoder::new().encode(&families, &mut out) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(e) => format!("# error encoding metrics: {e}\n"),
+    }
+}
+
+/// Routes a request to the stack of the tenant its headers name
+/// ([`crate::tenants::Auth::resolve`]): 401 (with `WWW-Authenticate`) or 403 otherwise.
+async fn dispatch(State(t): State<Arc<Tenancy>>, req: axum::extract::Request) -> Response {
+    use tower::ServiceExt as _;
+    let resolved = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        t.auth.resolve(
+            header(crate::tenants::ORG_ID_HEADER),
+            header(header::AUTHORIZATION.as_str()),
+        )
+    };
+    match resolved {
+        Ok(tenant) => match t.routers.get(&tenant) {
+            Some(r) => match r.clone().oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            },
+            None => (StatusCode::UNAUTHORIZED, format!("no tenant {tenant:?}\n")).into_response(),
+        },
+        Err(crate::tenants::AuthError::Forbidden(m)) => {
+            (StatusCode::FORBIDDEN, format!("{m}\n")).into_response()
+        }
+        Err(crate::tenants::AuthError::Unauthenticated(m)) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{m}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The tenants' routes and who may reach them.
+struct Tenancy {
+    auth: crate::tenants::Auth,
+    routers: std::collections::HashMap<String, Router>,
+}
+
+/// Starts everything `cfg` describes: opens the tables and the WAL (replaying it), binds
+/// the HTTP, Flight and OTLP gRPC addresses (port 0 picks a free port), starts scraping and
+/// background persistence. With `[[tenants]]`, one stack per tenant under
+/// `<data_dir>/tenants/<id>/`, every request routed by its tenant ([`crate::tenants`]).
+///
+/// # Errors
+/// A message naming what failed: bad data directory, WAL or table errors, an address in
+/// use, a tenant declaration or limit that is not valid.
+pub async fn start(cfg: Config) -> Result<Running, String> {
+    let data_dir = DataDir::parse(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let auth = crate::tenants::Auth::new(&cfg.tenants)?;
+    let tenanted = !cfg.tenants.is_empty();
+    if tenanted && !cfg.scrape_configs.is_empty() {
+        return Err(
+            "with [[tenants]], scrape jobs belong to a tenant: move [[scrape_configs]] into [[tenants.scrape_configs]]"
+                .into(),
+        );
+    }
+    let mut stacks: BTreeMap<String, Stack> = BTreeMap::new();
+    if tenanted {
+        for t in &cfg.tenants {
+            let dir = data_dir
+                .join(&format!("tenants/{}", t.id))
+                .map_err(|e| format!("tenant {:?}: {e}", t.id))?;
+            let wal = cfg.wal_dir().join("tenants").join(&t.id);
+            let stack = open_stack(&cfg, Some(t), dir, &wal)
+                .await
+                .map_err(|e| format!("tenant {:?}: {e}", t.id))?;
+            stacks.insert(t.id.clone(), stack);
+        }
+    } else {
+        stacks.insert(
+            String::new(),
+            open_stack(&cfg, None, data_dir, &cfg.wal_dir()).await?,
+        );
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| format!("binding HTTP address {}: {e}", cfg.http_addr))?;
+    let flight = tokio::net::TcpListener::bind(cfg.flight_addr)
+        .await
+        .map_err(|e| format!("binding Flight SQL address {}: {e}", cfg.flight_addr))?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let flight_addr = flight.local_addr().map_err(|e| e.to_string())?;
+    let auth = Arc::new(auth);
+    let mut tasks = vec![];
+    let grpc_addr = match bind_otlp_grpc(&cfg.otlp.grpc_addr).await? {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let otlps = stacks
+                .iter()
+                .map(|(id, s)| (id.clone(), s.otlp.clone()))
+                .collect();
+            let tenancy = tenanted.then(|| auth.clone());
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::otlp::serve_grpc(listener, otlps, tenancy, wait(rx)).await {
+                    tracing::error!(error = %e, "OTLP gRPC server failed");
+                }
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
+    let statsd_stack = match (&cfg.statsd.tenant, tenanted) {
+        (Some(t), true) => Some(
+            stacks
+                .get(t)
+                .ok_or_else(|| format!("[statsd] tenant {t:?} is not in [[tenants]]"))?,
+        ),
+        (Some(_), false) => {
+            return Err("[statsd] tenant is set but no [[tenants]] are configured".into());
+        }
+        (None, true) => {
+            if !cfg.statsd.addr.is_empty() {
+                tracing::warn!(
+                    "StatsD has no tenant: serving without it (set [statsd] tenant to one of [[tenants]])"
+                );
+            }
+            None
+        }
+        (None, false) => stacks.values().next(),
+    };
+    let statsd_addr = match statsd_stack {
+        None => None,
+        Some(stack) => {
+            let statsd_mapper = crate::statsd::mapper(cfg.statsd.mapping_file.as_deref())?;
+            match crate::statsd::bind(&cfg.statsd.addr).await? {
+                Some((udp, tcp)) => {
+                    let addr = udp.local_addr().map_err(|e| e.to_string())?;
+                    let statsd = Arc::new(crate::statsd::Statsd::new(
+                        stack.ingester.clone(),
+                        strata_promql::prom_session(&stack.engine.context()),
+                        statsd_mapper,
+                    ));
+                    tasks.extend(crate::statsd::spawn(
+                        statsd,
+                        (udp, tcp),
+                        cfg.statsd.flush_interval,
+                        stop_rx.clone(),
+                    ));
+                    Some(addr)
+                }
+                None => None,
+            }
+        }
+    };
+    let ingesters: Arc<BTreeMap<String, Arc<Ingester>>> = Arc::new(
+        stacks
+            .iter()
+            .map(|(id, s)| (id.clone(), s.ingester.clone()))
+            .collect(),
+    );
+    let app = if tenanted {
+        let tenancy = Arc::new(Tenancy {
+            auth: (*auth).clone(),
+            routers: stacks
+                .iter()
+                .map(|(id, s)| (id.clone(), s.http.clone()))
+                .collect(),
+        });
+        global_router(ingesters, true)
+            .fallback(dispatch)
+            .with_state(tenancy)
+    } else {
+        let only = stacks.values().next().expect("one stack");
+        global_router(ingesters, false).merge(only.http.clone())
+    };
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(wait(rx))
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    let rx = stop_rx.clone();
+    let policy = cfg.sql.policy();
+    let flight_ctxs: Vec<(String, datafusion::prelude::SessionContext)> = stacks
+        .iter()
+        .map(|(id, s)| (id.clone(), s.engine.context()))
+        .collect();
+    let flight_auth = tenanted.then(|| auth.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) =
+            crate::tenants::serve_flight(flight, flight_ctxs, flight_auth, policy, wait(rx)).await
+        {
+            tracing::error!(error = %e, "Flight SQL server failed");
+        }
+    }));
+    for (id, stack) in &stacks {
+        let scrapes = match cfg.tenants.iter().find(|t| &t.id == id) {
+            Some(t) => &t.scrape_configs,
+            None => &cfg.scrape_configs,
+        };
+        spawn_stack_tasks(&cfg, stack, scrapes, &stop_rx, &mut tasks)?;
+    }
+    tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, statsd_addr = ?statsd_addr, tenants = cfg.tenants.len(), "Strata is serving");
+    let first = stacks.values().next().expect("at least one stack");
+    let (ingester, engine, rollups) = (
+        first.ingester.clone(),
+        first.engine.clone(),
+        first.rollups.clone(),
+    );
     Ok(Running {
         http_addr,
         flight_addr,
@@ -628,6 +903,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         ingester,
         engine,
         rollups,
+        tenants: if tenanted { stacks } else { BTreeMap::new() },
         stop,
         tasks,
     })

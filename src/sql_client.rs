@@ -5,17 +5,32 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use std::sync::Arc;
 
-/// Runs `query` over Flight SQL at `url` (e.g. `http://127.0.0.1:50051`).
+/// Runs `query` over Flight SQL at `url` (e.g. `http://127.0.0.1:50051`) on a server
+/// without tenants.
 ///
 /// # Errors
 /// A message naming the connection or query problem as the server reported it.
 pub async fn over_flight(url: &str, query: &str) -> Result<Vec<RecordBatch>, String> {
+    over_flight_as(url, query, &Default::default()).await
+}
+
+/// [`over_flight`] as the tenant `tenant` names, on a server with tenants.
+///
+/// # Errors
+/// A message naming the connection or query problem as the server reported it (401 and
+/// 403 as `Unauthenticated` and `PermissionDenied`).
+pub async fn over_flight_as(
+    url: &str,
+    query: &str,
+    tenant: &crate::tenants::TenantHeaders,
+) -> Result<Vec<RecordBatch>, String> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("bad URL {url}: {e}"))?
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let mut client = FlightSqlServiceClient::new(channel);
+    tenant.apply_to_flight(&mut client);
     let info = client
         .execute(query.to_string(), None)
         .await

@@ -3,7 +3,8 @@
 //!
 //! **What it does.** It answers the Flight SQL RPCs that ADBC
 //! (`adbc-driver-flightsql`), `pyarrow.flight`, the Arrow Flight SQL JDBC
-//! driver and BI tools use: handshake (no authentication), ad-hoc statement
+//! driver and BI tools use: handshake (no credentials checked here:
+//! the token sent is returned; the server's tenants check it in front), ad-hoc statement
 //! queries, prepared statements (including positional parameters bound via
 //! `DoPut`), update statements, and the catalog metadata calls (catalogs,
 //! schemas, tables with their Arrow schemas, table types, `SqlInfo`, XDBC type
@@ -21,7 +22,7 @@
 //! `RESOURCE_EXHAUSTED`) and each has a timeout ([`SqlPolicy::timeout`],
 //! `DEADLINE_EXCEEDED`).
 //!
-//! **What it does not do.** No authentication or TLS, no transactions,
+//! **What it does not do.** No authentication of its own (see above) or TLS, no transactions,
 //! no query cancellation, no Substrait, no bulk ingestion, no `PollFlightInfo`
 //! / `GetSchema`. The server keeps no per-client state: statement tickets and
 //! prepared statement handles carry the SQL text itself (and, once bound, the

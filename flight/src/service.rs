@@ -44,7 +44,7 @@ use crate::{FlightError, SqlPolicy};
 type DoGetStream = <StrataFlightSqlService as FlightService>::DoGetStream;
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
-/// Token returned by the (authentication-free) handshake; never checked.
+/// Token the handshake returns to a client that sent no credentials.
 const ANONYMOUS_TOKEN: &str = "strata-anonymous";
 
 /// Flight SQL over a DataFusion [`SessionContext`].
@@ -319,21 +319,33 @@ async fn read_parameters(
 impl FlightSqlService for StrataFlightSqlService {
     type FlightService = StrataFlightSqlService;
 
-    /// Accepts any credentials (or none) and returns a fixed bearer token that is never checked.
+    /// Answers the handshake with a bearer token: the one of the request's `Bearer`
+    /// header, or a fixed anonymous token without one. This service checks no
+    /// credentials: a server with tenants checks them in front of it (the binary's
+    /// `tenants::TenantGrpc`, which also turns ADBC's `Basic` username/password into
+    /// `Bearer <password>`), so that a client reaching here acts for the tenant its token
+    /// names, and keeps that token for its next calls.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| ANONYMOUS_TOKEN.to_string());
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::invalid_argument("the token is not a valid header value"))?;
         let reply = HandshakeResponse {
             protocol_version: 0,
-            payload: Bytes::from_static(ANONYMOUS_TOKEN.as_bytes()),
+            payload: Bytes::from(token.into_bytes()),
         };
         let stream: HandshakeStream = Box::pin(futures::stream::iter([Ok(reply)]));
         let mut response = Response::new(stream);
-        response.metadata_mut().insert(
-            "authorization",
-            MetadataValue::from_static("Bearer strata-anonymous"),
-        );
+        response.metadata_mut().insert("authorization", bearer);
         Ok(response)
     }
 

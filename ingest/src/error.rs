@@ -20,6 +20,16 @@ pub enum IngestError {
         /// Suggested wait before retrying, seconds.
         retry_after_s: u64,
     },
+    /// The tenant's ingestion rate limit
+    /// ([`crate::policy::ingestion_rate`]) refused the request: nothing of it was written;
+    /// retry after the given number of seconds (HTTP 429).
+    #[error("rate limited: {reason}; retry after {retry_after_s} s")]
+    RateLimited {
+        /// The limit and the request's size.
+        reason: String,
+        /// Seconds until the request would fit, at least 1.
+        retry_after_s: u64,
+    },
     /// The WAL could not be written or synced; nothing of the request was acknowledged.
     #[error("WAL: {0}")]
     Wal(String),

@@ -114,6 +114,8 @@ pub struct Ingester {
     cardinality: parking_lot::Mutex<Option<crate::policy::cardinality::Tracker>>,
     /// The sampling policies.
     sampler: parking_lot::RwLock<Arc<crate::policy::sampling::Sampler>>,
+    /// The tenant's ingestion rate limit, when one is set.
+    rate_limit: parking_lot::RwLock<Option<Arc<crate::policy::ingestion_rate::RateLimiter>>>,
     /// The last WAL append's duration, ms (the adaptive sampling policy watches it).
     last_wal_append_ms: std::sync::atomic::AtomicU64,
 }
@@ -208,8 +210,23 @@ impl Ingester {
             sampler: parking_lot::RwLock::new(Arc::new(crate::policy::sampling::Sampler::new(
                 &Default::default(),
             ))),
+            rate_limit: parking_lot::RwLock::new(None),
             last_wal_append_ms: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Sets the ingestion rate limit ([`crate::policy::ingestion_rate`]), its bucket
+    /// full; a rate of 0 removes it.
+    ///
+    /// # Errors
+    /// [`IngestError::Config`] for a negative or non-finite rate.
+    pub fn set_ingestion_rate(
+        &self,
+        rate: crate::policy::ingestion_rate::IngestionRate,
+    ) -> Result<()> {
+        let limiter = crate::policy::ingestion_rate::RateLimiter::new(rate)?;
+        *self.rate_limit.write() = limiter.map(Arc::new);
+        Ok(())
     }
 
     /// Sets the sampling policies ([`crate::policy::sampling`]).
@@ -439,6 +456,7 @@ impl Ingester {
     ///
     /// # Errors
     /// [`IngestError::Overloaded`] when persistence is behind (nothing written);
+    /// [`IngestError::RateLimited`] past the ingestion rate limit (nothing written);
     /// [`IngestError::Wal`] when the WAL could not be synced (nothing acknowledged).
     /// Rejected series are not errors: they are counted in the outcome.
     pub async fn write(
@@ -483,6 +501,17 @@ impl Ingester {
             if !dropped.is_empty() {
                 raw = None;
                 self.count_sampled_out(&dropped);
+            }
+        }
+        let limiter = self.rate_limit.read().clone();
+        if let Some(l) = limiter {
+            let n = v.sample_count();
+            if let Err(e) = l.take(n) {
+                self.metrics
+                    .samples_rejected
+                    .with_label_values(&["rate_limited"])
+                    .inc_by(n as u64);
+                return Err(e);
             }
         }
         if self.admit_new_series(&mut v) {

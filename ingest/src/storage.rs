@@ -81,6 +81,29 @@ impl DataDir {
         Ok(DataDir::Local(s.into()))
     }
 
+    /// The directory `sub` (one path segment or several, `/`-separated) inside this one:
+    /// where a tenant's tables live (`tenants/<id>`).
+    ///
+    /// # Errors
+    /// [`IngestError::Config`] for `memory://`, whose one in-process store has no
+    /// directories.
+    pub fn join(&self, sub: &str) -> Result<DataDir> {
+        match self {
+            DataDir::Local(p) => Ok(DataDir::Local(p.join(sub))),
+            DataDir::S3 { bucket, prefix } => Ok(DataDir::S3 {
+                bucket: bucket.clone(),
+                prefix: if prefix.is_empty() {
+                    sub.trim_matches('/').to_string()
+                } else {
+                    format!("{prefix}/{}", sub.trim_matches('/'))
+                },
+            }),
+            DataDir::Memory => Err(IngestError::Config(format!(
+                "memory:// cannot hold {sub:?}: use a local directory or s3://"
+            ))),
+        }
+    }
+
     /// The local directory, if this is one.
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {

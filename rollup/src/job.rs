@@ -616,6 +616,8 @@ pub struct TierStatus {
     pub oldest_bucket_ms: Option<i64>,
     /// See `oldest_bucket_ms`.
     pub newest_bucket_ms: Option<i64>,
+    /// How long the tier keeps buckets, s; null to keep them forever.
+    pub retention_seconds: Option<u64>,
 }
 
 impl Rollups {
@@ -662,6 +664,7 @@ impl Rollups {
                 files,
                 oldest_bucket_ms: get(1)?.map(|us| us / 1000),
                 newest_bucket_ms: get(2)?.map(|us| us / 1000),
+                retention_seconds: t.retention.map(|r| r.as_secs()),
             });
         }
         Ok(out)

@@ -15,3 +15,4 @@ mod rollup;
 mod scrape;
 mod slt;
 mod statsd;
+mod tenants;
