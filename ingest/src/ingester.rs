@@ -126,8 +126,8 @@ enum Relabeled {
     Same,
     /// Dropped.
     Dropped,
-    /// Kept with these labels.
-    To(Arc<[(String, String)]>),
+    /// Kept with these labels, packed and validated once (or refused by validation).
+    To(Result<RawLabels, crate::validate::Rejection>),
 }
 
 /// Most series whose relabeling outcome is remembered (about 100 bytes each, more for
@@ -282,17 +282,13 @@ impl Ingester {
         v: &mut Validated,
         configs: &[crate::policy::relabel::RelabelConfig],
     ) -> bool {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
         let mut changed = false;
         let mut dropped = 0u64;
         let mut cache = self.relabel_cache.lock();
         if cache.len() > RELABEL_CACHE_ENTRIES {
             cache.clear();
         }
-        for s in std::mem::take(&mut v.series) {
+        for mut s in std::mem::take(&mut v.series) {
             let outcome = cache.entry(s.labels.fingerprint()).or_insert_with(|| {
                 let before: std::collections::BTreeMap<String, String> = s
                     .labels
@@ -305,7 +301,8 @@ impl Ingester {
                 } else if after == before {
                     Relabeled::Same
                 } else {
-                    Relabeled::To(after.into_iter().collect::<Vec<_>>().into())
+                    let (buf, spans) = crate::model::pack_pairs(after.iter());
+                    Relabeled::To(crate::validate::validate_labels(buf, spans, &self.limits))
                 }
             });
             match outcome {
@@ -314,10 +311,16 @@ impl Ingester {
                     dropped += s.samples.len() as u64;
                     changed = true;
                 }
-                Relabeled::To(pairs) => {
+                Relabeled::To(Ok(labels)) => {
+                    // The samples were validated with the series as it arrived; their
+                    // checks do not depend on the labels.
                     changed = true;
-                    let pairs = pairs.clone();
-                    v.push(&pairs, s.samples, &self.limits, now_ms);
+                    s.labels = labels.clone();
+                    v.series.push(s);
+                }
+                Relabeled::To(Err(r)) => {
+                    changed = true;
+                    v.rejected.push((r.clone(), s.samples.len()));
                 }
             }
         }

@@ -359,7 +359,8 @@ policies:
     })
     .await;
     let addr = srv.http_addr;
-    let t0 = (now_ms() - 600_000) / 1000 * 1000;
+    // On a 10 s boundary: the rate limit's slots of 10 s are aligned to the epoch.
+    let t0 = (now_ms() - 600_000) / 10_000 * 10_000;
     let samples: Vec<(i64, f64)> = (0..100).map(|i| (t0 + i * 1000, i as f64)).collect();
     let (status, body) = post_write(
         addr,

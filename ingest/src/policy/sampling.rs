@@ -10,8 +10,13 @@
 //!   histograms, StatsD counters; see [`Sampler::sample_deltas`]) that are kept are
 //!   multiplied by 1/p, so that their sums and counts stay unbiased (the Horvitz-Thompson
 //!   estimator: E[kept x / p] = x);
-//! - `rate_limit` (`max_samples_per_second` N): a series keeps a sample only when at least
-//!   1/N s (by sample timestamps) passed since the last one it kept;
+//! - `rate_limit` (`max_samples_per_second` N): a series keeps at most one sample per
+//!   slot of 1/N s of sample time (slots aligned to the Unix epoch, as VictoriaMetrics'
+//!   `-dedup.minScrapeInterval` keeps one sample per interval; Strata keeps the first to
+//!   arrive, since it cannot take back what it acknowledged). Samples may arrive out of
+//!   order (concurrent requests of one sender): a series remembers which of the 64 slots
+//!   up to its newest kept one hold a kept sample. A sample older than that is dropped,
+//!   as Prometheus drops samples out of order beyond its window;
 //! - `adaptive` (`min_probability`, default 0.01): probabilistic with a probability that
 //!   halves each second the write path is behind and doubles each second it is not, between
 //!   `min_probability` and 1. Behind means the head holds more samples than
@@ -169,15 +174,62 @@ enum Decision {
 pub struct Sampler {
     policies: Vec<SamplingPolicy>,
     rng: Mutex<rand::rngs::SmallRng>,
-    /// The last kept sample time (ms) of each rate-limited series, by fingerprint.
-    last_kept: Mutex<HashMap<u64, i64>>,
-    /// The policy (index) of each series seen, by fingerprint: matching is a function of
-    /// the label set alone. Cleared past [`DECISION_CACHE_ENTRIES`].
-    decisions: Mutex<rustc_hash::FxHashMap<u64, Option<usize>>>,
+    /// What is remembered of each series seen, by fingerprint: its policy (matching is a
+    /// function of the label set alone) and its rate limit's slots. Cleared past
+    /// [`DECISION_CACHE_ENTRIES`].
+    series: Mutex<rustc_hash::FxHashMap<u64, SeriesState>>,
     /// The adaptive probability and when it was last updated.
     adaptive: Mutex<(f64, Instant)>,
     min_probability: f64,
     wal_slow_ms: u64,
+}
+
+/// What the sampler remembers of one series.
+#[derive(Debug, Clone, Copy)]
+struct SeriesState {
+    /// The index of the policy that matches it, if any.
+    policy: Option<usize>,
+    /// The newest rate-limit slot holding a kept sample; `i64::MIN` before the first.
+    newest_slot: i64,
+    /// Bit `i` set: slot `newest_slot - i` holds a kept sample.
+    kept: u64,
+}
+
+impl SeriesState {
+    fn new(policy: Option<usize>) -> Self {
+        SeriesState {
+            policy,
+            newest_slot: i64::MIN,
+            kept: 0,
+        }
+    }
+
+    /// Whether a sample in `slot` is kept under the rate limit (at most one per slot;
+    /// older than the 64 slots remembered: dropped), remembering it if so.
+    fn admit(&mut self, slot: i64) -> bool {
+        if self.newest_slot == i64::MIN || slot > self.newest_slot {
+            let ahead = if self.newest_slot == i64::MIN {
+                u64::MAX
+            } else {
+                slot.abs_diff(self.newest_slot)
+            };
+            self.kept = if ahead >= 64 { 0 } else { self.kept << ahead };
+            self.kept |= 1;
+            self.newest_slot = slot;
+            return true;
+        }
+        let behind = self.newest_slot.abs_diff(slot);
+        if behind >= 64 || self.kept & (1 << behind) != 0 {
+            return false;
+        }
+        self.kept |= 1 << behind;
+        true
+    }
+}
+
+/// The rate-limit slot of a sample at `t_ms` for slots of `gap_ms`.
+fn slot_of(t_ms: i64, gap_ms: f64) -> i64 {
+    (t_ms as f64 / gap_ms).floor() as i64
 }
 
 /// Most series whose matching policy is remembered.
@@ -204,8 +256,7 @@ impl Sampler {
         Sampler {
             policies: cfg.policies.clone(),
             rng: Mutex::new(rng),
-            last_kept: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(Default::default()),
+            series: Mutex::new(Default::default()),
             adaptive: Mutex::new((1.0, Instant::now())),
             min_probability,
             wal_slow_ms: cfg.wal_slow_ms.unwrap_or(100),
@@ -235,10 +286,6 @@ impl Sampler {
         a.0 = (a.0 * factor).clamp(self.min_probability, 1.0);
     }
 
-    fn decide<'a>(&self, get: impl Fn(&str) -> Option<&'a str> + Copy) -> Decision {
-        self.decision_of(self.policies.iter().position(|p| p.matches(get)))
-    }
-
     /// What policy `index` (none: `None`) does now.
     fn decision_of(&self, index: Option<usize>) -> Decision {
         match index.map(|i| self.policies[i].policy) {
@@ -265,50 +312,45 @@ impl Sampler {
     /// Series left without samples are removed. Returns what was dropped, by reason.
     pub fn thin(&self, v: &mut Validated) -> Dropped {
         let mut dropped: HashMap<&'static str, u64> = HashMap::new();
-        let mut decisions = self.decisions.lock();
-        if decisions.len() > DECISION_CACHE_ENTRIES {
-            decisions.clear();
+        let mut states = self.series.lock();
+        if states.len() > DECISION_CACHE_ENTRIES {
+            states.clear();
         }
+        let mut any_dropped = false;
         for s in &mut v.series {
             let labels: &RawLabels = &s.labels;
-            let index = *decisions.entry(labels.fingerprint()).or_insert_with(|| {
-                self.policies
-                    .iter()
-                    .position(|p| p.matches(|n| labels.get(n)))
+            let state = states.entry(labels.fingerprint()).or_insert_with(|| {
+                SeriesState::new(
+                    self.policies
+                        .iter()
+                        .position(|p| p.matches(|n| labels.get(n))),
+                )
             });
-            match self.decision_of(index) {
-                Decision::Keep => {}
+            let before = s.samples.len();
+            let why = match self.decision_of(state.policy) {
+                Decision::Keep => continue,
                 Decision::Probability(p, why) => {
                     let mut rng = self.rng.lock();
-                    let before = s.samples.len();
                     s.samples.retain(|_| rng.random::<f64>() < p);
-                    *dropped.entry(why).or_default() += (before - s.samples.len()) as u64;
+                    why
                 }
                 Decision::RateLimit(gap_ms) => {
-                    let fp = labels.fingerprint();
-                    let mut last = self.last_kept.lock();
-                    let before = s.samples.len();
-                    if !s.samples.is_sorted_by_key(|x| x.timestamp_ms) {
-                        s.samples.sort_by_key(|x| x.timestamp_ms);
-                    }
-                    let mut prev = last.get(&fp).copied();
-                    s.samples.retain(|x| {
-                        let keep = prev.is_none_or(|p| (x.timestamp_ms - p) as f64 >= gap_ms);
-                        if keep {
-                            prev = Some(x.timestamp_ms);
-                        }
-                        keep
-                    });
-                    if let Some(p) = prev {
-                        last.insert(fp, p);
-                    }
-                    *dropped.entry("sampling_rate_limit").or_default() +=
-                        (before - s.samples.len()) as u64;
+                    s.samples
+                        .retain(|x| state.admit(slot_of(x.timestamp_ms, gap_ms)));
+                    "sampling_rate_limit"
                 }
+            };
+            let n = (before - s.samples.len()) as u64;
+            if n > 0 {
+                any_dropped = true;
+                *dropped.entry(why).or_default() += n;
             }
         }
-        v.series.retain(|s| !s.samples.is_empty());
-        let mut out: Dropped = dropped.into_iter().filter(|(_, n)| *n > 0).collect();
+        drop(states);
+        if any_dropped {
+            v.series.retain(|s| !s.samples.is_empty());
+        }
+        let mut out: Dropped = dropped.into_iter().collect();
         out.sort();
         out
     }
@@ -326,10 +368,12 @@ impl Sampler {
                 out.push(d);
                 continue;
             }
-            let decision = {
+            let index = {
                 let labels = &d.labels;
-                self.decide(|n| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
+                let get = |n: &str| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+                self.policies.iter().position(|p| p.matches(get))
             };
+            let decision = self.decision_of(index);
             match decision {
                 Decision::Keep => out.push(d),
                 Decision::Probability(p, why) => {
@@ -345,10 +389,13 @@ impl Sampler {
                         d.labels.iter().map(|(a, b)| (a.as_str(), b.as_str())),
                     )
                     .fingerprint();
-                    let mut last = self.last_kept.lock();
-                    let keep = last.get(&fp).is_none_or(|p| (d.t_ms - p) as f64 >= gap_ms);
+                    let keep = self
+                        .series
+                        .lock()
+                        .entry(fp)
+                        .or_insert(SeriesState::new(index))
+                        .admit(slot_of(d.t_ms, gap_ms));
                     if keep {
-                        last.insert(fp, d.t_ms);
                         out.push(d);
                     } else {
                         *dropped.entry("sampling_rate_limit").or_default() += 1;
@@ -489,6 +536,40 @@ mod tests {
         let mut f = validated("other", &[1, 2, 3]);
         assert!(s.thin(&mut f).is_empty());
         assert_eq!(f.series[0].samples.len(), 3);
+    }
+
+    #[test]
+    fn the_rate_limit_keeps_one_sample_per_slot_in_any_arrival_order() {
+        let s = Sampler::new(&config(
+            "policies:\n- policy: rate_limit\n  max_samples_per_second: 1\n",
+            1,
+        ));
+        // Slots of 1 s. Requests of one sender arrive out of order: 5 s, then 3 s, 4 s
+        // and 3.5 s. 3.5 s shares 3 s's slot: dropped; the rest each have their own.
+        let kept = |ts: &[i64]| {
+            let mut v = validated("g", ts);
+            s.thin(&mut v);
+            v.series
+                .first()
+                .map(|x| {
+                    x.samples
+                        .iter()
+                        .map(|x| x.timestamp_ms)
+                        .collect::<Vec<i64>>()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(kept(&[5_000]), vec![5_000]);
+        assert_eq!(kept(&[3_000, 4_000, 3_500]), vec![3_000, 4_000]);
+        assert_eq!(kept(&[5_999, 6_000]), vec![6_000]);
+        // 64 slots behind the newest kept one (6 s): too old to judge, dropped; 63 behind
+        // is judged.
+        assert_eq!(kept(&[-58_000, -57_000]), vec![-57_000]);
+        // Far ahead: the remembered slots start again.
+        assert_eq!(
+            kept(&[1_000_000, 1_000_500, 999_000]),
+            vec![1_000_000, 999_000]
+        );
     }
 
     #[test]
