@@ -421,7 +421,23 @@ impl Ingester {
     /// validation (see [`remote_write::validate`]). `now_ms`: the server clock, ms since
     /// the epoch (UTC).
     pub fn validate_remote_write(&self, req: remote_write::Received, now_ms: i64) -> Validated {
-        remote_write::validate(req, &self.limits, now_ms, |f| self.head.known(f))
+        remote_write::validate(req, &self.limits, now_ms, |f| self.validated_before(f))
+    }
+
+    /// For each fingerprint, whether its labels passed validation before: the head holds
+    /// the series, or relabeling has an outcome for it (with relabeling, the head holds the
+    /// relabeled series, under another fingerprint). Label validation is a function of
+    /// the labels and the limits alone, so such series skip it.
+    fn validated_before(&self, fingerprints: &[u64]) -> Vec<bool> {
+        let mut known = self.head.known(fingerprints);
+        if known.iter().all(|k| *k) || self.relabel.read().is_empty() {
+            return known;
+        }
+        let cache = self.relabel_cache.lock();
+        for (k, f) in known.iter_mut().zip(fingerprints) {
+            *k = *k || cache.contains_key(f);
+        }
+        known
     }
 
     /// Translates and validates a remote write 2.0 request ([`remote_write::v2::translate`];
