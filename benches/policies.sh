@@ -15,7 +15,8 @@
 # sends the same TSBS-like cpu load (`strata bench-load`, remote write 1.0, 2,000 series
 # per request, 8 in flight) to every server, the first round creating the series; each
 # round's data follows the last one's in time (a rate limit judges sample times), and the
-# servers take turns going first. Reports each round's samples/s per server.
+# servers take turns going first; before each round every server persists its head. Reports
+# each round's samples/s per server.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 HOSTS=${1:-1000}
@@ -57,6 +58,9 @@ action = "uppercase"
 TOML
 cat "$TMP/limits.toml" "$TMP/relabel.toml" >"$TMP/all.toml"
 : >"$TMP/plain.toml"
+# The write path alone: no server builds rollup tiers in the background during another's
+# measurement.
+for n in plain limits relabel all; do printf '\n[rollup]\nenabled = false\n' >>"$TMP/$n.toml"; done
 NAMES=(plain limits relabel all)
 declare -A PORT
 # Starts server $1 (not in a command substitution: the server would hold its output open).
@@ -80,6 +84,9 @@ for r in $(seq "$ROUNDS"); do
     n=${NAMES[$(( (i + r - 1) % 4 ))]}
     targets+=(--target "$n=http://127.0.0.1:${PORT[$n]}/api/v1/write")
   done
+  # Every server persists its head first, so that no server's background persistence
+  # runs during another's measurement.
+  for n in "${NAMES[@]}"; do curl -sf -XPOST "http://127.0.0.1:${PORT[$n]}/api/v1/admin/flush" >/dev/null; done
   echo "round $r"
   $BIN bench-load --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds "$ago" "${targets[@]}"
 done
