@@ -14,7 +14,7 @@ HOSTS=${1:-1000}
 INTERVALS=${2:-360}
 command -v victoria-metrics >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends victoria-metrics
 cargo build --release -p strata -q
-BIN=target/release/strata
+BIN=${CARGO_TARGET_DIR:-target}/release/strata
 TMP=$(mktemp -d)
 trap 'kill $SPID $VPID 2>/dev/null || true; rm -rf "$TMP"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -58,3 +58,10 @@ VB=$(du -sb "$TMP/vm/data" | awk '{print $1}')
 awk -v sb="$SB" -v vb="$VB" -v n="$SAMPLES" -v ns="$STRATA_SAMPLES" -v s0="$S0" -v s1="$S1" -v v0="$V0" -v v1="$V1" -v k="$SERIES" 'BEGIN {
   printf "strata: %.3f bytes/sample on disk (samples table Parquet), %.0f bytes RSS growth per active series\n", sb/ns, (s1-s0)/k;
   printf "victoriametrics: %.3f bytes/sample on disk (data dir, before background merges), %.0f bytes RSS growth per active series\n", vb/n, (v1-v0)/k }'
+# Phases 5 and 6, after the disk figures: the same data as remote write 2.0 (three days
+# earlier) and as JSON push (the cpu series, four days earlier), to Strata alone (Debian's
+# VictoriaMetrics 1.79 takes neither), for the per-protocol table in benches/README.md.
+$BIN bench-load --protocol remote-write2 --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds 259200 \
+  --target "strata=http://127.0.0.1:$SH/api/v1/write"
+$BIN bench-load --protocol json --hosts "$HOSTS" --intervals "$INTERVALS" --end-ago-seconds 345600 \
+  --target "strata=http://127.0.0.1:$SH/api/v1/metrics"

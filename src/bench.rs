@@ -257,6 +257,11 @@ pub enum Protocol {
     /// OTLP metrics, uncompressed protobuf, to `/v1/metrics`: [`otlp_payloads`] (the `cpu`
     /// series only).
     Otlp,
+    /// Prometheus remote write 2.0 (snappy protobuf, a symbols table per request):
+    /// [`remote_write2_payloads`].
+    RemoteWrite2,
+    /// The JSON push API (`/api/v1/metrics`): [`json_payloads`] (the `cpu` series only).
+    Json,
 }
 
 impl Protocol {
@@ -266,23 +271,28 @@ impl Protocol {
             Protocol::RemoteWrite => payloads(spec),
             Protocol::Influx => influx_payloads(spec),
             Protocol::Otlp => otlp_payloads(spec),
+            Protocol::RemoteWrite2 => remote_write2_payloads(spec),
+            Protocol::Json => json_payloads(spec),
         }
     }
 
     /// The series the load `spec` writes in this protocol.
     pub fn series(self, spec: &LoadSpec) -> usize {
         match self {
-            Protocol::RemoteWrite => series_count(spec.hosts, spec.histogram_hosts),
-            Protocol::Influx | Protocol::Otlp => series_count(spec.hosts, 0),
+            Protocol::RemoteWrite | Protocol::RemoteWrite2 => {
+                series_count(spec.hosts, spec.histogram_hosts)
+            }
+            Protocol::Influx | Protocol::Otlp | Protocol::Json => series_count(spec.hosts, 0),
         }
     }
 
     /// How the bodies are encoded.
     pub fn encoding(self) -> &'static str {
         match self {
-            Protocol::RemoteWrite => "snappy",
+            Protocol::RemoteWrite | Protocol::RemoteWrite2 => "snappy",
             Protocol::Influx => "text",
             Protocol::Otlp => "protobuf",
+            Protocol::Json => "JSON",
         }
     }
 
@@ -300,6 +310,15 @@ impl Protocol {
             Protocol::Otlp => client
                 .post(url)
                 .header("Content-Type", "application/x-protobuf"),
+            Protocol::RemoteWrite2 => client
+                .post(url)
+                .header("Content-Encoding", "snappy")
+                .header(
+                    "Content-Type",
+                    "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                )
+                .header("X-Prometheus-Remote-Write-Version", "2.0.0"),
+            Protocol::Json => client.post(url).header("Content-Type", "application/json"),
         }
     }
 }
@@ -422,6 +441,85 @@ pub fn otlp_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
             }],
         };
         out.push(req.encode_to_vec());
+    }
+    (out, n)
+}
+
+/// The load of [`payloads`] as remote write 2.0 (`io.prometheus.write.v2.Request`,
+/// snappy), as a Prometheus 3 shard sends it: the same series and samples per request, each
+/// label name and value a reference into the request's symbols table. Returns the bodies
+/// and the number of samples they carry.
+pub fn remote_write2_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    use prost::Message;
+    use strata_ingest::receive::remote_write::v2;
+    let (bodies, n) = payloads(spec);
+    let out = bodies
+        .into_iter()
+        .map(|body| {
+            let raw = snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .expect("a payload of this module");
+            let req = WriteRequest::decode(raw.as_slice()).expect("a payload of this module");
+            let mut symbols = vec![String::new()];
+            let mut index: std::collections::HashMap<bytes::Bytes, u32> = Default::default();
+            let mut sym = |b: &bytes::Bytes| {
+                *index.entry(b.clone()).or_insert_with(|| {
+                    symbols.push(String::from_utf8_lossy(b).into_owned());
+                    (symbols.len() - 1) as u32
+                })
+            };
+            let timeseries = req
+                .timeseries
+                .into_iter()
+                .map(|t| v2::TimeSeries {
+                    labels_refs: t
+                        .labels
+                        .iter()
+                        .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                        .collect(),
+                    samples: t.samples,
+                    ..Default::default()
+                })
+                .collect();
+            v2::encode(&v2::Request {
+                symbols,
+                timeseries,
+            })
+        })
+        .collect();
+    (out, n)
+}
+
+/// The load's `cpu` data as the JSON push API takes it: one `{"metric", "tags",
+/// "timestamp", "value"}` object per host, field and interval (the series of [`payloads`],
+/// with the same values; timestamps in s); a request holds the samples of a remote-write
+/// request. Returns the bodies and the number of samples they carry.
+pub fn json_payloads(spec: &LoadSpec) -> (Vec<Vec<u8>>, usize) {
+    let tags: Vec<serde_json::Map<String, serde_json::Value>> = (0..spec.hosts)
+        .map(|h| {
+            host_labels(h)
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect()
+        })
+        .collect();
+    let (mut out, mut n) = (vec![], 0);
+    for (intervals, hosts) in cpu_requests(spec) {
+        let mut points = vec![];
+        for h in hosts {
+            for i in intervals.clone() {
+                for (f, name) in FIELDS.iter().enumerate() {
+                    points.push(serde_json::json!({
+                        "metric": format!("cpu_{name}"),
+                        "tags": tags[h],
+                        "timestamp": spec.time_ms(i) as f64 / 1000.0,
+                        "value": value(h * FIELDS.len() + f, i),
+                    }));
+                }
+            }
+        }
+        n += points.len();
+        out.push(serde_json::to_vec(&points).expect("JSON of plain values"));
     }
     (out, n)
 }
@@ -1056,9 +1154,51 @@ mod tests {
                 &influx::parse(b, &opts, &limits, now).unwrap().validated,
             ));
         }
+        let mut from_json = vec![];
+        for b in &Protocol::Json.payloads(&spec).0 {
+            from_json.extend(samples(
+                &strata_ingest::receive::json::parse(b, &limits, now).unwrap(),
+            ));
+        }
         from_otlp.sort_by(|a, b| a.partial_cmp(b).unwrap());
         from_influx.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        from_json.sort_by(|a, b| a.partial_cmp(b).unwrap());
         assert_eq!(from_otlp.len(), n);
         assert_eq!(from_otlp, from_influx);
+        assert_eq!(from_json, from_influx);
+    }
+
+    #[test]
+    fn remote_write_2_and_1_loads_carry_the_same_samples() {
+        use strata_ingest::receive::remote_write::{self, v2};
+        let spec = LoadSpec {
+            hosts: 3,
+            intervals: 5,
+            series_per_request: 20,
+            intervals_per_request: 2,
+            start_ms: 1_700_000_000_000,
+            interval_ms: 10_000,
+            histogram_hosts: 2,
+        };
+        let limits = strata_ingest::Limits::default();
+        let now = spec.start_ms + 3_600_000;
+        let (mut one, mut two) = (vec![], vec![]);
+        let (bodies, n) = Protocol::RemoteWrite.payloads(&spec);
+        for b in &bodies {
+            let req = remote_write::decode_received(b, usize::MAX).unwrap();
+            one.extend(samples(&remote_write::validate(req, &limits, now, |f| {
+                vec![false; f.len()]
+            })));
+        }
+        let (bodies2, n2) = Protocol::RemoteWrite2.payloads(&spec);
+        for b in &bodies2 {
+            let req = v2::decode(b, usize::MAX).unwrap();
+            let t = v2::translate(&req, &limits, now, false, |f| vec![false; f.len()]);
+            two.extend(samples(&t.validated));
+        }
+        one.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        two.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!((n2, one.len()), (n, n));
+        assert_eq!(one, two);
     }
 }
