@@ -28,8 +28,8 @@ use super::{PbSample, Validated, decompress};
 use crate::error::IngestError;
 use crate::metadata::{MetricMetadata, MetricType};
 use crate::model::{
-    FloatText, METRIC_NAME_LABEL, Sample, is_stale_nan, pack_pairs, sort_spans,
-    sorted_spans_fingerprint, stale_nan,
+    FloatText, LabelSpan, METRIC_NAME_LABEL, RawLabels, Sample, SeriesSamples, is_stale_nan,
+    sort_spans, sorted_spans_fingerprint, stale_nan,
 };
 use crate::validate::{Limits, Rejection};
 
@@ -237,31 +237,43 @@ pub fn translate(
     limits: &Limits,
     now_ms: i64,
     ct_zero_ingestion: bool,
-    known: impl FnOnce(&[u64]) -> Vec<bool>,
+    known: impl Fn(&[u64]) -> Vec<bool>,
 ) -> Translated {
     let mut out = Translated::default();
-    // Every series to push: labels, samples, the request series it came from.
+    // The symbols, concatenated: float series' labels are spans of it (no copy per series).
+    let (symbols_buf, symbol_spans) = {
+        let mut buf = Vec::with_capacity(req.symbols.iter().map(String::len).sum());
+        let mut spans = Vec::with_capacity(req.symbols.len());
+        for sym in &req.symbols {
+            let start = buf.len() as u32;
+            buf.extend_from_slice(sym.as_bytes());
+            spans.push((start, buf.len() as u32));
+        }
+        (bytes::Bytes::from(buf), spans)
+    };
+    // Float series: label spans of `symbols_buf` (sorted), fingerprint, samples, request
+    // series index.
+    let mut floats: Vec<(Vec<LabelSpan>, u64, Vec<Sample>, usize)> = vec![];
+    // Histogram series: label pairs, samples, request series index.
     let mut pending: Vec<(PairSeries, usize)> = vec![];
-    // `pending` indexes of float series with a created timestamp before their samples.
+    // `floats` indexes of series with a created timestamp before their samples.
     let mut ct: Vec<(usize, i64)> = vec![];
     let mut failed = vec![false; req.timeseries.len()];
     for (i, ts) in req.timeseries.iter().enumerate() {
         let n = ts.samples.len() + ts.histograms.len();
-        let labels = match labels_of(&req.symbols, &ts.labels_refs) {
-            Ok(l) => l,
-            Err(why) => {
-                out.validated
-                    .rejected
-                    .push((Rejection::Malformed(format!("series {i}: {why}")), n));
-                failed[i] = true;
-                continue;
-            }
-        };
-        let name = labels
-            .iter()
-            .find(|(n, _)| n == METRIC_NAME_LABEL)
-            .map(|(_, v)| v.clone());
-        if let (Some(m), Some(family)) = (&ts.metadata, &name) {
+        if let Err(why) = check_refs(req.symbols.len(), &ts.labels_refs) {
+            out.validated
+                .rejected
+                .push((Rejection::Malformed(format!("series {i}: {why}")), n));
+            failed[i] = true;
+            continue;
+        }
+        let name = ts
+            .labels_refs
+            .chunks(2)
+            .find(|p| symbol(&req.symbols, p[0]) == METRIC_NAME_LABEL)
+            .map(|p| symbol(&req.symbols, p[1]));
+        if let (Some(m), Some(family)) = (&ts.metadata, name) {
             let (help, unit) = (
                 symbol(&req.symbols, m.help_ref),
                 symbol(&req.symbols, m.unit_ref),
@@ -301,12 +313,32 @@ pub fn translate(
                 })
                 .collect();
             if ts.created_timestamp != 0 && ts.created_timestamp < samples[0].timestamp_ms {
-                ct.push((pending.len(), ts.created_timestamp));
+                ct.push((floats.len(), ts.created_timestamp));
             }
-            pending.push(((labels, samples), i));
+            let mut spans: Vec<LabelSpan> = ts
+                .labels_refs
+                .chunks(2)
+                .map(|p| LabelSpan {
+                    name: symbol_spans[p[0] as usize],
+                    value: symbol_spans[p[1] as usize],
+                })
+                .collect();
+            sort_spans(&symbols_buf, &mut spans);
+            let fingerprint = sorted_spans_fingerprint(&symbols_buf, &spans);
+            floats.push((spans, fingerprint, samples, i));
             continue;
         }
-        match histogram_series(&labels, name.as_deref(), &ts.histograms) {
+        let labels = match labels_of(&req.symbols, &ts.labels_refs) {
+            Ok(l) => l,
+            Err(why) => {
+                out.validated
+                    .rejected
+                    .push((Rejection::Malformed(format!("series {i}: {why}")), n));
+                failed[i] = true;
+                continue;
+            }
+        };
+        match histogram_series(&labels, name, &ts.histograms) {
             Ok(series) => pending.extend(series.into_iter().map(|s| (s, i))),
             Err(why) => {
                 out.validated
@@ -316,19 +348,20 @@ pub fn translate(
             }
         }
     }
-    if ct_zero_ingestion && !ct.is_empty() {
-        let fingerprints: Vec<u64> = ct
-            .iter()
-            .map(|&(p, _)| {
-                let (buf, mut spans) = pack_pairs(pending[p].0.0.iter().map(|(n, v)| (n, v)));
-                sort_spans(&buf, &mut spans);
-                sorted_spans_fingerprint(&buf, &spans)
-            })
-            .collect();
-        let known = known(&fingerprints);
-        for (k, &(p, t)) in ct.iter().enumerate() {
-            if !known.get(k).copied().unwrap_or(true) {
-                pending[p].0.1.insert(
+    // Which float series the head holds: they skip label validation (as in
+    // `super::validate`), and get no zero sample at their created timestamp.
+    let fingerprints: Vec<u64> = floats.iter().map(|f| f.1).collect();
+    let utf8 = limits.metric_name_escaping_scheme == crate::validate::NameEscaping::AllowUtf8;
+    let mut held = if utf8 || (ct_zero_ingestion && !ct.is_empty()) {
+        known(&fingerprints)
+    } else {
+        vec![]
+    };
+    held.resize(fingerprints.len(), false);
+    if ct_zero_ingestion {
+        for &(f, t) in &ct {
+            if !held[f] {
+                floats[f].2.insert(
                     0,
                     Sample {
                         timestamp_ms: t,
@@ -336,6 +369,30 @@ pub fn translate(
                     },
                 );
             }
+        }
+    }
+    for ((spans, fingerprint, samples, i), held) in floats.into_iter().zip(held) {
+        let before = out.validated.rejected.len();
+        if held && utf8 {
+            let s = SeriesSamples {
+                labels: RawLabels::from_sorted_spans_fingerprinted(
+                    symbols_buf.clone(),
+                    spans,
+                    fingerprint,
+                ),
+                samples,
+            };
+            let n = s.samples.len();
+            match crate::validate::validate_samples(&s, limits, now_ms) {
+                Ok(()) => out.validated.series.push(s),
+                Err(r) => out.validated.rejected.push((r, n)),
+            }
+        } else {
+            out.validated
+                .push_raw(symbols_buf.clone(), spans, samples, limits, now_ms);
+        }
+        if out.validated.rejected.len() > before {
+            failed[i] = true;
         }
     }
     for ((labels, samples), i) in pending {
@@ -360,6 +417,22 @@ fn symbol(symbols: &[String], r: u32) -> &str {
 }
 
 /// A series' labels from its references.
+/// Checks that `refs` are pairs of references into a symbols table of `symbols` entries.
+fn check_refs(symbols: usize, refs: &[u32]) -> Result<(), String> {
+    if !refs.len().is_multiple_of(2) {
+        return Err(format!(
+            "labels_refs has {} references, not a multiple of two",
+            refs.len()
+        ));
+    }
+    match refs.iter().find(|r| **r as usize >= symbols) {
+        Some(r) => Err(format!(
+            "label reference {r} is outside the symbols table ({symbols} symbols)"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn labels_of(symbols: &[String], refs: &[u32]) -> Result<Vec<(String, String)>, String> {
     if !refs.len().is_multiple_of(2) {
         return Err(format!(
@@ -648,7 +721,24 @@ mod tests {
             ],
             &syms,
         );
-        let t = translate(&req, &Limits::default(), 10_000, false, |_| unreachable!());
+        let t = translate(&req, &Limits::default(), 10_000, false, |f| {
+            vec![false; f.len()]
+        });
+        // Series the head holds skip label validation and come out the same, fingerprints
+        // included.
+        let held = translate(&req, &Limits::default(), 10_000, false, |f| {
+            vec![true; f.len()]
+        });
+        assert_eq!(lines(&held), lines(&t));
+        let fps = |t: &Translated| -> Vec<u64> {
+            t.validated
+                .series
+                .iter()
+                .map(|s| s.labels.fingerprint())
+                .collect()
+        };
+        assert_eq!(fps(&held), fps(&t));
+        assert_eq!(held.written, t.written);
         assert_eq!(
             lines(&t),
             [
@@ -719,7 +809,9 @@ mod tests {
             t.written.samples, 2,
             "the zero samples are not the sender's"
         );
-        let off = translate(&req, &Limits::default(), 10_000, false, |_| unreachable!());
+        let off = translate(&req, &Limits::default(), 10_000, false, |f| {
+            vec![false; f.len()]
+        });
         assert_eq!(lines(&off).len(), 2);
     }
 
@@ -764,7 +856,9 @@ mod tests {
             }],
             &syms,
         );
-        let t = translate(&req, &Limits::default(), 10_000, false, |_| unreachable!());
+        let t = translate(&req, &Limits::default(), 10_000, false, |f| {
+            vec![false; f.len()]
+        });
         assert_eq!(
             lines(&t),
             [
