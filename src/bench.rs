@@ -1121,9 +1121,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn otlp_and_line_protocol_loads_carry_the_same_samples() {
-        use strata_ingest::receive::{influx, otlp};
+    /// A load of 3 hosts by 5 intervals (`histogram_hosts` of them with the histogram),
+    /// default limits, and a server clock an hour after its start.
+    fn small_load(histogram_hosts: usize) -> (LoadSpec, strata_ingest::Limits, i64) {
         let spec = LoadSpec {
             hosts: 3,
             intervals: 5,
@@ -1131,10 +1131,16 @@ mod tests {
             intervals_per_request: 2,
             start_ms: 1_700_000_000_000,
             interval_ms: 10_000,
-            histogram_hosts: 0,
+            histogram_hosts,
         };
-        let limits = strata_ingest::Limits::default();
         let now = spec.start_ms + 3_600_000;
+        (spec, strata_ingest::Limits::default(), now)
+    }
+
+    #[test]
+    fn otlp_and_line_protocol_loads_carry_the_same_samples() {
+        use strata_ingest::receive::{influx, otlp};
+        let (spec, limits, now) = small_load(0);
         let (bodies, n) = Protocol::Otlp.payloads(&spec);
         assert_eq!(n, 3 * 5 * FIELDS.len());
         let mut from_otlp = vec![];
@@ -1171,17 +1177,7 @@ mod tests {
     #[test]
     fn remote_write_2_and_1_loads_carry_the_same_samples() {
         use strata_ingest::receive::remote_write::{self, v2};
-        let spec = LoadSpec {
-            hosts: 3,
-            intervals: 5,
-            series_per_request: 20,
-            intervals_per_request: 2,
-            start_ms: 1_700_000_000_000,
-            interval_ms: 10_000,
-            histogram_hosts: 2,
-        };
-        let limits = strata_ingest::Limits::default();
-        let now = spec.start_ms + 3_600_000;
+        let (spec, limits, now) = small_load(2);
         let (mut one, mut two) = (vec![], vec![]);
         let (bodies, n) = Protocol::RemoteWrite.payloads(&spec);
         for b in &bodies {
