@@ -78,6 +78,10 @@ use strata_ingest::{Limits, PersistConfig};
 /// source_labels = ["__name__"]
 /// action = "drop"
 ///
+/// rule_files = ["rules/node.yml"] # Prometheus rule files (docs/alerting.md)
+/// [rules]
+/// evaluation_interval = "1m"
+///
 /// [[tenants]]                    # none: one anonymous tenant (crate::tenants)
 /// id = "team-a"                  # X-Scope-OrgID
 /// tokens = ["secret-a"]          # Authorization: Bearer secret-a
@@ -125,6 +129,35 @@ pub struct Config {
     /// The tenants (`[[tenants]]`, [`crate::tenants`]); none: one anonymous tenant, as
     /// before tenants existed.
     pub tenants: Vec<crate::tenants::TenantConfig>,
+    /// Rule files in Prometheus's format (recording and alerting rules; `docs/alerting.md`).
+    /// With tenants, each tenant has its own (`[[tenants]] rule_files`).
+    pub rule_files: Vec<PathBuf>,
+    /// How rules are evaluated (`[rules]`).
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`: what Prometheus's `global` section sets for rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// How often a group without its own `interval` is evaluated. Default 1 minute, as
+    /// Prometheus's `evaluation_interval`.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: std::time::Duration,
+    /// Labels templates see as `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// The URL templates see as `$externalURL`.
+    pub external_url: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            evaluation_interval: std::time::Duration::from_secs(60),
+            external_labels: Default::default(),
+            external_url: String::new(),
+        }
+    }
 }
 
 /// `[remote_write]`: how remote-written data is stored.
@@ -194,6 +227,8 @@ impl Default for Config {
             cardinality: Default::default(),
             sampling: Default::default(),
             tenants: vec![],
+            rule_files: vec![],
+            rules: RulesConfig::default(),
         }
     }
 }

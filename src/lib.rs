@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod prom_api;
 pub mod promqltest;
 pub mod rollup_api;
+pub mod rules_api;
 pub mod server;
 pub mod sql_client;
 pub mod statsd;

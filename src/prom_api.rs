@@ -783,18 +783,11 @@ pub fn router(ctx: SessionContext) -> Router {
             "/api/v1/status/config",
             get(|| async { success(json!({"yaml": ""})) }),
         )
-        // Grafana asks for these; Strata stores no exemplars and evaluates no rules yet.
+        // Grafana asks for this; Strata stores no exemplars (rules and alerts:
+        // crate::rules_api).
         .route(
             "/api/v1/query_exemplars",
             get(|| async { success(json!([])) }).post(|| async { success(json!([])) }),
-        )
-        .route(
-            "/api/v1/rules",
-            get(|| async { success(json!({"groups": []})) }),
-        )
-        .route(
-            "/api/v1/alerts",
-            get(|| async { success(json!({"alerts": []})) }),
         )
         .route(
             "/api/v1/status/runtimeinfo",

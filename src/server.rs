@@ -458,6 +458,8 @@ pub struct Stack {
     otlp: Arc<crate::otlp::Otlp>,
     /// Remote write, JSON, InfluxDB, OTLP/HTTP, the Prometheus API, admin routes.
     http: Router,
+    /// The rule groups (`rule_files`), evaluated in the background.
+    pub rules: crate::rules_api::Groups,
 }
 
 /// Opens one tenant's stack (`tenant` is `None` for the anonymous one) in `data_dir` and
@@ -534,7 +536,13 @@ async fn open_stack(
         cfg.otlp.clone(),
         st.max_decoded,
     ));
+    let rule_files = match tenant {
+        Some(t) => &t.rule_files,
+        None => &cfg.rule_files,
+    };
+    let rules = crate::rules_api::load(rule_files, cfg.rules.evaluation_interval)?;
     let http = router(st, cfg.max_request_bytes)
+        .merge(crate::rules_api::router(rules.clone()))
         .merge(crate::otlp::router(otlp.clone()))
         .merge(crate::prom_api::router(strata_promql::prom_session(
             &engine.context(),
@@ -551,6 +559,7 @@ async fn open_stack(
         raw_retention,
         otlp,
         http,
+        rules,
     })
 }
 
@@ -576,6 +585,28 @@ fn spawn_stack_tasks(
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
+    let querier: Arc<dyn strata_rules::Querier> = Arc::new(crate::rules_api::EngineQuerier(
+        strata_promql::prom_session(&stack.engine.context()),
+    ));
+    let appender: Arc<dyn strata_rules::Appender> =
+        Arc::new(crate::rules_api::IngesterAppender(stack.ingester.clone()));
+    let external: strata_rules::Labels = cfg
+        .rules
+        .external_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for g in stack.rules.iter() {
+        tasks.push(tokio::spawn(strata_rules::group::run(
+            g.clone(),
+            querier.clone(),
+            appender.clone(),
+            external.clone(),
+            cfg.rules.external_url.clone(),
+            now_ms,
+            stop_rx.clone(),
+        )));
+    }
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
         let (r, ing, mut rx) = (
             stack.rollups.clone(),
@@ -738,6 +769,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let data_dir = DataDir::parse(&cfg.data_dir).map_err(|e| e.to_string())?;
     let auth = crate::tenants::Auth::new(&cfg.tenants)?;
     let tenanted = !cfg.tenants.is_empty();
+    if tenanted && !cfg.rule_files.is_empty() {
+        return Err(
+            "with [[tenants]], rule files belong to a tenant: move rule_files into [[tenants]] rule_files"
+                .into(),
+        );
+    }
     if tenanted && !cfg.scrape_configs.is_empty() {
         return Err(
             "with [[tenants]], scrape jobs belong to a tenant: move [[scrape_configs]] into [[tenants.scrape_configs]]"

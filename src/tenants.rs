@@ -71,6 +71,8 @@ pub struct TenantConfig {
     /// This tenant's scrape jobs (the top-level `[[scrape_configs]]` need a tenant, so
     /// they are refused when tenants are configured).
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// This tenant's rule files (the top-level `rule_files` are refused with tenants).
+    pub rule_files: Vec<std::path::PathBuf>,
 }
 
 /// A map of names to humantime durations (`{ "1m" = "30d" }`).

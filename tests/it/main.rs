@@ -12,6 +12,7 @@ mod prom_query;
 mod promqltest;
 mod remote_write;
 mod rollup;
+mod rules;
 mod scrape;
 mod slt;
 mod statsd;

@@ -1,0 +1,394 @@
+//! Rule groups and their evaluation loop: Prometheus's `rules/group.go` and
+//! `rules/manager.go`.
+//!
+//! - **Slots.** A group is evaluated every `interval` at times offset from the interval's
+//!   multiples by a hash of its file and name (`Group.EvalTimestamp`), so that groups
+//!   spread over the interval; the first evaluation is the first slot one interval after
+//!   the start. When an evaluation overruns slots, the missed ones are counted and
+//!   skipped.
+//! - **Order.** Rules run one after another. Each rule's output is appended before the next
+//!   rule is queried, so a later rule sees an earlier one's result of the same cycle.
+//! - **Staleness.** A series a rule wrote in its last evaluation and not in this one gets a
+//!   staleness marker at this evaluation's query time.
+//! - **Health.** Each rule keeps its health (`ok`, `err`, `unknown` before its first
+//!   evaluation), last error, last evaluation time and duration, for `/api/v1/rules`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::alerting::AlertingRule;
+use crate::file::GroupConfig;
+use crate::recording::RecordingRule;
+use crate::{Appender, Labels, Querier, RulesError};
+
+/// Prometheus's staleness marker (`value.StaleNaN`).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// A rule of a group.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    /// A recording rule.
+    Recording(RecordingRule),
+    /// An alerting rule.
+    Alerting(AlertingRule),
+}
+
+impl Rule {
+    /// The rule's name: `record` or `alert`.
+    pub fn name(&self) -> &str {
+        match self {
+            Rule::Recording(r) => &r.record,
+            Rule::Alerting(r) => &r.name,
+        }
+    }
+
+    /// The rule's PromQL expression.
+    pub fn expr(&self) -> &str {
+        match self {
+            Rule::Recording(r) => &r.expr,
+            Rule::Alerting(r) => &r.expr,
+        }
+    }
+}
+
+/// How a rule's last evaluation went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleHealth {
+    /// When it last ran (evaluation time, ms since the epoch); `None` before the first.
+    pub last_evaluation_ms: Option<i64>,
+    /// How long it took, s.
+    pub evaluation_seconds: f64,
+    /// Its error, if it failed.
+    pub last_error: Option<String>,
+}
+
+impl RuleHealth {
+    /// `ok`, `err`, or `unknown` before the first evaluation (Prometheus's names).
+    pub fn as_str(&self) -> &'static str {
+        match (&self.last_evaluation_ms, &self.last_error) {
+            (None, _) => "unknown",
+            (_, Some(_)) => "err",
+            _ => "ok",
+        }
+    }
+}
+
+/// A group: its rules, their state and health.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The group's name.
+    pub name: String,
+    /// The file it came from.
+    pub file: String,
+    /// How often it is evaluated.
+    pub interval: Duration,
+    /// How far before each evaluation time its rules query.
+    pub query_offset: Duration,
+    /// At most this many series or alerts per rule (0: none).
+    pub limit: usize,
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+    /// Each rule's health.
+    pub health: Vec<RuleHealth>,
+    /// The series each rule wrote in its last evaluation (for staleness markers).
+    written: Vec<HashSet<Labels>>,
+    /// When the group last ran (evaluation time, ms) and how long it took (s).
+    pub last_evaluation_ms: Option<i64>,
+    /// See `last_evaluation_ms`.
+    pub evaluation_seconds: f64,
+    /// Slots skipped because an evaluation overran them.
+    pub missed_iterations: u64,
+}
+
+/// `labels` as sorted pairs, with `extra` (a rule's own) winning over the group's.
+fn merged(
+    group: &std::collections::BTreeMap<String, String>,
+    own: &std::collections::BTreeMap<String, String>,
+) -> Labels {
+    let mut m = group.clone();
+    m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m.into_iter().collect()
+}
+
+impl Group {
+    /// The group `cfg` of `file`, evaluated every `cfg.interval` or `default_interval`.
+    pub fn new(file: &str, cfg: &GroupConfig, default_interval: Duration) -> Group {
+        let rules: Vec<Rule> = cfg
+            .rules
+            .iter()
+            .map(|r| match (&r.record, &r.alert) {
+                (Some(record), _) => Rule::Recording(RecordingRule {
+                    record: record.clone(),
+                    expr: r.expr.clone(),
+                    labels: merged(&cfg.labels, &r.labels),
+                }),
+                (None, alert) => Rule::Alerting(AlertingRule::new(
+                    alert.clone().unwrap_or_default(),
+                    r.expr.clone(),
+                    r.for_.unwrap_or_default(),
+                    r.keep_firing_for.unwrap_or_default(),
+                    merged(&cfg.labels, &r.labels),
+                    r.annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )),
+            })
+            .collect();
+        Group {
+            name: cfg.name.clone(),
+            file: file.to_string(),
+            interval: cfg.interval.unwrap_or(default_interval),
+            query_offset: cfg.query_offset.unwrap_or_default(),
+            limit: cfg.limit,
+            health: vec![RuleHealth::default(); rules.len()],
+            written: vec![HashSet::new(); rules.len()],
+            rules,
+            last_evaluation_ms: None,
+            evaluation_seconds: 0.0,
+            missed_iterations: 0,
+        }
+    }
+
+    /// The group's evaluation slot at or before `now_ms` (Prometheus's
+    /// `Group.EvalTimestamp`: offset from the interval's multiples by the FNV-1a hash of
+    /// `name;file`, modulo the interval).
+    pub fn eval_timestamp(&self, now_ms: i64) -> i64 {
+        let interval = (self.interval.as_millis() as i64).max(1);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in format!("{};{}", self.name, self.file).bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let offset = (h % interval as u64) as i64;
+        let adj = now_ms - offset;
+        adj - adj.rem_euclid(interval) + offset
+    }
+
+    /// Evaluates every rule at `ts_ms` (ms since the epoch), in order, appending each one's
+    /// output before the next is queried. A rule that fails keeps its error in its health;
+    /// the others run.
+    pub async fn eval(
+        &mut self,
+        ts_ms: i64,
+        querier: &dyn Querier,
+        appender: &dyn Appender,
+        external_labels: &Labels,
+        external_url: &str,
+    ) {
+        let started = Instant::now();
+        let query_ts = ts_ms - self.query_offset.as_millis() as i64;
+        for i in 0..self.rules.len() {
+            let rule_started = Instant::now();
+            let expr = self.rules[i].expr().to_string();
+            let result = match querier.query(&expr, query_ts).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(RulesError::Eval(e)),
+            };
+            let limit = self.limit;
+            let out = result.and_then(|r| match &mut self.rules[i] {
+                Rule::Recording(rule) => rule.eval(r, limit),
+                Rule::Alerting(rule) => rule.eval(ts_ms, r, limit, external_labels, external_url),
+            });
+            let mut samples: Vec<(Labels, i64, f64)> = vec![];
+            let error = match out {
+                Ok(out) => {
+                    let now: HashSet<Labels> = out.iter().map(|(l, _)| l.clone()).collect();
+                    for l in self.written[i].difference(&now) {
+                        samples.push((l.clone(), query_ts, f64::from_bits(STALE_NAN_BITS)));
+                    }
+                    samples.extend(out.into_iter().map(|(l, v)| (l, query_ts, v)));
+                    self.written[i] = now;
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            let error = match (error, samples.is_empty()) {
+                (None, false) => appender.append(samples).await.err(),
+                (e, _) => e,
+            };
+            if let Some(e) = &error {
+                tracing::warn!(group = %self.name, rule = %self.rules[i].name(), error = %e, "rule evaluation failed");
+            }
+            self.health[i] = RuleHealth {
+                last_evaluation_ms: Some(ts_ms),
+                evaluation_seconds: rule_started.elapsed().as_secs_f64(),
+                last_error: error,
+            };
+        }
+        self.last_evaluation_ms = Some(ts_ms);
+        self.evaluation_seconds = started.elapsed().as_secs_f64();
+    }
+}
+
+/// Runs `group` on its slots until `stop` turns true: the first evaluation at the first
+/// slot one interval after now, then one per interval; slots an evaluation overran are
+/// skipped and counted in `missed_iterations`. `now_ms` is the clock (ms since the
+/// epoch).
+pub async fn run(
+    group: Arc<tokio::sync::Mutex<Group>>,
+    querier: Arc<dyn Querier>,
+    appender: Arc<dyn Appender>,
+    external_labels: Labels,
+    external_url: String,
+    now_ms: fn() -> i64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (interval, mut next) = {
+        let g = group.lock().await;
+        let i = g.interval.as_millis() as i64;
+        (i.max(1), g.eval_timestamp(now_ms()) + i.max(1))
+    };
+    loop {
+        let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        group
+            .lock()
+            .await
+            .eval(
+                next,
+                querier.as_ref(),
+                appender.as_ref(),
+                &external_labels,
+                &external_url,
+            )
+            .await;
+        next += interval;
+        let behind = now_ms() - next;
+        if behind >= interval {
+            let missed = behind / interval;
+            next += missed * interval;
+            group.lock().await.missed_iterations += missed as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::RuleFile;
+    use parking_lot::Mutex;
+
+    /// A querier over a fixed table of results per expression; records what it was asked.
+    struct Fixed {
+        answers: Mutex<std::collections::HashMap<String, Vec<crate::Sample>>>,
+        asked: Mutex<Vec<(String, i64)>>,
+        store: Arc<Store>,
+    }
+
+    #[derive(Default)]
+    struct Store(Mutex<Vec<(Labels, i64, f64)>>);
+
+    #[async_trait::async_trait]
+    impl Appender for Store {
+        async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
+            self.0.lock().extend(samples);
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Querier for Fixed {
+        async fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<crate::Sample>, String> {
+            self.asked.lock().push((expr.to_string(), t_ms));
+            if expr == "recorded" {
+                // What the store holds of the first rule's output at t: a later rule sees it.
+                return Ok(self
+                    .store
+                    .0
+                    .lock()
+                    .iter()
+                    .filter(|(l, t, _)| {
+                        *t == t_ms && l.iter().any(|(n, v)| n == "__name__" && v == "job:x:sum")
+                    })
+                    .map(|(l, _, v)| (l.clone(), *v))
+                    .collect());
+            }
+            self.answers
+                .lock()
+                .get(expr)
+                .cloned()
+                .ok_or_else(|| format!("no answer for {expr}"))
+        }
+    }
+
+    #[tokio::test]
+    async fn rules_run_in_order_see_earlier_results_and_leave_stale_markers() {
+        let f = RuleFile::parse(
+            "r.yml",
+            "groups:\n- name: g\n  interval: 1m\n  query_offset: 10s\n  labels: {team: db}\n  rules:\n  - record: job:x:sum\n    expr: sum(x)\n  - alert: Seen\n    expr: recorded\n  - record: broken\n    expr: nosuch\n",
+        )
+        .unwrap();
+        let mut g = Group::new("r.yml", &f.groups[0], Duration::from_secs(15));
+        assert_eq!(g.interval, Duration::from_secs(60));
+        let store = Arc::new(Store::default());
+        let q = Fixed {
+            answers: Mutex::new([("sum(x)".to_string(), vec![(vec![], 3.0)])].into()),
+            asked: Mutex::new(vec![]),
+            store: store.clone(),
+        };
+        g.eval(60_000, &q, store.as_ref(), &vec![], "").await;
+        // Queried at the evaluation time less the offset, in rule order.
+        assert_eq!(
+            q.asked.lock().clone(),
+            vec![
+                ("sum(x)".to_string(), 50_000),
+                ("recorded".to_string(), 50_000),
+                ("nosuch".to_string(), 50_000)
+            ]
+        );
+        let l = |p: &[(&str, &str)]| -> Labels {
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let written = store.0.lock().clone();
+        assert!(written.contains(&(l(&[("__name__", "job:x:sum"), ("team", "db")]), 50_000, 3.0)));
+        // The alert saw the recorded series of the same cycle.
+        assert!(written.contains(&(
+            l(&[
+                ("__name__", "ALERTS"),
+                ("alertname", "Seen"),
+                ("alertstate", "firing"),
+                ("team", "db")
+            ]),
+            50_000,
+            1.0
+        )));
+        assert_eq!(g.health[0].as_str(), "ok");
+        assert_eq!(g.health[2].as_str(), "err");
+        assert_eq!(
+            g.health[2].last_error.as_deref(),
+            Some("no answer for nosuch")
+        );
+        // Next cycle: sum(x) is empty, so its series gets a staleness marker.
+        q.answers.lock().insert("sum(x)".into(), vec![]);
+        g.eval(120_000, &q, store.as_ref(), &vec![], "").await;
+        let stale: Vec<_> = store
+            .0
+            .lock()
+            .iter()
+            .filter(|(_, t, v)| *t == 110_000 && v.to_bits() == STALE_NAN_BITS)
+            .map(|(l, _, _)| l.clone())
+            .collect();
+        assert!(
+            stale.contains(&l(&[("__name__", "job:x:sum"), ("team", "db")])),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn slots_are_offset_by_the_group_hash_within_the_interval() {
+        let f = RuleFile::parse("r.yml", "groups:\n- name: g\n  interval: 1m\n").unwrap();
+        let g = Group::new("r.yml", &f.groups[0], Duration::from_secs(60));
+        let t = g.eval_timestamp(1_000_000_000);
+        assert!(t <= 1_000_000_000 && 1_000_000_000 - t < 60_000);
+        // The same slot from anywhere in it; the next one an interval later.
+        assert_eq!(g.eval_timestamp(t + 59_999), t);
+        assert_eq!(g.eval_timestamp(t + 60_000), t + 60_000);
+    }
+}

@@ -1,0 +1,287 @@
+//! Rules in the server (`strata_rules` evaluates them): each tenant's rule files are loaded
+//! at start and their groups run on their slots, querying the tenant's PromQL engine and
+//! writing recorded series, `ALERTS` and `ALERTS_FOR_STATE` through its write path.
+//! `GET /api/v1/rules` and `GET /api/v1/alerts` answer in Prometheus's shapes
+//! (`web/api/v1/api.go`: `rules`, `alerts`), so Grafana lists them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use datafusion::prelude::SessionContext;
+use serde_json::{Value, json};
+use strata_ingest::Ingester;
+use strata_rules::group::{Group, Rule};
+use strata_rules::{Labels, Sample};
+
+/// Answers rules' queries with a tenant's PromQL engine.
+pub(crate) struct EngineQuerier(pub SessionContext);
+
+#[async_trait::async_trait]
+impl strata_rules::Querier for EngineQuerier {
+    async fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<Sample>, String> {
+        let opts = strata_promql::QueryOptions::default();
+        let r = strata_promql::instant_query(&self.0, expr, t_ms, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.value {
+            strata_promql::QueryValue::Vector(v) => {
+                Ok(v.into_iter().map(|s| (s.labels, s.v)).collect())
+            }
+            strata_promql::QueryValue::Scalar { v, .. } => Ok(vec![(vec![], v)]),
+            _ => Err("rule result is not a vector or scalar".into()),
+        }
+    }
+}
+
+/// Writes rules' output through a tenant's write path (protocol `rules`).
+pub(crate) struct IngesterAppender(pub Arc<Ingester>);
+
+#[async_trait::async_trait]
+impl strata_rules::Appender for IngesterAppender {
+    async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
+        let mut v = strata_ingest::receive::remote_write::Validated::default();
+        let now = crate::server::now_ms();
+        for (labels, t, value) in samples {
+            v.push(
+                &labels,
+                vec![strata_ingest::model::Sample {
+                    timestamp_ms: t,
+                    value,
+                }],
+                self.0.limits(),
+                now,
+            );
+        }
+        let out = self
+            .0
+            .write(v, "rules", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match out.first_error {
+            Some(e) if out.rejected > 0 => Err(format!("{} samples not stored: {e}", out.rejected)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A tenant's rule groups, shared by their evaluation tasks and the API.
+pub type Groups = Arc<Vec<Arc<tokio::sync::Mutex<Group>>>>;
+
+/// Loads `files` into groups (evaluated every `default_interval` unless a group sets
+/// its own).
+///
+/// # Errors
+/// A message naming the file, group and rule that is not valid.
+pub fn load(
+    files: &[std::path::PathBuf],
+    default_interval: std::time::Duration,
+) -> Result<Groups, String> {
+    let mut groups = vec![];
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("reading rule file {}: {e}", f.display()))?;
+        let name = f.display().to_string();
+        let file = strata_rules::file::RuleFile::parse(&name, &text).map_err(|e| e.to_string())?;
+        for g in &file.groups {
+            groups.push(Arc::new(tokio::sync::Mutex::new(Group::new(
+                &name,
+                g,
+                default_interval,
+            ))));
+        }
+    }
+    Ok(Arc::new(groups))
+}
+
+/// RFC 3339 with ms, UTC, as Prometheus prints times in these APIs.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// A label set as a JSON object.
+fn object(labels: &Labels) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, which Prometheus uses for an alert's value.
+fn go_e(v: f64) -> String {
+    if !v.is_finite() {
+        return match v {
+            x if x.is_nan() => "NaN".into(),
+            x if x > 0.0 => "+Inf".into(),
+            _ => "-Inf".into(),
+        };
+    }
+    let s = format!("{v:e}");
+    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let e: i32 = e.parse().unwrap_or(0);
+    format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+}
+
+fn alert_json(a: &strata_rules::alerting::Alert) -> Value {
+    let mut o = json!({
+        "labels": object(&a.labels),
+        "annotations": object(&a.annotations),
+        "state": a.state.as_str(),
+        "activeAt": rfc3339(a.active_at_ms),
+        "value": go_e(a.value),
+    });
+    if let Some(k) = a.keep_firing_since_ms {
+        o["keepFiringSince"] = json!(rfc3339(k));
+    }
+    o
+}
+
+/// `GET /api/v1/rules` parameters (Prometheus's): `type=alert|record`, `rule_name[]`,
+/// `rule_group[]`, `file[]`, `exclude_alerts`.
+fn rules_json(groups: &[Group], params: &[(String, String)]) -> Value {
+    let all = |k: &str| -> Vec<&str> {
+        params
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let (names, group_names, files) = (all("rule_name[]"), all("rule_group[]"), all("file[]"));
+    let kind = params
+        .iter()
+        .find(|(n, _)| n == "type")
+        .map(|(_, v)| v.as_str());
+    let exclude_alerts = params
+        .iter()
+        .any(|(n, v)| n == "exclude_alerts" && v == "true");
+    let mut out = vec![];
+    for g in groups {
+        if (!group_names.is_empty() && !group_names.contains(&g.name.as_str()))
+            || (!files.is_empty() && !files.contains(&g.file.as_str()))
+        {
+            continue;
+        }
+        let mut rules = vec![];
+        for (r, h) in g.rules.iter().zip(&g.health) {
+            if !names.is_empty() && !names.contains(&r.name()) {
+                continue;
+            }
+            let common = json!({
+                "name": r.name(),
+                "query": r.expr(),
+                "health": h.as_str(),
+                "lastError": h.last_error.clone().unwrap_or_default(),
+                "evaluationTime": h.evaluation_seconds,
+                "lastEvaluation": h.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            });
+            let mut o = common;
+            match r {
+                Rule::Recording(rec) => {
+                    if kind == Some("alert") {
+                        continue;
+                    }
+                    o["type"] = json!("recording");
+                    o["labels"] = object(&rec.labels);
+                }
+                Rule::Alerting(a) => {
+                    if kind == Some("record") {
+                        continue;
+                    }
+                    o["type"] = json!("alerting");
+                    o["state"] = json!(a.state().as_str());
+                    o["duration"] = json!(a.hold.as_secs_f64());
+                    o["keepFiringFor"] = json!(a.keep_firing_for.as_secs_f64());
+                    o["labels"] = object(&a.labels);
+                    o["annotations"] = object(&a.annotations);
+                    if !exclude_alerts {
+                        o["alerts"] = Value::Array(a.alerts().iter().map(alert_json).collect());
+                    }
+                }
+            }
+            rules.push(o);
+        }
+        if rules.is_empty() && (kind.is_some() || !names.is_empty()) {
+            continue;
+        }
+        out.push(json!({
+            "name": g.name,
+            "file": g.file,
+            "rules": rules,
+            "interval": g.interval.as_secs_f64(),
+            "limit": g.limit,
+            "evaluationTime": g.evaluation_seconds,
+            "lastEvaluation": g.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        }));
+    }
+    json!({"status": "success", "data": {"groups": out}})
+}
+
+async fn snapshot(groups: &Groups) -> Vec<Group> {
+    let mut out = vec![];
+    for g in groups.iter() {
+        out.push(g.lock().await.clone());
+    }
+    out
+}
+
+async fn rules_handler(
+    State(groups): State<Groups>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let t = params
+        .iter()
+        .find(|(n, _)| n == "type")
+        .map(|(_, v)| v.as_str());
+    if let Some(t) = t
+        && t != "alert"
+        && t != "record"
+    {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"status": "error", "errorType": "bad_data", "error": format!("unsupported type {t:?}: use alert or record")})),
+        )
+            .into_response();
+    }
+    axum::Json(rules_json(&snapshot(&groups).await, &params)).into_response()
+}
+
+async fn alerts_handler(State(groups): State<Groups>) -> Response {
+    let mut alerts = vec![];
+    for g in snapshot(&groups).await {
+        for r in &g.rules {
+            if let Rule::Alerting(a) = r {
+                alerts.extend(
+                    a.alerts()
+                        .iter()
+                        .filter(|a| a.state != strata_rules::alerting::AlertState::Inactive)
+                        .map(alert_json),
+                );
+            }
+        }
+    }
+    axum::Json(json!({"status": "success", "data": {"alerts": alerts}})).into_response()
+}
+
+/// `GET /api/v1/rules` and `GET /api/v1/alerts` over `groups`.
+pub fn router(groups: Groups) -> Router {
+    Router::new()
+        .route("/api/v1/rules", get(rules_handler))
+        .route("/api/v1/alerts", get(alerts_handler))
+        .with_state(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn alert_values_print_as_go_does() {
+        assert_eq!(super::go_e(2.0), "2e+00");
+        assert_eq!(super::go_e(0.4567), "4.567e-01");
+        assert_eq!(super::go_e(123456.0), "1.23456e+05");
+    }
+}

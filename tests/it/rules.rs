@@ -1,0 +1,203 @@
+//! Recording and alerting rules in a running server: a Prometheus rule file evaluated on
+//! its group's slots over remote-written data, its outputs queryable with PromQL, and
+//! `/api/v1/rules` and `/api/v1/alerts` in Prometheus's shapes.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+const RULES: &str = r#"
+groups:
+  - name: node
+    interval: 1s
+    labels: {team: infra}
+    rules:
+      - record: job:rules_up:sum
+        expr: sum by (job) (rules_up)
+      - alert: LoadHigh
+        expr: rules_load > 1
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.instance }} load is {{ $value }}"
+      - alert: LoadHighForAnHour
+        expr: rules_load > 1
+        for: 1h
+      - alert: SeesTheRecording
+        expr: job:rules_up:sum == 3
+"#;
+
+#[tokio::test]
+async fn rules_record_alert_and_show_in_the_prometheus_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.yml");
+    std::fs::write(&file, RULES).unwrap();
+    let srv = server_with(&dir.path().join("data"), |c| {
+        c.rule_files = vec![file.clone()];
+    })
+    .await;
+    let addr = srv.http_addr;
+    // Samples every second for the next 20 s (the lookback finds the latest).
+    let t0 = now_ms();
+    let times: Vec<(i64, f64)> = (0..20).map(|i| (t0 + i * 1000, 1.0)).collect();
+    let load: Vec<(i64, f64)> = (0..20).map(|i| (t0 + i * 1000, 2.5)).collect();
+    let low: Vec<(i64, f64)> = (0..20).map(|i| (t0 + i * 1000, 0.5)).collect();
+    let (status, body) = post_write(
+        addr,
+        request(&[
+            (
+                &[("__name__", "rules_up"), ("job", "node"), ("instance", "a")],
+                &times,
+            ),
+            (
+                &[("__name__", "rules_up"), ("job", "node"), ("instance", "b")],
+                &times,
+            ),
+            (
+                &[("__name__", "rules_up"), ("job", "node"), ("instance", "c")],
+                &times,
+            ),
+            (&[("__name__", "rules_load"), ("instance", "a")], &load),
+            (&[("__name__", "rules_load"), ("instance", "b")], &low),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    // Wait for two evaluations after the data (the group runs every second).
+    let client = reqwest::Client::new();
+    let mut rules = serde_json::Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rules = client
+            .get(format!("http://{addr}/api/v1/rules"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = &rules["data"]["groups"][0]["rules"];
+        if r[3]["state"] == "firing" {
+            break;
+        }
+    }
+    let g = &rules["data"]["groups"][0];
+    assert_eq!(g["name"], "node");
+    assert_eq!(g["interval"], 1.0);
+    let r = g["rules"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    assert_eq!(r[0]["type"], "recording");
+    assert_eq!(r[0]["health"], "ok", "{rules}");
+    assert_eq!(r[0]["labels"], serde_json::json!({"team": "infra"}));
+    assert_eq!(r[1]["type"], "alerting");
+    assert_eq!(
+        r[1]["state"], "firing",
+        "for: 0 fires at its first evaluation"
+    );
+    assert_eq!(r[2]["state"], "pending", "for: 1h stays pending");
+    assert_eq!(r[2]["duration"], 3600.0);
+    // The alert of a later rule saw the recording rule's output of the same cycle.
+    assert_eq!(r[3]["state"], "firing", "{rules}");
+    let alert = &r[1]["alerts"][0];
+    assert_eq!(
+        alert["labels"],
+        serde_json::json!({"alertname": "LoadHigh", "instance": "a", "severity": "page", "team": "infra"})
+    );
+    assert_eq!(alert["annotations"]["summary"], "a load is 2.5");
+    assert_eq!(alert["value"], "2.5e+00");
+    // Filters: only recording rules; a rule by name.
+    let only: serde_json::Value = client
+        .get(format!("http://{addr}/api/v1/rules?type=record"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        only["data"]["groups"][0]["rules"].as_array().unwrap().len(),
+        1
+    );
+    let by_name: serde_json::Value = client
+        .get(format!(
+            "http://{addr}/api/v1/rules?rule_name[]=LoadHighForAnHour"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_name["data"]["groups"][0]["rules"][0]["name"],
+        "LoadHighForAnHour"
+    );
+    // /api/v1/alerts: pending and firing alerts.
+    let alerts: serde_json::Value = client
+        .get(format!("http://{addr}/api/v1/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut states: Vec<(String, String)> = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("LoadHigh".to_string(), "firing".to_string()),
+            ("LoadHighForAnHour".to_string(), "pending".to_string()),
+            ("SeesTheRecording".to_string(), "firing".to_string()),
+        ]
+    );
+    // The recorded series and ALERTS are series like any other.
+    let now = now_ms() as f64 / 1000.0;
+    let rec = instant_result(addr, "job:rules_up:sum", now).await;
+    assert_eq!(rec[0]["value"][1], "3");
+    assert_eq!(rec[0]["metric"]["team"], "infra");
+    let firing = instant_result(addr, "ALERTS{alertname=\"LoadHigh\"}", now).await;
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0]["metric"]["alertstate"], "firing");
+    assert_eq!(firing[0]["metric"]["instance"], "a");
+    let for_state = instant_result(
+        addr,
+        "ALERTS_FOR_STATE{alertname=\"LoadHighForAnHour\"}",
+        now,
+    )
+    .await;
+    let active_at: f64 = for_state[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((active_at - t0 as f64 / 1000.0).abs() < 10.0, "{active_at}");
+    srv.shutdown().await;
+
+    // A rule file that does not parse stops the start, naming the file.
+    std::fs::write(
+        &file,
+        "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: 'sum('\n",
+    )
+    .unwrap();
+    let e = strata::server::start(strata::config::Config {
+        data_dir: dir.path().join("data2").to_string_lossy().into_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        rule_files: vec![file.clone()],
+        ..Default::default()
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("node.yml") && e.contains("could not parse"),
+        "{e}"
+    );
+}
