@@ -81,6 +81,10 @@ use strata_ingest::{Limits, PersistConfig};
 /// rule_files = ["rules/node.yml"] # Prometheus rule files (docs/alerting.md)
 /// [rules]
 /// evaluation_interval = "1m"
+/// [alerting]                     # docs/alerting.md
+/// resend_delay = "1m"
+/// [[alerting.alertmanagers]]
+/// static_configs = [{ targets = ["127.0.0.1:9093"] }]
 ///
 /// [[tenants]]                    # none: one anonymous tenant (crate::tenants)
 /// id = "team-a"                  # X-Scope-OrgID
@@ -134,6 +138,8 @@ pub struct Config {
     pub rule_files: Vec<PathBuf>,
     /// How rules are evaluated (`[rules]`).
     pub rules: RulesConfig,
+    /// Where alerts go (`[alerting]`: Alertmanagers, webhooks, alert relabeling).
+    pub alerting: crate::notifier::AlertingConfig,
 }
 
 /// `[rules]`: what Prometheus's `global` section sets for rules.
@@ -229,6 +235,7 @@ impl Default for Config {
             tenants: vec![],
             rule_files: vec![],
             rules: RulesConfig::default(),
+            alerting: Default::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod deltas;
+pub mod notifier;
 pub mod otlp;
 pub mod prom_api;
 pub mod promqltest;

@@ -585,27 +585,40 @@ fn spawn_stack_tasks(
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
-    let querier: Arc<dyn strata_rules::Querier> = Arc::new(crate::rules_api::EngineQuerier(
-        strata_promql::prom_session(&stack.engine.context()),
-    ));
-    let appender: Arc<dyn strata_rules::Appender> =
-        Arc::new(crate::rules_api::IngesterAppender(stack.ingester.clone()));
-    let external: strata_rules::Labels = cfg
-        .rules
-        .external_labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for g in stack.rules.iter() {
-        tasks.push(tokio::spawn(strata_rules::group::run(
-            g.clone(),
-            querier.clone(),
-            appender.clone(),
+    if !stack.rules.is_empty() {
+        let external: strata_rules::Labels = cfg
+            .rules
+            .external_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let notifier = crate::notifier::Notifier::new(
+            &cfg.alerting,
             external.clone(),
             cfg.rules.external_url.clone(),
-            now_ms,
-            stop_rx.clone(),
-        )));
+            &stack.ingester.metrics().registry,
+        )?;
+        if let Some(n) = &notifier {
+            tasks.push(tokio::spawn(n.clone().run(stop_rx.clone())));
+        }
+        let env = Arc::new(strata_rules::Env {
+            querier: Arc::new(crate::rules_api::EngineQuerier(
+                strata_promql::prom_session(&stack.engine.context()),
+            )),
+            appender: Arc::new(crate::rules_api::IngesterAppender(stack.ingester.clone())),
+            notifier: notifier.map(|n| n as Arc<dyn strata_rules::Notifier>),
+            external_labels: external,
+            external_url: cfg.rules.external_url.clone(),
+            resend_delay: cfg.alerting.resend_delay,
+        });
+        for g in stack.rules.iter() {
+            tasks.push(tokio::spawn(strata_rules::group::run(
+                g.clone(),
+                env.clone(),
+                now_ms,
+                stop_rx.clone(),
+            )));
+        }
     }
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
         let (r, ing, mut rx) = (

@@ -70,6 +70,9 @@ pub struct Alert {
     pub keep_firing_since_ms: Option<i64>,
     /// When it was last sent to Alertmanager.
     pub last_sent_at_ms: Option<i64>,
+    /// Until when Alertmanager should consider it firing without hearing of it again
+    /// (its `endsAt` while firing), set when it is sent.
+    pub valid_until_ms: Option<i64>,
 }
 
 /// An alerting rule with its alerts.
@@ -119,13 +122,38 @@ impl AlertingRule {
         v
     }
 
-    /// Marks alerts as sent at `at_ms`.
-    pub fn mark_sent(&mut self, labels: &[Labels], at_ms: i64) {
-        for l in labels {
-            if let Some(a) = self.active.get_mut(l) {
-                a.last_sent_at_ms = Some(at_ms);
+    /// The alerts to send at `ts_ms` (Prometheus's `AlertingRule.sendAlerts` and
+    /// `Alert.needsSending`): firing ones not sent within `resend_delay`, and ones resolved
+    /// since they were last sent; never pending ones. Each is marked sent, valid until four
+    /// times the larger of `resend_delay` and the group's `interval` from now (room for two
+    /// failed evaluations or sends).
+    pub fn to_send(
+        &mut self,
+        ts_ms: i64,
+        resend_delay: Duration,
+        interval: Duration,
+    ) -> Vec<Alert> {
+        let delta = resend_delay.max(interval).as_millis() as i64;
+        let resend = resend_delay.as_millis() as i64;
+        let mut out = vec![];
+        for a in self.active.values_mut() {
+            if a.state == AlertState::Pending {
+                continue;
+            }
+            let resolved_since_sent = match (a.resolved_at_ms, a.last_sent_at_ms) {
+                (Some(r), Some(s)) => r > s,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            let due = a.last_sent_at_ms.is_none_or(|s| s + resend < ts_ms);
+            if resolved_since_sent || due {
+                a.last_sent_at_ms = Some(ts_ms);
+                a.valid_until_ms = Some(ts_ms + 4 * delta);
+                out.push(a.clone());
             }
         }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
     }
 
     /// The rule's state: the most severe of its alerts' (`inactive` without any).
@@ -199,6 +227,7 @@ impl AlertingRule {
                     resolved_at_ms: None,
                     keep_firing_since_ms: None,
                     last_sent_at_ms: None,
+                    valid_until_ms: None,
                 },
             );
         }
@@ -369,6 +398,37 @@ mod tests {
         assert_eq!(states(&ev(5 * m, vec![])), ["firing"]);
         assert_eq!(states(&ev(14 * m, vec![])), ["firing"]);
         assert!(states(&ev(15 * m, vec![])).is_empty(), "10 minutes after 5");
+    }
+
+    /// Prometheus's resend rules: firing alerts are sent at once and then every
+    /// `resend_delay`; a resolution is sent once; pending alerts never.
+    #[test]
+    fn firing_alerts_are_resent_and_resolutions_sent_once() {
+        let mut r = rule(120, 0);
+        let hit = || vec![s(&[("instance", "a")], 2.0)];
+        let (m, ext) = (60_000, vec![]);
+        let delay = Duration::from_secs(60);
+        let every = Duration::from_secs(60);
+        r.eval(0, hit(), 0, &ext, "").unwrap();
+        assert!(r.to_send(0, delay, every).is_empty(), "pending");
+        r.eval(2 * m, hit(), 0, &ext, "").unwrap();
+        let sent = r.to_send(2 * m, delay, every);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].valid_until_ms, Some(2 * m + 4 * m));
+        r.eval(3 * m, hit(), 0, &ext, "").unwrap();
+        assert!(
+            r.to_send(3 * m, delay, every).is_empty(),
+            "sent a minute ago, not before"
+        );
+        r.eval(3 * m + 1, hit(), 0, &ext, "").unwrap();
+        assert_eq!(r.to_send(3 * m + 1, delay, every).len(), 1);
+        r.eval(4 * m, vec![], 0, &ext, "").unwrap();
+        let resolved = r.to_send(4 * m, delay, every);
+        assert_eq!(resolved[0].resolved_at_ms, Some(4 * m));
+        assert!(
+            r.to_send(4 * m + 1, delay, every).is_empty(),
+            "the resolution went once"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::alerting::AlertingRule;
 use crate::file::GroupConfig;
 use crate::recording::RecordingRule;
-use crate::{Appender, Labels, Querier, RulesError};
+use crate::{Env, Labels, RulesError};
 
 /// Prometheus's staleness marker (`value.StaleNaN`).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -169,20 +169,14 @@ impl Group {
     /// Evaluates every rule at `ts_ms` (ms since the epoch), in order, appending each one's
     /// output before the next is queried. A rule that fails keeps its error in its health;
     /// the others run.
-    pub async fn eval(
-        &mut self,
-        ts_ms: i64,
-        querier: &dyn Querier,
-        appender: &dyn Appender,
-        external_labels: &Labels,
-        external_url: &str,
-    ) {
+    pub async fn eval(&mut self, ts_ms: i64, env: &Env) {
+        let (external_labels, external_url) = (&env.external_labels, env.external_url.as_str());
         let started = Instant::now();
         let query_ts = ts_ms - self.query_offset.as_millis() as i64;
         for i in 0..self.rules.len() {
             let rule_started = Instant::now();
             let expr = self.rules[i].expr().to_string();
-            let result = match querier.query(&expr, query_ts).await {
+            let result = match env.querier.query(&expr, query_ts).await {
                 Ok(r) => Ok(r),
                 Err(e) => Err(RulesError::Eval(e)),
             };
@@ -205,11 +199,20 @@ impl Group {
                 Err(e) => Some(e.to_string()),
             };
             let error = match (error, samples.is_empty()) {
-                (None, false) => appender.append(samples).await.err(),
+                (None, false) => env.appender.append(samples).await.err(),
                 (e, _) => e,
             };
             if let Some(e) = &error {
                 tracing::warn!(group = %self.name, rule = %self.rules[i].name(), error = %e, "rule evaluation failed");
+            }
+            // Alerts go out after a successful evaluation (Prometheus's `sendAlerts`).
+            if error.is_none()
+                && let (Some(n), Rule::Alerting(rule)) = (&env.notifier, &mut self.rules[i])
+            {
+                let alerts = rule.to_send(ts_ms, env.resend_delay, self.interval);
+                if !alerts.is_empty() {
+                    n.notify(&expr, alerts).await;
+                }
             }
             self.health[i] = RuleHealth {
                 last_evaluation_ms: Some(ts_ms),
@@ -228,10 +231,7 @@ impl Group {
 /// epoch).
 pub async fn run(
     group: Arc<tokio::sync::Mutex<Group>>,
-    querier: Arc<dyn Querier>,
-    appender: Arc<dyn Appender>,
-    external_labels: Labels,
-    external_url: String,
+    env: Arc<Env>,
     now_ms: fn() -> i64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -246,17 +246,7 @@ pub async fn run(
             _ = stop.wait_for(|v| *v) => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        group
-            .lock()
-            .await
-            .eval(
-                next,
-                querier.as_ref(),
-                appender.as_ref(),
-                &external_labels,
-                &external_url,
-            )
-            .await;
+        group.lock().await.eval(next, &env).await;
         next += interval;
         let behind = now_ms() - next;
         if behind >= interval {
@@ -271,6 +261,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::file::RuleFile;
+    use crate::{Appender, Querier};
     use parking_lot::Mutex;
 
     /// A querier over a fixed table of results per expression; records what it was asked.
@@ -326,12 +317,20 @@ mod tests {
         let mut g = Group::new("r.yml", &f.groups[0], Duration::from_secs(15));
         assert_eq!(g.interval, Duration::from_secs(60));
         let store = Arc::new(Store::default());
-        let q = Fixed {
+        let q = Arc::new(Fixed {
             answers: Mutex::new([("sum(x)".to_string(), vec![(vec![], 3.0)])].into()),
             asked: Mutex::new(vec![]),
             store: store.clone(),
+        });
+        let env = Env {
+            querier: q.clone(),
+            appender: store.clone(),
+            notifier: None,
+            external_labels: vec![],
+            external_url: String::new(),
+            resend_delay: Duration::from_secs(60),
         };
-        g.eval(60_000, &q, store.as_ref(), &vec![], "").await;
+        g.eval(60_000, &env).await;
         // Queried at the evaluation time less the offset, in rule order.
         assert_eq!(
             q.asked.lock().clone(),
@@ -367,7 +366,7 @@ mod tests {
         );
         // Next cycle: sum(x) is empty, so its series gets a staleness marker.
         q.answers.lock().insert("sum(x)".into(), vec![]);
-        g.eval(120_000, &q, store.as_ref(), &vec![], "").await;
+        g.eval(120_000, &env).await;
         let stale: Vec<_> = store
             .0
             .lock()

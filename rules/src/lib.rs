@@ -48,6 +48,30 @@ pub trait Appender: Send + Sync {
     async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String>;
 }
 
+/// Delivers alerts (the server's notifier: Alertmanager, webhooks).
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// Queues `alerts` of the rule whose expression is `expr` for delivery; returns at
+    /// once.
+    async fn notify(&self, expr: &str, alerts: Vec<alerting::Alert>);
+}
+
+/// What a group's evaluation talks to.
+pub struct Env {
+    /// Answers the rules' queries.
+    pub querier: std::sync::Arc<dyn Querier>,
+    /// Stores their output.
+    pub appender: std::sync::Arc<dyn Appender>,
+    /// Delivers alerts, if any destination is configured.
+    pub notifier: Option<std::sync::Arc<dyn Notifier>>,
+    /// `$externalLabels` of templates.
+    pub external_labels: Labels,
+    /// `$externalURL` of templates.
+    pub external_url: String,
+    /// How often a firing alert is sent again (Prometheus's default: 1 minute).
+    pub resend_delay: std::time::Duration,
+}
+
 /// The crate's error type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RulesError {

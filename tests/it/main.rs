@@ -1,5 +1,6 @@
 //! Strata's integration tests: one binary, one module per area.
 
+mod alerting;
 mod common;
 mod crash;
 mod fuzz;
