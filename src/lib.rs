@@ -10,6 +10,7 @@ pub mod otlp;
 pub mod prom_api;
 pub mod promqltest;
 pub mod rollup_api;
+pub mod ruler;
 pub mod rules_api;
 pub mod server;
 pub mod sql_client;

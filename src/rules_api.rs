@@ -1,6 +1,6 @@
-//! Rules in the server (`strata_rules` evaluates them): each tenant's rule files are loaded
-//! at start and their groups run on their slots, querying the tenant's PromQL engine and
-//! writing recorded series, `ALERTS` and `ALERTS_FOR_STATE` through its write path.
+//! Rules in the server (`strata_rules` evaluates them; `crate::ruler` holds each tenant's
+//! groups): groups run on their slots, querying the tenant's PromQL engine and writing
+//! recorded series, `ALERTS` and `ALERTS_FOR_STATE` through its write path.
 //! `GET /api/v1/rules` and `GET /api/v1/alerts` answer in Prometheus's shapes
 //! (`web/api/v1/api.go`: `rules`, `alerts`), so Grafana lists them.
 
@@ -65,35 +65,6 @@ impl strata_rules::Appender for IngesterAppender {
             _ => Ok(()),
         }
     }
-}
-
-/// A tenant's rule groups, shared by their evaluation tasks and the API.
-pub type Groups = Arc<Vec<Arc<tokio::sync::Mutex<Group>>>>;
-
-/// Loads `files` into groups (evaluated every `default_interval` unless a group sets
-/// its own).
-///
-/// # Errors
-/// A message naming the file, group and rule that is not valid.
-pub fn load(
-    files: &[std::path::PathBuf],
-    default_interval: std::time::Duration,
-) -> Result<Groups, String> {
-    let mut groups = vec![];
-    for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("reading rule file {}: {e}", f.display()))?;
-        let name = f.display().to_string();
-        let file = strata_rules::file::RuleFile::parse(&name, &text).map_err(|e| e.to_string())?;
-        for g in &file.groups {
-            groups.push(Arc::new(tokio::sync::Mutex::new(Group::new(
-                &name,
-                g,
-                default_interval,
-            ))));
-        }
-    }
-    Ok(Arc::new(groups))
 }
 
 /// RFC 3339 with ms, UTC, as Prometheus prints times in these APIs.
@@ -222,13 +193,16 @@ fn rules_json(groups: &[Group], params: &[(String, String)]) -> Value {
     json!({"status": "success", "data": {"groups": out}})
 }
 
-async fn snapshot(groups: &Groups) -> Vec<Group> {
+async fn snapshot(ruler: &crate::ruler::Ruler) -> Vec<Group> {
     let mut out = vec![];
-    for g in groups.iter() {
+    for g in ruler.groups().await {
         out.push(g.lock().await.clone());
     }
     out
 }
+
+/// The state of the handlers: a tenant's ruler.
+type Groups = Arc<crate::ruler::Ruler>;
 
 async fn rules_handler(
     State(groups): State<Groups>,
@@ -268,7 +242,7 @@ async fn alerts_handler(State(groups): State<Groups>) -> Response {
     axum::Json(json!({"status": "success", "data": {"alerts": alerts}})).into_response()
 }
 
-/// `GET /api/v1/rules` and `GET /api/v1/alerts` over `groups`.
+/// `GET /api/v1/rules` and `GET /api/v1/alerts` over a tenant's ruler.
 pub fn router(groups: Groups) -> Router {
     Router::new()
         .route("/api/v1/rules", get(rules_handler))

@@ -458,8 +458,8 @@ pub struct Stack {
     otlp: Arc<crate::otlp::Otlp>,
     /// Remote write, JSON, InfluxDB, OTLP/HTTP, the Prometheus API, admin routes.
     http: Router,
-    /// The rule groups (`rule_files`), evaluated in the background.
-    pub rules: crate::rules_api::Groups,
+    /// The rule groups (`rule_files` and the ruler API), evaluated in the background.
+    pub rules: Arc<crate::ruler::Ruler>,
 }
 
 /// Opens one tenant's stack (`tenant` is `None` for the anonymous one) in `data_dir` and
@@ -540,9 +540,18 @@ async fn open_stack(
         Some(t) => &t.rule_files,
         None => &cfg.rule_files,
     };
-    let rules = crate::rules_api::load(rule_files, cfg.rules.evaluation_interval)?;
+    let rules_dir = match ingester.data_dir().local_path() {
+        Some(p) => p.join("rules"),
+        None => wal_dir.join("rules"),
+    };
+    let rules = Arc::new(crate::ruler::Ruler::load(
+        rule_files,
+        rules_dir,
+        cfg.rules.evaluation_interval,
+    )?);
     let http = router(st, cfg.max_request_bytes)
         .merge(crate::rules_api::router(rules.clone()))
+        .merge(crate::ruler::router(rules.clone()))
         .merge(crate::otlp::router(otlp.clone()))
         .merge(crate::prom_api::router(strata_promql::prom_session(
             &engine.context(),
@@ -585,7 +594,7 @@ fn spawn_stack_tasks(
     tasks.push(tokio::spawn(async move {
         ing.run_background(wait(rx)).await;
     }));
-    if !stack.rules.is_empty() {
+    {
         let external: strata_rules::Labels = cfg
             .rules
             .external_labels
@@ -611,14 +620,12 @@ fn spawn_stack_tasks(
             external_url: cfg.rules.external_url.clone(),
             resend_delay: cfg.alerting.resend_delay,
         });
-        for g in stack.rules.iter() {
-            tasks.push(tokio::spawn(strata_rules::group::run(
-                g.clone(),
-                env.clone(),
-                now_ms,
-                stop_rx.clone(),
-            )));
-        }
+        let (ruler, mut stop) = (stack.rules.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            ruler.start(env, stop.clone()).await;
+            let _ = stop.wait_for(|v| *v).await;
+            ruler.join().await;
+        }));
     }
     if cfg.rollup.enabled && !cfg.rollup.retention_interval.is_zero() {
         let (r, ing, mut rx) = (

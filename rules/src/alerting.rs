@@ -122,6 +122,18 @@ impl AlertingRule {
         v
     }
 
+    /// Takes `old`'s alerts, when `old` is this rule unchanged (same name, expression,
+    /// labels and `for`): Prometheus's `Group.CopyState` on a reload.
+    pub fn copy_state_from(&mut self, old: &AlertingRule) {
+        if old.name == self.name
+            && old.expr == self.expr
+            && old.labels == self.labels
+            && old.hold == self.hold
+        {
+            self.active = old.active.clone();
+        }
+    }
+
     /// The alerts to send at `ts_ms` (Prometheus's `AlertingRule.sendAlerts` and
     /// `Alert.needsSending`): firing ones not sent within `resend_delay`, and ones resolved
     /// since they were last sent; never pending ones. Each is marked sent, valid until four

@@ -151,6 +151,27 @@ impl Group {
         }
     }
 
+    /// Takes the state of `old`'s rules that are unchanged in this group (Prometheus's
+    /// `Group.CopyState` on a reload): alerts of alerting rules with the same name,
+    /// expression, labels and `for`, and what each same-named rule wrote last (so that
+    /// its staleness markers still come), matched in order among same-named rules.
+    pub fn copy_state_from(&mut self, old: &Group) {
+        let mut used = vec![false; old.rules.len()];
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            let Some(j) = (0..old.rules.len()).find(|&j| {
+                !used[j] && old.rules[j].name() == r.name() && old.rules[j].expr() == r.expr()
+            }) else {
+                continue;
+            };
+            used[j] = true;
+            self.written[i] = old.written[j].clone();
+            self.health[i] = old.health[j].clone();
+            if let (Rule::Alerting(new), Rule::Alerting(o)) = (r, &old.rules[j]) {
+                new.copy_state_from(o);
+            }
+        }
+    }
+
     /// The group's evaluation slot at or before `now_ms` (Prometheus's
     /// `Group.EvalTimestamp`: offset from the interval's multiples by the FNV-1a hash of
     /// `name;file`, modulo the interval).
@@ -378,6 +399,39 @@ mod tests {
             stale.contains(&l(&[("__name__", "job:x:sum"), ("team", "db")])),
             "{stale:?}"
         );
+    }
+
+    #[test]
+    fn a_reloaded_group_keeps_the_alerts_of_unchanged_rules() {
+        let cfg = |expr: &str| {
+            RuleFile::parse(
+                "r.yml",
+                &format!(
+                    "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: {expr}\n    for: 1h\n"
+                ),
+            )
+            .unwrap()
+            .groups
+            .remove(0)
+        };
+        let mut old = Group::new("r.yml", &cfg("x > 1"), Duration::from_secs(60));
+        if let Rule::Alerting(r) = &mut old.rules[0] {
+            r.eval(0, vec![(vec![], 2.0)], 0, &vec![], "").unwrap();
+        }
+        let alerts = |g: &Group| match &g.rules[0] {
+            Rule::Alerting(r) => r.alerts().len(),
+            _ => 0,
+        };
+        let mut same = Group::new("r.yml", &cfg("x > 1"), Duration::from_secs(60));
+        same.copy_state_from(&old);
+        assert_eq!(
+            alerts(&same),
+            1,
+            "the pending alert and its active time survive"
+        );
+        let mut changed = Group::new("r.yml", &cfg("x > 2"), Duration::from_secs(60));
+        changed.copy_state_from(&old);
+        assert_eq!(alerts(&changed), 0);
     }
 
     #[test]
