@@ -88,6 +88,12 @@ fn from_file_name(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `g`, marked to restore its alerts' `for` state (a group loaded at start).
+fn restoring(mut g: Group) -> Group {
+    g.restore_at_start();
+    g
+}
+
 /// Writes `data` to `path` durably: a temporary file, synced, renamed over `path`, then
 /// the directory synced.
 fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -137,11 +143,11 @@ impl Ruler {
                     (name.clone(), g.name.clone()),
                     Running {
                         yaml,
-                        group: Arc::new(tokio::sync::Mutex::new(Group::new(
+                        group: Arc::new(tokio::sync::Mutex::new(restoring(Group::new(
                             &name,
                             &g,
                             default_interval,
-                        ))),
+                        )))),
                         config: g,
                         task: None,
                     },
@@ -167,11 +173,11 @@ impl Ruler {
                         (namespace.clone(), config.name.clone()),
                         Running {
                             yaml,
-                            group: Arc::new(tokio::sync::Mutex::new(Group::new(
+                            group: Arc::new(tokio::sync::Mutex::new(restoring(Group::new(
                                 &namespace,
                                 &config,
                                 default_interval,
-                            ))),
+                            )))),
                             config,
                             task: None,
                         },

@@ -13,15 +13,50 @@
 //! alert is cleared. Outputs, at `ts - query_offset`: `ALERTS{alertstate=...}` 1 and
 //! `ALERTS_FOR_STATE` (the alert's active time in s) for each pending or firing alert.
 //!
-//! Difference: the state is not restored after a restart yet (Prometheus restores `for`
-//! state from `ALERTS_FOR_STATE`); every rule starts as Prometheus's does after a restore
-//! found nothing.
+//! After a restart, `for` state is restored from `ALERTS_FOR_STATE` as Prometheus's
+//! `Group.RestoreForState` does (see [`restored_active_at`] and `crate::group`); until
+//! then the rule writes no `ALERTS` or `ALERTS_FOR_STATE`, so that its new pending alerts
+//! do not hide the old state.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::template::{TemplateData, expand};
 use crate::{Labels, RulesError, Sample};
+
+/// How far back a restart looks for `ALERTS_FOR_STATE` (Prometheus's
+/// `--rules.alert.for-outage-tolerance`, default 1 hour).
+pub const FOR_OUTAGE_TOLERANCE: Duration = Duration::from_secs(3600);
+
+/// The least time an alert restored after a restart stays pending (Prometheus's
+/// `--rules.alert.for-grace-period`, default 10 minutes); rules whose `for` is shorter are
+/// not restored.
+pub const FOR_GRACE_PERIOD: Duration = Duration::from_secs(600);
+
+/// When an alert restored at `ts_ms` becomes active, given the last `ALERTS_FOR_STATE`
+/// sample before the restart: its time `down_at_ms` and its value, the active time then
+/// (`was_active_at_ms`). Prometheus's `RestoreForState`: an alert that was already past
+/// `hold` keeps its active time (it fires again at the next evaluation if its condition
+/// holds); one with less than `grace` of `hold` left gets `grace` from now; otherwise its
+/// pending time is shifted by the downtime, so that it pends for the rest of `hold` after
+/// the restart. All times in ms since the epoch.
+pub fn restored_active_at(
+    ts_ms: i64,
+    down_at_ms: i64,
+    was_active_at_ms: i64,
+    hold: Duration,
+    grace: Duration,
+) -> i64 {
+    let (hold, grace) = (hold.as_millis() as i64, grace.as_millis() as i64);
+    let remaining = hold - (down_at_ms - was_active_at_ms);
+    if remaining <= 0 {
+        was_active_at_ms
+    } else if remaining < grace {
+        ts_ms + grace - hold
+    } else {
+        was_active_at_ms + (ts_ms - down_at_ms)
+    }
+}
 
 /// How long a resolved alert is kept (Prometheus's `resolvedRetention`).
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -92,6 +127,9 @@ pub struct AlertingRule {
     pub annotations: Labels,
     /// Its alerts, by label set.
     active: HashMap<Labels, Alert>,
+    /// Whether its state was restored after a start (or needs no restoring); until then
+    /// it writes no `ALERTS` and `ALERTS_FOR_STATE`.
+    pub restored: bool,
 }
 
 impl AlertingRule {
@@ -112,6 +150,19 @@ impl AlertingRule {
             labels,
             annotations,
             active: HashMap::new(),
+            restored: true,
+        }
+    }
+
+    /// Sets the active time of its alert `labels` (a restore); `false` when there is no
+    /// such alert.
+    pub fn set_active_at(&mut self, labels: &Labels, active_at_ms: i64) -> bool {
+        match self.active.get_mut(labels) {
+            Some(a) => {
+                a.active_at_ms = active_at_ms;
+                true
+            }
+            None => false,
         }
     }
 
@@ -288,6 +339,9 @@ impl AlertingRule {
                 a.state = AlertState::Firing;
                 a.fired_at_ms = Some(ts_ms);
             }
+            if !self.restored {
+                continue;
+            }
             let mut alerts = a.labels.clone();
             alerts.push(("__name__".into(), "ALERTS".into()));
             alerts.push(("alertstate".into(), a.state.as_str().into()));
@@ -440,6 +494,33 @@ mod tests {
         assert!(
             r.to_send(4 * m + 1, delay, every).is_empty(),
             "the resolution went once"
+        );
+    }
+
+    /// The three cases of Prometheus's `RestoreForState` (its `TestForStateRestore`
+    /// shapes): `for` 30 min, grace 10 min, down from minute 20 to minute 30.
+    #[test]
+    fn restored_active_times_follow_prometheus() {
+        let m = 60_000;
+        let (hold, grace) = (Duration::from_secs(1800), Duration::from_secs(600));
+        // Active at 0, down at 20 (10 min left, not less than the grace): pending time
+        // shifted by the 10 min down, so it fires at 40, 10 min after the restart.
+        assert_eq!(restored_active_at(30 * m, 20 * m, 0, hold, grace), 10 * m);
+        // Active at 15, down at 20 (25 left): shifted by 10.
+        assert_eq!(
+            restored_active_at(30 * m, 20 * m, 15 * m, hold, grace),
+            25 * m
+        );
+        // Active at -5, down at 20 (5 left, under the grace): fires a grace after the
+        // restart, at 40.
+        assert_eq!(
+            restored_active_at(30 * m, 20 * m, -5 * m, hold, grace),
+            10 * m
+        );
+        // Active at -20, down at 20: already firing, unchanged.
+        assert_eq!(
+            restored_active_at(30 * m, 20 * m, -20 * m, hold, grace),
+            -20 * m
         );
     }
 

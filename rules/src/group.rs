@@ -10,6 +10,12 @@
 //!   rule is queried, so a later rule sees an earlier one's result of the same cycle.
 //! - **Staleness.** A series a rule wrote in its last evaluation and not in this one gets a
 //!   staleness marker at this evaluation's query time.
+//! - **Restart.** A group loaded at start restores its alerting rules' `for` state after its
+//!   second evaluation (Prometheus waits one more evaluation for recording rules and
+//!   scrapes to catch up): each pending alert's last `ALERTS_FOR_STATE` within
+//!   [`crate::alerting::FOR_OUTAGE_TOLERANCE`] gives its active time
+//!   ([`crate::alerting::restored_active_at`]). Rules with `for` under the grace period
+//!   are not restored.
 //! - **Health.** Each rule keeps its health (`ok`, `err`, `unknown` before its first
 //!   evaluation), last error, last evaluation time and duration, for `/api/v1/rules`.
 
@@ -99,6 +105,8 @@ pub struct Group {
     pub evaluation_seconds: f64,
     /// Slots skipped because an evaluation overran them.
     pub missed_iterations: u64,
+    /// Whether its alerting rules' state is to be restored (groups loaded at start).
+    pub should_restore: bool,
 }
 
 /// `labels` as sorted pairs, with `extra` (a rule's own) winning over the group's.
@@ -148,6 +156,65 @@ impl Group {
             last_evaluation_ms: None,
             evaluation_seconds: 0.0,
             missed_iterations: 0,
+            should_restore: false,
+        }
+    }
+
+    /// Marks the group as loaded at start: its alerting rules write no `ALERTS` until
+    /// [`Group::restore_for_state`] has run.
+    pub fn restore_at_start(&mut self) {
+        self.should_restore = true;
+        for r in &mut self.rules {
+            if let Rule::Alerting(a) = r {
+                a.restored = false;
+            }
+        }
+    }
+
+    /// Restores the active times of the alerting rules' alerts at `ts_ms` from the last
+    /// `ALERTS_FOR_STATE` sample of each within the outage tolerance (Prometheus's
+    /// `Group.RestoreForState`). A query that fails leaves the alert as it is.
+    pub async fn restore_for_state(&mut self, ts_ms: i64, env: &Env) {
+        use crate::alerting::{FOR_GRACE_PERIOD, FOR_OUTAGE_TOLERANCE, restored_active_at};
+        self.should_restore = false;
+        let range = format!("{}s", FOR_OUTAGE_TOLERANCE.as_secs());
+        for r in &mut self.rules {
+            let Rule::Alerting(rule) = r else { continue };
+            if rule.hold < FOR_GRACE_PERIOD {
+                rule.restored = true;
+                continue;
+            }
+            for a in rule.alerts() {
+                let matchers: Vec<String> = a
+                    .labels
+                    .iter()
+                    .map(|(n, v)| format!("{n}={}", serde_json::Value::String(v.clone())))
+                    .collect();
+                let sel = format!("ALERTS_FOR_STATE{{{}}}[{range}]", matchers.join(","));
+                let value = env
+                    .querier
+                    .query(&format!("last_over_time({sel})"), ts_ms)
+                    .await;
+                let at = env
+                    .querier
+                    .query(&format!("ts_of_last_over_time({sel})"), ts_ms)
+                    .await;
+                let (Ok(value), Ok(at)) = (value, at) else {
+                    continue;
+                };
+                let (Some((_, was)), Some((_, down))) = (value.first(), at.first()) else {
+                    continue;
+                };
+                let active = restored_active_at(
+                    ts_ms,
+                    (*down * 1000.0) as i64,
+                    (*was * 1000.0) as i64,
+                    rule.hold,
+                    FOR_GRACE_PERIOD,
+                );
+                rule.set_active_at(&a.labels, active);
+            }
+            rule.restored = true;
         }
     }
 
@@ -267,7 +334,16 @@ pub async fn run(
             _ = stop.wait_for(|v| *v) => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        group.lock().await.eval(next, &env).await;
+        let restore_now = {
+            let mut g = group.lock().await;
+            let evaluated_before = g.last_evaluation_ms.is_some();
+            g.eval(next, &env).await;
+            // Restore after the second evaluation.
+            g.should_restore && evaluated_before
+        };
+        if restore_now {
+            group.lock().await.restore_for_state(now_ms(), &env).await;
+        }
         next += interval;
         let behind = now_ms() - next;
         if behind >= interval {

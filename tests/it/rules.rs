@@ -166,16 +166,37 @@ async fn rules_record_alert_and_show_in_the_prometheus_api() {
     let rec = instant_result(addr, "job:rules_up:sum", now).await;
     assert_eq!(rec[0]["value"][1], "3");
     assert_eq!(rec[0]["metric"]["team"], "infra");
-    let firing = instant_result(addr, "ALERTS{alertname=\"LoadHigh\"}", now).await;
+    // ALERTS are written once the rule's state is restored (after its second
+    // evaluation, as Prometheus does after a start).
+    let mut firing = vec![];
+    for _ in 0..50 {
+        firing = instant_result(
+            addr,
+            "ALERTS{alertname=\"LoadHigh\"}",
+            now_ms() as f64 / 1000.0,
+        )
+        .await;
+        if !firing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(firing.len(), 1);
     assert_eq!(firing[0]["metric"]["alertstate"], "firing");
     assert_eq!(firing[0]["metric"]["instance"], "a");
-    let for_state = instant_result(
-        addr,
-        "ALERTS_FOR_STATE{alertname=\"LoadHighForAnHour\"}",
-        now,
-    )
-    .await;
+    let mut for_state = vec![];
+    for _ in 0..50 {
+        for_state = instant_result(
+            addr,
+            "ALERTS_FOR_STATE{alertname=\"LoadHighForAnHour\"}",
+            now_ms() as f64 / 1000.0,
+        )
+        .await;
+        if !for_state.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let active_at: f64 = for_state[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!((active_at - t0 as f64 / 1000.0).abs() < 10.0, "{active_at}");
     srv.shutdown().await;
@@ -320,5 +341,98 @@ async fn the_ruler_api_manages_groups_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(rules["data"]["groups"], serde_json::json!([]));
+    srv.shutdown().await;
+}
+
+/// After a restart, a pending alert's `for` state is restored from `ALERTS_FOR_STATE`
+/// (Prometheus's `RestoreForState`): its active time is the old one shifted by the
+/// downtime, not the restart's.
+#[tokio::test]
+async fn a_restart_restores_pending_alerts_for_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("for.yml");
+    std::fs::write(
+        &file,
+        "groups:\n- name: slow\n  interval: 1s\n  rules:\n  - alert: Slow\n    expr: restore_in > 1\n    for: 20m\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let start = |data: std::path::PathBuf, file: std::path::PathBuf| async move {
+        server_with(&data, |c| c.rule_files = vec![file]).await
+    };
+    let srv = start(data.clone(), file.clone()).await;
+    let t0 = now_ms();
+    let v: Vec<(i64, f64)> = (0..120).map(|i| (t0 + i * 1000, 5.0)).collect();
+    let (status, body) = post_write(
+        srv.http_addr,
+        request(&[(&[("__name__", "restore_in")], &v)]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let client = reqwest::Client::new();
+    let active_at = |addr: std::net::SocketAddr| {
+        let client = client.clone();
+        async move {
+            let a: serde_json::Value = client
+                .get(format!("http://{addr}/api/v1/alerts"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            a["data"]["alerts"][0]["activeAt"].as_str().map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .timestamp_millis()
+            })
+        }
+    };
+    // Pending, and its ALERTS_FOR_STATE written (after the restore that follows the
+    // second evaluation), for a few seconds.
+    let mut first = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = instant_result(
+            srv.http_addr,
+            "ALERTS_FOR_STATE{alertname=\"Slow\"}",
+            now_ms() as f64 / 1000.0,
+        )
+        .await;
+        if !r.is_empty() {
+            first = active_at(srv.http_addr).await;
+            break;
+        }
+    }
+    let first = first.expect("a pending alert with its ALERTS_FOR_STATE");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    srv.shutdown().await;
+    let restarted_at = now_ms();
+    let srv = start(data.clone(), file.clone()).await;
+    // Until the restore (after the second evaluation) the new process's alert is active
+    // from its first evaluation, after the restart; then from the old active time plus
+    // the downtime, well before the restart.
+    let mut restored = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(a) = active_at(srv.http_addr).await
+            && a < restarted_at - 1000
+        {
+            restored = Some(a);
+            break;
+        }
+    }
+    let restored = restored.expect("the alert's active time restored from before the restart");
+    // ALERTS_FOR_STATE holds whole seconds.
+    assert!(restored >= first / 1000 * 1000, "{restored} before {first}");
+    let rules: serde_json::Value = client
+        .get(format!("http://{}/api/v1/rules", srv.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules["data"]["groups"][0]["rules"][0]["state"], "pending");
     srv.shutdown().await;
 }
