@@ -12,6 +12,7 @@ pub mod promqltest;
 pub mod rollup_api;
 pub mod ruler;
 pub mod rules_api;
+pub mod rules_test;
 pub mod server;
 pub mod sql_client;
 pub mod statsd;

@@ -137,6 +137,11 @@ enum Command {
         #[command(subcommand)]
         command: RollupCommand,
     },
+    /// Recording and alerting rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Run Prometheus PromQL test scripts (the promqltest format) through the write path
     /// and the PromQL engine; prints per file the cases passed, failed and skipped, and
     /// exits with 1 if any case failed.
@@ -148,6 +153,17 @@ enum Command {
         /// The test scripts.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run rule unit tests in `promtool test rules` format (docs/alerting.md); prints
+    /// SUCCESS or the failures per file, and exits with 1 if any failed.
+    Test {
+        /// The test files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
     },
 }
 
@@ -326,6 +342,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             Ok(())
+        }
+        Command::Rules {
+            command: RulesCommand::Test { files },
+        } => {
+            if strata::rules_test::run(&files).await {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Rollup {
             command:

@@ -346,9 +346,11 @@ enum QueryFailure {
 }
 
 /// One storage generation: a fresh write path and engine over a temporary directory.
-struct Env {
-    ingester: Arc<Ingester>,
-    ctx: SessionContext,
+pub(crate) struct Env {
+    /// The write path.
+    pub(crate) ingester: Arc<Ingester>,
+    /// The PromQL session.
+    pub(crate) ctx: SessionContext,
     /// Label sets of the series that had native-histogram points (not stored), and of the
     /// native series `load_with_nhcb` derives.
     histogram_series: Vec<Labels>,
@@ -357,7 +359,8 @@ struct Env {
 }
 
 impl Env {
-    async fn open() -> Result<Env, String> {
+    /// A fresh storage in a temporary directory (removed on drop), with its engine.
+    pub(crate) async fn open() -> Result<Env, String> {
         let dir = TempDir::new().map_err(|e| format!("creating a temporary directory: {e}"))?;
         let ingester = Ingester::open(
             strata_ingest::storage::DataDir::Local(dir.0.join("data")),

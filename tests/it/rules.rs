@@ -436,3 +436,30 @@ async fn a_restart_restores_pending_alerts_for_state() {
     assert_eq!(rules["data"]["groups"][0]["rules"][0]["state"], "pending");
     srv.shutdown().await;
 }
+
+/// `strata rules test` on Prometheus's own unit-test example (its expectations are
+/// Prometheus's documentation's), and on a file wrong on purpose, whose two failures are
+/// reported.
+#[tokio::test]
+async fn promtool_rule_tests_pass_and_fail_as_promtool_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
+    let errors = strata::rules_test::run_file(&dir.join("alerts_test.yml"))
+        .await
+        .unwrap();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let errors = strata::rules_test::run_file(&dir.join("failing_test.yml"))
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("alertname: InstanceDown, time: 4m0s"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("expr: \"up\", time: 1m0s"),
+        "{}",
+        errors[1]
+    );
+    assert!(errors[1].contains("Value:0"), "{}", errors[1]);
+}
