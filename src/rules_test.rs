@@ -247,6 +247,7 @@ async fn run_group(
         external_labels: external,
         external_url: tg.external_url.clone(),
         resend_delay: std::time::Duration::from_secs(60),
+        metrics: None,
     };
     // The alert tests by evaluation time.
     let mut alert_tests: Vec<(i64, &AlertTest)> = vec![];

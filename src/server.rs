@@ -619,6 +619,9 @@ fn spawn_stack_tasks(
             external_labels: external,
             external_url: cfg.rules.external_url.clone(),
             resend_delay: cfg.alerting.resend_delay,
+            metrics: Some(strata_rules::RuleMetrics::register(
+                &stack.ingester.metrics().registry,
+            )?),
         });
         let (ruler, mut stop) = (stack.rules.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {

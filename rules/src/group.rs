@@ -310,6 +310,26 @@ impl Group {
         }
         self.last_evaluation_ms = Some(ts_ms);
         self.evaluation_seconds = started.elapsed().as_secs_f64();
+        if let Some(m) = &env.metrics {
+            let key = self.key();
+            let n = self.rules.len() as u64;
+            m.evaluations.with_label_values(&[&key]).inc_by(n);
+            let failed = self
+                .health
+                .iter()
+                .filter(|h| h.last_error.is_some())
+                .count();
+            m.failures.with_label_values(&[&key]).inc_by(failed as u64);
+            m.last_duration
+                .with_label_values(&[&key])
+                .set(self.evaluation_seconds);
+            m.rules.with_label_values(&[&key]).set(n as i64);
+        }
+    }
+
+    /// The group's `rule_group` label: `<file>;<name>`, as Prometheus's.
+    pub fn key(&self) -> String {
+        format!("{};{}", self.file, self.name)
     }
 }
 
@@ -349,7 +369,13 @@ pub async fn run(
         if behind >= interval {
             let missed = behind / interval;
             next += missed * interval;
-            group.lock().await.missed_iterations += missed as u64;
+            let mut g = group.lock().await;
+            g.missed_iterations += missed as u64;
+            if let Some(m) = &env.metrics {
+                m.missed
+                    .with_label_values(&[&g.key()])
+                    .inc_by(missed as u64);
+            }
         }
     }
 }
@@ -426,6 +452,7 @@ mod tests {
             external_labels: vec![],
             external_url: String::new(),
             resend_delay: Duration::from_secs(60),
+            metrics: None,
         };
         g.eval(60_000, &env).await;
         // Queried at the evaluation time less the offset, in rule order.

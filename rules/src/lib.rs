@@ -70,6 +70,84 @@ pub struct Env {
     pub external_url: String,
     /// How often a firing alert is sent again (Prometheus's default: 1 minute).
     pub resend_delay: std::time::Duration,
+    /// Where evaluations are counted, if anywhere.
+    pub metrics: Option<RuleMetrics>,
+}
+
+/// The rule engine's self-metrics, Prometheus's rule manager's under Strata's prefix; the
+/// `rule_group` label is `<file>;<group>` as Prometheus's.
+#[derive(Clone)]
+pub struct RuleMetrics {
+    /// `strata_rule_evaluations_total`.
+    pub evaluations: prometheus::IntCounterVec,
+    /// `strata_rule_evaluation_failures_total`.
+    pub failures: prometheus::IntCounterVec,
+    /// `strata_rule_group_last_duration_seconds`.
+    pub last_duration: prometheus::GaugeVec,
+    /// `strata_rule_group_iterations_missed_total`.
+    pub missed: prometheus::IntCounterVec,
+    /// `strata_rule_group_rules`.
+    pub rules: prometheus::IntGaugeVec,
+}
+
+impl RuleMetrics {
+    /// Registers the metrics in `registry`.
+    ///
+    /// # Errors
+    /// The registry's error message (a metric registered twice).
+    pub fn register(registry: &prometheus::Registry) -> Result<RuleMetrics, String> {
+        let opts = |n: &str, h: &str| prometheus::Opts::new(n, h);
+        let e = |e: prometheus::Error| e.to_string();
+        let m = RuleMetrics {
+            evaluations: prometheus::IntCounterVec::new(
+                opts(
+                    "strata_rule_evaluations_total",
+                    "Rule evaluations, per group.",
+                ),
+                &["rule_group"],
+            )
+            .map_err(e)?,
+            failures: prometheus::IntCounterVec::new(
+                opts(
+                    "strata_rule_evaluation_failures_total",
+                    "Rule evaluations that failed, per group.",
+                ),
+                &["rule_group"],
+            )
+            .map_err(e)?,
+            last_duration: prometheus::GaugeVec::new(
+                opts(
+                    "strata_rule_group_last_duration_seconds",
+                    "How long the group's last evaluation took, s.",
+                ),
+                &["rule_group"],
+            )
+            .map_err(e)?,
+            missed: prometheus::IntCounterVec::new(
+                opts(
+                    "strata_rule_group_iterations_missed_total",
+                    "Evaluation slots skipped because an evaluation overran them.",
+                ),
+                &["rule_group"],
+            )
+            .map_err(e)?,
+            rules: prometheus::IntGaugeVec::new(
+                opts("strata_rule_group_rules", "Rules in the group."),
+                &["rule_group"],
+            )
+            .map_err(e)?,
+        };
+        registry
+            .register(Box::new(m.evaluations.clone()))
+            .map_err(e)?;
+        registry.register(Box::new(m.failures.clone())).map_err(e)?;
+        registry
+            .register(Box::new(m.last_duration.clone()))
+            .map_err(e)?;
+        registry.register(Box::new(m.missed.clone())).map_err(e)?;
+        registry.register(Box::new(m.rules.clone())).map_err(e)?;
+        Ok(m)
+    }
 }
 
 /// The crate's error type.

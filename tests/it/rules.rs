@@ -199,6 +199,26 @@ async fn rules_record_alert_and_show_in_the_prometheus_api() {
     }
     let active_at: f64 = for_state[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!((active_at - t0 as f64 / 1000.0).abs() < 10.0, "{active_at}");
+    // The evaluations are counted in /metrics, per group.
+    let text = metrics_text(addr).await;
+    let group_label = format!("rule_group=\"{};node\"", file.display());
+    let evaluations = text
+        .lines()
+        .find(|l| l.starts_with("strata_rule_evaluations_total{") && l.contains(&group_label))
+        .unwrap_or_else(|| panic!("no evaluations counted in\n{text}"));
+    assert!(
+        evaluations
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            >= 4.0
+    );
+    assert!(
+        text.contains(&format!("strata_rule_group_rules{{{group_label}}} 4")),
+        "{text}"
+    );
     srv.shutdown().await;
 
     // A rule file that does not parse stops the start, naming the file.
