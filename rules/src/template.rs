@@ -3,11 +3,13 @@
 //! over `.Labels`, `.ExternalLabels`, `.ExternalURL` and `.Value`, with the variables
 //! `$labels`, `$externalLabels`, `$externalURL` and `$value` defined first. Functions:
 //! Go's built-ins (`printf`, `eq`, `index`, ...) and Prometheus's `toUpper`, `toLower`,
-//! `humanize` and `humanizePercentage`. A template that fails expands to `<error expanding
+//! `title`, `humanize`, `humanize1024`, `humanizeDuration`, `humanizePercentage`,
+//! `match`, `reReplaceAll` and `stripPort`. A template that fails expands to `<error expanding
 //! template: ...>`, as in Prometheus.
 //!
 //! Differences: Prometheus's query functions (`query`, `first`, `value`, ...),
-//! `humanizeDuration`, `humanize1024`, `reReplaceAll` and the rest are not there (a
+//! `humanizeTimestamp`, `toTime`, `graphLink`, `tableLink`, `safeHtml`, `args` and
+//! `parseDuration` are not there (a
 //! template using one expands to the error text); numbers print as Rust prints `f64`
 //! (`1000000`, where Go's `%v` prints `1e+06`).
 
@@ -105,6 +107,120 @@ fn humanize(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(format!("{}{prefix}", g4(x))))
 }
 
+/// Prometheus's `humanize1024`: binary prefixes (ki, Mi, ...) for |v| > 1.
+fn humanize_1024(args: &[Value]) -> Result<Value, FuncError> {
+    let mut v = number_arg(args)?;
+    if v.abs() <= 1.0 || !v.is_finite() {
+        return Ok(Value::String(g4(v)));
+    }
+    let mut prefix = "";
+    for p in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
+        if v.abs() < 1024.0 {
+            break;
+        }
+        prefix = p;
+        v /= 1024.0;
+    }
+    Ok(Value::String(format!("{}{prefix}", g4(v))))
+}
+
+/// Prometheus's `humanizeDuration` (seconds): `1d 2h 3m 4s` from a minute up, `%.4g`
+/// seconds below a minute, SI prefixes below a second (`100ms`).
+fn humanize_duration(args: &[Value]) -> Result<Value, FuncError> {
+    let mut v = number_arg(args)?;
+    if !v.is_finite() {
+        return Ok(Value::String(g4(v)));
+    }
+    if v == 0.0 {
+        return Ok(Value::String("0s".into()));
+    }
+    if v.abs() >= 1.0 {
+        let sign = if v < 0.0 { "-" } else { "" };
+        v = v.abs();
+        let d = v as i64;
+        let (s, m, h, days) = (d % 60, (d / 60) % 60, (d / 3600) % 24, d / 86_400);
+        return Ok(Value::String(match (days, h, m) {
+            (0, 0, 0) => format!("{sign}{}s", g4(v)),
+            (0, 0, m) => format!("{sign}{m}m {s}s"),
+            (0, h, m) => format!("{sign}{h}h {m}m {s}s"),
+            (days, h, m) => format!("{sign}{days}d {h}h {m}m {s}s"),
+        }));
+    }
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    Ok(Value::String(format!("{}{prefix}s", g4(v))))
+}
+
+/// Go's `strings.Title`: the first letter of each space-separated word in upper case.
+fn title(args: &[Value]) -> Result<Value, FuncError> {
+    let s = string_arg(args)?;
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if start {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        start = c.is_whitespace();
+    }
+    Ok(Value::String(out))
+}
+
+fn strings(args: &[Value], n: usize) -> Result<Vec<String>, FuncError> {
+    if args.len() != n {
+        return Err(FuncError::ExactlyXArgs("function".into(), n));
+    }
+    Ok(args
+        .iter()
+        .map(|a| match a {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect())
+}
+
+fn regex_of(pattern: &str) -> Result<regex::Regex, FuncError> {
+    regex::Regex::new(pattern).map_err(|e| FuncError::Generic(e.to_string()))
+}
+
+/// Prometheus's `match pattern text` (Go's `regexp.MatchString`: unanchored).
+fn match_fn(args: &[Value]) -> Result<Value, FuncError> {
+    let a = strings(args, 2)?;
+    Ok(Value::Bool(regex_of(&a[0])?.is_match(&a[1])))
+}
+
+/// Prometheus's `reReplaceAll pattern replacement text` (`$1` expands a group).
+fn re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
+    let a = strings(args, 3)?;
+    Ok(Value::String(
+        regex_of(&a[0])?
+            .replace_all(&a[2], a[1].as_str())
+            .into_owned(),
+    ))
+}
+
+/// Prometheus's `stripPort`: the host of `host:port` (`[v6]:port` too), else the text.
+fn strip_port(args: &[Value]) -> Result<Value, FuncError> {
+    let s = string_arg(args)?;
+    if let Some(rest) = s.strip_prefix('[')
+        && let Some((host, port)) = rest.split_once("]:")
+        && !port.contains(':')
+    {
+        return Ok(Value::String(host.to_string()));
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if !host.contains(':') => Ok(Value::String(host.to_string())),
+        _ => Ok(Value::String(s)),
+    }
+}
+
 /// Go's `%.4g` for the magnitudes `humanize` leaves (and plain values otherwise).
 fn g4(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
@@ -144,6 +260,12 @@ pub fn expand(name: &str, text: &str, data: &TemplateData<'_>) -> String {
         ("toLower", to_lower as gtmpl::Func),
         ("humanize", humanize as gtmpl::Func),
         ("humanizePercentage", humanize_percentage as gtmpl::Func),
+        ("humanize1024", humanize_1024 as gtmpl::Func),
+        ("humanizeDuration", humanize_duration as gtmpl::Func),
+        ("title", title as gtmpl::Func),
+        ("match", match_fn as gtmpl::Func),
+        ("reReplaceAll", re_replace_all as gtmpl::Func),
+        ("stripPort", strip_port as gtmpl::Func),
     ]);
     let defs = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
     if let Err(e) = t.parse(format!("{defs}{text}")) {
@@ -194,5 +316,42 @@ mod tests {
             "{}",
             e("{{ nosuch }}")
         );
+    }
+
+    /// `humanize1024` and `humanizeDuration`: the cases of Prometheus's
+    /// `template/template_test.go`; the others worked out from its `template.go`.
+    #[test]
+    fn prometheus_template_functions_give_prometheus_answers() {
+        let d = TemplateData {
+            labels: &[],
+            external_labels: &[],
+            external_url: "",
+            value: 0.0,
+        };
+        let e = |t: &str| expand("t", t, &d);
+        for (v, want) in [("0", "0"), ("1", "1"), ("1048576", "1Mi"), ("0.12", "0.12")] {
+            assert_eq!(e(&format!("{{{{ humanize1024 {v} }}}}")), want, "{v}");
+        }
+        for (v, want) in [
+            ("0", "0s"),
+            ("1", "1s"),
+            ("60", "1m 0s"),
+            ("3600", "1h 0m 0s"),
+            ("86400", "1d 0h 0m 0s"),
+            ("90000", "1d 1h 0m 0s"),
+            ("-183845", "-2d 3h 4m 5s"),
+            ("899.99", "14m 59s"),
+            ("0.1", "100ms"),
+            ("0.0001", "100us"),
+            ("1.5", "1.5s"),
+        ] {
+            assert_eq!(e(&format!("{{{{ humanizeDuration {v} }}}}")), want, "{v}");
+        }
+        assert_eq!(e(r#"{{ title "aa bb CC" }}"#), "Aa Bb CC");
+        assert_eq!(e(r#"{{ match "a+" "baa" }}"#), "true");
+        assert_eq!(e(r#"{{ reReplaceAll "(a)b" "x$1" "ab" }}"#), "xa");
+        assert_eq!(e(r#"{{ stripPort "foo.com:8080" }}"#), "foo.com");
+        assert_eq!(e(r#"{{ stripPort "[::1]:9090" }}"#), "::1");
+        assert_eq!(e(r#"{{ stripPort "foo.com" }}"#), "foo.com");
     }
 }
