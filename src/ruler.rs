@@ -112,12 +112,7 @@ fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Parses one group's YAML as the API takes it.
 fn parse_group(namespace: &str, yaml: &str) -> Result<GroupConfig, String> {
-    let value: yaml_serde::Value =
-        yaml_serde::from_str(yaml).map_err(|e| format!("invalid YAML: {e}"))?;
-    let wrapped = yaml_serde::to_string(&BTreeMap::from([("groups", vec![value])]))
-        .map_err(|e| e.to_string())?;
-    let mut f = RuleFile::parse(namespace, &wrapped).map_err(|e| e.to_string())?;
-    f.groups.pop().ok_or_else(|| "no group".to_string())
+    strata_rules::file::parse_group(namespace, yaml).map_err(|e| e.to_string())
 }
 
 impl Ruler {

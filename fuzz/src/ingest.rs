@@ -208,6 +208,29 @@ pub fn statsd(packet: &[u8]) {
     wal_round_trip(&t.validated);
 }
 
+/// A rule group as Mimir's ruler API receives it: checked or refused with a message; a
+/// group that passes builds its rules, and its label and annotation templates expand
+/// (to text or to Prometheus's `<error expanding template: ...>`) for a sample.
+pub fn rule_group(body: &str) {
+    let Ok(g) = strata_rules::file::parse_group("fuzz", body) else {
+        return;
+    };
+    let group = strata_rules::group::Group::new("fuzz", &g, std::time::Duration::from_secs(60));
+    assert_eq!(group.rules.len(), g.rules.len());
+    let labels = vec![("instance".to_string(), "a:9100".to_string())];
+    let data = strata_rules::template::TemplateData {
+        labels: &labels,
+        external_labels: &[],
+        external_url: "",
+        value: 1.5,
+    };
+    for r in &g.rules {
+        for text in r.labels.values().chain(r.annotations.values()) {
+            let _ = strata_rules::template::expand("__alert_fuzz", text, &data);
+        }
+    }
+}
+
 /// A scraped body in both text formats, and what the scraper then does with its samples.
 pub fn exposition(body: &str) {
     let limits = Limits::default();

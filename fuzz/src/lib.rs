@@ -14,7 +14,7 @@ use strata_promql::QueryOptions;
 mod fixture;
 mod ingest;
 
-pub use ingest::{NOW, T, exposition, influx, json_push, otlp, remote_write, remote_write_v2, snappy, statsd};
+pub use ingest::{NOW, T, exposition, influx, json_push, otlp, remote_write, remote_write_v2, rule_group, snappy, statsd};
 
 /// One engine per fuzzing process, as the server sets it up.
 struct Fixture {

@@ -85,6 +85,22 @@ fn valid_metric_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// One group's YAML as Mimir's ruler API takes it (a rule file's group, on its own), checked
+/// as a rule file is; `namespace` names it in messages.
+///
+/// # Errors
+/// [`RulesError::Invalid`] for YAML that does not parse or a group that is not valid.
+pub fn parse_group(namespace: &str, yaml: &str) -> Result<GroupConfig, RulesError> {
+    let value: yaml_serde::Value = yaml_serde::from_str(yaml)
+        .map_err(|e| RulesError::Invalid(format!("invalid YAML: {e}")))?;
+    let wrapped = yaml_serde::to_string(&BTreeMap::from([("groups", vec![value])]))
+        .map_err(|e| RulesError::Invalid(e.to_string()))?;
+    let mut f = RuleFile::parse(namespace, &wrapped)?;
+    f.groups
+        .pop()
+        .ok_or_else(|| RulesError::Invalid("no group".into()))
+}
+
 impl RuleFile {
     /// Parses and checks the YAML text of the rule file `name` (the name is used in
     /// messages only).
@@ -142,6 +158,12 @@ impl RuleFile {
                 for l in r.labels.keys() {
                     if l == "__name__" {
                         return Err(at("invalid label name: __name__".into()));
+                    }
+                }
+                if r.alert.is_some() {
+                    for (k, text) in r.labels.iter().chain(&r.annotations) {
+                        crate::template::check(text)
+                            .map_err(|e| at(format!("template {k:?}: {e}")))?;
                     }
                 }
             }
@@ -211,6 +233,10 @@ groups:
                 "invalid duration",
             ),
             ("groups:\n- name: g\n  foo: 1\n", "foo"),
+            (
+                "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    annotations: {s: '{{ x } '}\n",
+                "unclosed action",
+            ),
         ] {
             let e = RuleFile::parse("b.yml", yaml).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("b.yml"), "{yaml}: {e}");

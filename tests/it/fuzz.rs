@@ -1669,6 +1669,55 @@ fn statsd_packet() -> BoxedStrategy<Vec<u8>> {
     prop_oneof![4 => mutated(seeds, STATSD_TOKENS), 1 => any_bytes(256)].boxed()
 }
 
+/// Rule groups as Mimir's ruler API receives them: valid ones, then mutated.
+const RULE_GROUP_SEEDS: &[&str] = &[
+    "name: g\ninterval: 1m\nrules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n",
+    "name: g\nrules:\n  - alert: Down\n    expr: up == 0\n    for: 5m\n    labels: {severity: page}\n    annotations:\n      summary: \"{{ $labels.instance }} is {{ $value | humanizeDuration }}\"\n",
+    "name: g\nlimit: 3\nquery_offset: 10s\nlabels: {team: a}\nrules:\n  - alert: A\n    expr: rate(x[5m]) > 1\n    keep_firing_for: 1h\n    annotations: {d: \"{{ range $k, $v := $labels }}{{ $k }}={{ $v }}{{ end }}\"}\n",
+];
+
+const RULE_GROUP_TOKENS: &[&[u8]] = &[
+    b"{{",
+    b"}}",
+    b"{{ $labels.",
+    b"{{ $value }}",
+    b"{{ humanize ",
+    b"{{ reReplaceAll \"(\" \"\" \"x\" }}",
+    b"{{ template \"x\" }}",
+    b"{{ define \"x\" }}{{ end }}",
+    b"{{ printf \"%*d\" 1 }}",
+    b"| ",
+    b": ",
+    b"\n  - ",
+    b"&a ",
+    b"*a",
+    b"[",
+    b"]",
+    b"{",
+    b"}",
+    b"\"",
+    b"'",
+    b"for: ",
+    b"1y",
+    b"-1s",
+    b"expr: ",
+    b"sum(",
+    b")",
+    b"record: ",
+    b"alert: ",
+    b"\xff",
+    b"!!binary ",
+    b"~",
+];
+
+fn rule_group_body() -> BoxedStrategy<Vec<u8>> {
+    let seeds: Vec<Vec<u8>> = RULE_GROUP_SEEDS
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    prop_oneof![4 => mutated(seeds, RULE_GROUP_TOKENS), 1 => any_bytes(256)].boxed()
+}
+
 fn exposition_body() -> BoxedStrategy<Vec<u8>> {
     let seeds: Vec<Vec<u8>> = EXPOSITION_SEEDS
         .iter()
@@ -1708,6 +1757,12 @@ proptest! {
     #[test]
     fn statsd_packets(packet in statsd_packet()) {
         checks::statsd(&packet);
+    }
+
+    /// The ruler API reads bodies as UTF-8 (others are refused before parsing).
+    #[test]
+    fn rule_group_bodies(body in rule_group_body()) {
+        checks::rule_group(&String::from_utf8_lossy(&body));
     }
 
     /// The scraper reads bodies as text, replacing invalid UTF-8 (`reqwest`'s `text()`).
