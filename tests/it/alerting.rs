@@ -26,14 +26,6 @@ groups:
         labels: {severity: debug}
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server that keeps every JSON body POSTed to it, by path.
 async fn sink() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
     let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
@@ -155,14 +147,7 @@ action = "drop"
     let mut alerts = serde_json::Value::Null;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        alerts = client
-            .get(format!("{am}/api/v2/alerts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        alerts = get_json(format!("{am}/api/v2/alerts")).await;
         if alerts.as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
@@ -232,14 +217,7 @@ action = "drop"
     let mut state = serde_json::Value::Null;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let a: serde_json::Value = client
-            .get(format!("{am}/api/v2/alerts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let a = get_json(format!("{am}/api/v2/alerts")).await;
         state = a[0]["status"]["state"].clone();
         if state == "suppressed" {
             break;

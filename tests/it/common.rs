@@ -149,3 +149,17 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
         .await
         .unwrap()
 }
+
+/// `GET url`'s JSON body.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// A free loopback port (free when asked; another process may take it later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

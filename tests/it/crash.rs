@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn spawn(dir: &std::path::Path, http: u16, flight: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["serve", "--data-dir"])

@@ -64,18 +64,10 @@ async fn rules_record_alert_and_show_in_the_prometheus_api() {
     .await;
     assert_eq!(status, 204, "{body}");
     // Wait for two evaluations after the data (the group runs every second).
-    let client = reqwest::Client::new();
     let mut rules = serde_json::Value::Null;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        rules = client
-            .get(format!("http://{addr}/api/v1/rules"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        rules = get_json(format!("http://{addr}/api/v1/rules")).await;
         let r = &rules["data"]["groups"][0]["rules"];
         if r[3]["state"] == "firing" {
             break;
@@ -106,41 +98,21 @@ async fn rules_record_alert_and_show_in_the_prometheus_api() {
     assert_eq!(alert["annotations"]["summary"], "a load is 2.5");
     assert_eq!(alert["value"], "2.5e+00");
     // Filters: only recording rules; a rule by name.
-    let only: serde_json::Value = client
-        .get(format!("http://{addr}/api/v1/rules?type=record"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let only = get_json(format!("http://{addr}/api/v1/rules?type=record")).await;
     assert_eq!(
         only["data"]["groups"][0]["rules"].as_array().unwrap().len(),
         1
     );
-    let by_name: serde_json::Value = client
-        .get(format!(
-            "http://{addr}/api/v1/rules?rule_name[]=LoadHighForAnHour"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_name = get_json(format!(
+        "http://{addr}/api/v1/rules?rule_name[]=LoadHighForAnHour"
+    ))
+    .await;
     assert_eq!(
         by_name["data"]["groups"][0]["rules"][0]["name"],
         "LoadHighForAnHour"
     );
     // /api/v1/alerts: pending and firing alerts.
-    let alerts: serde_json::Value = client
-        .get(format!("http://{addr}/api/v1/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = get_json(format!("http://{addr}/api/v1/alerts")).await;
     let mut states: Vec<(String, String)> = alerts["data"]["alerts"]
         .as_array()
         .unwrap()
@@ -324,14 +296,7 @@ async fn the_ruler_api_manages_groups_without_a_restart() {
 
     // Restarted: the group is still there and running.
     let srv = server(&data).await;
-    let rules: serde_json::Value = client
-        .get(format!("http://{}/api/v1/rules", srv.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = get_json(format!("http://{}/api/v1/rules", srv.http_addr)).await;
     assert_eq!(rules["data"]["groups"][0]["name"], "api", "{rules}");
     assert_eq!(rules["data"]["groups"][0]["file"], "team-a");
     let base = format!("http://{}/prometheus/config/v1/rules", srv.http_addr);
@@ -352,14 +317,7 @@ async fn the_ruler_api_manages_groups_without_a_restart() {
     );
     srv.shutdown().await;
     let srv = server(&data).await;
-    let rules: serde_json::Value = client
-        .get(format!("http://{}/api/v1/rules", srv.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = get_json(format!("http://{}/api/v1/rules", srv.http_addr)).await;
     assert_eq!(rules["data"]["groups"], serde_json::json!([]));
     srv.shutdown().await;
 }
@@ -389,24 +347,13 @@ async fn a_restart_restores_pending_alerts_for_state() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let client = reqwest::Client::new();
-    let active_at = |addr: std::net::SocketAddr| {
-        let client = client.clone();
-        async move {
-            let a: serde_json::Value = client
-                .get(format!("http://{addr}/api/v1/alerts"))
-                .send()
-                .await
+    let active_at = |addr: std::net::SocketAddr| async move {
+        let a = get_json(format!("http://{addr}/api/v1/alerts")).await;
+        a["data"]["alerts"][0]["activeAt"].as_str().map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
                 .unwrap()
-                .json()
-                .await
-                .unwrap();
-            a["data"]["alerts"][0]["activeAt"].as_str().map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .unwrap()
-                    .timestamp_millis()
-            })
-        }
+                .timestamp_millis()
+        })
     };
     // Pending, and its ALERTS_FOR_STATE written (after the restore that follows the
     // second evaluation), for a few seconds.
@@ -445,14 +392,7 @@ async fn a_restart_restores_pending_alerts_for_state() {
     let restored = restored.expect("the alert's active time restored from before the restart");
     // ALERTS_FOR_STATE holds whole seconds.
     assert!(restored >= first / 1000 * 1000, "{restored} before {first}");
-    let rules: serde_json::Value = client
-        .get(format!("http://{}/api/v1/rules", srv.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = get_json(format!("http://{}/api/v1/rules", srv.http_addr)).await;
     assert_eq!(rules["data"]["groups"][0]["rules"][0]["state"], "pending");
     srv.shutdown().await;
 }
