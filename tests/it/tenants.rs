@@ -395,6 +395,25 @@ async fn two_tenants_are_authenticated_isolated_and_limited_apart() {
         1,
         "one family for all tenants"
     );
+
+    // Rules are per tenant: a group posted for A is A's alone, stored in A's directory.
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/prometheus/config/v1/rules/ns"))
+        .header("authorization", "Bearer tok-a")
+        .body("name: a_rules\ninterval: 1m\nrules:\n  - record: a:x\n    expr: vector(1)\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, va) = get_as(addr, A, "/api/v1/rules", &[]).await;
+    let (_, vb) = get_as(addr, B, "/api/v1/rules", &[]).await;
+    assert_eq!(va["data"]["groups"][0]["name"], "a_rules", "{va}");
+    assert_eq!(vb["data"]["groups"], serde_json::json!([]), "{vb}");
+    assert!(
+        dir.path()
+            .join("tenants/team-a/rules/ns/a_rules.yml")
+            .is_file()
+    );
     srv.shutdown().await;
 }
 
