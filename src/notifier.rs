@@ -28,6 +28,8 @@ use strata_ingest::policy::relabel::RelabelConfig;
 use strata_rules::Labels;
 use strata_rules::alerting::Alert;
 
+use crate::rules_api::rfc3339;
+
 /// `[alerting]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -139,13 +141,6 @@ struct Metrics {
     sent: prometheus::IntCounterVec,
     errors: prometheus::IntCounterVec,
     dropped: prometheus::IntCounter,
-}
-
-/// RFC 3339 with ms, UTC.
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 impl Notifier {

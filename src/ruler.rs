@@ -42,6 +42,18 @@ struct Running {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl Running {
+    /// `group` of `config` (whose text is `yaml`), not running yet.
+    fn new(yaml: String, config: GroupConfig, group: Group) -> Running {
+        Running {
+            yaml,
+            config,
+            group: Arc::new(tokio::sync::Mutex::new(group)),
+            task: None,
+        }
+    }
+}
+
 /// A tenant's rule groups, by namespace (a rule file's path, or an API namespace) and
 /// group name.
 pub struct Ruler {
@@ -110,11 +122,6 @@ fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Parses one group's YAML as the API takes it.
-fn parse_group(namespace: &str, yaml: &str) -> Result<GroupConfig, String> {
-    strata_rules::file::parse_group(namespace, yaml).map_err(|e| e.to_string())
-}
-
 impl Ruler {
     /// The groups of `files`, and those stored in `dir` by the API.
     ///
@@ -133,19 +140,10 @@ impl Ruler {
             let name = f.display().to_string();
             let file = RuleFile::parse(&name, &text).map_err(|e| e.to_string())?;
             for g in file.groups {
-                let yaml = String::new();
+                let group = restoring(Group::new(&name, &g, default_interval));
                 groups.insert(
                     (name.clone(), g.name.clone()),
-                    Running {
-                        yaml,
-                        group: Arc::new(tokio::sync::Mutex::new(restoring(Group::new(
-                            &name,
-                            &g,
-                            default_interval,
-                        )))),
-                        config: g,
-                        task: None,
-                    },
+                    Running::new(String::new(), g, group),
                 );
             }
             names.push(name);
@@ -162,20 +160,12 @@ impl Ruler {
                     }
                     let yaml = std::fs::read_to_string(&p)
                         .map_err(|e| format!("reading {}: {e}", p.display()))?;
-                    let config = parse_group(&namespace, &yaml)
+                    let config = strata_rules::file::parse_group(&namespace, &yaml)
                         .map_err(|e| format!("{}: {e}", p.display()))?;
+                    let group = restoring(Group::new(&namespace, &config, default_interval));
                     groups.insert(
                         (namespace.clone(), config.name.clone()),
-                        Running {
-                            yaml,
-                            group: Arc::new(tokio::sync::Mutex::new(restoring(Group::new(
-                                &namespace,
-                                &config,
-                                default_interval,
-                            )))),
-                            config,
-                            task: None,
-                        },
+                        Running::new(yaml, config, group),
                     );
                 }
             }
@@ -258,7 +248,8 @@ impl Ruler {
         if namespace.is_empty() {
             return Err((StatusCode::BAD_REQUEST, "empty namespace".into()));
         }
-        let config = parse_group(namespace, yaml).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        let config = strata_rules::file::parse_group(namespace, yaml)
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
         let mut groups = self.groups.lock().await;
         let key = (namespace.to_string(), config.name.clone());
         if groups.get(&key).is_some_and(|r| r.config == config) {
@@ -277,12 +268,7 @@ impl Ruler {
             }
             group.copy_state_from(&*old.group.lock().await);
         }
-        let mut r = Running {
-            yaml: yaml.to_string(),
-            config,
-            group: Arc::new(tokio::sync::Mutex::new(group)),
-            task: None,
-        };
+        let mut r = Running::new(yaml.to_string(), config, group);
         self.spawn(&mut r);
         groups.insert(key, r);
         Ok(())

@@ -67,8 +67,9 @@ impl strata_rules::Appender for IngesterAppender {
     }
 }
 
-/// RFC 3339 with ms, UTC, as Prometheus prints times in these APIs.
-fn rfc3339(ms: i64) -> String {
+/// RFC 3339 with ms, UTC, as Prometheus prints times in these APIs (and Alertmanager
+/// takes them).
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
@@ -115,90 +116,96 @@ fn alert_json(a: &strata_rules::alerting::Alert) -> Value {
 
 /// `GET /api/v1/rules` parameters (Prometheus's): `type=alert|record`, `rule_name[]`,
 /// `rule_group[]`, `file[]`, `exclude_alerts`.
-fn rules_json(groups: &[Group], params: &[(String, String)]) -> Value {
-    let all = |k: &str| -> Vec<&str> {
-        params
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    };
-    let (names, group_names, files) = (all("rule_name[]"), all("rule_group[]"), all("file[]"));
-    let kind = params
-        .iter()
-        .find(|(n, _)| n == "type")
-        .map(|(_, v)| v.as_str());
-    let exclude_alerts = params
-        .iter()
-        .any(|(n, v)| n == "exclude_alerts" && v == "true");
-    let mut out = vec![];
-    for g in groups {
-        if (!group_names.is_empty() && !group_names.contains(&g.name.as_str()))
-            || (!files.is_empty() && !files.contains(&g.file.as_str()))
-        {
-            continue;
-        }
-        let mut rules = vec![];
-        for (r, h) in g.rules.iter().zip(&g.health) {
-            if !names.is_empty() && !names.contains(&r.name()) {
-                continue;
-            }
-            let common = json!({
-                "name": r.name(),
-                "query": r.expr(),
-                "health": h.as_str(),
-                "lastError": h.last_error.clone().unwrap_or_default(),
-                "evaluationTime": h.evaluation_seconds,
-                "lastEvaluation": h.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            });
-            let mut o = common;
-            match r {
-                Rule::Recording(rec) => {
-                    if kind == Some("alert") {
-                        continue;
-                    }
-                    o["type"] = json!("recording");
-                    o["labels"] = object(&rec.labels);
-                }
-                Rule::Alerting(a) => {
-                    if kind == Some("record") {
-                        continue;
-                    }
-                    o["type"] = json!("alerting");
-                    o["state"] = json!(a.state().as_str());
-                    o["duration"] = json!(a.hold.as_secs_f64());
-                    o["keepFiringFor"] = json!(a.keep_firing_for.as_secs_f64());
-                    o["labels"] = object(&a.labels);
-                    o["annotations"] = object(&a.annotations);
-                    if !exclude_alerts {
-                        o["alerts"] = Value::Array(a.alerts().iter().map(alert_json).collect());
-                    }
-                }
-            }
-            rules.push(o);
-        }
-        if rules.is_empty() && (kind.is_some() || !names.is_empty()) {
-            continue;
-        }
-        out.push(json!({
-            "name": g.name,
-            "file": g.file,
-            "rules": rules,
-            "interval": g.interval.as_secs_f64(),
-            "limit": g.limit,
-            "evaluationTime": g.evaluation_seconds,
-            "lastEvaluation": g.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        }));
-    }
-    json!({"status": "success", "data": {"groups": out}})
+struct RuleFilters<'a> {
+    names: Vec<&'a str>,
+    groups: Vec<&'a str>,
+    files: Vec<&'a str>,
+    kind: Option<&'a str>,
+    exclude_alerts: bool,
 }
 
-async fn snapshot(ruler: &crate::ruler::Ruler) -> Vec<Group> {
-    let mut out = vec![];
-    for g in ruler.groups().await {
-        out.push(g.lock().await.clone());
+impl<'a> RuleFilters<'a> {
+    fn of(params: &'a [(String, String)]) -> Self {
+        let all = |k: &str| -> Vec<&'a str> {
+            params
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        RuleFilters {
+            names: all("rule_name[]"),
+            groups: all("rule_group[]"),
+            files: all("file[]"),
+            kind: params
+                .iter()
+                .find(|(n, _)| n == "type")
+                .map(|(_, v)| v.as_str()),
+            exclude_alerts: params
+                .iter()
+                .any(|(n, v)| n == "exclude_alerts" && v == "true"),
+        }
     }
-    out
+}
+
+/// One group of `GET /api/v1/rules`, or `None` when the filters leave it out; built under
+/// the group's lock, so that nothing of the group is copied but what is shown.
+fn group_json(g: &Group, f: &RuleFilters<'_>) -> Option<Value> {
+    if (!f.groups.is_empty() && !f.groups.contains(&g.name.as_str()))
+        || (!f.files.is_empty() && !f.files.contains(&g.file.as_str()))
+    {
+        return None;
+    }
+    let mut rules = vec![];
+    for (r, h) in g.rules.iter().zip(&g.health) {
+        if !f.names.is_empty() && !f.names.contains(&r.name()) {
+            continue;
+        }
+        let mut o = json!({
+            "name": r.name(),
+            "query": r.expr(),
+            "health": h.as_str(),
+            "lastError": h.last_error.clone().unwrap_or_default(),
+            "evaluationTime": h.evaluation_seconds,
+            "lastEvaluation": h.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        });
+        match r {
+            Rule::Recording(rec) => {
+                if f.kind == Some("alert") {
+                    continue;
+                }
+                o["type"] = json!("recording");
+                o["labels"] = object(&rec.labels);
+            }
+            Rule::Alerting(a) => {
+                if f.kind == Some("record") {
+                    continue;
+                }
+                o["type"] = json!("alerting");
+                o["state"] = json!(a.state().as_str());
+                o["duration"] = json!(a.hold.as_secs_f64());
+                o["keepFiringFor"] = json!(a.keep_firing_for.as_secs_f64());
+                o["labels"] = object(&a.labels);
+                o["annotations"] = object(&a.annotations);
+                if !f.exclude_alerts {
+                    o["alerts"] = Value::Array(a.alerts().iter().map(alert_json).collect());
+                }
+            }
+        }
+        rules.push(o);
+    }
+    if rules.is_empty() && (f.kind.is_some() || !f.names.is_empty()) {
+        return None;
+    }
+    Some(json!({
+        "name": g.name,
+        "file": g.file,
+        "rules": rules,
+        "interval": g.interval.as_secs_f64(),
+        "limit": g.limit,
+        "evaluationTime": g.evaluation_seconds,
+        "lastEvaluation": g.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+    }))
 }
 
 /// The state of the handlers: a tenant's ruler.
@@ -222,13 +229,18 @@ async fn rules_handler(
         )
             .into_response();
     }
-    axum::Json(rules_json(&snapshot(&groups).await, &params)).into_response()
+    let filters = RuleFilters::of(&params);
+    let mut out = vec![];
+    for g in groups.groups().await {
+        out.extend(group_json(&*g.lock().await, &filters));
+    }
+    axum::Json(json!({"status": "success", "data": {"groups": out}})).into_response()
 }
 
 async fn alerts_handler(State(groups): State<Groups>) -> Response {
     let mut alerts = vec![];
-    for g in snapshot(&groups).await {
-        for r in &g.rules {
+    for g in groups.groups().await {
+        for r in &g.lock().await.rules {
             if let Rule::Alerting(a) = r {
                 alerts.extend(
                     a.alerts()
