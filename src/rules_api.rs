@@ -34,6 +34,30 @@ impl strata_rules::Querier for EngineQuerier {
             _ => Err("rule result is not a vector or scalar".into()),
         }
     }
+
+    async fn query_range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, String> {
+        // Anomaly baselines read weeks at their resolution: more than a dashboard's 11,000
+        // points (file.rs caps a rule's history at 100,000 steps).
+        let opts = strata_promql::QueryOptions {
+            max_points_per_series: 100_001,
+            ..Default::default()
+        };
+        let r = strata_promql::range_query(&self.0, expr, start_ms, end_ms, step_ms, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.value {
+            strata_promql::QueryValue::Matrix(m) => {
+                Ok(m.into_iter().map(|s| (s.labels, s.points)).collect())
+            }
+            _ => Err("range query result is not a matrix".into()),
+        }
+    }
 }
 
 /// Writes rules' output through a tenant's write path (protocol `rules`).
@@ -177,9 +201,25 @@ fn group_json(g: &Group, f: &RuleFilters<'_>) -> Option<Value> {
                 o["type"] = json!("recording");
                 o["labels"] = object(&rec.labels);
             }
-            Rule::Alerting(a) => {
+            Rule::Alerting(_) | Rule::Anomaly(_) => {
                 if f.kind == Some("record") {
                     continue;
+                }
+                let a = r.alerting().expect("an alerting rule");
+                if let Rule::Anomaly(an) = r {
+                    let st = an.status();
+                    o["anomaly"] = json!({
+                        "sensitivity": an.sensitivity,
+                        "resolution": an.resolution.as_secs_f64(),
+                        "history": an.history.as_secs_f64(),
+                        "refitInterval": an.refit_interval.as_secs_f64(),
+                        "baselines": st.series,
+                        "seriesWithoutBaseline": st.unfitted,
+                        "methods": st.methods.iter().map(|(m, n)| (m.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                        "fittedAt": st.fitted_at_ms.map(rfc3339),
+                        "fitting": st.running,
+                        "lastFitError": st.last_error.unwrap_or_default(),
+                    });
                 }
                 o["type"] = json!("alerting");
                 o["state"] = json!(a.state().as_str());
@@ -241,7 +281,7 @@ async fn alerts_handler(State(groups): State<Groups>) -> Response {
     let mut alerts = vec![];
     for g in groups.groups().await {
         for r in &g.lock().await.rules {
-            if let Rule::Alerting(a) = r {
+            if let Some(a) = r.alerting() {
                 alerts.extend(
                     a.alerts()
                         .iter()

@@ -244,6 +244,7 @@ async fn run_group(
         )),
         appender: Arc::new(crate::rules_api::IngesterAppender(env.ingester.clone())),
         notifier: None,
+        baselines: None,
         external_labels: external,
         external_url: tg.external_url.clone(),
         resend_delay: std::time::Duration::from_secs(60),
@@ -281,7 +282,7 @@ async fn run_group(
             let mut got: Vec<(strata_rules::Labels, strata_rules::Labels)> = vec![];
             for g in &groups {
                 for r in &g.rules {
-                    if let strata_rules::group::Rule::Alerting(a) = r
+                    if let Some(a) = r.alerting()
                         && a.name == test.alertname
                     {
                         got.extend(

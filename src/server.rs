@@ -460,6 +460,8 @@ pub struct Stack {
     http: Router,
     /// The rule groups (`rule_files` and the ruler API), evaluated in the background.
     pub rules: Arc<crate::ruler::Ruler>,
+    /// Anomaly rules' baselines (the `anomaly_baselines` table).
+    baselines: Arc<crate::baselines::DeltaBaselines>,
 }
 
 /// Opens one tenant's stack (`tenant` is `None` for the anonymous one) in `data_dir` and
@@ -561,6 +563,7 @@ async fn open_stack(
             ingester.metadata().clone(),
         ))
         .merge(crate::prom_api::tsdb_status_router(ingester.clone()));
+    let baselines = Arc::new(crate::baselines::DeltaBaselines::open(ingester.data_dir()).await?);
     Ok(Stack {
         ingester,
         engine,
@@ -569,6 +572,7 @@ async fn open_stack(
         otlp,
         http,
         rules,
+        baselines,
     })
 }
 
@@ -616,6 +620,7 @@ fn spawn_stack_tasks(
             )),
             appender: Arc::new(crate::rules_api::IngesterAppender(stack.ingester.clone())),
             notifier: notifier.map(|n| n as Arc<dyn strata_rules::Notifier>),
+            baselines: Some(stack.baselines.clone()),
             external_labels: external,
             external_url: cfg.rules.external_url.clone(),
             resend_delay: cfg.alerting.resend_delay,

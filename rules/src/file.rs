@@ -1,6 +1,8 @@
 //! Rule files in Prometheus's format (`model/rulefmt/rulefmt.go`): `groups` with `name`,
 //! `interval`, `query_offset`, `limit`, `labels` and `rules`; each rule a `record` or an
-//! `alert` with `expr`, `for`, `keep_firing_for`, `labels` and `annotations`. Checked as
+//! `alert` with `expr`, `for`, `keep_firing_for`, `labels` and `annotations`. Strata adds
+//! a third kind, `anomaly` ([`crate::anomaly_rule`]), with `sensitivity`, `resolution`,
+//! `history` and `refit_interval`. Checked as
 //! `rulefmt.Parse` checks them: unknown keys, a group name repeated in a file, a rule with
 //! both or neither of `record` and `alert`, an invalid recorded metric name, an expression
 //! that does not parse, `for`/`keep_firing_for`/`annotations` on a recording rule.
@@ -53,12 +55,28 @@ pub struct RuleConfig {
     pub record: Option<String>,
     /// An alerting rule's name (the `alertname` label).
     pub alert: Option<String>,
+    /// An anomaly rule's name (its alerts' `alertname`, its series' `anomaly` label):
+    /// Strata's extension, see [`crate::anomaly_rule`].
+    pub anomaly: Option<String>,
+    /// An anomaly rule's sensitivity in sigmas (default 3).
+    pub sensitivity: Option<f64>,
+    /// An anomaly rule's baseline resolution (default 15m; must divide a day).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub resolution: Option<Duration>,
+    /// How much history an anomaly rule's baselines are fitted from (default 28d).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub history: Option<Duration>,
+    /// How often an anomaly rule's baselines are refitted (default 7d).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub refit_interval: Option<Duration>,
     /// The PromQL expression.
     pub expr: String,
-    /// How long an alert stays pending before it fires.
+    /// How long an alert stays pending before it fires (an anomaly rule's minimum
+    /// duration).
     #[serde(default, rename = "for", deserialize_with = "optional_duration")]
     pub for_: Option<Duration>,
-    /// How long an alert keeps firing after its condition stops holding.
+    /// How long an alert keeps firing after its condition stops holding (an anomaly
+    /// rule's window within which consecutive anomalies are one event; default 5m).
     #[serde(default, deserialize_with = "optional_duration")]
     pub keep_firing_for: Option<Duration>,
     /// Labels added to the output (templates for alerting rules).
@@ -125,30 +143,73 @@ impl RuleFile {
             }
             for (i, r) in g.rules.iter().enumerate() {
                 let at = |msg: String| at(format!("rule {}: {msg}", i + 1));
-                match (&r.record, &r.alert) {
-                    (Some(_), Some(_)) => {
-                        return Err(at("only one of 'record' and 'alert' must be set".into()));
+                let kinds = [&r.record, &r.alert, &r.anomaly]
+                    .iter()
+                    .filter(|k| k.is_some())
+                    .count();
+                if kinds > 1 {
+                    return Err(at(
+                        "only one of 'record', 'alert' and 'anomaly' must be set".into(),
+                    ));
+                }
+                if kinds == 0 {
+                    return Err(at(
+                        "one of 'record', 'alert' or 'anomaly' must be set".into()
+                    ));
+                }
+                if r.anomaly.is_none()
+                    && (r.sensitivity.is_some()
+                        || r.resolution.is_some()
+                        || r.history.is_some()
+                        || r.refit_interval.is_some())
+                {
+                    return Err(at(
+                        "'sensitivity', 'resolution', 'history' and 'refit_interval' are for anomaly rules"
+                            .into(),
+                    ));
+                }
+                if let Some(rec) = &r.record {
+                    if !valid_metric_name(rec) {
+                        return Err(at(format!("invalid recording rule name: {rec}")));
                     }
-                    (None, None) => {
-                        return Err(at("one of 'record' or 'alert' must be set".into()));
+                    if r.for_.is_some() || r.keep_firing_for.is_some() {
+                        return Err(at(
+                            "invalid field 'for' or 'keep_firing_for' in recording rule".into(),
+                        ));
                     }
-                    (Some(rec), None) => {
-                        if !valid_metric_name(rec) {
-                            return Err(at(format!("invalid recording rule name: {rec}")));
-                        }
-                        if r.for_.is_some() || r.keep_firing_for.is_some() {
-                            return Err(at(
-                                "invalid field 'for' or 'keep_firing_for' in recording rule".into(),
-                            ));
-                        }
-                        if !r.annotations.is_empty() {
-                            return Err(at("invalid field 'annotations' in recording rule".into()));
-                        }
+                    if !r.annotations.is_empty() {
+                        return Err(at("invalid field 'annotations' in recording rule".into()));
                     }
-                    (None, Some(a)) if a.is_empty() => {
-                        return Err(at("alert name is empty".into()));
+                }
+                if r.alert.as_ref().is_some_and(|a| a.is_empty()) {
+                    return Err(at("alert name is empty".into()));
+                }
+                if let Some(a) = &r.anomaly {
+                    if a.is_empty() {
+                        return Err(at("anomaly name is empty".into()));
                     }
-                    (None, Some(_)) => {}
+                    if r.sensitivity.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+                        return Err(at("sensitivity must be a positive number".into()));
+                    }
+                    if let Some(res) = r.resolution
+                        && (res.as_millis() == 0 || 86_400_000 % res.as_millis() != 0)
+                    {
+                        return Err(at(format!(
+                            "resolution {res:?} must divide a day (e.g. 1m, 5m, 15m, 1h)"
+                        )));
+                    }
+                    if r.refit_interval.is_some_and(|d| d.is_zero()) {
+                        return Err(at("refit_interval must be greater than 0".into()));
+                    }
+                    let res = r
+                        .resolution
+                        .unwrap_or(crate::anomaly_rule::DEFAULT_RESOLUTION);
+                    let hist = r.history.unwrap_or(crate::anomaly_rule::DEFAULT_HISTORY);
+                    if hist.as_millis() / res.as_millis().max(1) > 100_000 {
+                        return Err(at(format!(
+                            "history {hist:?} holds more than 100000 steps of resolution {res:?}"
+                        )));
+                    }
                 }
                 if r.expr.trim().is_empty() {
                     return Err(at("field 'expr' must be set in rule".into()));
@@ -160,7 +221,7 @@ impl RuleFile {
                         return Err(at("invalid label name: __name__".into()));
                     }
                 }
-                if r.alert.is_some() {
+                if r.record.is_none() {
                     for (k, text) in r.labels.iter().chain(&r.annotations) {
                         crate::template::check(text)
                             .map_err(|e| at(format!("template {k:?}: {e}")))?;
@@ -213,7 +274,7 @@ groups:
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - expr: up\n",
-                "one of 'record' or 'alert'",
+                "one of 'record', 'alert' or 'anomaly'",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - record: 'a b'\n    expr: up\n",
@@ -228,6 +289,22 @@ groups:
                 "'for'",
             ),
             ("groups:\n- name: g\n- name: g\n", "repeated"),
+            (
+                "groups:\n- name: g\n  rules:\n  - anomaly: a\n    expr: up\n    resolution: 7m\n",
+                "must divide a day",
+            ),
+            (
+                "groups:\n- name: g\n  rules:\n  - anomaly: a\n    expr: up\n    sensitivity: -1\n",
+                "positive",
+            ),
+            (
+                "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    sensitivity: 2\n",
+                "for anomaly rules",
+            ),
+            (
+                "groups:\n- name: g\n  rules:\n  - anomaly: a\n    alert: b\n    expr: up\n",
+                "only one of",
+            ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: soon\n",
                 "invalid duration",

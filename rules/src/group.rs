@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alerting::AlertingRule;
+use crate::anomaly_rule::{self, AnomalyRule};
 use crate::file::GroupConfig;
 use crate::recording::RecordingRule;
 use crate::{Env, Labels, RulesError};
@@ -38,6 +39,8 @@ pub enum Rule {
     Recording(RecordingRule),
     /// An alerting rule.
     Alerting(AlertingRule),
+    /// An anomaly rule.
+    Anomaly(AnomalyRule),
 }
 
 impl Rule {
@@ -46,6 +49,24 @@ impl Rule {
         match self {
             Rule::Recording(r) => &r.record,
             Rule::Alerting(r) => &r.name,
+            Rule::Anomaly(r) => &r.name,
+        }
+    }
+
+    /// The alerting rule of an alerting or anomaly rule.
+    pub fn alerting(&self) -> Option<&AlertingRule> {
+        match self {
+            Rule::Recording(_) => None,
+            Rule::Alerting(r) => Some(r),
+            Rule::Anomaly(r) => Some(&r.alert),
+        }
+    }
+
+    fn alerting_mut(&mut self) -> Option<&mut AlertingRule> {
+        match self {
+            Rule::Recording(_) => None,
+            Rule::Alerting(r) => Some(r),
+            Rule::Anomaly(r) => Some(&mut r.alert),
         }
     }
 
@@ -54,6 +75,7 @@ impl Rule {
         match self {
             Rule::Recording(r) => &r.expr,
             Rule::Alerting(r) => &r.expr,
+            Rule::Anomaly(r) => &r.expr,
         }
     }
 }
@@ -122,26 +144,41 @@ fn merged(
 impl Group {
     /// The group `cfg` of `file`, evaluated every `cfg.interval` or `default_interval`.
     pub fn new(file: &str, cfg: &GroupConfig, default_interval: Duration) -> Group {
+        let group_key = format!("{file};{}", cfg.name);
         let rules: Vec<Rule> = cfg
             .rules
             .iter()
-            .map(|r| match (&r.record, &r.alert) {
-                (Some(record), _) => Rule::Recording(RecordingRule {
-                    record: record.clone(),
-                    expr: r.expr.clone(),
-                    labels: merged(&cfg.labels, &r.labels),
-                }),
-                (None, alert) => Rule::Alerting(AlertingRule::new(
-                    alert.clone().unwrap_or_default(),
-                    r.expr.clone(),
-                    r.for_.unwrap_or_default(),
-                    r.keep_firing_for.unwrap_or_default(),
-                    merged(&cfg.labels, &r.labels),
-                    r.annotations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                )),
+            .map(|r| {
+                let alert = |name: &Option<String>, keep_firing_for: Duration| {
+                    AlertingRule::new(
+                        name.clone().unwrap_or_default(),
+                        r.expr.clone(),
+                        r.for_.unwrap_or_default(),
+                        r.keep_firing_for.unwrap_or(keep_firing_for),
+                        merged(&cfg.labels, &r.labels),
+                        r.annotations
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    )
+                };
+                match (&r.record, &r.anomaly) {
+                    (Some(record), _) => Rule::Recording(RecordingRule {
+                        record: record.clone(),
+                        expr: r.expr.clone(),
+                        labels: merged(&cfg.labels, &r.labels),
+                    }),
+                    (None, Some(_)) => Rule::Anomaly(AnomalyRule::new(
+                        &group_key,
+                        alert(&r.anomaly, anomaly_rule::DEFAULT_DEDUP),
+                        r.sensitivity.unwrap_or(anomaly_rule::DEFAULT_SENSITIVITY),
+                        r.resolution.unwrap_or(anomaly_rule::DEFAULT_RESOLUTION),
+                        r.history.unwrap_or(anomaly_rule::DEFAULT_HISTORY),
+                        r.refit_interval
+                            .unwrap_or(anomaly_rule::DEFAULT_REFIT_INTERVAL),
+                    )),
+                    (None, None) => Rule::Alerting(alert(&r.alert, Duration::ZERO)),
+                }
             })
             .collect();
         Group {
@@ -165,7 +202,7 @@ impl Group {
     pub fn restore_at_start(&mut self) {
         self.should_restore = true;
         for r in &mut self.rules {
-            if let Rule::Alerting(a) = r {
+            if let Some(a) = r.alerting_mut() {
                 a.restored = false;
             }
         }
@@ -179,7 +216,9 @@ impl Group {
         self.should_restore = false;
         let range = format!("{}s", FOR_OUTAGE_TOLERANCE.as_secs());
         for r in &mut self.rules {
-            let Rule::Alerting(rule) = r else { continue };
+            let Some(rule) = r.alerting_mut() else {
+                continue;
+            };
             if rule.hold < FOR_GRACE_PERIOD {
                 rule.restored = true;
                 continue;
@@ -233,8 +272,10 @@ impl Group {
             used[j] = true;
             self.written[i] = old.written[j].clone();
             self.health[i] = old.health[j].clone();
-            if let (Rule::Alerting(new), Rule::Alerting(o)) = (r, &old.rules[j]) {
-                new.copy_state_from(o);
+            match (r, &old.rules[j]) {
+                (Rule::Alerting(new), Rule::Alerting(o)) => new.copy_state_from(o),
+                (Rule::Anomaly(new), Rule::Anomaly(o)) => new.copy_state_from(o),
+                _ => {}
             }
         }
     }
@@ -264,6 +305,9 @@ impl Group {
         for i in 0..self.rules.len() {
             let rule_started = Instant::now();
             let expr = self.rules[i].expr().to_string();
+            if let Rule::Anomaly(a) = &self.rules[i] {
+                a.refresh(query_ts, env).await;
+            }
             let result = match env.querier.query(&expr, query_ts).await {
                 Ok(r) => Ok(r),
                 Err(e) => Err(RulesError::Eval(e)),
@@ -272,6 +316,9 @@ impl Group {
             let out = result.and_then(|r| match &mut self.rules[i] {
                 Rule::Recording(rule) => rule.eval(r, limit),
                 Rule::Alerting(rule) => rule.eval(ts_ms, r, limit, external_labels, external_url),
+                Rule::Anomaly(rule) => {
+                    rule.eval(ts_ms, query_ts, r, limit, external_labels, external_url)
+                }
             });
             let mut samples: Vec<(Labels, i64, f64)> = vec![];
             let error = match out {
@@ -295,7 +342,7 @@ impl Group {
             }
             // Alerts go out after a successful evaluation (Prometheus's `sendAlerts`).
             if error.is_none()
-                && let (Some(n), Rule::Alerting(rule)) = (&env.notifier, &mut self.rules[i])
+                && let (Some(n), Some(rule)) = (&env.notifier, self.rules[i].alerting_mut())
             {
                 let alerts = rule.to_send(ts_ms, env.resend_delay, self.interval);
                 if !alerts.is_empty() {
@@ -449,6 +496,7 @@ mod tests {
             querier: q.clone(),
             appender: store.clone(),
             notifier: None,
+            baselines: None,
             external_labels: vec![],
             external_url: String::new(),
             resend_delay: Duration::from_secs(60),

@@ -9,11 +9,18 @@
 //! rules of a group see earlier rules' results of the same cycle. Alert states leave as
 //! [`alerting::Alert`] snapshots for `/api/v1/alerts`, `/api/v1/rules` and delivery.
 //!
+//! Anomaly rules ([`anomaly_rule`]) score each series of their expression against a
+//! seasonal baseline ([`anomaly`]) fitted from a range query of it and kept in a
+//! [`BaselineStore`]; their anomalies feed an alerting rule.
+//!
 //! **Semantics.** Prometheus's rule manager (`rules/group.go`, `rules/alerting.go`,
 //! `rules/recording.go`, `rules/manager.go`), followed function by function; each module
 //! says where it differs.
 
 pub mod alerting;
+pub mod anomaly;
+pub mod anomaly_eval;
+pub mod anomaly_rule;
 pub mod file;
 pub mod group;
 pub mod recording;
@@ -35,6 +42,45 @@ pub trait Querier: Send + Sync {
     /// # Errors
     /// The query's error message.
     async fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<Sample>, String>;
+
+    /// Each series `expr` gives at the steps `start_ms, start_ms + step_ms, ..., end_ms`
+    /// (ms since the epoch, UTC): labels and `(ms, value)` points in time order. Anomaly
+    /// rules fit their baselines from it.
+    ///
+    /// # Errors
+    /// The query's error message; this default says range queries are not supported.
+    async fn query_range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, String> {
+        let _ = (expr, start_ms, end_ms, step_ms);
+        Err("range queries are not supported here".into())
+    }
+}
+
+/// Keeps anomaly rules' baselines across restarts (the server's `anomaly_baselines` Delta
+/// table).
+#[async_trait::async_trait]
+pub trait BaselineStore: Send + Sync {
+    /// The baselines saved under the rule key `rule` (series labels without `__name__`);
+    /// none when nothing was saved.
+    ///
+    /// # Errors
+    /// The storage's error message.
+    async fn load(&self, rule: &str) -> Result<Vec<(Labels, anomaly::Baseline)>, String>;
+
+    /// Replaces the baselines saved under `rule` with `baselines`, durably, in one commit.
+    ///
+    /// # Errors
+    /// The storage's error message; what was saved before stays.
+    async fn save(
+        &self,
+        rule: &str,
+        baselines: &[(Labels, anomaly::Baseline)],
+    ) -> Result<(), String>;
 }
 
 /// Takes what rules produce.
@@ -64,6 +110,8 @@ pub struct Env {
     pub appender: std::sync::Arc<dyn Appender>,
     /// Delivers alerts, if any destination is configured.
     pub notifier: Option<std::sync::Arc<dyn Notifier>>,
+    /// Keeps anomaly rules' baselines, if anywhere (without, each start refits them).
+    pub baselines: Option<std::sync::Arc<dyn BaselineStore>>,
     /// `$externalLabels` of templates.
     pub external_labels: Labels,
     /// `$externalURL` of templates.
