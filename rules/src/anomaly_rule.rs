@@ -193,7 +193,11 @@ impl AnomalyRule {
             let mut s = self.state.lock();
             s.loaded = true;
             match loaded {
-                Ok(v) => s.baselines = v.into_iter().collect(),
+                Ok(v) => {
+                    // The fit that made them was the last attempt.
+                    s.last_attempt_ms = v.iter().map(|(_, b)| b.fitted_at_ms).max();
+                    s.baselines = v.into_iter().collect();
+                }
                 Err(e) => s.last_error = Some(format!("loading baselines: {e}")),
             }
         }

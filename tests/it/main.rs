@@ -1,6 +1,7 @@
 //! Strata's integration tests: one binary, one module per area.
 
 mod alerting;
+mod anomaly;
 mod common;
 mod crash;
 mod fuzz;
