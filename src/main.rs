@@ -132,6 +132,26 @@ enum Command {
         #[arg(long, default_value = "dashboards")]
         cases: String,
     },
+    /// Anomaly detection bench: precision and recall of an anomaly rule on synthetic
+    /// series with known anomalies at each sensitivity, and the cost of fitting baselines
+    /// (see benches/README.md and `strata_rules::anomaly_eval`).
+    BenchAnomaly {
+        /// Series in the precision and recall runs.
+        #[arg(long, default_value_t = 500)]
+        series: usize,
+        /// Sensitivities to run, sigmas.
+        #[arg(long, value_delimiter = ',', default_value = "2,2.5,3,3.5,4,5")]
+        sensitivities: Vec<f64>,
+        /// Minimum durations (`for`) to run, seconds.
+        #[arg(long, value_delimiter = ',', default_value = "0,120")]
+        min_durations: Vec<u64>,
+        /// Baselines' resolution, seconds.
+        #[arg(long, default_value_t = 900)]
+        resolution: u64,
+        /// Series whose fit is timed.
+        #[arg(long, default_value_t = 10_000)]
+        fit_series: usize,
+    },
     /// Rollup tiers: rebuild their history on a running server.
     Rollup {
         #[command(subcommand)]
@@ -341,6 +361,65 @@ async fn run(cli: Cli) -> Result<(), String> {
                     "{name}: {samples} samples in {secs:.2} s = {rate:.0} samples/s (x{ratio:.2} of the first target)"
                 );
             }
+            Ok(())
+        }
+        Command::BenchAnomaly {
+            series,
+            sensitivities,
+            min_durations,
+            resolution,
+            fit_series,
+        } => {
+            use strata_rules::anomaly_eval::{Setup, fit_cost, run};
+            let base = Setup {
+                series,
+                seed: 42,
+                history: std::time::Duration::from_secs(28 * 86_400),
+                resolution: std::time::Duration::from_secs(resolution),
+                sensitivity: 3.0,
+                min_duration: std::time::Duration::ZERO,
+                dedup: std::time::Duration::from_secs(300),
+            };
+            println!(
+                "| sensitivity | for | events | precision | recall | spike | dip | level shift | variance change |"
+            );
+            println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for m in &min_durations {
+                for s in &sensitivities {
+                    let r = run(&Setup {
+                        sensitivity: *s,
+                        min_duration: std::time::Duration::from_secs(*m),
+                        ..base.clone()
+                    })
+                    .await?;
+                    let kinds: Vec<String> =
+                        r.found.iter().map(|(_, f, n)| format!("{f}/{n}")).collect();
+                    println!(
+                        "| {s} | {m}s | {} | {:.3} | {:.3} | {} |",
+                        r.events,
+                        r.precision(),
+                        r.recall(),
+                        kinds.join(" | ")
+                    );
+                }
+            }
+            let rss = || {
+                std::fs::read_to_string("/proc/self/status")
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let before = rss();
+            let (secs, bytes) = fit_cost(&base, fit_series)?;
+            println!(
+                "fit: {fit_series} series of {} days at {resolution} s: {:.2} ms per series, {bytes} bytes per baseline; peak RSS {} MiB (+{} MiB)",
+                base.history.as_secs() / 86_400,
+                secs * 1000.0,
+                rss() / 1024,
+                rss().saturating_sub(before) / 1024
+            );
             Ok(())
         }
         Command::Rules {

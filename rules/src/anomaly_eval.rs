@@ -361,6 +361,40 @@ pub async fn run(setup: &Setup) -> Result<Report, String> {
     Ok(report)
 }
 
+/// What fitting costs: `(seconds per series, baseline bytes per series)` for `n` series of
+/// `setup`'s data at its resolution and history, fitted one after another on one thread
+/// (the bytes are the profile's and the baseline's fixed fields, as held in memory).
+///
+/// # Errors
+/// The first fit's error.
+pub fn fit_cost(setup: &Setup, n: usize) -> Result<(f64, usize), String> {
+    let step = setup.resolution.as_millis() as i64;
+    let history = setup.history.as_millis() as i64;
+    let all = series(&Setup {
+        series: n,
+        ..setup.clone()
+    });
+    let data: Vec<Vec<(i64, f64)>> = all
+        .iter()
+        .map(|s| {
+            (0..history / step)
+                .map(|i| WEEK_START_MS - history + i * step)
+                .map(|t| (t, s.value(t)))
+                .collect()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut bytes = 0;
+    for points in &data {
+        let b = crate::anomaly::fit(points, step, WEEK_START_MS)?;
+        bytes += std::mem::size_of::<crate::anomaly::Baseline>() + b.profile.len() * 8;
+    }
+    Ok((
+        started.elapsed().as_secs_f64() / n.max(1) as f64,
+        bytes / n.max(1),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
