@@ -81,6 +81,10 @@ use strata_ingest::{Limits, PersistConfig};
 /// rule_files = ["rules/node.yml"] # Prometheus rule files (docs/alerting.md)
 /// [rules]
 /// evaluation_interval = "1m"
+/// threads = 2                    # rule evaluation's own runtime, apart from queries
+/// max_concurrent_evaluations = 4 # groups evaluated at once
+/// memory_limit_bytes = 1073741824 # rules' queries together; 0 for no limit
+/// query_timeout = "2m"
 /// [alerting]                     # docs/alerting.md
 /// resend_delay = "1m"
 /// [[alerting.alertmanagers]]
@@ -154,6 +158,23 @@ pub struct RulesConfig {
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// The URL templates see as `$externalURL`.
     pub external_url: String,
+    /// Worker threads of the tokio runtime rule evaluation runs on, apart from the one
+    /// serving HTTP, Flight SQL and their queries, so that a dashboard's or SQL query's
+    /// work never holds a rule's evaluation up. Default 2; at least 1.
+    pub threads: usize,
+    /// Groups evaluated at once (every tenant's together); others wait for a slot, and
+    /// the wait shows in their evaluation time. Default 4, as Prometheus's
+    /// `--rules.max-concurrent-evals`.
+    pub max_concurrent_evaluations: usize,
+    /// Memory the rules' queries may hold together, bytes (a DataFusion `FairSpillPool` of
+    /// their own, apart from the queries of the HTTP API and SQL); 0 for no limit.
+    /// Default 1 GiB.
+    pub memory_limit_bytes: usize,
+    /// A rule's query (and an anomaly fit's range query) is cancelled after this long and
+    /// the rule's evaluation fails. Default 2 minutes, as Prometheus's
+    /// `--query.timeout`.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for RulesConfig {
@@ -162,6 +183,10 @@ impl Default for RulesConfig {
             evaluation_interval: std::time::Duration::from_secs(60),
             external_labels: Default::default(),
             external_url: String::new(),
+            threads: 2,
+            max_concurrent_evaluations: 4,
+            memory_limit_bytes: 1 << 30,
+            query_timeout: std::time::Duration::from_secs(120),
         }
     }
 }

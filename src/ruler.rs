@@ -34,6 +34,84 @@ use strata_rules::Env;
 use strata_rules::file::{GroupConfig, RuleFile};
 use strata_rules::group::Group;
 
+/// What rule evaluation runs with, apart from the queries of the HTTP API and SQL, shared
+/// by every tenant's rules (`[rules]` `threads`, `max_concurrent_evaluations`,
+/// `memory_limit_bytes`): its own tokio runtime, evaluation slots, and a DataFusion memory
+/// pool. A dashboard's query that keeps the server's runtime busy, or holds its memory,
+/// does not hold a rule's evaluation up.
+pub struct RulesBudget {
+    /// The runtime, shut down (without blocking) when this is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where group tasks are spawned.
+    pub handle: tokio::runtime::Handle,
+    /// Evaluation slots, one per group evaluating.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// The rules' memory pool, if limited.
+    pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+}
+
+impl RulesBudget {
+    /// The budget `cfg` sets.
+    ///
+    /// # Errors
+    /// A message when the runtime's threads cannot be started.
+    pub fn new(cfg: &crate::config::RulesConfig) -> Result<RulesBudget, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads.max(1))
+            .thread_name("strata-rules")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the rules runtime: {e}"))?;
+        let pool = (cfg.memory_limit_bytes > 0).then(|| {
+            Arc::new(datafusion::execution::memory_pool::TrackConsumersPool::new(
+                datafusion::execution::memory_pool::FairSpillPool::new(cfg.memory_limit_bytes),
+                std::num::NonZeroUsize::new(5).expect("not zero"),
+            )) as Arc<dyn datafusion::execution::memory_pool::MemoryPool>
+        });
+        Ok(RulesBudget {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                cfg.max_concurrent_evaluations.max(1),
+            )),
+            pool,
+        })
+    }
+
+    /// A PromQL session over `ctx`'s tables in the rules' memory pool.
+    ///
+    /// # Errors
+    /// DataFusion's message when the runtime cannot be built.
+    pub fn session(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+    ) -> Result<datafusion::prelude::SessionContext, String> {
+        let prom = strata_promql::prom_session(ctx);
+        let Some(pool) = &self.pool else {
+            return Ok(prom);
+        };
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
+            &prom.runtime_env(),
+        )
+        .with_memory_pool(pool.clone())
+        .build_arc()
+        .map_err(|e| e.to_string())?;
+        Ok(datafusion::prelude::SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new_from_existing(prom.state())
+                .with_runtime_env(runtime)
+                .build(),
+        ))
+    }
+}
+
+impl Drop for RulesBudget {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// One running group: its configuration text (for the API), its state, its task.
 struct Running {
     yaml: String,
@@ -65,7 +143,11 @@ pub struct Ruler {
     files: Vec<String>,
     groups: tokio::sync::Mutex<BTreeMap<(String, String), Running>>,
     /// Set once the server starts the evaluation tasks.
-    env: OnceLock<(Arc<Env>, tokio::sync::watch::Receiver<bool>)>,
+    env: OnceLock<(
+        Arc<Env>,
+        tokio::sync::watch::Receiver<bool>,
+        tokio::runtime::Handle,
+    )>,
 }
 
 /// A namespace or group name as a file name: percent-encoded, so that no name reaches
@@ -181,8 +263,13 @@ impl Ruler {
 
     /// Starts every group's evaluation, and those the API adds later, with `env` until
     /// `stop`.
-    pub async fn start(&self, env: Arc<Env>, stop: tokio::sync::watch::Receiver<bool>) {
-        let _ = self.env.set((env, stop));
+    pub async fn start(
+        &self,
+        env: Arc<Env>,
+        stop: tokio::sync::watch::Receiver<bool>,
+        runtime: tokio::runtime::Handle,
+    ) {
+        let _ = self.env.set((env, stop, runtime));
         let mut groups = self.groups.lock().await;
         for r in groups.values_mut() {
             self.spawn(r);
@@ -190,8 +277,8 @@ impl Ruler {
     }
 
     fn spawn(&self, r: &mut Running) {
-        if let Some((env, stop)) = self.env.get() {
-            r.task = Some(tokio::spawn(strata_rules::group::run(
+        if let Some((env, stop, runtime)) = self.env.get() {
+            r.task = Some(runtime.spawn(strata_rules::group::run(
                 r.group.clone(),
                 env.clone(),
                 crate::server::now_ms,

@@ -16,13 +16,18 @@ use strata_ingest::Ingester;
 use strata_rules::group::{Group, Rule};
 use strata_rules::{Labels, Sample};
 
-/// Answers rules' queries with a tenant's PromQL engine.
-pub(crate) struct EngineQuerier(pub SessionContext);
+/// Answers rules' queries with a tenant's PromQL engine (a session in the rules' own
+/// memory pool: `crate::ruler::RulesBudget::session`), each cancelled after the timeout,
+/// if any.
+pub(crate) struct EngineQuerier(pub SessionContext, pub Option<std::time::Duration>);
 
 #[async_trait::async_trait]
 impl strata_rules::Querier for EngineQuerier {
     async fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<Sample>, String> {
-        let opts = strata_promql::QueryOptions::default();
+        let opts = strata_promql::QueryOptions {
+            timeout: self.1,
+            ..Default::default()
+        };
         let r = strata_promql::instant_query(&self.0, expr, t_ms, &opts)
             .await
             .map_err(|e| e.to_string())?;
@@ -46,6 +51,7 @@ impl strata_rules::Querier for EngineQuerier {
         // points (file.rs caps a rule's history at 100,000 steps).
         let opts = strata_promql::QueryOptions {
             max_points_per_series: 100_001,
+            timeout: self.1,
             ..Default::default()
         };
         let r = strata_promql::range_query(&self.0, expr, start_ms, end_ms, step_ms, &opts)
@@ -245,6 +251,7 @@ fn group_json(g: &Group, f: &RuleFilters<'_>) -> Option<Value> {
         "limit": g.limit,
         "evaluationTime": g.evaluation_seconds,
         "lastEvaluation": g.last_evaluation_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        "missedIterations": g.missed_iterations,
     }))
 }
 

@@ -241,6 +241,7 @@ async fn run_group(
     let rules_env = strata_rules::Env {
         querier: Arc::new(crate::rules_api::EngineQuerier(
             strata_promql::prom_session(&env.ctx),
+            None,
         )),
         appender: Arc::new(crate::rules_api::IngesterAppender(env.ingester.clone())),
         notifier: None,
@@ -249,6 +250,7 @@ async fn run_group(
         external_url: tg.external_url.clone(),
         resend_delay: std::time::Duration::from_secs(60),
         metrics: None,
+        slots: None,
     };
     // The alert tests by evaluation time.
     let mut alert_tests: Vec<(i64, &AlertTest)> = vec![];
@@ -322,7 +324,7 @@ async fn run_group(
         ts += eval_interval;
     }
     // The PromQL tests, over the input and everything the rules wrote.
-    let querier = crate::rules_api::EngineQuerier(strata_promql::prom_session(&env.ctx));
+    let querier = crate::rules_api::EngineQuerier(strata_promql::prom_session(&env.ctx), None);
     for t in &tg.promql_expr_test {
         use strata_rules::Querier;
         let at = duration_ms("eval_time", &t.eval_time)?;

@@ -42,6 +42,8 @@ pub struct Running {
     pub tenants: BTreeMap<String, Stack>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Rule evaluation's runtime: shut down when this is dropped, after the tasks.
+    _rules_budget: Arc<crate::ruler::RulesBudget>,
 }
 
 impl Running {
@@ -583,6 +585,7 @@ fn spawn_stack_tasks(
     stack: &Stack,
     scrape_configs: &[strata_ingest::receive::scrape::ScrapeConfig],
     stop_rx: &watch::Receiver<bool>,
+    rules_budget: &crate::ruler::RulesBudget,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), String> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -616,7 +619,8 @@ fn spawn_stack_tasks(
         }
         let env = Arc::new(strata_rules::Env {
             querier: Arc::new(crate::rules_api::EngineQuerier(
-                strata_promql::prom_session(&stack.engine.context()),
+                rules_budget.session(&stack.engine.context())?,
+                (!cfg.rules.query_timeout.is_zero()).then_some(cfg.rules.query_timeout),
             )),
             appender: Arc::new(crate::rules_api::IngesterAppender(stack.ingester.clone())),
             notifier: notifier.map(|n| n as Arc<dyn strata_rules::Notifier>),
@@ -627,10 +631,12 @@ fn spawn_stack_tasks(
             metrics: Some(strata_rules::RuleMetrics::register(
                 &stack.ingester.metrics().registry,
             )?),
+            slots: Some(rules_budget.slots.clone()),
         });
         let (ruler, mut stop) = (stack.rules.clone(), stop_rx.clone());
+        let handle = rules_budget.handle.clone();
         tasks.push(tokio::spawn(async move {
-            ruler.start(env, stop.clone()).await;
+            ruler.start(env, stop.clone(), handle).await;
             let _ = stop.wait_for(|v| *v).await;
             ruler.join().await;
         }));
@@ -946,12 +952,13 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             tracing::error!(error = %e, "Flight SQL server failed");
         }
     }));
+    let rules_budget = Arc::new(crate::ruler::RulesBudget::new(&cfg.rules)?);
     for (id, stack) in &stacks {
         let scrapes = match cfg.tenants.iter().find(|t| &t.id == id) {
             Some(t) => &t.scrape_configs,
             None => &cfg.scrape_configs,
         };
-        spawn_stack_tasks(&cfg, stack, scrapes, &stop_rx, &mut tasks)?;
+        spawn_stack_tasks(&cfg, stack, scrapes, &stop_rx, &rules_budget, &mut tasks)?;
     }
     tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, statsd_addr = ?statsd_addr, tenants = cfg.tenants.len(), "Strata is serving");
     let first = stacks.values().next().expect("at least one stack");
@@ -971,5 +978,6 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         tenants: if tenanted { stacks } else { BTreeMap::new() },
         stop,
         tasks,
+        _rules_budget: rules_budget,
     })
 }

@@ -289,6 +289,7 @@ pub async fn run(setup: &Setup) -> Result<Report, String> {
         external_url: String::new(),
         resend_delay: Duration::from_secs(60),
         metrics: None,
+        slots: None,
     };
     // Events: (series, fired at) -> resolved at (or the last time seen firing).
     let mut events: HashMap<(Labels, i64), i64> = HashMap::new();

@@ -402,6 +402,10 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         let restore_now = {
+            let _slot = match &env.slots {
+                Some(s) => s.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let mut g = group.lock().await;
             let evaluated_before = g.last_evaluation_ms.is_some();
             g.eval(next, &env).await;
@@ -501,6 +505,7 @@ mod tests {
             external_url: String::new(),
             resend_delay: Duration::from_secs(60),
             metrics: None,
+            slots: None,
         };
         g.eval(60_000, &env).await;
         // Queried at the evaluation time less the offset, in rule order.

@@ -120,6 +120,9 @@ pub struct Env {
     pub resend_delay: std::time::Duration,
     /// Where evaluations are counted, if anywhere.
     pub metrics: Option<RuleMetrics>,
+    /// Evaluation slots shared by every group: a group holds one while it evaluates
+    /// (`None`: no limit).
+    pub slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 /// The rule engine's self-metrics, Prometheus's rule manager's under Strata's prefix; the

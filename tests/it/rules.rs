@@ -423,3 +423,60 @@ async fn promtool_rule_tests_pass_and_fail_as_promtool_says() {
     );
     assert!(errors[1].contains("Value:0"), "{}", errors[1]);
 }
+
+/// Rule evaluation has a runtime of its own: while every worker of the server's runtime is
+/// held by other work for 6 s (as CPU-heavy dashboard queries hold them), a group
+/// evaluated every second misses no slot, and its recorded series has a sample for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_keep_their_slots_while_the_servers_runtime_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("iso.yml");
+    std::fs::write(
+        &file,
+        "groups:\n- name: iso\n  interval: 1s\n  rules:\n  - record: iso_out\n    expr: vector(1)\n",
+    )
+    .unwrap();
+    let srv = server_with(&dir.path().join("data"), |c| {
+        c.rule_files = vec![file.clone()];
+    })
+    .await;
+    let addr = srv.http_addr;
+    let group = || async move {
+        get_json(format!("http://{addr}/api/v1/rules")).await["data"]["groups"][0].clone()
+    };
+    for _ in 0..100 {
+        if group().await["lastEvaluation"] != "0001-01-01T00:00:00Z" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from = now_ms();
+    // Both workers spin for 6 s.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async {
+                let until = std::time::Instant::now() + Duration::from_secs(6);
+                let mut x = 0u64;
+                while std::time::Instant::now() < until {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+    for b in busy {
+        b.await.unwrap();
+    }
+    let to = now_ms();
+    let g = group().await;
+    assert_eq!(g["missedIterations"], 0, "{g}");
+    let n = instant_result(
+        addr,
+        &format!("count_over_time(iso_out[{}ms])", to - from),
+        to as f64 / 1000.0,
+    )
+    .await;
+    let count: f64 = n[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(count >= 5.0, "{count} evaluations in {} ms", to - from);
+    srv.shutdown().await;
+}
