@@ -91,6 +91,12 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
     let Some(s) = Option::<String>::deserialize(d)? else {
         return Ok(None);
     };
+    // Prometheus's `model.ParseDuration` takes zero ("0", "0s", "0m"); promql-parser's
+    // does not.
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.chars().all(|c| c == '0') {
+        return Ok(Some(Duration::ZERO));
+    }
     promql_parser::util::duration::parse_duration(&s)
         .map(Some)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
@@ -267,6 +273,16 @@ groups:
         assert_eq!(g.query_offset, Some(Duration::from_secs(60)));
         assert_eq!(g.rules[1].for_, Some(Duration::from_secs(600)));
         assert_eq!(g.rules[1].keep_firing_for, Some(Duration::from_secs(300)));
+        let zero = RuleFile::parse(
+            "z.yml",
+            "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: 0s\n    keep_firing_for: 0\n",
+        )
+        .unwrap();
+        assert_eq!(zero.groups[0].rules[0].for_, Some(Duration::ZERO));
+        assert_eq!(
+            zero.groups[0].rules[0].keep_firing_for,
+            Some(Duration::ZERO)
+        );
         for (yaml, want) in [
             (
                 "groups:\n- name: g\n  rules:\n  - record: a\n    alert: b\n    expr: up\n",
