@@ -15,6 +15,16 @@
 //! (a scalar result is one row with empty labels). The query runs when the table is
 //! scanned, through the same planner as the HTTP API, so these rows join and aggregate
 //! like any other table over Flight SQL.
+//!
+//! `anomaly_range(query, start, end, step [, sensitivity [, resolution [, history]]])`
+//! scores each point of `promql_range(query, start, end, step)` against the series'
+//! seasonal baseline, as anomaly rules do (`strata_rules::anomaly`): the baseline is
+//! fitted from the query over `history` before `start` (default 28 days) at steps of
+//! `resolution` (default 15 minutes; it must divide a day). Rows: `timestamp`, `value`,
+//! `labels` as `promql_range`'s, then `baseline`, `lower`, `upper` (`baseline ∓
+//! sensitivity × sigma`), `score` (`(value - baseline) / sigma`) and `anomalous`
+//! (`|score| >= sensitivity`, default sensitivity 3); the five are NULL for a series
+//! with too little history.
 
 use std::sync::Arc;
 
@@ -37,10 +47,11 @@ use datafusion::prelude::SessionContext;
 use crate::value::QueryValue;
 use crate::{QueryOptions, instant_query, range_query};
 
-/// Registers `promql_instant` and `promql_range` on `ctx`.
+/// Registers `promql_instant`, `promql_range` and `anomaly_range` on `ctx`.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf("promql_instant", Arc::new(PromqlFunction { range: false }));
     ctx.register_udtf("promql_range", Arc::new(PromqlFunction { range: true }));
+    ctx.register_udtf("anomaly_range", Arc::new(AnomalyFunction));
 }
 
 /// The rows' schema: `timestamp`, `value`, `labels`.
@@ -271,6 +282,201 @@ impl TableProvider for PromqlTable {
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `anomaly_range(...)` (see the module's doc).
+#[derive(Debug)]
+struct AnomalyFunction;
+
+impl TableFunctionImpl for AnomalyFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let session = args.session();
+        if !(4..=7).contains(&exprs.len()) {
+            return plan_err!(
+                "anomaly_range takes 4 to 7 arguments: (query, start, end, step [, sensitivity [, resolution [, history]]])"
+            );
+        }
+        let query = match literal(&exprs[0], session)? {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => s,
+            other => return plan_err!("anomaly_range: the query must be a string, got {other}"),
+        };
+        crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let start = time_ms(&literal(&exprs[1], session)?, "start")?;
+        let end = time_ms(&literal(&exprs[2], session)?, "end")?;
+        let step = step_ms(&literal(&exprs[3], session)?)?;
+        let sensitivity = match exprs.get(4).map(|e| literal(e, session)).transpose()? {
+            None => 3.0,
+            Some(ScalarValue::Float64(Some(x))) => x,
+            Some(ScalarValue::Int64(Some(x))) => x as f64,
+            Some(other) => {
+                return plan_err!("anomaly_range: sensitivity must be a number, got {other}");
+            }
+        };
+        if !(sensitivity.is_finite() && sensitivity > 0.0) {
+            return plan_err!("anomaly_range: sensitivity must be positive, got {sensitivity}");
+        }
+        let resolution = match exprs.get(5) {
+            Some(e) => step_ms(&literal(e, session)?)?,
+            None => 15 * 60_000,
+        };
+        if resolution <= 0 || strata_rules::anomaly::DAY_MS % resolution != 0 {
+            return plan_err!(
+                "anomaly_range: resolution {resolution} ms must divide a day (e.g. '5m', '15m', '1h')"
+            );
+        }
+        let history = match exprs.get(6) {
+            Some(e) => step_ms(&literal(e, session)?)?,
+            None => 28 * strata_rules::anomaly::DAY_MS,
+        };
+        if history <= 0 || history / resolution > 100_000 {
+            return plan_err!(
+                "anomaly_range: history {history} ms must be positive and hold at most 100000 resolution steps"
+            );
+        }
+        Ok(Arc::new(AnomalyTable {
+            query,
+            start,
+            end,
+            step,
+            sensitivity,
+            resolution,
+            history,
+        }))
+    }
+}
+
+/// The rows of one `anomaly_range(...)` call.
+#[derive(Debug)]
+struct AnomalyTable {
+    query: String,
+    start: i64,
+    end: i64,
+    step: i64,
+    sensitivity: f64,
+    resolution: i64,
+    history: i64,
+}
+
+/// `anomaly_range`'s schema: `promql_range`'s, then `baseline`, `lower`, `upper`, `score`
+/// and `anomalous`.
+fn anomaly_schema(labels: &Field) -> SchemaRef {
+    let base = schema();
+    let mut fields: Vec<Field> = vec![base.field(0).clone(), base.field(1).clone(), labels.clone()];
+    for name in ["baseline", "lower", "upper", "score"] {
+        fields.push(Field::new(name, DataType::Float64, true));
+    }
+    fields.push(Field::new("anomalous", DataType::Boolean, true));
+    Arc::new(Schema::new(fields))
+}
+
+#[async_trait::async_trait]
+impl TableProvider for AnomalyTable {
+    fn schema(&self) -> SchemaRef {
+        anomaly_schema(schema().field(2))
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::arrow::array::{Array, BooleanBuilder};
+        let Some(st) = state.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("anomaly_range needs DataFusion's SessionState");
+        };
+        let ctx = SessionContext::new_with_state(st.clone());
+        let err = |e: crate::PromqlError| DataFusionError::Execution(format!("PromQL: {e}"));
+        let r = range_query(
+            &ctx,
+            &self.query,
+            self.start,
+            self.end,
+            self.step,
+            &QueryOptions::default(),
+        )
+        .await
+        .map_err(err)?;
+        let hist_end = (self.start - 1).div_euclid(self.resolution) * self.resolution;
+        let h = range_query(
+            &ctx,
+            &self.query,
+            hist_end - self.history,
+            hist_end,
+            self.resolution,
+            &QueryOptions {
+                max_points_per_series: 100_001,
+                ..QueryOptions::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+        let (QueryValue::Matrix(series), QueryValue::Matrix(history)) = (&r.value, &h.value) else {
+            return plan_err!("anomaly_range: the query must give a range vector");
+        };
+        let baselines: std::collections::HashMap<
+            &[(String, String)],
+            strata_rules::anomaly::Baseline,
+        > = history
+            .iter()
+            .filter_map(|s| {
+                strata_rules::anomaly::fit(&s.points, self.resolution, self.start)
+                    .ok()
+                    .map(|b| (s.labels.as_slice(), b))
+            })
+            .collect();
+        let batch = to_batch(&r.value)?;
+        let (mut base, mut lo, mut hi, mut score, mut flag) = (
+            Float64Builder::new(),
+            Float64Builder::new(),
+            Float64Builder::new(),
+            Float64Builder::new(),
+            BooleanBuilder::new(),
+        );
+        for s in series {
+            let b = baselines.get(s.labels.as_slice());
+            for (t, v) in &s.points {
+                match b {
+                    Some(b) => {
+                        let e = b.expected(*t);
+                        let z = (v - e) / b.sigma;
+                        base.append_value(e);
+                        lo.append_value(e - self.sensitivity * b.sigma);
+                        hi.append_value(e + self.sensitivity * b.sigma);
+                        score.append_value(z);
+                        flag.append_value(z.abs() >= self.sensitivity);
+                    }
+                    None => {
+                        base.append_null();
+                        lo.append_null();
+                        hi.append_null();
+                        score.append_null();
+                        flag.append_null();
+                    }
+                }
+            }
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(base.finish()));
+        columns.push(Arc::new(lo.finish()));
+        columns.push(Arc::new(hi.finish()));
+        columns.push(Arc::new(score.finish()));
+        columns.push(Arc::new(flag.finish()));
+        debug_assert!(columns.iter().all(|c| c.len() == batch.num_rows()));
+        let schema = anomaly_schema(batch.schema().field(2));
+        let batch = RecordBatch::try_new(schema, columns)?.with_schema(self.schema())?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
             projection.cloned(),
         )?)
     }

@@ -2,7 +2,7 @@
 //! baseline per series from four days of remote-written history, writes the score,
 //! baseline and band series, fires an alert for the series that departs from its
 //! pattern only, keeps its baselines in the `anomaly_baselines` Delta table and, after a
-//! restart, uses them without refitting.
+//! restart, uses them without refitting. `anomaly_range(...)` finds the same in SQL.
 
 use std::time::Duration;
 
@@ -162,6 +162,27 @@ async fn anomaly_rules_fit_score_alert_and_keep_baselines_across_a_restart() {
             && text.contains(r#"{"host":"b"} | mstl_daily | 24"#),
         "{text}"
     );
+
+    // The same detection as a SQL function, over the live minutes; c has no baseline.
+    let sql = format!(
+        "SELECT labels['host'] AS host, bool_or(anomalous) AS anomalous, min(score) > 3 AS all_over \
+         FROM anomaly_range('anom_load', {}, {}, '10s', 3, '1h', '4d') GROUP BY 1 ORDER BY 1",
+        now / 1000 - 20,
+        now / 1000 + 60
+    );
+    let rows = srv.engine.sql(&sql).await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string();
+    let want = "\
++------+-----------+----------+
+| host | anomalous | all_over |
++------+-----------+----------+
+| a    | false     | false    |
+| b    | true      | true     |
+| c    |           |          |
++------+-----------+----------+";
+    assert_eq!(text, want);
 
     // A restart loads them: same fit time, b fires again, nothing refitted.
     srv.shutdown().await;
