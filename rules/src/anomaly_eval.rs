@@ -18,8 +18,8 @@
 //!
 //! **The run.** A group with one anomaly rule (resolution [`Setup::resolution`]) is
 //! evaluated every minute over the week through [`crate::group::Group::eval`], with a
-//! querier that answers from the synthetic series; the first evaluation fits the
-//! baselines from the history.
+//! querier that answers from the synthetic series; the baselines are fitted from the
+//! history before the first evaluation.
 //!
 //! **Scoring.** An event is one alert from the time it fires to the time it resolves. An
 //! injected anomaly is found when an event overlaps it (its window extended by the rule's
@@ -293,6 +293,10 @@ pub async fn run(setup: &Setup) -> Result<Report, String> {
     };
     // Events: (series, fired at) -> resolved at (or the last time seen firing).
     let mut events: HashMap<(Labels, i64), i64> = HashMap::new();
+    let Rule::Anomaly(rule) = &group.rules[0] else {
+        unreachable!("one anomaly rule")
+    };
+    rule.fit_now(WEEK_START_MS, &env).await;
     let mut fitted = 0;
     for m in 0..WEEK_MS / 60_000 {
         let ts = WEEK_START_MS + m * 60_000;

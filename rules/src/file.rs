@@ -72,7 +72,7 @@ pub struct RuleConfig {
     /// The PromQL expression.
     pub expr: String,
     /// How long an alert stays pending before it fires (an anomaly rule's minimum
-    /// duration).
+    /// duration; default 2m for anomaly rules).
     #[serde(default, rename = "for", deserialize_with = "optional_duration")]
     pub for_: Option<Duration>,
     /// How long an alert keeps firing after its condition stops holding (an anomaly

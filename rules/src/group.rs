@@ -149,11 +149,11 @@ impl Group {
             .rules
             .iter()
             .map(|r| {
-                let alert = |name: &Option<String>, keep_firing_for: Duration| {
+                let alert = |name: &Option<String>, hold: Duration, keep_firing_for: Duration| {
                     AlertingRule::new(
                         name.clone().unwrap_or_default(),
                         r.expr.clone(),
-                        r.for_.unwrap_or_default(),
+                        r.for_.unwrap_or(hold),
                         r.keep_firing_for.unwrap_or(keep_firing_for),
                         merged(&cfg.labels, &r.labels),
                         r.annotations
@@ -170,14 +170,18 @@ impl Group {
                     }),
                     (None, Some(_)) => Rule::Anomaly(AnomalyRule::new(
                         &group_key,
-                        alert(&r.anomaly, anomaly_rule::DEFAULT_DEDUP),
+                        alert(
+                            &r.anomaly,
+                            anomaly_rule::DEFAULT_MIN_DURATION,
+                            anomaly_rule::DEFAULT_DEDUP,
+                        ),
                         r.sensitivity.unwrap_or(anomaly_rule::DEFAULT_SENSITIVITY),
                         r.resolution.unwrap_or(anomaly_rule::DEFAULT_RESOLUTION),
                         r.history.unwrap_or(anomaly_rule::DEFAULT_HISTORY),
                         r.refit_interval
                             .unwrap_or(anomaly_rule::DEFAULT_REFIT_INTERVAL),
                     )),
-                    (None, None) => Rule::Alerting(alert(&r.alert, Duration::ZERO)),
+                    (None, None) => Rule::Alerting(alert(&r.alert, Duration::ZERO, Duration::ZERO)),
                 }
             })
             .collect();

@@ -10,12 +10,21 @@ use crate::common::*;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// The pattern: 100 plus a daily sine of amplitude 20, plus a deterministic noise in
-/// [-1, 1].
+/// The pattern: 100 plus a daily sine of amplitude 20.
 fn pattern(t_ms: i64) -> f64 {
     let d = (t_ms.rem_euclid(DAY_MS)) as f64 / DAY_MS as f64;
-    let noise = ((t_ms / 300_000) * 7919 % 11 - 5) as f64 * 0.2;
-    100.0 + 20.0 * (std::f64::consts::TAU * d).sin() + noise
+    100.0 + 20.0 * (std::f64::consts::TAU * d).sin()
+}
+
+/// The pattern plus a noise uniform in [-1, 1], the same for every 5-minute block.
+fn noisy(t_ms: i64) -> f64 {
+    // splitmix64 of the block's number.
+    let mut h = (t_ms / 300_000) as u64;
+    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    pattern(t_ms) + (h % 2001) as f64 / 1000.0 - 1.0
 }
 
 const GROUP: &str = "name: anomalies
@@ -48,11 +57,11 @@ async fn anomaly_rules_fit_score_alert_and_keep_baselines_across_a_restart() {
         (0..)
             .map(|i| from + i * 300_000)
             .take_while(|t| *t < now - 60_000)
-            .map(|t| (t, pattern(t)))
+            .map(|t| (t, noisy(t)))
             .collect()
     };
     let (four_days, half_hour) = (hist(now - 4 * DAY_MS), hist(now - 1_800_000));
-    // From now on, every 5 s for 3 minutes: a and c as usual, b 40 above its pattern.
+    // From now on, every 5 s for 3 minutes: a and c on their pattern, b 40 above it.
     let live: Vec<i64> = (0..36).map(|i| now - 30_000 + i * 5000).collect();
     let usual: Vec<(i64, f64)> = live.iter().map(|t| (*t, pattern(*t))).collect();
     let off: Vec<(i64, f64)> = live.iter().map(|t| (*t, pattern(*t) + 40.0)).collect();
