@@ -21,6 +21,7 @@ command -v vmalert >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install 
 cargo build --release -p strata -q
 BIN=${CARGO_TARGET_DIR:-target}/release/strata
 TMP=$(mktemp -d)
+SPID= PPID_= VPID= APID=
 trap 'kill $SPID $PPID_ $VPID $APID 2>/dev/null || true; rm -rf "$TMP"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SH=$(port); SF=$(port); PP=$(port); VP=$(port); AP=$(port)
@@ -49,6 +50,9 @@ cat > "$TMP/prometheus.yml" <<EOF
 global:
   evaluation_interval: 60s
 rule_files: ["$TMP/rules.yml"]
+storage:
+  tsdb:
+    out_of_order_time_window: 2h
 EOF
 $BIN serve --config "$TMP/strata.toml" --data-dir "$TMP/strata" --http-addr 127.0.0.1:$SH --flight-addr 127.0.0.1:$SF \
   --otlp-grpc-addr "" --statsd-addr "" 2>"$TMP/strata.log" &
@@ -68,8 +72,10 @@ $BIN bench-load --hosts "$HOSTS" --intervals 360 \
   --target "prometheus=http://127.0.0.1:$PP/api/v1/write" \
   --target "victoriametrics=http://127.0.0.1:$VP/api/v1/write" >/dev/null
 curl -sf "http://127.0.0.1:$VP/internal/force_flush" >/dev/null || true
+# vmalert refuses alerting rules without a notifier: Strata's HTTP port answers its sends
+# with 404 (Strata and Prometheus have no Alertmanager configured here).
 vmalert -rule="$TMP/rules.yml" -datasource.url="http://127.0.0.1:$VP" -remoteWrite.url="http://127.0.0.1:$VP" \
-  -evaluationInterval=60s -httpListenAddr=127.0.0.1:$AP >"$TMP/vmalert.log" 2>&1 &
+  -notifier.url=http://127.0.0.1:$SH/nonexistent -evaluationInterval=60s -httpListenAddr=127.0.0.1:$AP >"$TMP/vmalert.log" 2>&1 &
 APID=$!
 # One full cycle, then the measured window.
 sleep 75
@@ -81,12 +87,12 @@ HZ=$(getconf CLK_TCK); CORES=$(nproc)
 share() { awk -v a="$1" -v b="$2" -v t0="$T0" -v t1="$T1" -v hz="$HZ" -v c="$CORES" 'BEGIN {printf "%.1f%%", 100 * (b - a) / hz / (t1 - t0) / c}'; }
 # Per system: groups' last evaluation time (sum over groups, p50, max, s) and missed
 # iterations, from each one's own metrics.
-summarize() { # $1 metrics text, $2 duration metric, $3 missed metric
-  awk -v d="$2" -v m="$3" '
-    $1 ~ "^"d"[{]" && $1 !~ /quantile/ { v[n++] = $2; sum += $2 }
-    $1 ~ "^"d"[{].*quantile=\"0.5\"" { v[n++] = $2; sum += $2 }
-    $1 ~ "^"m { missed += $2 }
-    END { asort(v); printf "groups %d, evaluation time sum %.1f s, p50 %.3f s, max %.3f s; missed iterations %d", n, sum, v[int(n/2)+1], v[n], missed }'
+summarize() { # $1 metrics text, $2 duration metric (a gauge, or a summary's median), $3 missed metric
+  local vals missed
+  vals=$(printf '%s\n' "$1" | awk -v d="$2" '($1 ~ "^"d"[{]" && $1 !~ /quantile/) || $1 ~ "^"d"[{].*quantile=\"0.5\"" {print $2}' | sort -g)
+  missed=$(printf '%s\n' "$1" | awk -v m="$3" '$1 ~ "^"m {s += $2} END {print s + 0}')
+  printf '%s\n' "$vals" | awk -v missed="$missed" '{v[NR] = $1; s += $1}
+    END {printf "groups %d, evaluation time sum %.1f s, p50 %.3f s, max %.3f s; missed iterations %d", NR, s, v[int(NR / 2) + 1], v[NR], missed}'
 }
 echo "strata:          CPU $(share $S0 $S1) of the machine; $(summarize "$(curl -sf http://127.0.0.1:$SH/metrics)" strata_rule_group_last_duration_seconds strata_rule_group_iterations_missed_total)"
 echo "prometheus:      CPU $(share $P0 $P1) of the machine; $(summarize "$(curl -sf http://127.0.0.1:$PP/metrics)" prometheus_rule_group_last_duration_seconds prometheus_rule_group_iterations_missed_total)"

@@ -82,7 +82,7 @@ use strata_ingest::{Limits, PersistConfig};
 /// [rules]
 /// evaluation_interval = "1m"
 /// threads = 2                    # rule evaluation's own runtime, apart from queries
-/// max_concurrent_evaluations = 4 # groups evaluated at once
+/// max_concurrent_evaluations = 64 # groups evaluated at once
 /// memory_limit_bytes = 1073741824 # rules' queries together; 0 for no limit
 /// query_timeout = "2m"
 /// [alerting]                     # docs/alerting.md
@@ -162,9 +162,12 @@ pub struct RulesConfig {
     /// serving HTTP, Flight SQL and their queries, so that a dashboard's or SQL query's
     /// work never holds a rule's evaluation up. Default 2; at least 1.
     pub threads: usize,
-    /// Groups evaluated at once (every tenant's together); others wait for a slot, and
-    /// the wait shows in their evaluation time. Default 4, as Prometheus's
-    /// `--rules.max-concurrent-evals`.
+    /// Groups evaluated at once (every tenant's together); others wait for a slot (the
+    /// wait counts toward missed iterations, not evaluation time). Default 64: each
+    /// rule's output is written to the WAL and synced before the next rule runs, and
+    /// concurrent groups share those syncs (group commit). Prometheus does not limit
+    /// groups at all (its `--rules.max-concurrent-evals` is about rules within a
+    /// group).
     pub max_concurrent_evaluations: usize,
     /// Memory the rules' queries may hold together, bytes (a DataFusion `FairSpillPool` of
     /// their own, apart from the queries of the HTTP API and SQL); 0 for no limit.
@@ -184,7 +187,7 @@ impl Default for RulesConfig {
             external_labels: Default::default(),
             external_url: String::new(),
             threads: 2,
-            max_concurrent_evaluations: 4,
+            max_concurrent_evaluations: 64,
             memory_limit_bytes: 1 << 30,
             query_timeout: std::time::Duration::from_secs(120),
         }

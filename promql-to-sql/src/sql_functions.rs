@@ -93,6 +93,19 @@ fn literal(e: &Expr, session: &dyn Session) -> Result<ScalarValue> {
     }
 }
 
+/// The PromQL query argument of the table function `name`, parsed now so that a bad
+/// query fails at planning with the parser's message.
+fn query_arg(name: &str, e: &Expr, session: &dyn Session) -> Result<String> {
+    let query = match literal(e, session)? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s,
+        other => return plan_err!("{name}: the query must be a string, got {other}"),
+    };
+    crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+    Ok(query)
+}
+
 /// A time argument in ms.
 fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
     let bad = || {
@@ -160,14 +173,7 @@ impl TableFunctionImpl for PromqlFunction {
                 }
             );
         }
-        let query = match literal(&exprs[0], session)? {
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)) => s,
-            other => return plan_err!("{name}: the query must be a string, got {other}"),
-        };
-        // Parse now, so a bad query fails at planning with the parser's message.
-        crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let query = query_arg(name, &exprs[0], session)?;
         let start = time_ms(
             &literal(&exprs[1], session)?,
             if self.range { "start" } else { "time" },
@@ -300,13 +306,7 @@ impl TableFunctionImpl for AnomalyFunction {
                 "anomaly_range takes 4 to 7 arguments: (query, start, end, step [, sensitivity [, resolution [, history]]])"
             );
         }
-        let query = match literal(&exprs[0], session)? {
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)) => s,
-            other => return plan_err!("anomaly_range: the query must be a string, got {other}"),
-        };
-        crate::query::parse(&query).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let query = query_arg("anomaly_range", &exprs[0], session)?;
         let start = time_ms(&literal(&exprs[1], session)?, "start")?;
         let end = time_ms(&literal(&exprs[2], session)?, "end")?;
         let step = step_ms(&literal(&exprs[3], session)?)?;

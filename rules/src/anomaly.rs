@@ -258,26 +258,6 @@ fn decompose(y: &[f64], first: i64, periods: &[usize]) -> Result<Baseline, Strin
 pub(crate) mod tests {
     use super::*;
 
-    /// A deterministic normal variate stream (Box–Muller over xorshift64*).
-    pub(crate) struct Noise(u64);
-
-    impl Noise {
-        pub(crate) fn new(seed: u64) -> Noise {
-            Noise(seed.max(1))
-        }
-        fn uniform(&mut self) -> f64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        pub(crate) fn normal(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
-
     /// A series with a daily and a weekly cycle around 100 (no noise).
     pub(crate) fn seasonal(t_ms: i64) -> f64 {
         use std::f64::consts::TAU;
@@ -289,7 +269,7 @@ pub(crate) mod tests {
     const STEP: i64 = 15 * 60_000;
 
     fn history(from: i64, to: i64, noise: f64, seed: u64) -> Vec<(i64, f64)> {
-        let mut n = Noise::new(seed);
+        let mut n = crate::anomaly_eval::Rng::new(seed);
         (from / STEP..to / STEP)
             .map(|i| {
                 let t = i * STEP;

@@ -76,9 +76,14 @@ impl Kind {
 }
 
 /// A deterministic stream of uniform and normal variates (xorshift64*, Box–Muller).
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
+    /// The stream of `seed` (0 is taken as 1).
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
     fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -87,7 +92,7 @@ impl Rng {
         ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
-    fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
@@ -114,7 +119,7 @@ impl Series {
         use std::f64::consts::TAU;
         let d = t_ms.rem_euclid(DAY_MS) as f64 / DAY_MS as f64;
         let w = t_ms.rem_euclid(WEEK_MS) as f64 / WEEK_MS as f64;
-        let mut rng = Rng((self.seed ^ (t_ms as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).max(1));
+        let mut rng = Rng::new(self.seed ^ (t_ms as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let wide = if rng.uniform() < 0.01 { 4.0 } else { 1.0 };
         let mut noise = wide * self.sigma * rng.normal();
         let mut v =
@@ -157,7 +162,7 @@ pub const WEEK_START_MS: i64 = 1_767_571_200_000;
 
 /// The synthetic series of `setup`.
 pub fn series(setup: &Setup) -> Vec<Series> {
-    let mut rng = Rng(setup.seed.max(1));
+    let mut rng = Rng::new(setup.seed);
     (0..setup.series)
         .map(|i| {
             let level = 50.0 + 100.0 * rng.uniform();

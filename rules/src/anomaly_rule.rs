@@ -213,15 +213,14 @@ impl AnomalyRule {
             let s = self.state.lock();
             let oldest = s.baselines.values().map(|b| b.fitted_at_ms).min();
             let since_attempt = s.last_attempt_ms.map_or(i64::MAX, |a| t_ms - a);
-            let due = !s.running
+            !s.running
                 && match oldest {
                     None => since_attempt >= self.resolution.as_millis() as i64,
                     Some(f) => {
                         f < self.refit_slot(t_ms)
                             || (s.unfitted > 0 && since_attempt >= NEW_SERIES_REFIT_MS)
                     }
-                };
-            due
+                }
         };
         if due {
             tokio::spawn(self.fit(t_ms, env));

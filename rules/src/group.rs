@@ -406,8 +406,13 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         let restore_now = {
+            // Waiting for a slot ends at `stop` too, so that a stopping server does not
+            // wait for every queued evaluation.
             let _slot = match &env.slots {
-                Some(s) => s.clone().acquire_owned().await.ok(),
+                Some(s) => tokio::select! {
+                    _ = stop.wait_for(|v| *v) => return,
+                    slot = s.clone().acquire_owned() => slot.ok(),
+                },
                 None => None,
             };
             let mut g = group.lock().await;
