@@ -80,13 +80,26 @@ APID=$!
 # One full cycle, then the measured window.
 sleep 75
 ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+# Rule evaluations done, from each one's own counter.
+evals() { curl -sf "$1" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+SE0=$(evals http://127.0.0.1:$SH/metrics strata_rule_evaluations_total)
+PE0=$(evals http://127.0.0.1:$PP/metrics prometheus_rule_evaluations_total)
+AE0=$(evals http://127.0.0.1:$AP/metrics vmalert_alerting_rules_evaluations_total)
+AR0=$(evals http://127.0.0.1:$AP/metrics vmalert_recording_rules_evaluations_total)
 S0=$(ticks $SPID); P0=$(ticks $PPID_); V0=$(ticks $VPID); A0=$(ticks $APID); T0=$(date +%s.%N)
 sleep $((MINUTES * 60))
 S1=$(ticks $SPID); P1=$(ticks $PPID_); V1=$(ticks $VPID); A1=$(ticks $APID); T1=$(date +%s.%N)
+SE1=$(evals http://127.0.0.1:$SH/metrics strata_rule_evaluations_total)
+PE1=$(evals http://127.0.0.1:$PP/metrics prometheus_rule_evaluations_total)
+AE1=$(evals http://127.0.0.1:$AP/metrics vmalert_alerting_rules_evaluations_total)
+AR1=$(evals http://127.0.0.1:$AP/metrics vmalert_recording_rules_evaluations_total)
+# CPU ms per rule evaluation.
+per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (n > 0) printf "%.3f ms", 1000 * (b - a) / hz / n; else printf "n/a"}'; }
 HZ=$(getconf CLK_TCK); CORES=$(nproc)
 share() { awk -v a="$1" -v b="$2" -v t0="$T0" -v t1="$T1" -v hz="$HZ" -v c="$CORES" 'BEGIN {printf "%.1f%%", 100 * (b - a) / hz / (t1 - t0) / c}'; }
 # Per system: groups' last evaluation time (sum over groups, p50, max, s) and missed
-# iterations, from each one's own metrics.
+# iterations, from each one's own metrics (vmalert's durations are a summary whose
+# window does not match: only its missed iterations are shown).
 summarize() { # $1 metrics text, $2 duration metric (a gauge, or a summary's median), $3 missed metric
   local vals missed
   vals=$(printf '%s\n' "$1" | awk -v d="$2" '($1 ~ "^"d"[{]" && $1 !~ /quantile/) || $1 ~ "^"d"[{].*quantile=\"0.5\"" {print $2}' | sort -g)
@@ -94,6 +107,6 @@ summarize() { # $1 metrics text, $2 duration metric (a gauge, or a summary's med
   printf '%s\n' "$vals" | awk -v missed="$missed" '{v[NR] = $1; s += $1}
     END {printf "groups %d, evaluation time sum %.1f s, p50 %.3f s, max %.3f s; missed iterations %d", NR, s, v[int(NR / 2) + 1], v[NR], missed}'
 }
-echo "strata:          CPU $(share $S0 $S1) of the machine; $(summarize "$(curl -sf http://127.0.0.1:$SH/metrics)" strata_rule_group_last_duration_seconds strata_rule_group_iterations_missed_total)"
-echo "prometheus:      CPU $(share $P0 $P1) of the machine; $(summarize "$(curl -sf http://127.0.0.1:$PP/metrics)" prometheus_rule_group_last_duration_seconds prometheus_rule_group_iterations_missed_total)"
-echo "vmalert + vm:    CPU $(share $A0 $A1) (vmalert) + $(share $V0 $V1) (victoria-metrics); $(summarize "$(curl -sf http://127.0.0.1:$AP/metrics)" vmalert_iteration_duration_seconds vmalert_iteration_missed_total)"
+echo "strata:          CPU $(share $S0 $S1) of the machine, $((SE1 - SE0)) evaluations ($(per $S0 $S1 $((SE1 - SE0))) CPU each); $(summarize "$(curl -sf http://127.0.0.1:$SH/metrics)" strata_rule_group_last_duration_seconds strata_rule_group_iterations_missed_total)"
+echo "prometheus:      CPU $(share $P0 $P1) of the machine, $((PE1 - PE0)) evaluations ($(per $P0 $P1 $((PE1 - PE0))) CPU each); $(summarize "$(curl -sf http://127.0.0.1:$PP/metrics)" prometheus_rule_group_last_duration_seconds prometheus_rule_group_iterations_missed_total)"
+echo "vmalert + vm:    CPU $(share $A0 $A1) (vmalert) + $(share $V0 $V1) (victoria-metrics), $((AE1 + AR1 - AE0 - AR0)) evaluations; missed iterations $(evals http://127.0.0.1:$AP/metrics vmalert_iteration_missed_total)"
