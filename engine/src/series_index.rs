@@ -130,7 +130,7 @@ impl SeriesIndex {
         names: Option<&[String]>,
         narrow: &[Narrowing<'_>],
     ) -> crate::Result<(Vec<Arc<SeriesLabels>>, usize)> {
-        let (table, head) = self.source.series();
+        let (table, head) = self.source.series_named(names);
         let loaded = self.catalog(&table).await?;
         let by_name = loaded.by_label.get(NAME);
         let mut pos: Option<Vec<u32>> = names.map(|names| {

@@ -29,6 +29,13 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     }
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
+
+    /// As [`Source::series`], the head's series only those whose metric name is one of
+    /// `names` (all with `None`); this default returns them all.
+    fn series_named(&self, names: Option<&[String]>) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        let _ = names;
+        self.series()
+    }
 }
 
 /// The running write path as a source.
@@ -54,6 +61,9 @@ impl Source for IngesterSource {
     }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series()
+    }
+    fn series_named(&self, names: Option<&[String]>) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        self.0.read_series_named(names)
     }
 }
 

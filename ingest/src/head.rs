@@ -409,6 +409,13 @@ impl Head {
 
     /// Series not yet in the Delta catalog (active and frozen parts).
     pub fn uncataloged_series(&self) -> Vec<Arc<SeriesMeta>> {
+        self.uncataloged_series_named(None)
+    }
+
+    /// Series not yet in the Delta catalog whose metric name is one of `names` (all with
+    /// `None`): through the by-name indexes, so that a query of some metrics visits only
+    /// their series, however many new series other writers (rules) keep creating.
+    pub fn uncataloged_series_named(&self, names: Option<&[String]>) -> Vec<Arc<SeriesMeta>> {
         // Usually none: then no series is visited.
         if self.uncataloged.load(Ordering::Relaxed) == 0 {
             return vec![];
@@ -421,10 +428,35 @@ impl Head {
             }
         };
         if let Some(f) = self.frozen.read().as_ref() {
-            f.series.iter().for_each(|(m, _)| take(m));
+            match names {
+                None => f.series.iter().for_each(|(m, _)| take(m)),
+                Some(names) => {
+                    for i in names
+                        .iter()
+                        .filter_map(|n| f.by_name.get(n.as_str()))
+                        .flatten()
+                    {
+                        take(&f.series[*i].0);
+                    }
+                }
+            }
         }
         for shard in &self.shards {
-            shard.lock().series.values().for_each(|(m, _)| take(m));
+            let shard = shard.lock();
+            match names {
+                None => shard.series.values().for_each(|(m, _)| take(m)),
+                Some(names) => {
+                    for id in names
+                        .iter()
+                        .filter_map(|n| shard.by_name.get(n.as_str()))
+                        .flatten()
+                    {
+                        if let Some((m, _)) = shard.series.get(id) {
+                            take(m);
+                        }
+                    }
+                }
+            }
         }
         out
     }
@@ -538,6 +570,26 @@ mod tests {
         h.freeze().unwrap();
         assert_eq!(got(h.snapshot(Some(&names(&["b"])))), [("b".into(), 1)]);
         assert_eq!(h.uncataloged_series().len(), 2);
+        let named = |n: &[&str]| -> Vec<String> {
+            let v: Vec<String> = n.iter().map(|x| x.to_string()).collect();
+            let mut got: Vec<String> = h
+                .uncataloged_series_named(Some(&v))
+                .iter()
+                .map(|m| m.labels.metric_name().to_string())
+                .collect();
+            got.sort();
+            got
+        };
+        // Frozen and active parts, by name.
+        h.append(vec![ss("c", &[(3, 3.0)])]);
+        assert_eq!(named(&["b"]), ["b"]);
+        assert_eq!(named(&["a", "c", "x"]), ["a", "c"]);
+        assert!(named(&["x"]).is_empty());
+        h.release_frozen();
+        assert!(named(&["a", "b"]).is_empty());
+        assert_eq!(named(&["c"]), ["c"]);
+        assert_eq!(h.uncataloged_series().len(), 1);
+        h.freeze().unwrap();
         h.release_frozen();
         assert!(h.uncataloged_series().is_empty());
         assert!(h.snapshot(Some(&names(&["a", "b"]))).is_empty());

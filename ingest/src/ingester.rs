@@ -836,8 +836,17 @@ impl Ingester {
     /// A consistent view of the series catalog: the Delta table and the head's series not
     /// yet in it.
     pub fn read_series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
+        self.read_series_named(None)
+    }
+
+    /// As [`Ingester::read_series`], the head's series only those whose metric name is
+    /// one of `names` (all with `None`).
+    pub fn read_series_named(
+        &self,
+        names: Option<&[String]>,
+    ) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         let t = self.tables.read();
-        (t.series.clone(), self.head.uncataloged_series())
+        (t.series.clone(), self.head.uncataloged_series_named(names))
     }
 
     /// Updates the gauges of `/metrics` from the WAL and head.
