@@ -106,6 +106,14 @@ fn query_arg(name: &str, e: &Expr, session: &dyn Session) -> Result<String> {
     Ok(query)
 }
 
+/// A context over the scanning session's state, for the PromQL engine.
+fn context_of(state: &dyn Session) -> Result<SessionContext> {
+    match state.as_any().downcast_ref::<SessionState>() {
+        Some(st) => Ok(SessionContext::new_with_state(st.clone())),
+        None => plan_err!("PromQL table functions need DataFusion's SessionState"),
+    }
+}
+
 /// A time argument in ms.
 fn time_ms(v: &ScalarValue, what: &str) -> Result<i64> {
     let bad = || {
@@ -272,10 +280,7 @@ impl TableProvider for PromqlTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(st) = state.as_any().downcast_ref::<SessionState>() else {
-            return plan_err!("PromQL table functions need DataFusion's SessionState");
-        };
-        let ctx = SessionContext::new_with_state(st.clone());
+        let ctx = context_of(state)?;
         let opts = QueryOptions::default();
         let r = if self.range {
             range_query(&ctx, &self.query, self.start, self.end, self.step, &opts).await
@@ -391,10 +396,7 @@ impl TableProvider for AnomalyTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::arrow::array::{Array, BooleanBuilder};
-        let Some(st) = state.as_any().downcast_ref::<SessionState>() else {
-            return plan_err!("anomaly_range needs DataFusion's SessionState");
-        };
-        let ctx = SessionContext::new_with_state(st.clone());
+        let ctx = context_of(state)?;
         let err = |e: crate::PromqlError| DataFusionError::Execution(format!("PromQL: {e}"));
         let r = range_query(
             &ctx,
@@ -447,13 +449,12 @@ impl TableProvider for AnomalyTable {
             for (t, v) in &s.points {
                 match b {
                     Some(b) => {
-                        let e = b.expected(*t);
-                        let z = (v - e) / b.sigma;
-                        base.append_value(e);
-                        lo.append_value(e - self.sensitivity * b.sigma);
-                        hi.append_value(e + self.sensitivity * b.sigma);
-                        score.append_value(z);
-                        flag.append_value(z.abs() >= self.sensitivity);
+                        let j = b.judge(*t, *v, self.sensitivity);
+                        base.append_value(j.expected);
+                        lo.append_value(j.lower);
+                        hi.append_value(j.upper);
+                        score.append_value(j.score);
+                        flag.append_value(j.anomalous);
                     }
                     None => {
                         base.append_null();

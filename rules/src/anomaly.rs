@@ -111,6 +111,37 @@ impl Baseline {
     pub fn score(&self, t_ms: i64, value: f64) -> f64 {
         (value - self.expected(t_ms)) / self.sigma
     }
+
+    /// `value` at `t_ms` judged at `sensitivity` sigmas: the expected value, the band
+    /// and the score.
+    pub fn judge(&self, t_ms: i64, value: f64, sensitivity: f64) -> Judgement {
+        let expected = self.expected(t_ms);
+        let score = (value - expected) / self.sigma;
+        let band = sensitivity * self.sigma;
+        Judgement {
+            expected,
+            lower: expected - band,
+            upper: expected + band,
+            score,
+            anomalous: score.abs() >= sensitivity,
+        }
+    }
+}
+
+/// A value judged against its baseline ([`Baseline::judge`]), in the series' unit except
+/// `score` (sigmas).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// The baseline at the value's time.
+    pub expected: f64,
+    /// `expected - sensitivity × sigma`.
+    pub lower: f64,
+    /// `expected + sensitivity × sigma`.
+    pub upper: f64,
+    /// `(value - expected) / sigma`.
+    pub score: f64,
+    /// `|score| >= sensitivity`.
+    pub anomalous: bool,
 }
 
 /// The median of `v` (sorts it); NaN for an empty slice.

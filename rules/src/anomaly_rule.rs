@@ -78,6 +78,8 @@ pub struct FitStatus {
 #[derive(Debug, Default)]
 struct FitState {
     baselines: HashMap<Labels, Baseline>,
+    /// The oldest of `baselines`' fit times, kept as they are installed.
+    fitted_at_ms: Option<i64>,
     loaded: bool,
     running: bool,
     last_attempt_ms: Option<i64>,
@@ -163,17 +165,11 @@ impl AnomalyRule {
         FitStatus {
             series: s.baselines.len(),
             unfitted: s.unfitted,
-            fitted_at_ms: s.baselines.values().map(|b| b.fitted_at_ms).min(),
+            fitted_at_ms: s.fitted_at_ms,
             running: s.running,
             last_error: s.last_error.clone(),
             methods,
         }
-    }
-
-    /// The baseline of the series `labels` (`__name__` ignored), if it has one.
-    pub fn baseline(&self, labels: &Labels) -> Option<Baseline> {
-        let key = without_name(labels.clone());
-        self.state.lock().baselines.get(&key).cloned()
     }
 
     /// The start of the refit slot at or before `t_ms`.
@@ -204,6 +200,7 @@ impl AnomalyRule {
                 Ok(v) => {
                     // The fit that made them was the last attempt.
                     s.last_attempt_ms = v.iter().map(|(_, b)| b.fitted_at_ms).max();
+                    s.fitted_at_ms = v.iter().map(|(_, b)| b.fitted_at_ms).min();
                     s.baselines = v.into_iter().collect();
                 }
                 Err(e) => s.last_error = Some(format!("loading baselines: {e}")),
@@ -211,7 +208,7 @@ impl AnomalyRule {
         }
         let due = {
             let s = self.state.lock();
-            let oldest = s.baselines.values().map(|b| b.fitted_at_ms).min();
+            let oldest = s.fitted_at_ms;
             let since_attempt = s.last_attempt_ms.map_or(i64::MAX, |a| t_ms - a);
             !s.running
                 && match oldest {
@@ -278,23 +275,24 @@ impl AnomalyRule {
                     unfitted += 1;
                     continue;
                 };
-                let expected = b.expected(query_ts_ms);
-                let score = (v - expected) / b.sigma;
-                let band = self.sensitivity * b.sigma;
+                let j = b.judge(query_ts_ms, v, self.sensitivity);
+                let mut l: std::collections::BTreeMap<String, String> =
+                    series.iter().cloned().collect();
+                l.insert("anomaly".into(), self.name.clone());
                 for (name, value) in [
-                    ("anomaly_score", score),
-                    ("anomaly_baseline", expected),
-                    ("anomaly_lower", expected - band),
-                    ("anomaly_upper", expected + band),
+                    ("anomaly_score", j.score),
+                    ("anomaly_baseline", j.expected),
+                    ("anomaly_lower", j.lower),
+                    ("anomaly_upper", j.upper),
                 ] {
-                    let mut l: std::collections::BTreeMap<String, String> =
-                        series.iter().cloned().collect();
                     l.insert("__name__".into(), name.into());
-                    l.insert("anomaly".into(), self.name.clone());
-                    out.push((l.into_iter().collect(), value));
+                    out.push((
+                        l.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        value,
+                    ));
                 }
-                if score.abs() >= self.sensitivity {
-                    anomalous.push((series, score));
+                if j.anomalous {
+                    anomalous.push((series, j.score));
                 }
             }
             s.unfitted = unfitted;
@@ -371,6 +369,7 @@ async fn fit_all(
     match result {
         Ok(fitted) => {
             s.last_error = None;
+            s.fitted_at_ms = Some(t_ms);
             s.baselines = fitted.into_iter().collect();
         }
         Err(e) => {
