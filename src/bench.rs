@@ -1030,8 +1030,9 @@ pub fn long_range_cases() -> Vec<QueryCase> {
 /// interleaved: `warmup` unmeasured rounds, then `repeat` measured ones, each round one
 /// request to every base in turn (so that a slow spell of the shared machine, such as
 /// another system's background compaction, falls on all of them alike). The range ends
-/// at `end_s` (Unix seconds). Returns, per base, the median latency in ms and the number
-/// of series in the answer, or the first error.
+/// at `end_s` (Unix seconds). Returns, per base, the median latency in ms (from sending
+/// the request to the answer's last byte, before the answer is parsed) and the number of
+/// series in the answer, or the first error.
 ///
 /// # Errors
 /// Per base: a non-2xx answer or a transport error.
@@ -1067,14 +1068,22 @@ pub async fn time_queries(
                     .await
                     .map_err(|e| e.to_string())?;
                 let status = r.status();
-                let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+                Ok((status, bytes))
+            }
+            .await;
+            // The latency ends with the answer's last byte; the client's JSON parsing
+            // (which costs a large answer several ms, the same for every system) is not
+            // the server's.
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let answer = answer.and_then(|(status, bytes)| {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| format!("{base}: {e}"))?;
                 if !status.is_success() {
                     return Err(format!("{base}: {}: {status} {body}", q.name));
                 }
                 Ok(body)
-            }
-            .await;
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            });
             match answer {
                 Ok(body) => {
                     *series = body["data"]["result"]

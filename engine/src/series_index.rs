@@ -119,9 +119,9 @@ impl SeriesIndex {
     }
 
     /// As [`SeriesIndex::series`], narrowed by the postings of `narrow`: a series of the
-    /// catalog is returned only if it passes every [`Narrowing`]. The head's series not yet
-    /// in the catalog are returned unnarrowed: callers evaluate their matchers on the
-    /// result. Also returns how many series `names` alone picks.
+    /// catalog, or of the head's not yet in it, is returned only if it passes every
+    /// [`Narrowing`] (callers still evaluate their matchers on the result). Also returns
+    /// how many series `names` alone picks.
     ///
     /// # Errors
     /// As [`SeriesIndex::series`].
@@ -130,7 +130,17 @@ impl SeriesIndex {
         names: Option<&[String]>,
         narrow: &[Narrowing<'_>],
     ) -> crate::Result<(Vec<Arc<SeriesLabels>>, usize)> {
-        let (table, head) = self.source.series_named(names);
+        // The head's series not yet in the catalog have no postings: the narrowings are
+        // checked on each of the names' series as the head lists them.
+        let passes = |m: &SeriesMeta| {
+            narrow.iter().all(|n| match n {
+                Narrowing::Equal(l, v) => m.labels.get(l) == Some(*v),
+                Narrowing::Matching(l, accepts) => {
+                    m.labels.get(l).is_some_and(|v| !v.is_empty() && accepts(v))
+                }
+            })
+        };
+        let (table, head, head_named) = self.source.series_where(names, &passes);
         let loaded = self.catalog(&table).await?;
         let by_name = loaded.by_label.get(NAME);
         let mut pos: Option<Vec<u32>> = names.map(|names| {
@@ -181,8 +191,10 @@ impl SeriesIndex {
                 })
                 .collect()
         };
+        // Head series of the names count as candidates whether or not they pass (what
+        // the names alone pick decides whether a scan names its series).
+        count += head_named;
         if !extra.is_empty() {
-            count += extra.len();
             out.extend(extra);
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.dedup_by_key(|s| s.series_id);

@@ -27,6 +27,19 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     ) -> (DeltaTable, HeadSamples) {
         self.samples(names)
     }
+    /// As [`Source::samples_between`], the head's samples only those of the series `ids`
+    /// (sorted series ids) when it is `Some`: a scan whose filters name its series copies
+    /// those, not every series of their metrics. By default, as `samples_between`.
+    fn samples_of(
+        &self,
+        names: Option<&HashSet<String>>,
+        ids: Option<&[u64]>,
+        lo_ms: i64,
+        hi_ms: i64,
+    ) -> (DeltaTable, HeadSamples) {
+        let _ = ids;
+        self.samples_between(names, lo_ms, hi_ms)
+    }
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
 
@@ -35,6 +48,19 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn series_named(&self, names: Option<&[String]>) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         let _ = names;
         self.series()
+    }
+
+    /// As [`Source::series_named`], the head's series only those `keep` accepts, and how
+    /// many head series of `names` there are, accepted or not.
+    fn series_where(
+        &self,
+        names: Option<&[String]>,
+        keep: &dyn Fn(&SeriesMeta) -> bool,
+    ) -> (DeltaTable, Vec<Arc<SeriesMeta>>, usize) {
+        let (table, mut series) = self.series_named(names);
+        let named = series.len();
+        series.retain(|m| keep(m));
+        (table, series, named)
     }
 }
 
@@ -59,11 +85,27 @@ impl Source for IngesterSource {
     ) -> (DeltaTable, HeadSamples) {
         self.0.read_samples_between(names, Some((lo_ms, hi_ms)))
     }
+    fn samples_of(
+        &self,
+        names: Option<&HashSet<String>>,
+        ids: Option<&[u64]>,
+        lo_ms: i64,
+        hi_ms: i64,
+    ) -> (DeltaTable, HeadSamples) {
+        self.0.read_samples_of(names, ids, Some((lo_ms, hi_ms)))
+    }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series()
     }
     fn series_named(&self, names: Option<&[String]>) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series_named(names)
+    }
+    fn series_where(
+        &self,
+        names: Option<&[String]>,
+        keep: &dyn Fn(&SeriesMeta) -> bool,
+    ) -> (DeltaTable, Vec<Arc<SeriesMeta>>, usize) {
+        self.0.read_series_where(names, keep)
     }
 }
 

@@ -44,6 +44,18 @@ fn metric_names(filters: &[Expr]) -> Option<HashSet<String>> {
     pinned_values(filters, "metric_name", scalar_str).map(HashSet::from_iter)
 }
 
+/// The series a filter list pins the scan to (`series_id = n` or `series_id IN (...)`),
+/// sorted: used to copy only those series out of the head.
+fn series_ids(filters: &[Expr]) -> Option<Vec<u64>> {
+    let mut ids = pinned_values(filters, "series_id", |v| match v {
+        ScalarValue::Int64(Some(i)) => Some(*i as u64),
+        _ => None,
+    })?;
+    ids.sort_unstable();
+    ids.dedup();
+    Some(ids)
+}
+
 /// The time window (ms, both ends included, widened to whole ms) that `filters` (a
 /// conjunction) confine `timestamp` to, from comparisons of the column with timestamp
 /// literals (`timestamp > TIMESTAMP '...'`, either side); `None` if neither end is
@@ -370,7 +382,8 @@ pub enum Kind {
 /// A Delta table and the head's rows for it, scanned together from one consistent
 /// [`Source`] view. Filters are pushed to the Delta scan for partition, row-group and page
 /// pruning (Inexact: DataFusion re-applies them); on `samples`, a `metric_name = '...'` or
-/// `IN (...)` filter also limits which head series are copied.
+/// `IN (...)` filter, and a `series_id = n` or `IN (...)` filter, also limit which head
+/// series are copied (a series id is looked up by fingerprint, not searched for).
 ///
 /// The pruning variant ([`HeadDeltaTable::pruning_samples`]) is not exact and does not
 /// claim to be: it prunes with the filters but evaluates them on no row, so rows of other
@@ -548,9 +561,14 @@ impl TableProvider for HeadDeltaTable {
         let (table, head) = match self.kind {
             Kind::Samples => {
                 let names = metric_names(filters);
-                let (table, head) = match time_bounds(filters) {
-                    Some((lo, hi)) => self.source.samples_between(names.as_ref(), lo, hi),
-                    None => self.source.samples(names.as_ref()),
+                let ids = series_ids(filters);
+                let (table, head) = match (time_bounds(filters), &ids) {
+                    (None, None) => self.source.samples(names.as_ref()),
+                    (bounds, ids) => {
+                        let (lo, hi) = bounds.unwrap_or((i64::MIN, i64::MAX));
+                        self.source
+                            .samples_of(names.as_ref(), ids.as_deref(), lo, hi)
+                    }
                 };
                 let batch = (!head.is_empty())
                     .then(|| storage::samples_batch(&self.schema, &head.iter().collect::<Vec<_>>()))

@@ -346,6 +346,19 @@ impl Head {
         names: Option<&HashSet<String>>,
         range: Option<(i64, i64)>,
     ) -> HeadSamples {
+        self.snapshot_of(names, None, range)
+    }
+
+    /// As [`Head::snapshot_between`], only the series whose fingerprint (series id) is in
+    /// `ids` when it is `Some` (sorted, as a scan's `series_id IN (...)` filter gives
+    /// them): a rule's query of one series of a metric with thousands copies that series,
+    /// found by its fingerprint, not all of the metric's.
+    pub fn snapshot_of(
+        &self,
+        names: Option<&HashSet<String>>,
+        ids: Option<&[u64]>,
+        range: Option<(i64, i64)>,
+    ) -> HeadSamples {
         // The samples of `v` (sorted by time) in the range.
         let window = |v: &[Sample]| -> Vec<Sample> {
             match range {
@@ -357,6 +370,10 @@ impl Head {
                 }
             }
         };
+        let wanted = |m: &SeriesMeta| {
+            ids.is_none_or(|ids| ids.binary_search(&m.id).is_ok())
+                && names.is_none_or(|n| n.contains(m.labels.metric_name()))
+        };
         let mut out = vec![];
         let mut push = |m: &Arc<SeriesMeta>, v: Vec<Sample>| {
             if !v.is_empty() {
@@ -365,39 +382,62 @@ impl Head {
         };
         if let Some(f) = self.frozen.read().as_ref() {
             match names {
-                None => f.series.iter().for_each(|(m, v)| push(m, window(v))),
+                None => f
+                    .series
+                    .iter()
+                    .filter(|(m, _)| wanted(m))
+                    .for_each(|(m, v)| push(m, window(v))),
                 Some(names) => {
                     for n in names {
                         for i in f.by_name.get(n.as_str()).into_iter().flatten() {
                             let (m, v) = &f.series[*i];
-                            push(m, window(v));
+                            if wanted(m) {
+                                push(m, window(v));
+                            }
                         }
                     }
                 }
             }
         }
+        let take = |m: &Arc<SeriesMeta>,
+                    e: &Entry,
+                    push: &mut dyn FnMut(&Arc<SeriesMeta>, Vec<Sample>)| {
+            if e.samples.is_empty() {
+                return;
+            }
+            let v = if e.sorted {
+                window(&e.samples)
+            } else {
+                let mut v = e.samples.clone();
+                sort_dedup(&mut v);
+                window(&v)
+            };
+            push(m, v);
+        };
+        if let Some(ids) = ids {
+            // Each series straight from its shard.
+            for id in ids {
+                let shard = self.shards[(id % SHARDS as u64) as usize].lock();
+                if let Some((m, e)) = shard.series.get(id)
+                    && wanted(m)
+                {
+                    take(m, e, &mut push);
+                }
+            }
+            return out;
+        }
         for shard in &self.shards {
             let shard = shard.lock();
-            let mut take = |m: &Arc<SeriesMeta>, e: &Entry| {
-                if e.samples.is_empty() {
-                    return;
-                }
-                let v = if e.sorted {
-                    window(&e.samples)
-                } else {
-                    let mut v = e.samples.clone();
-                    sort_dedup(&mut v);
-                    window(&v)
-                };
-                push(m, v);
-            };
             match names {
-                None => shard.series.values().for_each(|(m, e)| take(m, e)),
+                None => shard
+                    .series
+                    .values()
+                    .for_each(|(m, e)| take(m, e, &mut push)),
                 Some(names) => {
                     for n in names {
                         for id in shard.by_name.get(n.as_str()).into_iter().flatten() {
                             if let Some((m, e)) = shard.series.get(id) {
-                                take(m, e);
+                                take(m, e, &mut push);
                             }
                         }
                     }
@@ -416,18 +456,40 @@ impl Head {
     /// `None`): through the by-name indexes, so that a query of some metrics visits only
     /// their series, however many new series other writers (rules) keep creating.
     pub fn uncataloged_series_named(&self, names: Option<&[String]>) -> Vec<Arc<SeriesMeta>> {
+        self.uncataloged_series_where(names, &|_| true).0
+    }
+
+    /// As [`Head::uncataloged_series_named`], only the series `keep` accepts (a
+    /// selector's label matchers: a rule's query of one host among thousands of new
+    /// series gets that host's, not a copy of all of them to match and sort); also
+    /// returns how many series of `names` not yet in the catalog there are, accepted or
+    /// not (what the names alone pick).
+    pub fn uncataloged_series_where(
+        &self,
+        names: Option<&[String]>,
+        keep: &dyn Fn(&SeriesMeta) -> bool,
+    ) -> (Vec<Arc<SeriesMeta>>, usize) {
         // Usually none: then no series is visited.
         if self.uncataloged.load(Ordering::Relaxed) == 0 {
-            return vec![];
+            return (vec![], 0);
         }
-        let mut seen = HashSet::new();
+        let frozen = self.frozen.read().clone();
+        // A series is in the frozen part and the active one at most once each: only with
+        // a frozen part can one be seen twice.
+        let mut seen = rustc_hash::FxHashSet::default();
         let mut out = vec![];
+        let mut named = 0;
+        let dedup = frozen.is_some();
         let mut take = |m: &Arc<SeriesMeta>| {
-            if !m.in_catalog.load(Ordering::Relaxed) && seen.insert(m.id) {
+            if m.in_catalog.load(Ordering::Relaxed) || (dedup && !seen.insert(m.id)) {
+                return;
+            }
+            named += 1;
+            if keep(m) {
                 out.push(m.clone());
             }
         };
-        if let Some(f) = self.frozen.read().as_ref() {
+        if let Some(f) = frozen.as_ref() {
             match names {
                 None => f.series.iter().for_each(|(m, _)| take(m)),
                 Some(names) => {
@@ -458,7 +520,7 @@ impl Head {
                 }
             }
         }
-        out
+        (out, named)
     }
 
     /// Samples in the active part (not frozen).
@@ -510,6 +572,79 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_snapshot_of_series_ids_copies_those_series_only() {
+        let h = Head::new(HashSet::new());
+        let mk = |host: &str, t: i64| SeriesSamples {
+            labels: RawLabels::from_pairs([
+                ("__name__", "cpu".to_string()),
+                ("host", host.to_string()),
+            ]),
+            samples: vec![Sample {
+                timestamp_ms: t,
+                value: t as f64,
+            }],
+        };
+        h.append((0..50).map(|i| mk(&format!("h{i}"), i)).collect());
+        let all = h.snapshot(None);
+        assert_eq!(all.len(), 50);
+        let id_of = |host: &str| {
+            all.iter()
+                .find(|(m, _)| m.labels.get("host") == Some(host))
+                .map(|(m, _)| m.id)
+                .unwrap()
+        };
+        let mut ids = vec![id_of("h7"), id_of("h31"), 12345];
+        ids.sort_unstable();
+        let mut got: Vec<i64> = h
+            .snapshot_of(None, Some(&ids), Some((0, 100)))
+            .into_iter()
+            .map(|(_, v)| v[0].timestamp_ms)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [7, 31]);
+        // The metric name still applies, and so does the time range.
+        let other: HashSet<String> = ["mem".to_string()].into();
+        assert!(h.snapshot_of(Some(&other), Some(&ids), None).is_empty());
+        assert!(h.snapshot_of(None, Some(&ids), Some((8, 30))).is_empty());
+        // In the frozen part as well.
+        let _ = h.freeze();
+        assert_eq!(h.snapshot_of(None, Some(&ids), None).len(), 2);
+    }
+
+    #[test]
+    fn uncataloged_series_where_keeps_what_passes_and_counts_all_of_the_names() {
+        let h = Head::new(HashSet::new());
+        let mk = |name: &str, host: &str| SeriesSamples {
+            labels: RawLabels::from_pairs([
+                ("__name__", name.to_string()),
+                ("host", host.to_string()),
+            ]),
+            samples: vec![Sample {
+                timestamp_ms: 1,
+                value: 1.0,
+            }],
+        };
+        h.append(
+            (0..20)
+                .map(|i| mk("cpu", &format!("h{i}")))
+                .chain([mk("mem", "h3")])
+                .collect(),
+        );
+        let names = ["cpu".to_string()];
+        let h3 = |m: &SeriesMeta| m.labels.get("host") == Some("h3");
+        let (got, named) = h.uncataloged_series_where(Some(&names), &h3);
+        assert_eq!(named, 20);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels.metric_name(), "cpu");
+        // Every name, frozen and active parts, each series once.
+        let _ = h.freeze();
+        h.append(vec![mk("cpu", "h3")]);
+        let (got, named) = h.uncataloged_series_where(None, &h3);
+        assert_eq!((got.len(), named), (2, 21));
+        assert_eq!(h.uncataloged_series_named(Some(&names)).len(), 20);
     }
 
     #[test]

@@ -829,8 +829,19 @@ impl Ingester {
         names: Option<&std::collections::HashSet<String>>,
         range: Option<(i64, i64)>,
     ) -> (DeltaTable, HeadSamples) {
+        self.read_samples_of(names, None, range)
+    }
+
+    /// As [`Ingester::read_samples_between`], the head's samples only those of the series
+    /// `ids` (sorted series ids) when it is `Some`.
+    pub fn read_samples_of(
+        &self,
+        names: Option<&std::collections::HashSet<String>>,
+        ids: Option<&[u64]>,
+        range: Option<(i64, i64)>,
+    ) -> (DeltaTable, HeadSamples) {
         let t = self.tables.read();
-        (t.samples.clone(), self.head.snapshot_between(names, range))
+        (t.samples.clone(), self.head.snapshot_of(names, ids, range))
     }
 
     /// A consistent view of the series catalog: the Delta table and the head's series not
@@ -847,6 +858,19 @@ impl Ingester {
     ) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         let t = self.tables.read();
         (t.series.clone(), self.head.uncataloged_series_named(names))
+    }
+
+    /// As [`Ingester::read_series_named`], the head's series only those `keep` accepts,
+    /// with how many of `names` there are accepted or not
+    /// ([`crate::head::Head::uncataloged_series_where`]).
+    pub fn read_series_where(
+        &self,
+        names: Option<&[String]>,
+        keep: &dyn Fn(&SeriesMeta) -> bool,
+    ) -> (DeltaTable, Vec<Arc<SeriesMeta>>, usize) {
+        let t = self.tables.read();
+        let (series, named) = self.head.uncataloged_series_where(names, keep);
+        (t.series.clone(), series, named)
     }
 
     /// Updates the gauges of `/metrics` from the WAL and head.

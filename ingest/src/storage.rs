@@ -315,14 +315,14 @@ pub fn samples_batch(
     let mut date = Date32Builder::with_capacity(n);
     let mut fam = StringDictionaryBuilder::<Int32Type>::new();
     for (m, samples) in series {
-        let mname = m.labels.metric_name();
+        // A series' name and family: one dictionary lookup each, not one per sample.
+        name.append_values(m.labels.metric_name(), samples.len());
+        fam.append_values(m.family.as_ref(), samples.len());
+        sid.append_value_n(m.id as i64, samples.len());
         for s in samples {
-            name.append_value(mname);
-            sid.append_value(m.id as i64);
             ts.append_value(s.timestamp_ms * 1000);
             val.append_value(s.value);
             date.append_value(date_of_ms(s.timestamp_ms));
-            fam.append_value(m.family.as_ref());
         }
     }
     let by_name: HashMap<&str, ArrayRef> = [

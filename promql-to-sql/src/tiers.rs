@@ -376,7 +376,7 @@ pub fn eval_range(
         let buckets = a..z.max(a);
         // A one-bucket window whose stored quantile was read needs no sketch.
         let stored = match buckets.len() {
-            1 => series.quantile(a),
+            1 if f == RangeFn::QuantileOverTime => series.quantile(a),
             _ => None,
         };
         let quantile = f == RangeFn::QuantileOverTime && stored.is_none();

@@ -91,15 +91,24 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
     let Some(s) = Option::<String>::deserialize(d)? else {
         return Ok(None);
     };
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A Prometheus duration (`1h30m`, `90s`, `0`), as its `model.ParseDuration` reads it.
+///
+/// # Errors
+/// A message naming the text that is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     // Prometheus's `model.ParseDuration` takes zero ("0", "0s", "0m"); promql-parser's
     // does not.
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     if !digits.is_empty() && digits.chars().all(|c| c == '0') {
-        return Ok(Some(Duration::ZERO));
+        return Ok(Duration::ZERO);
     }
-    promql_parser::util::duration::parse_duration(&s)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    promql_parser::util::duration::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Whether `name` is a valid legacy metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).

@@ -319,8 +319,14 @@ impl Group {
             let limit = self.limit;
             let out = result.and_then(|r| match &mut self.rules[i] {
                 Rule::Recording(rule) => rule.eval(r, limit),
-                Rule::Alerting(rule) => rule.eval(ts_ms, r, limit, external_labels, external_url),
+                // Templates' `query` calls, made while the alerts are expanded (no await
+                // while the scope lasts: it is this thread's).
+                Rule::Alerting(rule) => {
+                    let _query = template_query(env, query_ts);
+                    rule.eval(ts_ms, r, limit, external_labels, external_url)
+                }
                 Rule::Anomaly(rule) => {
+                    let _query = template_query(env, query_ts);
                     rule.eval(ts_ms, query_ts, r, limit, external_labels, external_url)
                 }
             });
@@ -382,6 +388,30 @@ impl Group {
     pub fn key(&self) -> String {
         format!("{};{}", self.file, self.name)
     }
+}
+
+/// The query function of templates expanded in an evaluation at `query_ts` (ms): the
+/// group's querier, run to completion on a thread of its own with a one-thread runtime
+/// (template expansion is synchronous, as in Prometheus, and this task's runtime cannot
+/// be blocked on from within). Set for the rule being evaluated; only templates that call
+/// `query` use it.
+fn template_query(env: &Env, query_ts: i64) -> crate::template::QueryScope {
+    let querier = env.querier.clone();
+    crate::template::with_query(Arc::new(move |q: &str| {
+        let querier = querier.clone();
+        let q = q.to_string();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("a runtime for the template's query: {e}"))?;
+                rt.block_on(querier.query(&q, query_ts))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the template's query panicked".into()))
+        })
+    }))
 }
 
 /// Runs `group` on its slots until `stop` turns true: the first evaluation at the first
@@ -564,6 +594,51 @@ mod tests {
             stale.contains(&l(&[("__name__", "job:x:sum"), ("team", "db")])),
             "{stale:?}"
         );
+    }
+
+    /// A template's `query` runs through the group's querier at the query's time.
+    #[tokio::test]
+    async fn alert_templates_query_through_the_group_querier() {
+        let f = RuleFile::parse(
+            "r.yml",
+            "groups:\n- name: g\n  query_offset: 10s\n  rules:\n  - alert: High\n    expr: x > 1\n    annotations:\n      total: '{{ with query \"sum(x)\" }}{{ . | first | value | humanize }}{{ end }}'\n",
+        )
+        .unwrap();
+        let mut g = Group::new("r.yml", &f.groups[0], Duration::from_secs(15));
+        let store = Arc::new(Store::default());
+        let q = Arc::new(Fixed {
+            answers: Mutex::new(
+                [
+                    ("x > 1".to_string(), vec![(vec![], 3.0)]),
+                    ("sum(x)".to_string(), vec![(vec![], 1234567.0)]),
+                ]
+                .into(),
+            ),
+            asked: Mutex::new(vec![]),
+            store: store.clone(),
+        });
+        let env = Env {
+            querier: q.clone(),
+            appender: store.clone(),
+            notifier: None,
+            external_labels: vec![],
+            external_url: String::new(),
+            resend_delay: Duration::from_secs(60),
+            metrics: None,
+            baselines: None,
+            slots: None,
+        };
+        g.eval(60_000, &env).await;
+        let Rule::Alerting(r) = &g.rules[0] else {
+            panic!("not an alerting rule")
+        };
+        let a = r.alerts();
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            a[0].annotations,
+            vec![("total".to_string(), "1.235M".to_string())]
+        );
+        assert!(q.asked.lock().contains(&("sum(x)".to_string(), 50_000)));
     }
 
     #[test]

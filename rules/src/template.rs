@@ -7,15 +7,59 @@
 //! `match`, `reReplaceAll` and `stripPort`. A template that fails expands to `<error expanding
 //! template: ...>`, as in Prometheus.
 //!
-//! Differences: Prometheus's query functions (`query`, `first`, `value`, ...),
-//! `humanizeTimestamp`, `toTime`, `graphLink`, `tableLink`, `safeHtml`, `args` and
-//! `parseDuration` are not there (a
-//! template using one expands to the error text); numbers print as Rust prints `f64`
+//! Prometheus's query functions work as in its `template/template.go`: `query` runs an
+//! instant query at the rule's evaluation time (through the group's querier, see
+//! [`with_query`]) and gives a list of samples, each with `.Labels` and `.Value`; `first`,
+//! `label`, `value`, `strvalue` and `sortByLabel` read such lists; also `args`,
+//! `safeHtml`, `graphLink`, `tableLink`, `humanizeTimestamp`, `toTime`, `parseDuration`,
+//! `pathPrefix` and `externalURL`.
+//!
+//! Differences: `toTime` gives the time's text (as `humanizeTimestamp`), not a Go
+//! `time.Time` whose methods a template could call; numbers print as Rust prints `f64`
 //! (`1000000`, where Go's `%v` prints `1e+06`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gtmpl::{Context, FuncError, Template, Value};
+
+use crate::Sample;
+
+/// What a template's `query` runs: an instant query of PromQL text at the evaluation's
+/// time, its samples or an error message.
+pub type QueryFn = Arc<dyn Fn(&str) -> Result<Vec<Sample>, String> + Send + Sync>;
+
+/// What the template functions that are not pure read: the query function and the
+/// external URL of the expansion under way on this thread (`gtmpl`'s functions are plain
+/// function pointers).
+#[derive(Default)]
+struct Ambient {
+    query: Option<QueryFn>,
+    external_url: String,
+}
+
+thread_local! {
+    static AMBIENT: RefCell<Ambient> = RefCell::new(Ambient::default());
+}
+
+/// Until the returned guard is dropped, templates expanded on this thread run their
+/// `query` calls with `query` (without one, `query` fails with a message). The group sets
+/// it around each rule's evaluation, which expands that rule's templates synchronously.
+pub fn with_query(query: QueryFn) -> QueryScope {
+    let before = AMBIENT.with(|a| a.borrow_mut().query.replace(query));
+    QueryScope(before)
+}
+
+/// Restores the query function that was set before [`with_query`] when dropped.
+pub struct QueryScope(Option<QueryFn>);
+
+impl Drop for QueryScope {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        AMBIENT.with(|a| a.borrow_mut().query = before);
+    }
+}
 
 /// What a template sees.
 pub struct TemplateData<'a> {
@@ -221,6 +265,188 @@ fn strip_port(args: &[Value]) -> Result<Value, FuncError> {
     }
 }
 
+/// A query result's sample as templates see it (`.Labels`, `.Value`).
+fn sample_value(labels: &[(String, String)], v: f64) -> Value {
+    let mut o = HashMap::new();
+    o.insert("Labels".to_string(), map(labels));
+    o.insert("Value".to_string(), Value::from(v));
+    Value::Object(o)
+}
+
+/// Prometheus's `query`: an instant query at the evaluation's time.
+fn query(args: &[Value]) -> Result<Value, FuncError> {
+    let q = string_arg(args)?;
+    let f = AMBIENT
+        .with(|a| a.borrow().query.clone())
+        .ok_or_else(|| FuncError::Generic("no querier for the template's query".into()))?;
+    let samples = f(&q).map_err(FuncError::Generic)?;
+    Ok(Value::Array(
+        samples.iter().map(|(l, v)| sample_value(l, *v)).collect(),
+    ))
+}
+
+fn samples_arg(v: &Value) -> Result<&Vec<Value>, FuncError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(FuncError::Generic(format!("{other} is not a query result"))),
+    }
+}
+
+/// Prometheus's `first`: a query result's first sample.
+fn first(args: &[Value]) -> Result<Value, FuncError> {
+    samples_arg(one_arg(args)?)?
+        .first()
+        .cloned()
+        .ok_or_else(|| FuncError::Generic("first() called on vector with no elements".into()))
+}
+
+/// A sample's label `name` ("" when absent, as Go's map index gives).
+fn label_of(sample: &Value, name: &str) -> String {
+    match sample {
+        Value::Object(o) => match o.get("Labels") {
+            Some(Value::Object(l)) => match l.get(name) {
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// Prometheus's `label name sample`.
+fn label(args: &[Value]) -> Result<Value, FuncError> {
+    match args {
+        [name, sample] => Ok(Value::String(label_of(sample, &name.to_string()))),
+        _ => Err(FuncError::ExactlyXArgs("label".into(), 2)),
+    }
+}
+
+/// Prometheus's `value sample`.
+fn value(args: &[Value]) -> Result<Value, FuncError> {
+    match one_arg(args)? {
+        Value::Object(o) => o
+            .get("Value")
+            .cloned()
+            .ok_or_else(|| FuncError::Generic("not a sample".into())),
+        other => Err(FuncError::Generic(format!("{other} is not a sample"))),
+    }
+}
+
+/// Prometheus's `strvalue sample`: its `__value__` label.
+fn strvalue(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(label_of(one_arg(args)?, "__value__")))
+}
+
+/// Prometheus's `sortByLabel label samples` (stable).
+fn sort_by_label(args: &[Value]) -> Result<Value, FuncError> {
+    let [name, samples] = args else {
+        return Err(FuncError::ExactlyXArgs("sortByLabel".into(), 2));
+    };
+    let name = name.to_string();
+    let mut v = samples_arg(samples)?.clone();
+    v.sort_by_cached_key(|s| label_of(s, &name));
+    Ok(Value::Array(v))
+}
+
+/// Prometheus's `args`: its arguments as `.arg0`, `.arg1`, ...
+fn args_fn(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Object(
+        args.iter()
+            .enumerate()
+            .map(|(i, a)| (format!("arg{i}"), a.clone()))
+            .collect(),
+    ))
+}
+
+/// Prometheus's `safeHtml`: the text as it is (text templates do not escape).
+fn safe_html(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(string_arg(args)?))
+}
+
+/// Go's `url.QueryEscape`: letters, digits and `-_.~` as they are, space as `+`, every
+/// other byte `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Prometheus's `graphLink expr` (`strutil.GraphLinkForExpression`).
+fn graph_link(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(format!(
+        "/graph?g0.expr={}&g0.tab=0",
+        query_escape(&string_arg(args)?)
+    )))
+}
+
+/// Prometheus's `tableLink expr` (`strutil.TableLinkForExpression`).
+fn table_link(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(format!(
+        "/graph?g0.expr={}&g0.tab=1",
+        query_escape(&string_arg(args)?)
+    )))
+}
+
+/// Go's `time.Time.String()` of Unix seconds `v`, in UTC: `2015-06-23 13:19:44.128 +0000
+/// UTC` (the fraction without trailing zeros, none when whole); `%.4g` of NaN and
+/// infinities, as Prometheus's `humanizeTimestamp` gives.
+fn humanize_timestamp(args: &[Value]) -> Result<Value, FuncError> {
+    let v = number_arg(args)?;
+    if !v.is_finite() {
+        return Ok(Value::String(g4(v)));
+    }
+    let ns = v * 1e9;
+    if ns >= i64::MAX as f64 || ns < i64::MIN as f64 {
+        return Err(FuncError::Generic(format!(
+            "{v} cannot be represented as a nanoseconds timestamp since it overflows int64"
+        )));
+    }
+    // Prometheus's `floatToTime` goes through `model.Time`: whole ms, truncated.
+    let ms = (ns as i64) / 1_000_000;
+    let t = chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| FuncError::Generic(format!("{v} is out of the time range")))?;
+    let frac = format!("{:03}", ms.rem_euclid(1000));
+    let frac = frac.trim_end_matches('0');
+    let dot = if frac.is_empty() { "" } else { "." };
+    Ok(Value::String(format!(
+        "{}{dot}{frac} +0000 UTC",
+        t.format("%Y-%m-%d %H:%M:%S")
+    )))
+}
+
+/// Prometheus's `parseDuration`: a Prometheus duration (`1h2m`) in seconds.
+fn parse_duration(args: &[Value]) -> Result<Value, FuncError> {
+    let s = string_arg(args)?;
+    let d = crate::file::parse_duration(&s).map_err(FuncError::Generic)?;
+    Ok(Value::from(d.as_secs_f64()))
+}
+
+/// Prometheus's `externalURL`.
+fn external_url(_: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(
+        AMBIENT.with(|a| a.borrow().external_url.clone()),
+    ))
+}
+
+/// Prometheus's `pathPrefix`: the external URL's path.
+fn path_prefix(_: &[Value]) -> Result<Value, FuncError> {
+    let u = AMBIENT.with(|a| a.borrow().external_url.clone());
+    Ok(Value::String(
+        url::Url::parse(&u)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default(),
+    ))
+}
+
 /// Go's `%.4g` for the magnitudes `humanize` leaves (and plain values otherwise).
 fn g4(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
@@ -291,6 +517,21 @@ fn template(text: &str) -> Result<Template, String> {
         ("match", match_fn as gtmpl::Func),
         ("reReplaceAll", re_replace_all as gtmpl::Func),
         ("stripPort", strip_port as gtmpl::Func),
+        ("query", query as gtmpl::Func),
+        ("first", first as gtmpl::Func),
+        ("label", label as gtmpl::Func),
+        ("value", value as gtmpl::Func),
+        ("strvalue", strvalue as gtmpl::Func),
+        ("sortByLabel", sort_by_label as gtmpl::Func),
+        ("args", args_fn as gtmpl::Func),
+        ("safeHtml", safe_html as gtmpl::Func),
+        ("graphLink", graph_link as gtmpl::Func),
+        ("tableLink", table_link as gtmpl::Func),
+        ("humanizeTimestamp", humanize_timestamp as gtmpl::Func),
+        ("toTime", humanize_timestamp as gtmpl::Func),
+        ("parseDuration", parse_duration as gtmpl::Func),
+        ("externalURL", external_url as gtmpl::Func),
+        ("pathPrefix", path_prefix as gtmpl::Func),
     ]);
     let defs = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
     t.parse(format!("{defs}{text}"))
@@ -316,6 +557,7 @@ pub fn expand(name: &str, text: &str, data: &TemplateData<'_>) -> String {
         Value::String(data.external_url.into()),
     );
     ctx.insert("Value".into(), Value::from(data.value));
+    AMBIENT.with(|a| a.borrow_mut().external_url = data.external_url.to_string());
     match t.render(&Context::from(Value::Object(ctx))) {
         Ok(s) => s,
         Err(e) => format!("<error expanding template: {e}>"),
@@ -396,5 +638,77 @@ mod tests {
         assert_eq!(e(r#"{{ stripPort "foo.com:8080" }}"#), "foo.com");
         assert_eq!(e(r#"{{ stripPort "[::1]:9090" }}"#), "::1");
         assert_eq!(e(r#"{{ stripPort "foo.com" }}"#), "foo.com");
+    }
+
+    /// The query functions and the rest of Prometheus's list, with the cases of its
+    /// `template/template_test.go` where it has them.
+    #[test]
+    fn query_functions_and_links_as_prometheus_gives_them() {
+        let d = TemplateData {
+            labels: &[],
+            external_labels: &[],
+            external_url: "http://testhost:9090/path/prefix",
+            value: 0.0,
+        };
+        let e = |t: &str| expand("t", t, &d);
+        // Without a querier, `query` fails with a message.
+        assert!(e(r#"{{ query "up" }}"#).starts_with("<error expanding template"));
+        let asked = Arc::new(parking_lot::Mutex::new(vec![]));
+        let log = asked.clone();
+        let _scope = with_query(Arc::new(move |q: &str| {
+            log.lock().push(q.to_string());
+            let l = |i: &str| {
+                vec![
+                    ("__name__".to_string(), "metric".to_string()),
+                    ("instance".to_string(), i.to_string()),
+                ]
+            };
+            match q {
+                "1.5" => Ok(vec![(vec![], 1.5)]),
+                "metric" => Ok(vec![(l("b"), 2.0), (l("a"), 11.0)]),
+                "none" => Ok(vec![]),
+                _ => Err(format!("bad query {q}")),
+            }
+        }));
+        assert_eq!(e(r#"{{ query "1.5" | first | value }}"#), "1.5");
+        assert_eq!(
+            e(
+                r#"{{ range query "metric" | sortByLabel "instance" }}{{ .Labels.instance }}:{{ .Value }} {{ end }}"#
+            ),
+            "a:11 b:2 "
+        );
+        assert_eq!(
+            e(r#"{{ with query "metric" }}{{ . | first | label "instance" }}{{ end }}"#),
+            "b"
+        );
+        assert_eq!(e(r#"{{ query "metric" | first | strvalue }}"#), "");
+        assert!(
+            e(r#"{{ query "none" | first }}"#)
+                .contains("first() called on vector with no elements"),
+            "{}",
+            e(r#"{{ query "none" | first }}"#)
+        );
+        assert!(e(r#"{{ query "x{" }}"#).contains("bad query x{"));
+        assert_eq!(asked.lock()[0], "1.5");
+        assert_eq!(e(r#"{{ (args 1 "arg").arg1 }}"#), "arg");
+        assert_eq!(e(r#"{{ safeHtml "<b>" }}"#), "<b>");
+        assert_eq!(e(r#"{{ graphLink "up" }}"#), "/graph?g0.expr=up&g0.tab=0");
+        assert_eq!(
+            e(r#"{{ tableLink "rate(x[5m]) > 1" }}"#),
+            "/graph?g0.expr=rate%28x%5B5m%5D%29+%3E+1&g0.tab=1"
+        );
+        assert_eq!(
+            e("{{ 1435065584.128 | humanizeTimestamp }}"),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
+        assert_eq!(
+            e("{{ 1435065584 | toTime }}"),
+            "2015-06-23 13:19:44 +0000 UTC"
+        );
+        assert_eq!(e(r#"{{ parseDuration "1h2m10ms" }}"#), "3720.01");
+        assert_eq!(e("{{ pathPrefix }}"), "/path/prefix");
+        assert_eq!(e("{{ externalURL }}"), "http://testhost:9090/path/prefix");
+        drop(_scope);
+        assert!(e(r#"{{ query "1.5" }}"#).starts_with("<error expanding template"));
     }
 }
