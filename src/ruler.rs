@@ -182,6 +182,29 @@ fn from_file_name(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `files` with each glob pattern (`*`, `?`, `[...]`, as Prometheus's `rule_files` take
+/// `filepath.Glob` patterns) replaced by the files it matches now, in name order; a
+/// pattern that matches nothing adds nothing, as in Prometheus. A path without a pattern
+/// stays as it is (a missing one is then an error when read).
+///
+/// # Errors
+/// A message naming a pattern that does not parse.
+pub fn expand_globs(files: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = vec![];
+    for f in files {
+        let text = f.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            out.push(f.clone());
+            continue;
+        }
+        let matched = glob::glob(&text).map_err(|e| format!("rule_files pattern {text:?}: {e}"))?;
+        let mut found: Vec<PathBuf> = matched.flatten().filter(|p| p.is_file()).collect();
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 /// `g`, marked to restore its alerts' `for` state (a group loaded at start).
 fn restoring(mut g: Group) -> Group {
     g.restore_at_start();
@@ -216,7 +239,7 @@ impl Ruler {
     ) -> Result<Ruler, String> {
         let mut groups = BTreeMap::new();
         let mut names = vec![];
-        for f in files {
+        for f in &expand_globs(files)? {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("reading rule file {}: {e}", f.display()))?;
             let name = f.display().to_string();
@@ -519,4 +542,33 @@ pub fn router(ruler: Arc<Ruler>) -> Router {
             get(get_group).delete(delete_group),
         )
         .with_state(ruler)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_file_globs_expand_to_the_files_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.yml", "a.yml", "c.txt"] {
+            std::fs::write(dir.path().join(f), "groups: []\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.yml")).unwrap();
+        let got = expand_globs(&[
+            dir.path().join("*.yml"),
+            dir.path().join("none-*.yml"),
+            dir.path().join("plain.yml"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                dir.path().join("a.yml"),
+                dir.path().join("b.yml"),
+                dir.path().join("plain.yml")
+            ]
+        );
+        assert!(expand_globs(&[PathBuf::from("[")]).is_err());
+    }
 }

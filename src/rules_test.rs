@@ -149,8 +149,8 @@ pub async fn run_file(path: &Path) -> Result<Vec<String>, String> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut rule_files = vec![];
-    for rf in &file.rule_files {
-        let p = dir.join(rf);
+    let named: Vec<std::path::PathBuf> = file.rule_files.iter().map(|rf| dir.join(rf)).collect();
+    for p in crate::ruler::expand_globs(&named)? {
         let t = std::fs::read_to_string(&p)
             .map_err(|e| format!("reading rule file {}: {e}", p.display()))?;
         let parsed = strata_rules::file::RuleFile::parse(&p.display().to_string(), &t)

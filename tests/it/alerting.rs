@@ -60,7 +60,8 @@ impl Drop for Alertmanager {
 }
 
 #[tokio::test]
-async fn alerts_reach_alertmanager_and_a_webhook_and_are_silenced_there() {
+async fn alerts_reach_a_discovered_authenticated_alertmanager_and_a_webhook_and_are_silenced_there()
+{
     let bin = "/usr/bin/prometheus-alertmanager";
     assert!(
         std::path::Path::new(bin).exists(),
@@ -76,11 +77,22 @@ async fn alerts_reach_alertmanager_and_a_webhook_and_are_silenced_there() {
         ),
     )
     .unwrap();
+    // Alertmanager asks for basic auth (admin / test; the bcrypt hash of Prometheus's
+    // "Securing Prometheus API and UI endpoints using basic auth" guide).
+    std::fs::write(
+        dir.path().join("web.yml"),
+        "basic_auth_users:\n  admin: $2b$12$hNf2lSsxfm0.i4a.1kVpSOVyBCfIB51VRjgBUyv6kdnyTlgWj81Ay\n",
+    )
+    .unwrap();
     let _am = Alertmanager(
         std::process::Command::new(bin)
             .arg(format!(
                 "--config.file={}",
                 dir.path().join("am.yml").display()
+            ))
+            .arg(format!(
+                "--web.config.file={}",
+                dir.path().join("web.yml").display()
             ))
             .arg(format!(
                 "--storage.path={}",
@@ -95,10 +107,14 @@ async fn alerts_reach_alertmanager_and_a_webhook_and_are_silenced_there() {
     );
     let am = format!("http://127.0.0.1:{am_port}");
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client
-            .get(format!("{am}/-/ready"))
+    let am_get = |path: &str| {
+        client
+            .get(format!("{am}{path}"))
+            .basic_auth("admin", Some("test"))
             .send()
+    };
+    for _ in 0..100 {
+        if am_get("/-/ready")
             .await
             .is_ok_and(|r| r.status().is_success())
         {
@@ -106,6 +122,28 @@ async fn alerts_reach_alertmanager_and_a_webhook_and_are_silenced_there() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let unauthenticated = client
+        .get(format!("{am}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let am_alerts = || async {
+        am_get("/api/v2/alerts")
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    // Strata finds Alertmanager through file service discovery.
+    let sd = dir.path().join("sd");
+    std::fs::create_dir(&sd).unwrap();
+    std::fs::write(
+        sd.join("am.json"),
+        format!(r#"[{{"targets": ["127.0.0.1:{am_port}"]}}]"#),
+    )
+    .unwrap();
     let rules = dir.path().join("rules.yml");
     std::fs::write(&rules, RULES).unwrap();
     let cfg: strata::config::Config = toml::from_str(&format!(
@@ -117,7 +155,8 @@ external_url = "http://strata.example"
 [alerting]
 resend_delay = "1s"
 [[alerting.alertmanagers]]
-static_configs = [{{ targets = ["127.0.0.1:{am_port}"] }}]
+file_sd_configs = [{{ files = [{sd_glob:?}] }}]
+basic_auth = {{ username = "admin", password = "test" }}
 [[alerting.webhooks]]
 url = "http://{hooks}/plain"
 [[alerting.alert_relabel_configs]]
@@ -125,7 +164,8 @@ source_labels = ["severity"]
 regex = "debug"
 action = "drop"
 "#,
-        rules = rules.display().to_string()
+        rules = rules.display().to_string(),
+        sd_glob = sd.join("*.json").display().to_string()
     ))
     .unwrap();
     let srv = server_with(&dir.path().join("data"), |c| {
@@ -147,7 +187,7 @@ action = "drop"
     let mut alerts = serde_json::Value::Null;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        alerts = get_json(format!("{am}/api/v2/alerts")).await;
+        alerts = am_alerts().await;
         if alerts.as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
@@ -209,6 +249,7 @@ action = "drop"
     });
     let r = client
         .post(format!("{am}/api/v2/silences"))
+        .basic_auth("admin", Some("test"))
         .json(&silence)
         .send()
         .await
@@ -217,7 +258,7 @@ action = "drop"
     let mut state = serde_json::Value::Null;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let a = get_json(format!("{am}/api/v2/alerts")).await;
+        let a = am_alerts().await;
         state = a[0]["status"]["state"].clone();
         if state == "suppressed" {
             break;
