@@ -17,19 +17,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// metric name is in `names` (all series with `None`), with no sample in both.
     fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples);
     /// As [`Source::samples`], the head's samples only those with `lo <= t <= hi` (ms,
-    /// UTC): a scan whose filters bound the time copies that window of the head, not all
-    /// of it. By default, all of them (the scan's filters still apply).
-    fn samples_between(
-        &self,
-        names: Option<&HashSet<String>>,
-        _lo_ms: i64,
-        _hi_ms: i64,
-    ) -> (DeltaTable, HeadSamples) {
-        self.samples(names)
-    }
-    /// As [`Source::samples_between`], the head's samples only those of the series `ids`
-    /// (sorted series ids) when it is `Some`: a scan whose filters name its series copies
-    /// those, not every series of their metrics. By default, as `samples_between`.
+    /// UTC), and only those of the series `ids` (sorted series ids) when it is `Some`: a
+    /// scan whose filters bound the time or name its series copies that window of those
+    /// series from the head, not all of it. By default, all of them (the scan's filters
+    /// still apply).
     fn samples_of(
         &self,
         names: Option<&HashSet<String>>,
@@ -37,8 +28,8 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         lo_ms: i64,
         hi_ms: i64,
     ) -> (DeltaTable, HeadSamples) {
-        let _ = ids;
-        self.samples_between(names, lo_ms, hi_ms)
+        let _ = (ids, lo_ms, hi_ms);
+        self.samples(names)
     }
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
@@ -76,14 +67,6 @@ impl std::fmt::Debug for IngesterSource {
 impl Source for IngesterSource {
     fn samples(&self, names: Option<&HashSet<String>>) -> (DeltaTable, HeadSamples) {
         self.0.read_samples(names)
-    }
-    fn samples_between(
-        &self,
-        names: Option<&HashSet<String>>,
-        lo_ms: i64,
-        hi_ms: i64,
-    ) -> (DeltaTable, HeadSamples) {
-        self.0.read_samples_between(names, Some((lo_ms, hi_ms)))
     }
     fn samples_of(
         &self,

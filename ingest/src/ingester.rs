@@ -819,21 +819,12 @@ impl Ingester {
         &self,
         names: Option<&std::collections::HashSet<String>>,
     ) -> (DeltaTable, HeadSamples) {
-        self.read_samples_between(names, None)
+        self.read_samples_of(names, None, None)
     }
 
     /// As [`Ingester::read_samples`], the head's samples only those with `lo <= t <= hi`
-    /// (ms) when `range` is `Some((lo, hi))`.
-    pub fn read_samples_between(
-        &self,
-        names: Option<&std::collections::HashSet<String>>,
-        range: Option<(i64, i64)>,
-    ) -> (DeltaTable, HeadSamples) {
-        self.read_samples_of(names, None, range)
-    }
-
-    /// As [`Ingester::read_samples_between`], the head's samples only those of the series
-    /// `ids` (sorted series ids) when it is `Some`.
+    /// (ms) when `range` is `Some((lo, hi))`, and only those of the series `ids` (sorted
+    /// series ids) when it is `Some`.
     pub fn read_samples_of(
         &self,
         names: Option<&std::collections::HashSet<String>>,
