@@ -285,17 +285,7 @@ pub async fn run(setup: &Setup) -> Result<Report, String> {
     );
     let file = crate::file::RuleFile::parse("eval.yml", &yaml).map_err(|e| e.to_string())?;
     let mut group = Group::new("eval.yml", &file.groups[0], Duration::from_secs(60));
-    let env = Env {
-        querier: Arc::new(Synthetic(all.clone())),
-        appender: Arc::new(Discard),
-        notifier: None,
-        baselines: None,
-        external_labels: vec![],
-        external_url: String::new(),
-        resend_delay: Duration::from_secs(60),
-        metrics: None,
-        slots: None,
-    };
+    let env = Env::bare(Arc::new(Synthetic(all.clone())), Arc::new(Discard));
     // Events: (series, fired at) -> resolved at (or the last time seen firing).
     let mut events: HashMap<(Labels, i64), i64> = HashMap::new();
     let Rule::Anomaly(rule) = &group.rules[0] else {

@@ -520,21 +520,6 @@ mod tests {
         }
     }
 
-    /// An environment of `q` and `store` alone (no notifier, metrics or slots).
-    fn env_of(q: Arc<Fixed>, store: Arc<Store>) -> Env {
-        Env {
-            querier: q,
-            appender: store,
-            notifier: None,
-            baselines: None,
-            external_labels: vec![],
-            external_url: String::new(),
-            resend_delay: Duration::from_secs(60),
-            metrics: None,
-            slots: None,
-        }
-    }
-
     #[tokio::test]
     async fn rules_run_in_order_see_earlier_results_and_leave_stale_markers() {
         let f = RuleFile::parse(
@@ -550,7 +535,7 @@ mod tests {
             asked: Mutex::new(vec![]),
             store: store.clone(),
         });
-        let env = env_of(q.clone(), store.clone());
+        let env = Env::bare(q.clone(), store.clone());
         g.eval(60_000, &env).await;
         // Queried at the evaluation time less the offset, in rule order.
         assert_eq!(
@@ -622,7 +607,7 @@ mod tests {
             asked: Mutex::new(vec![]),
             store: store.clone(),
         });
-        let env = env_of(q.clone(), store.clone());
+        let env = Env::bare(q.clone(), store.clone());
         g.eval(60_000, &env).await;
         let Rule::Alerting(r) = &g.rules[0] else {
             panic!("not an alerting rule")

@@ -125,6 +125,28 @@ pub struct Env {
     pub slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
+impl Env {
+    /// An environment of `querier` and `appender` alone: no notifier, baseline store,
+    /// external labels or URL, metrics or slot limit, and Prometheus's 1-minute resend
+    /// delay (tests, `strata bench-anomaly`).
+    pub fn bare(
+        querier: std::sync::Arc<dyn Querier>,
+        appender: std::sync::Arc<dyn Appender>,
+    ) -> Env {
+        Env {
+            querier,
+            appender,
+            notifier: None,
+            baselines: None,
+            external_labels: vec![],
+            external_url: String::new(),
+            resend_delay: std::time::Duration::from_secs(60),
+            metrics: None,
+            slots: None,
+        }
+    }
+}
+
 /// The rule engine's self-metrics, Prometheus's rule manager's under Strata's prefix; the
 /// `rule_group` label is `<file>;<group>` as Prometheus's.
 #[derive(Clone)]
