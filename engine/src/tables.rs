@@ -562,14 +562,10 @@ impl TableProvider for HeadDeltaTable {
             Kind::Samples => {
                 let names = metric_names(filters);
                 let ids = series_ids(filters);
-                let (table, head) = match (time_bounds(filters), &ids) {
-                    (None, None) => self.source.samples(names.as_ref()),
-                    (bounds, ids) => {
-                        let (lo, hi) = bounds.unwrap_or((i64::MIN, i64::MAX));
-                        self.source
-                            .samples_of(names.as_ref(), ids.as_deref(), lo, hi)
-                    }
-                };
+                let (lo, hi) = time_bounds(filters).unwrap_or((i64::MIN, i64::MAX));
+                let (table, head) = self
+                    .source
+                    .samples_of(names.as_ref(), ids.as_deref(), lo, hi);
                 let batch = (!head.is_empty())
                     .then(|| storage::samples_batch(&self.schema, &head.iter().collect::<Vec<_>>()))
                     .transpose()

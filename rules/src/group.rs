@@ -306,6 +306,7 @@ impl Group {
         let (external_labels, external_url) = (&env.external_labels, env.external_url.as_str());
         let started = Instant::now();
         let query_ts = ts_ms - self.query_offset.as_millis() as i64;
+        let query = template_query(env, query_ts);
         for i in 0..self.rules.len() {
             let rule_started = Instant::now();
             let expr = self.rules[i].expr().to_string();
@@ -322,11 +323,11 @@ impl Group {
                 // Templates' `query` calls, made while the alerts are expanded (no await
                 // while the scope lasts: it is this thread's).
                 Rule::Alerting(rule) => {
-                    let _query = template_query(env, query_ts);
+                    let _query = crate::template::with_query(query.clone());
                     rule.eval(ts_ms, r, limit, external_labels, external_url)
                 }
                 Rule::Anomaly(rule) => {
-                    let _query = template_query(env, query_ts);
+                    let _query = crate::template::with_query(query.clone());
                     rule.eval(ts_ms, query_ts, r, limit, external_labels, external_url)
                 }
             });
@@ -393,25 +394,23 @@ impl Group {
 /// The query function of templates expanded in an evaluation at `query_ts` (ms): the
 /// group's querier, run to completion on a thread of its own with a one-thread runtime
 /// (template expansion is synchronous, as in Prometheus, and this task's runtime cannot
-/// be blocked on from within). Set for the rule being evaluated; only templates that call
-/// `query` use it.
-fn template_query(env: &Env, query_ts: i64) -> crate::template::QueryScope {
+/// be blocked on from within). Built once per group evaluation and set around each
+/// alerting rule's evaluation; only templates that call `query` use it.
+fn template_query(env: &Env, query_ts: i64) -> crate::template::QueryFn {
     let querier = env.querier.clone();
-    crate::template::with_query(Arc::new(move |q: &str| {
-        let querier = querier.clone();
-        let q = q.to_string();
+    Arc::new(move |q: &str| {
         std::thread::scope(|s| {
-            s.spawn(move || {
+            s.spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| format!("a runtime for the template's query: {e}"))?;
-                rt.block_on(querier.query(&q, query_ts))
+                rt.block_on(querier.query(q, query_ts))
             })
             .join()
             .unwrap_or_else(|_| Err("the template's query panicked".into()))
         })
-    }))
+    })
 }
 
 /// Runs `group` on its slots until `stop` turns true: the first evaluation at the first
