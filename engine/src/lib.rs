@@ -88,6 +88,7 @@ impl Default for CacheSizes {
 #[derive(Clone)]
 pub struct Engine {
     ctx: SessionContext,
+    source: Arc<dyn Source>,
 }
 
 impl Engine {
@@ -137,7 +138,10 @@ impl Engine {
         )?;
         schema.register_table(
             "series".into(),
-            Arc::new(tables::HeadDeltaTable::new(source, tables::Kind::Series)?),
+            Arc::new(tables::HeadDeltaTable::new(
+                source.clone(),
+                tables::Kind::Series,
+            )?),
         )?;
         ctx.sql(
             "CREATE VIEW metrics AS \
@@ -145,7 +149,14 @@ impl Engine {
              FROM samples s JOIN series r ON s.series_id = r.series_id",
         )
         .await?;
-        Ok(Engine { ctx })
+        Ok(Engine { ctx, source })
+    }
+
+    /// The data the tables read: a consistent view of the Delta tables and the head per
+    /// call (for readers that take a series' samples as they are, such as the rollup
+    /// jobs, without Arrow rows).
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
     }
 
     /// The DataFusion session (cheap to clone; shares the catalog).

@@ -134,6 +134,14 @@ enum Relabeled {
 /// changed ones).
 const RELABEL_CACHE_ENTRIES: usize = 1 << 20;
 
+/// The wall clock, ms since the epoch (UTC); 0 before 1970.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The times (ms) of every sample of `series`.
 fn sample_times(series: &[SeriesSamples]) -> impl Iterator<Item = i64> + '_ {
     series
@@ -389,6 +397,13 @@ impl Ingester {
         self.late.raise(ms);
     }
 
+    /// The tiers' event time ([`crate::late`]): the newest sample time written (ms, UTC,
+    /// at most the wall clock of its write) and the wall-clock time (ms, UTC) it last
+    /// rose; `None` before the first write since the process started.
+    pub fn event_time(&self) -> Option<(i64, i64)> {
+        self.late.event_time()
+    }
+
     /// The late ranges recorded by the samples table's commits after version `version`
     /// (`-1`: all), and the table's latest version: `(latest version, ranges)`. Commits
     /// whose log entry is gone (expired logs) are skipped.
@@ -569,7 +584,7 @@ impl Ingester {
             self.wal.append(payload).await?;
             self.last_wal_append_ms
                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            self.late.mark_late(sample_times(&v.series));
+            self.late.on_write(sample_times(&v.series), wall_clock_ms());
             self.head.append(v.series);
         }
         self.metrics

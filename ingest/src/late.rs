@@ -13,6 +13,14 @@
 //! the WAL, and every replayed sample is marked (the watermark is not known during replay;
 //! marking too much only rebuilds buckets again). [`crate::Ingester::late_since`] reads
 //! the marks of the commits after a given table version.
+//!
+//! The write path also keeps the tiers' **event time**: the newest sample time written
+//! and when (wall clock) it last rose ([`crate::Ingester::event_time`]). The first tier's
+//! scheduler closes buckets by it, not by the wall clock alone, while samples keep coming,
+//! so that a backfill written in time order (an hour of history in seconds) is built as
+//! it arrives instead of being built ahead of it and then again as late (the event-time
+//! watermark of stream processors: Akidau et al., "The Dataflow Model", VLDB 2015, and
+//! Flink's bounded out-of-orderness with idleness).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -97,6 +105,11 @@ impl Ranges {
 pub struct LateMarks {
     watermark: AtomicI64,
     pending: parking_lot::Mutex<Ranges>,
+    /// The newest sample time written (ms, UTC; no later than the wall clock of its
+    /// write), [`OFF`] before the first.
+    newest: AtomicI64,
+    /// The wall clock (ms, UTC) when `newest` last rose.
+    newest_at: AtomicI64,
 }
 
 impl Default for LateMarks {
@@ -104,6 +117,8 @@ impl Default for LateMarks {
         LateMarks {
             watermark: AtomicI64::new(OFF),
             pending: Default::default(),
+            newest: AtomicI64::new(OFF),
+            newest_at: AtomicI64::new(OFF),
         }
     }
 }
@@ -122,20 +137,60 @@ impl LateMarks {
 
     /// Marks the samples at times `ts` (ms) whose times are at or before `upto`.
     pub(crate) fn mark(&self, ts: impl Iterator<Item = i64>, upto: i64) {
-        let mut marked = Ranges::default();
-        for t in ts.filter(|t| *t <= upto) {
-            marked.add(t - 1, t);
+        let late: Vec<i64> = ts.filter(|t| *t <= upto).collect();
+        self.mark_all(late);
+    }
+
+    /// Marks the samples at times `late` (ms): sorted, the times closer than
+    /// [`MERGE_GAP_MS`] make one range each (what adding them one by one would merge),
+    /// so a backlog of late samples costs a sort, not a map update per sample.
+    fn mark_all(&self, mut late: Vec<i64>) {
+        if late.is_empty() {
+            return;
         }
-        if !marked.is_empty() {
-            self.pending.lock().extend(&marked);
+        late.sort_unstable();
+        let mut marked = Ranges::default();
+        let (mut lo, mut hi) = (late[0] - 1, late[0]);
+        for &t in &late[1..] {
+            if t - 1 > hi.saturating_add(MERGE_GAP_MS) {
+                marked.add(lo, hi);
+                lo = t - 1;
+            }
+            hi = t;
+        }
+        marked.add(lo, hi);
+        self.pending.lock().extend(&marked);
+    }
+
+    /// Called under the write gate with the times (ms) of a write's samples, at wall
+    /// clock `now_ms`: marks the late ones, and moves the event time
+    /// ([`LateMarks::event_time`]) up to the newest (a time past `now_ms` counts as
+    /// `now_ms`).
+    pub(crate) fn on_write(&self, ts: impl Iterator<Item = i64>, now_ms: i64) {
+        let w = self.watermark.load(Ordering::SeqCst);
+        let mut newest = OFF;
+        let mut late = vec![];
+        for t in ts {
+            newest = newest.max(t);
+            if w != OFF && t <= w {
+                late.push(t);
+            }
+        }
+        self.mark_all(late);
+        let newest = newest.min(now_ms);
+        if newest > self.newest.load(Ordering::Relaxed)
+            && self.newest.fetch_max(newest, Ordering::SeqCst) < newest
+        {
+            self.newest_at.store(now_ms, Ordering::SeqCst);
         }
     }
 
-    /// Marks the samples of a write if late: called under the write gate.
-    pub(crate) fn mark_late(&self, ts: impl Iterator<Item = i64>) {
-        if let Some(w) = self.watermark() {
-            self.mark(ts, w);
-        }
+    /// The event time: the newest sample time written (ms, UTC, at most the wall clock
+    /// of its write) and the wall-clock time (ms, UTC) it last rose; `None` before the
+    /// first write.
+    pub fn event_time(&self) -> Option<(i64, i64)> {
+        let t = self.newest.load(Ordering::SeqCst);
+        (t != OFF).then(|| (t, self.newest_at.load(Ordering::SeqCst)))
     }
 
     /// Takes the pending marks (a persist takes them with the head's samples).
@@ -175,13 +230,61 @@ mod tests {
     #[test]
     fn only_samples_at_or_before_the_watermark_are_marked() {
         let m = LateMarks::default();
-        m.mark_late([5, 10].into_iter());
+        m.on_write([5, 10].into_iter(), 1_000_000);
         assert!(m.take().is_empty(), "no watermark: nothing is late");
         m.raise(100);
         m.raise(50);
         assert_eq!(m.watermark(), Some(100));
-        m.mark_late([99, 100, 101, 200_000].into_iter());
+        m.on_write([99, 100, 101, 200_000].into_iter(), 1_000_000);
         assert_eq!(m.take().iter().collect::<Vec<_>>(), vec![(98, 100)]);
         assert!(m.take().is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_late_times_marks_what_adding_them_one_by_one_does() {
+        // Unsorted, with duplicates, gaps at and just over MERGE_GAP_MS (62,000 and
+        // 122,002: apart by one ms more than the gap between the ranges (61,999, 62,000]
+        // and (122,001, 122,002] allows).
+        let times = [
+            5_000,
+            1_000,
+            1_000,
+            62_000,
+            62_002 + MERGE_GAP_MS,
+            300_000,
+            299_999,
+            420_001,
+            -7,
+        ];
+        let mut one_by_one = Ranges::default();
+        for t in times {
+            one_by_one.add(t - 1, t);
+        }
+        let m = LateMarks::default();
+        m.mark(times.into_iter(), i64::MAX);
+        assert_eq!(m.take(), one_by_one);
+        assert_eq!(
+            one_by_one.iter().collect::<Vec<_>>(),
+            vec![
+                (-8, 62_000),
+                (122_001, 122_002),
+                (299_998, 300_000),
+                (420_000, 420_001)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_event_time_is_the_newest_sample_capped_at_the_wall_clock() {
+        let m = LateMarks::default();
+        assert_eq!(m.event_time(), None);
+        m.on_write([10, 30, 20].into_iter(), 1_000);
+        assert_eq!(m.event_time(), Some((30, 1_000)));
+        // Older samples do not move it, nor when it rose.
+        m.on_write([25].into_iter(), 2_000);
+        assert_eq!(m.event_time(), Some((30, 1_000)));
+        // A sample from the future counts as now.
+        m.on_write([9_999_999].into_iter(), 3_000);
+        assert_eq!(m.event_time(), Some((3_000, 3_000)));
     }
 }

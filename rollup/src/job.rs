@@ -33,7 +33,6 @@ use crate::catalog::TierCatalog;
 use crate::error::{Result, RollupError};
 use crate::read::TierTable;
 use crate::sketch;
-use crate::source::RawSample;
 use crate::table::{self, Row};
 use crate::tier::{self, Tier};
 
@@ -158,6 +157,12 @@ impl Rollups {
         &self.engine
     }
 
+    /// The write path whose late samples and event time the tiers follow
+    /// ([`Rollups::track_late`]), if any.
+    pub(crate) fn ingester(&self) -> Option<&Arc<strata_ingest::Ingester>> {
+        self.ingester.as_ref()
+    }
+
     /// The tiers, finest first.
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
@@ -245,20 +250,21 @@ impl Rollups {
         let want_sketch = self.tiers[tier].sketch;
         let mut out = vec![];
         if tier == 0 {
-            let samples = self.raw(from, to).await?;
-            report.source_rows += samples.len() as u64;
-            for run in samples.chunk_by(|a, b| a.key.series_id == b.key.series_id) {
-                let key = &run[0].key;
+            // In the tables' order already: series by key, each one's buckets by time.
+            for s in crate::source::between(&self.engine, from, to).await? {
+                report.source_rows += s.samples.len() as u64;
+                let points = || s.samples.iter().map(|x| (x.timestamp_ms, x.value));
                 let mut sketches = if want_sketch {
-                    kll_by_bucket(run.iter().map(|s| (s.t_ms, s.value)), r)
+                    kll_by_bucket(points(), r)
                 } else {
                     Default::default()
                 };
-                for (end_ms, bucket) in bucketize(run.iter().map(|s| (s.t_ms, s.value)), r) {
+                for (end_ms, bucket) in bucketize(points(), r) {
                     let k = sketches.remove(&end_ms);
-                    out.push(Row::new(key.clone(), end_ms, bucket, k.as_ref()));
+                    out.push(Row::new(s.key.clone(), end_ms, bucket, k.as_ref()));
                 }
             }
+            return Ok(out);
         } else {
             let source = self.providers[tier - 1].provider();
             let df = SessionContext::new()
@@ -306,38 +312,6 @@ impl Rollups {
         Ok(out)
     }
 
-    /// Raw samples (the `samples` table: Delta and head) with `from < t <= to` (ms), sorted
-    /// by series and time.
-    async fn raw(&self, from: i64, to: i64) -> Result<Vec<RawSample>> {
-        let batches = self
-            .engine
-            .context()
-            .table("samples")
-            .await?
-            .filter(
-                col("timestamp")
-                    .gt(ts_lit(from))
-                    .and(col("timestamp").lt_eq(ts_lit(to))),
-            )?
-            .select_columns(&[
-                "metric_family",
-                "metric_name",
-                "series_id",
-                "timestamp",
-                "value",
-            ])?
-            .collect()
-            .await?;
-        // In series and time order. Not DataFusion's sort: it merged the rows with their
-        // name columns through string-keyed row comparisons (about 10% of a server's CPU
-        // under a backlog, `benches/README.md`), while the head's samples come grouped
-        // by series in time order and a file's sorted by series and time, runs that a
-        // stable sort of the decoded samples takes nearly as they are.
-        let mut samples = crate::source::samples(&batches)?;
-        samples.sort_by_key(|s| (s.key.series_id, s.t_ms));
-        Ok(samples)
-    }
-
     /// KLL sketches of raw values per `(series_id, bucket end)` for buckets of
     /// `resolution` ending in `(from, to]`, reading the raw samples an hour at a time (a
     /// day of every series' samples at once would not fit in memory at scale).
@@ -353,13 +327,14 @@ impl Rollups {
         let mut start = from;
         while start < to {
             let end = ((start.div_euclid(CHUNK) + 1) * CHUNK).min(to);
-            let samples = self.raw(start, end).await?;
-            report.source_rows += samples.len() as u64;
-            for s in &samples {
-                let k = out
-                    .entry((s.key.series_id, bucket_end(s.t_ms, resolution)))
-                    .or_insert_with(sketch::new_kll);
-                sketch::kll_update(k, s.value);
+            for s in crate::source::between(&self.engine, start, end).await? {
+                report.source_rows += s.samples.len() as u64;
+                for x in &s.samples {
+                    let k = out
+                        .entry((s.key.series_id, bucket_end(x.timestamp_ms, resolution)))
+                        .or_insert_with(sketch::new_kll);
+                    sketch::kll_update(k, x.value);
+                }
             }
             start = end;
         }

@@ -2,7 +2,10 @@
 //! whose samples are all in.
 //!
 //! The first tier's target is the newest bucket that closed at least `allowed_lateness`
-//! ago ([`ScheduleConfig::allowed_lateness`]): its samples are read from the engine's
+//! ago ([`ScheduleConfig::allowed_lateness`]), in event time while samples keep coming
+//! ([`first_tier_watermark`]: behind the newest sample written, so that a backfill
+//! written in time order is built as it arrives, not ahead of it and then again as
+//! late), in wall-clock time once writes pause: its samples are read from the engine's
 //! `samples` table, the head included, so a minute's bucket is queryable a few seconds
 //! (the [`ScheduleConfig::interval`]) after `minute end + allowed lateness`, whether the
 //! head was persisted or not. A coarser tier's target is the newest of its buckets that
@@ -125,6 +128,21 @@ impl RollupMetrics {
     }
 }
 
+/// The time (ms, UTC) up to which the first tier's buckets may close at wall clock
+/// `now_ms`, given the allowed lateness (ms) and the write path's event time `(newest
+/// sample ms, wall ms it rose)` ([`strata_ingest::Ingester::event_time`]): `newest -
+/// lateness` while samples keep coming (the newest rose less than `lateness` ago), so a
+/// backfill in time order is built behind its own progress; `now - lateness` once writes
+/// are idle for `lateness` (Flink's idleness: quiet sources do not hold the tier back),
+/// and without writes. Never past `now - lateness`.
+pub fn first_tier_watermark(now_ms: i64, lateness_ms: i64, event_time: Option<(i64, i64)>) -> i64 {
+    let by_clock = now_ms - lateness_ms;
+    match event_time {
+        Some((newest, at)) if now_ms - at < lateness_ms => by_clock.min(newest - lateness_ms),
+        _ => by_clock,
+    }
+}
+
 impl Rollups {
     /// The oldest raw sample's time (ms, UTC), `None` without samples. Looked up in the
     /// `samples` table (a scan of its timestamps) until found, then remembered: a tier not
@@ -160,7 +178,9 @@ impl Rollups {
         metrics: Option<&RollupMetrics>,
     ) -> Result<Vec<u64>> {
         let mut written = vec![];
-        let mut source_watermark = now_ms - cfg.allowed_lateness.as_millis() as i64;
+        let lateness = cfg.allowed_lateness.as_millis() as i64;
+        let event_time = self.ingester().and_then(|i| i.event_time());
+        let mut source_watermark = first_tier_watermark(now_ms, lateness, event_time);
         for i in 0..self.tiers().len() {
             let tier = &self.tiers()[i];
             let r = tier.resolution_ms();
@@ -239,5 +259,33 @@ impl Rollups {
                 tracing::error!(error = %e, "building the rollup tiers failed; will retry");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_tier_watermark;
+
+    #[test]
+    fn the_first_tier_follows_event_time_while_samples_come_and_the_clock_after() {
+        let (now, lateness) = (10_000_000, 30_000);
+        // No writes: the wall clock.
+        assert_eq!(first_tier_watermark(now, lateness, None), now - lateness);
+        // A backfill an hour behind, its newest sample written 2 s ago: behind the backfill.
+        let backfill = Some((now - 3_600_000, now - 2_000));
+        assert_eq!(
+            first_tier_watermark(now, lateness, backfill),
+            now - 3_600_000 - lateness
+        );
+        // The same backfill paused for longer than the lateness: the wall clock.
+        let paused = Some((now - 3_600_000, now - lateness));
+        assert_eq!(first_tier_watermark(now, lateness, paused), now - lateness);
+        // Real-time writes: the newest sample is now; never past now - lateness.
+        assert_eq!(
+            first_tier_watermark(now, lateness, Some((now, now))),
+            now - lateness
+        );
+        // No lateness allowed: the wall clock.
+        assert_eq!(first_tier_watermark(now, 0, Some((now - 5_000, now))), now);
     }
 }
