@@ -334,6 +334,14 @@ pub struct RollupConfig {
     /// A partition of a tier table is compacted (its small files merged into one, sorted
     /// by series) once builds have left this many files in it. Default 16.
     pub compact_files: usize,
+    /// Threads the scheduler's builds run on (their own runtime, shared by the tenants).
+    /// Default 1.
+    pub threads: usize,
+    /// How far below the server's OS priority those threads run (a nice value that much
+    /// higher, 0 to 19; `crate::background`): under a saturating load the write path
+    /// and queries get the CPU first, and the tiers lag (`strata_rollup_lag_seconds`)
+    /// until the load eases. Default 10; 0 runs the builds at the server's priority.
+    pub nice: i32,
 }
 
 impl Default for RollupConfig {
@@ -347,6 +355,8 @@ impl Default for RollupConfig {
             raw_retention: std::time::Duration::from_secs(30 * 86_400),
             retention_interval: std::time::Duration::from_secs(3600),
             compact_files: s.compact_files,
+            threads: 1,
+            nice: 10,
         }
     }
 }
@@ -477,6 +487,8 @@ allowed_lateness = "30s"
 interval = "10s"
 raw_retention = "30d"
 retention_interval = "1h"
+threads = 1
+nice = 10
 tiers = [
   { name = "1m", resolution = "1m", retention = "90d" },
   { name = "1h", resolution = "1h", sketch = true, retention = "730d" },
@@ -499,6 +511,7 @@ vacuum_retention = "7d"
         );
         assert_eq!(d.rollup.raw_retention, c.rollup.raw_retention);
         assert_eq!(c.rollup.schedule(), d.rollup.schedule());
+        assert_eq!((c.rollup.threads, c.rollup.nice), (d.rollup.threads, 10));
         assert_eq!(c.persist.vacuum_retention, d.persist.vacuum_retention);
         assert_eq!(
             c.rollup.tiers[0].retention,

@@ -2,6 +2,7 @@
 //! the SQL client and the load bench. Each capability lives in its crate: the write path in
 //! `strata-ingest`, queries in `strata-engine`, Flight SQL in `strata-flight`.
 
+pub mod background;
 pub mod baselines;
 pub mod bench;
 pub mod config;

@@ -44,6 +44,8 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Rule evaluation's runtime: shut down when this is dropped, after the tasks.
     _rules_budget: Arc<crate::ruler::RulesBudget>,
+    /// The rollup builds' runtime (`[rollup] threads`, `nice`), when they run.
+    _rollup_runtime: Option<crate::background::Background>,
 }
 
 impl Running {
@@ -586,6 +588,7 @@ fn spawn_stack_tasks(
     scrape_configs: &[strata_ingest::receive::scrape::ScrapeConfig],
     stop_rx: &watch::Receiver<bool>,
     rules_budget: &crate::ruler::RulesBudget,
+    rollup_runtime: Option<&tokio::runtime::Handle>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), String> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -677,9 +680,13 @@ fn spawn_stack_tasks(
             stop_rx.clone(),
             cfg.rollup.schedule(),
         );
-        tasks.push(tokio::spawn(async move {
+        let run = async move {
             r.run(schedule, Some(metrics), wait(rx)).await;
-        }));
+        };
+        tasks.push(match rollup_runtime {
+            Some(h) => h.spawn(run),
+            None => tokio::spawn(run),
+        });
     }
     Ok(())
 }
@@ -953,12 +960,29 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         }
     }));
     let rules_budget = Arc::new(crate::ruler::RulesBudget::new(&cfg.rules)?);
+    let rollup_runtime = if cfg.rollup.enabled {
+        Some(crate::background::Background::new(
+            "strata-rollup",
+            cfg.rollup.threads,
+            cfg.rollup.nice,
+        )?)
+    } else {
+        None
+    };
     for (id, stack) in &stacks {
         let scrapes = match cfg.tenants.iter().find(|t| &t.id == id) {
             Some(t) => &t.scrape_configs,
             None => &cfg.scrape_configs,
         };
-        spawn_stack_tasks(&cfg, stack, scrapes, &stop_rx, &rules_budget, &mut tasks)?;
+        spawn_stack_tasks(
+            &cfg,
+            stack,
+            scrapes,
+            &stop_rx,
+            &rules_budget,
+            rollup_runtime.as_ref().map(|b| &b.handle),
+            &mut tasks,
+        )?;
     }
     tracing::info!(%http_addr, %flight_addr, otlp_grpc_addr = ?grpc_addr, statsd_addr = ?statsd_addr, tenants = cfg.tenants.len(), "Strata is serving");
     let first = stacks.values().next().expect("at least one stack");
@@ -979,5 +1003,6 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         stop,
         tasks,
         _rules_budget: rules_budget,
+        _rollup_runtime: rollup_runtime,
     })
 }

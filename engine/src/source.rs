@@ -31,6 +31,17 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         let _ = (ids, lo_ms, hi_ms);
         self.samples(names)
     }
+    /// The Delta samples table as of now and the earliest sample time (ms, UTC) among
+    /// the samples not in it (the head's), `None` without any: one consistent view. This
+    /// default copies the head ([`Source::samples`]).
+    fn oldest_in_head(&self) -> (DeltaTable, Option<i64>) {
+        let (table, head) = self.samples(None);
+        let t = head
+            .iter()
+            .filter_map(|(_, v)| v.first().map(|s| s.timestamp_ms))
+            .min();
+        (table, t)
+    }
     /// The series catalog: the Delta table and the head's series not yet in it.
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>);
 
@@ -76,6 +87,9 @@ impl Source for IngesterSource {
         hi_ms: i64,
     ) -> (DeltaTable, HeadSamples) {
         self.0.read_samples_of(names, ids, Some((lo_ms, hi_ms)))
+    }
+    fn oldest_in_head(&self) -> (DeltaTable, Option<i64>) {
+        self.0.oldest_in_head()
     }
     fn series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {
         self.0.read_series()

@@ -102,6 +102,10 @@ pub struct Head {
     samples: AtomicU64,
     /// Series in the head not yet in the Delta catalog.
     uncataloged: AtomicUsize,
+    /// Raised by one when samples start moving between the frozen and the active part (a
+    /// freeze, an unfreeze) and by one when they are done: odd while they move. Readers of
+    /// both parts check it ([`Head::consistently`]).
+    moves: AtomicU64,
 }
 
 /// Sorts by timestamp (stable) and keeps the last written sample of each timestamp.
@@ -128,6 +132,7 @@ impl Head {
             catalog_ids: Mutex::new(catalog_ids),
             samples: AtomicU64::new(0),
             uncataloged: AtomicUsize::new(0),
+            moves: AtomicU64::new(0),
         }
     }
 
@@ -233,6 +238,7 @@ impl Head {
         if frozen.is_some() {
             return None;
         }
+        self.moves.fetch_add(1, Ordering::SeqCst);
         let mut out = Frozen::default();
         let mut taken = 0u64;
         for shard in &self.shards {
@@ -278,6 +284,7 @@ impl Head {
         }
         let out = Arc::new(out);
         *frozen = Some(out.clone());
+        self.moves.fetch_add(1, Ordering::SeqCst);
         Some(out)
     }
 
@@ -299,8 +306,9 @@ impl Head {
     /// Puts the frozen part back as if it had not been frozen (persistence failed; its
     /// samples stay queryable and will be persisted next time).
     pub fn unfreeze(&self) {
-        let f = self.frozen.write().take();
-        if let Some(f) = f {
+        let mut frozen = self.frozen.write();
+        if let Some(f) = frozen.take() {
+            self.moves.fetch_add(1, Ordering::SeqCst);
             let f = Arc::try_unwrap(f).unwrap_or_else(|a| Frozen {
                 series: a.series.clone(),
                 by_name: HashMap::new(),
@@ -328,6 +336,7 @@ impl Head {
                 e.sorted = false;
             }
             self.samples.fetch_add(n as u64, Ordering::Relaxed);
+            self.moves.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -353,7 +362,38 @@ impl Head {
     /// `ids` when it is `Some` (sorted, as a scan's `series_id IN (...)` filter gives
     /// them): a rule's query of one series of a metric with thousands copies that series,
     /// found by its fingerprint, not all of the metric's.
+    ///
+    /// A freeze (or an unfreeze) moving samples between the frozen and the active part
+    /// while the copy runs would hide them from it (read from neither part) or show them
+    /// twice: the copy is then taken again ([`Head::consistently`]).
     pub fn snapshot_of(
+        &self,
+        names: Option<&HashSet<String>>,
+        ids: Option<&[u64]>,
+        range: Option<(i64, i64)>,
+    ) -> HeadSamples {
+        self.consistently(|| self.copy_of(names, ids, range))
+    }
+
+    /// Runs `read` (of both parts) until no freeze or unfreeze ran during it: a seqlock
+    /// over [`Head::moves`]. Freezes come once per persist, so a retry is rare; neither a
+    /// freeze nor the write path waits for a reader.
+    fn consistently<T>(&self, read: impl Fn() -> T) -> T {
+        loop {
+            let before = self.moves.load(Ordering::SeqCst);
+            if before % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let out = read();
+            if self.moves.load(Ordering::SeqCst) == before {
+                return out;
+            }
+        }
+    }
+
+    /// [`Head::snapshot_of`]'s copy, without the check.
+    fn copy_of(
         &self,
         names: Option<&HashSet<String>>,
         ids: Option<&[u64]>,
@@ -427,19 +467,23 @@ impl Head {
             return out;
         }
         for shard in &self.shards {
+            let Some(names) = names else {
+                // Every series: one at a time, so that a long copy (a rollup build's hour
+                // of every series, on lower-priority threads) never holds a shard, which
+                // every write to it needs, for longer than one series' window.
+                let ids: Vec<u64> = shard.lock().series.keys().copied().collect();
+                for id in ids {
+                    if let Some((m, e)) = shard.lock().series.get(&id) {
+                        take(m, e, &mut push);
+                    }
+                }
+                continue;
+            };
             let shard = shard.lock();
-            match names {
-                None => shard
-                    .series
-                    .values()
-                    .for_each(|(m, e)| take(m, e, &mut push)),
-                Some(names) => {
-                    for n in names {
-                        for id in shard.by_name.get(n.as_str()).into_iter().flatten() {
-                            if let Some((m, e)) = shard.series.get(id) {
-                                take(m, e, &mut push);
-                            }
-                        }
+            for n in names {
+                for id in shard.by_name.get(n.as_str()).into_iter().flatten() {
+                    if let Some((m, e)) = shard.series.get(id) {
+                        take(m, e, &mut push);
                     }
                 }
             }
@@ -551,6 +595,38 @@ impl Head {
         out
     }
 
+    /// The earliest sample time (ms) in the head, frozen and active parts together (one
+    /// consistent view, as [`Head::snapshot_of`]'s), staleness markers included; `None`
+    /// when the head holds no sample. Reads each series' first sample (its minimum where
+    /// its samples arrived out of order): no copy.
+    pub fn oldest_sample_ms(&self) -> Option<i64> {
+        self.consistently(|| self.oldest_of_parts())
+    }
+
+    /// [`Head::oldest_sample_ms`] without the check.
+    fn oldest_of_parts(&self) -> Option<i64> {
+        let mut out = self.frozen.read().as_ref().and_then(|f| {
+            f.series
+                .iter()
+                .filter_map(|(_, v)| v.first().map(|s| s.timestamp_ms))
+                .min()
+        });
+        for shard in &self.shards {
+            for (_, e) in shard.lock().series.values() {
+                let t = if e.sorted {
+                    e.samples.first().map(|s| s.timestamp_ms)
+                } else {
+                    e.samples.iter().map(|s| s.timestamp_ms).min()
+                };
+                out = match (out, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        out
+    }
+
     /// Series currently in the head (the active series).
     pub fn series_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().series.len()).sum()
@@ -572,6 +648,39 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_snapshot_taken_while_the_head_freezes_sees_every_sample() {
+        // One thread freezes and unfreezes the head over and over (a persist, and one that
+        // failed); another copies it and counts: a sample moving between the frozen and
+        // the active part while a copy runs is still in the copy, exactly once.
+        let h = Arc::new(Head::new(HashSet::new()));
+        let batch: Vec<SeriesSamples> = (0..2000)
+            .map(|i| ss(&format!("m{i}"), &[(i, 1.0), (i + 5000, 2.0)]))
+            .collect();
+        h.append(batch);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mover = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let pause = std::time::Duration::from_micros(300);
+                while !stop.load(Ordering::Relaxed) {
+                    if h.freeze().is_some() {
+                        std::thread::sleep(pause);
+                        h.unfreeze();
+                    }
+                    std::thread::sleep(pause);
+                }
+            })
+        };
+        for _ in 0..300 {
+            let n: usize = h.snapshot(None).iter().map(|(_, v)| v.len()).sum();
+            assert_eq!(n, 4000);
+            assert_eq!(h.oldest_sample_ms(), Some(0));
+        }
+        stop.store(true, Ordering::Relaxed);
+        mover.join().unwrap();
     }
 
     #[test]

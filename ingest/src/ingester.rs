@@ -850,6 +850,15 @@ impl Ingester {
         (t.samples.clone(), self.head.snapshot_of(names, ids, range))
     }
 
+    /// The Delta samples table as of now and the earliest sample time (ms) in the head
+    /// ([`crate::head::Head::oldest_sample_ms`]), one consistent view (as
+    /// [`Ingester::read_samples`]'s: no sample in both): the oldest sample overall is the
+    /// smaller of the head's and the table's.
+    pub fn oldest_in_head(&self) -> (DeltaTable, Option<i64>) {
+        let t = self.tables.read();
+        (t.samples.clone(), self.head.oldest_sample_ms())
+    }
+
     /// A consistent view of the series catalog: the Delta table and the head's series not
     /// yet in it.
     pub fn read_series(&self) -> (DeltaTable, Vec<Arc<SeriesMeta>>) {

@@ -144,22 +144,25 @@ pub fn first_tier_watermark(now_ms: i64, lateness_ms: i64, event_time: Option<(i
 }
 
 impl Rollups {
-    /// The oldest raw sample's time (ms, UTC), `None` without samples. Looked up in the
-    /// `samples` table (a scan of its timestamps) until found, then remembered: a tier not
-    /// built yet asks at every catch-up.
+    /// The oldest raw sample's time (ms, UTC), `None` without samples: the smaller of the
+    /// head's earliest sample (read in place, [`strata_engine::Source::oldest_in_head`])
+    /// and the Delta table's (a scan of its timestamp column), from one view. Looked up
+    /// until found, then remembered: a tier not built yet asks at every catch-up.
     async fn oldest_sample_ms(&self) -> Result<Option<i64>> {
         if let Some(t) = *self.oldest_sample.lock() {
             return Ok(Some(t));
         }
-        let batches = self
-            .engine()
-            .context()
-            .table("samples")
-            .await?
+        let (table, head) = self.engine().source().oldest_in_head();
+        let batches = datafusion::prelude::SessionContext::new()
+            .read_table(table.table_provider().await?)?
             .aggregate(vec![], vec![min(col("timestamp")).alias("t")])?
             .collect()
             .await?;
-        let t = crate::table::first_i64(&batches, 0)?.map(|us| us.div_euclid(1000));
+        let stored = crate::table::first_i64(&batches, 0)?.map(|us| us.div_euclid(1000));
+        let t = match (stored, head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         *self.oldest_sample.lock() = t;
         Ok(t)
     }

@@ -219,11 +219,22 @@ pub fn series_columns() -> Vec<StructField> {
 /// [`RollupError::Arrow`] if `schema` is not a series table's (a broken invariant).
 pub fn series_batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Result<RecordBatch> {
     let mut groups: std::collections::BTreeMap<(&str, &str, i64), Vec<i64>> = Default::default();
-    for r in rows {
-        groups
-            .entry((&r.key.family, &r.key.metric_name, r.end_ms))
-            .or_default()
-            .push(r.key.series_id);
+    // A metric's rows are one run when sorted: grouped by bucket within the run, the map
+    // keyed by strings then sees one entry per metric and bucket, not one per row.
+    for run in
+        rows.chunk_by(|a, b| a.key.family == b.key.family && a.key.metric_name == b.key.metric_name)
+    {
+        let mut by_end: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for r in run {
+            by_end.entry(r.end_ms).or_default().push(r.key.series_id);
+        }
+        let k = &run[0].key;
+        for (e, ids) in by_end {
+            groups
+                .entry((&k.family, &k.metric_name, e))
+                .or_default()
+                .extend(ids);
+        }
     }
     let n = groups.len();
     let mut name = StringDictionaryBuilder::<Int32Type>::new();
@@ -234,7 +245,7 @@ pub fn series_batch(schema: &SchemaRef, rows: &[Row], resolution_ms: i64) -> Res
     let mut date = Date32Builder::with_capacity(n);
     for ((f, m, e), ids) in groups {
         let mut sketch = crate::sketch::new_hll();
-        let mut distinct = ids.clone();
+        let mut distinct = ids;
         distinct.sort_unstable();
         distinct.dedup();
         for id in &distinct {
