@@ -618,10 +618,7 @@ impl Head {
                 } else {
                     e.samples.iter().map(|s| s.timestamp_ms).min()
                 };
-                out = match (out, t) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                out = out.into_iter().chain(t).min();
             }
         }
         out

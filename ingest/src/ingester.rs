@@ -94,6 +94,10 @@ pub struct Ingester {
     /// Writers hold it shared across WAL append + head apply; a persist holds it exclusive
     /// while it rotates the WAL and freezes the head, so both cut at the same point.
     gate: tokio::sync::RwLock<()>,
+    /// The runtime [`Ingester::open`] ran on (the server's, where the writes run): the
+    /// one place the gate is taken exclusively from outside the write path
+    /// ([`Ingester::raise_late_watermark`]).
+    runtime: tokio::runtime::Handle,
     /// One persist or compaction at a time.
     persist_lock: tokio::sync::Mutex<()>,
     /// The Delta table versions queries see, swapped together with releasing the frozen
@@ -135,7 +139,7 @@ enum Relabeled {
 const RELABEL_CACHE_ENTRIES: usize = 1 << 20;
 
 /// The wall clock, ms since the epoch (UTC); 0 before 1970.
-fn wall_clock_ms() -> i64 {
+pub fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -206,6 +210,7 @@ impl Ingester {
             wal,
             head,
             gate: tokio::sync::RwLock::new(()),
+            runtime: tokio::runtime::Handle::current(),
             persist_lock: tokio::sync::Mutex::new(()),
             tables: parking_lot::RwLock::new(Tables { samples, series }),
             metrics,
@@ -392,7 +397,26 @@ impl Ingester {
     /// Raises the late watermark to `ms` (ms, UTC): from now on a sample written with a
     /// timestamp at or before it is marked late ([`crate::late`]). The rollup jobs call it
     /// before they read a range to build; it waits for the writes in flight.
-    pub async fn raise_late_watermark(&self, ms: i64) {
+    ///
+    /// The gate is taken by a task on the writers' runtime, whatever runtime the caller
+    /// runs on: tokio's lock is fair, so the writes queue behind a waiting exclusive
+    /// holder, and a caller on lower-priority threads (the rollup builds,
+    /// `src/background.rs`) descheduled while it waits or holds would stall every write
+    /// (a priority inversion, `benches/README.md`). Taken here instead when that runtime
+    /// is gone (shutting down).
+    pub async fn raise_late_watermark(self: &Arc<Self>, ms: i64) {
+        let this = self.clone();
+        let raised = self
+            .runtime
+            .spawn(async move { this.raise_under_gate(ms).await })
+            .await;
+        if raised.is_err() {
+            self.raise_under_gate(ms).await;
+        }
+    }
+
+    /// [`Ingester::raise_late_watermark`] on the calling task.
+    async fn raise_under_gate(&self, ms: i64) {
         let _g = self.gate.write().await;
         self.late.raise(ms);
     }

@@ -72,11 +72,6 @@ pub struct Rollups {
     /// The samples-table version whose late marks are all built again; `None` until read
     /// from the first tier's log ([`LATE_APP_ID`]).
     late_checkpoint: Mutex<Option<i64>>,
-    /// The runtime [`Rollups::open`] ran on (the server's): where a build takes the write
-    /// path's lock to raise the late watermark, so that a build running on lower-priority
-    /// threads never holds, or waits in line for, a lock every write needs while it is
-    /// descheduled (a priority inversion that would stall the writes).
-    writers_runtime: tokio::runtime::Handle,
 }
 
 /// The Delta application id under which the first tier table records the samples-table
@@ -131,7 +126,6 @@ impl Rollups {
             catalog,
             ingester: None,
             late_checkpoint: Mutex::new(None),
-            writers_runtime: tokio::runtime::Handle::current(),
             engine,
             tiers,
             tables,
@@ -231,15 +225,8 @@ impl Rollups {
                 && let Some(ingester) = &self.ingester
             {
                 // A sample written from now on into (.., end] is marked late: the read
-                // below sees it, or it is built again. Raised on the writers' runtime
-                // (`writers_runtime`).
-                let ingester = ingester.clone();
-                self.writers_runtime
-                    .spawn(async move { ingester.raise_late_watermark(end).await })
-                    .await
-                    .map_err(|e| {
-                        RollupError::Invariant(format!("raising the late watermark: {e}"))
-                    })?;
+                // below sees it, or it is built again.
+                ingester.raise_late_watermark(end).await;
             }
             let before = report.source_rows;
             let rows = self.source_rows(tier, start, end, &mut report).await?;

@@ -159,10 +159,7 @@ impl Rollups {
             .collect()
             .await?;
         let stored = crate::table::first_i64(&batches, 0)?.map(|us| us.div_euclid(1000));
-        let t = match (stored, head) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let t = stored.into_iter().chain(head).min();
         *self.oldest_sample.lock() = t;
         Ok(t)
     }
@@ -254,10 +251,7 @@ impl Rollups {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = strata_ingest::ingester::wall_clock_ms();
             if let Err(e) = self.catch_up(now, &cfg, metrics.as_ref()).await {
                 tracing::error!(error = %e, "building the rollup tiers failed; will retry");
             }
